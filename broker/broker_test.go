@@ -1,0 +1,55 @@
+package broker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
+)
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	env := brokertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, env.JS, broker.Topology{}); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	for _, name := range []string{events.StreamJobs, events.StreamResults, events.StreamTokenEvents, events.StreamDeadLetters} {
+		if _, err := env.JS.Stream(ctx, name); err != nil {
+			t.Errorf("stream %s: %v", name, err)
+		}
+	}
+	kv, err := env.JS.KeyValue(ctx, events.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A per-key TTL needs LimitMarkerTTL on the bucket.
+	if _, err := kv.Create(ctx, "app", []byte("h1"), jetstream.KeyTTL(time.Minute)); err != nil {
+		t.Fatalf("create with TTL: %v", err)
+	}
+}
+
+func TestConnConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  broker.ConnConfig
+		ok   bool
+	}{
+		{"url only", broker.ConnConfig{URL: "nats://127.0.0.1:4222"}, true},
+		{"no url", broker.ConnConfig{}, false},
+		{"cert without key", broker.ConnConfig{URL: "nats://x", TLSCert: "c.pem"}, false},
+		{"password without user", broker.ConnConfig{URL: "nats://x", Password: "p"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

@@ -1,0 +1,56 @@
+// Package brokertest starts a real embedded nats-server with JetStream for
+// tests, provisioned with wxhub's streams and buckets.
+package brokertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker"
+)
+
+// Env is a running test server and a client connection to it.
+type Env struct {
+	Server *broker.Embedded
+	URL    string
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+}
+
+// Start starts an embedded server storing under t.TempDir(), provisions the
+// default topology and registers cleanup.
+func Start(tb testing.TB) *Env {
+	tb.Helper()
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatalf("start nats: %v", err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	env := &Env{Server: srv, URL: srv.ClientURL()}
+	env.NC = env.Conn(tb)
+	env.JS, err = jetstream.New(env.NC)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, env.JS, broker.Topology{}); err != nil {
+		tb.Fatal(err)
+	}
+	return env
+}
+
+// Conn opens another connection, closed at cleanup.
+func (e *Env) Conn(tb testing.TB) *nats.Conn {
+	tb.Helper()
+	nc, err := broker.Connect(broker.ConnConfig{URL: e.URL, Name: tb.Name()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}

@@ -1,0 +1,144 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// Topology sizes the streams and buckets. The zero value is valid: one
+// replica and the defaults below.
+type Topology struct {
+	// Prefix for every subject (see events.NewSubjects).
+	Prefix string
+	// Replicas for streams and buckets; 0 means 1. Use 3 on a cluster.
+	Replicas int
+	// DuplicateWindow of the job and result streams; 0 means 10 minutes.
+	DuplicateWindow time.Duration
+	// JobMaxAge bounds how long an unconsumed job is kept; 0 means 24h.
+	JobMaxAge time.Duration
+	// ResultMaxAge bounds how long results are kept; 0 means 24h.
+	ResultMaxAge time.Duration
+}
+
+func (t *Topology) setDefaults() {
+	if t.Replicas <= 0 {
+		t.Replicas = 1
+	}
+	if t.DuplicateWindow <= 0 {
+		t.DuplicateWindow = 10 * time.Minute
+	}
+	if t.JobMaxAge <= 0 {
+		t.JobMaxAge = 24 * time.Hour
+	}
+	if t.ResultMaxAge <= 0 {
+		t.ResultMaxAge = 24 * time.Hour
+	}
+}
+
+// StreamConfigs returns the configuration of wxhub's four streams.
+func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	t.setDefaults()
+	s := events.NewSubjects(t.Prefix)
+	return []jetstream.StreamConfig{
+		{
+			Name:        events.StreamJobs,
+			Description: "wxhub jobs: one durable consumer per job subject",
+			Subjects:    s.Jobs(),
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			MaxAge:      t.JobMaxAge,
+			Duplicates:  t.DuplicateWindow,
+			MaxMsgSize:  64 << 10,
+		},
+		{
+			Name:        events.StreamResults,
+			Description: "wxhub results: user.profile and user.profile.failed",
+			Subjects:    s.Results(),
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			MaxAge:      t.ResultMaxAge,
+			Duplicates:  t.DuplicateWindow,
+		},
+		{
+			Name:        events.StreamTokenEvents,
+			Description: "wxhub token events (audit trail; never holds a token)",
+			Subjects:    s.Tokens(),
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			MaxAge:      24 * time.Hour,
+			Duplicates:  time.Minute,
+		},
+		{
+			Name:        events.StreamDeadLetters,
+			Description: "wxhub dead letters: original bytes of rejected jobs",
+			Subjects:    []string{s.DeadLetterPrefix + ">"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			MaxAge:      7 * 24 * time.Hour,
+			Duplicates:  t.DuplicateWindow,
+		},
+	}
+}
+
+// BucketConfigs returns the configuration of wxhub's four KV buckets.
+func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
+	t.setDefaults()
+	return []jetstream.KeyValueConfig{
+		{
+			Bucket:      events.BucketTokens,
+			Description: "global access_token per appid (holder writes, CAS on revision)",
+			History:     5,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+		},
+		{
+			Bucket:         events.BucketLeases,
+			Description:    "holder leadership lease per appid (per-key TTL)",
+			History:        1,
+			Storage:        jetstream.FileStorage,
+			Replicas:       t.Replicas,
+			LimitMarkerTTL: time.Minute,
+		},
+		{
+			Bucket:      events.BucketQuota,
+			Description: "token fetches per appid per China day (appid.YYYYMMDD)",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			TTL:         72 * time.Hour,
+		},
+		{
+			Bucket:      events.BucketOAuth,
+			Description: "OAuth code exchange outcomes by sha256(appid+code)",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			TTL:         10 * time.Minute,
+		},
+	}
+}
+
+// Provision creates or updates every stream and bucket. It is idempotent:
+// every process calls it at start.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	for _, sc := range t.StreamConfigs() {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("broker: stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, kc := range t.BucketConfigs() {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("broker: bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}

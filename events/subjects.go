@@ -1,0 +1,94 @@
+package events
+
+// Bare subject names, without any configured prefix.
+const (
+	SubjectUserLookup         = "user.lookup"
+	SubjectOAuthCodeReceived  = "oauth.code.received"
+	SubjectUserProfile        = "user.profile"
+	SubjectUserProfileFailed  = "user.profile.failed"
+	SubjectTokenRefreshed     = "token.refreshed"
+	SubjectTokenInvalidated   = "token.invalidated"
+	SubjectTokenRefreshFailed = "token.refresh_failed"
+	SubjectTokenConflict      = "token.conflict"
+	// SubjectDeadLetterPrefix is followed by the job subject, e.g.
+	// "deadletter.user.lookup"; the message body is the original job bytes.
+	SubjectDeadLetterPrefix = "deadletter."
+)
+
+// KV bucket names.
+const (
+	BucketTokens = "wx_tokens"
+	BucketLeases = "wx_leases"
+	BucketQuota  = "wx_quota"
+	BucketOAuth  = "wx_oauth"
+)
+
+// JetStream stream names (stream names cannot contain dots).
+const (
+	StreamJobs        = "WX_JOBS"
+	StreamResults     = "WX_RESULTS"
+	StreamTokenEvents = "WX_TOKEN_EVENTS"
+	StreamDeadLetters = "WX_DEADLETTERS"
+)
+
+// Message headers.
+const (
+	// HeaderMsgID is JetStream's dedupe header; jobs and their results both
+	// carry the job_id in it.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderCorrelationID carries a correlation id from job to result.
+	HeaderCorrelationID = "Wx-Correlation-Id"
+	// HeaderDeadLetterReason says why a job went to the dead-letter subject.
+	HeaderDeadLetterReason = "Wx-Dead-Letter-Reason"
+)
+
+// Subjects holds every subject name with a prefix applied. The zero value
+// is not useful; build one with NewSubjects.
+type Subjects struct {
+	Prefix             string
+	UserLookup         string
+	OAuthCodeReceived  string
+	UserProfile        string
+	UserProfileFailed  string
+	TokenRefreshed     string
+	TokenInvalidated   string
+	TokenRefreshFailed string
+	TokenConflict      string
+	DeadLetterPrefix   string
+}
+
+// NewSubjects returns the subject names under prefix. An empty prefix gives
+// the bare names; a prefix without a trailing dot gets one ("wx" → "wx.").
+func NewSubjects(prefix string) Subjects {
+	if prefix != "" && prefix[len(prefix)-1] != '.' {
+		prefix += "."
+	}
+	return Subjects{
+		Prefix:             prefix,
+		UserLookup:         prefix + SubjectUserLookup,
+		OAuthCodeReceived:  prefix + SubjectOAuthCodeReceived,
+		UserProfile:        prefix + SubjectUserProfile,
+		UserProfileFailed:  prefix + SubjectUserProfileFailed,
+		TokenRefreshed:     prefix + SubjectTokenRefreshed,
+		TokenInvalidated:   prefix + SubjectTokenInvalidated,
+		TokenRefreshFailed: prefix + SubjectTokenRefreshFailed,
+		TokenConflict:      prefix + SubjectTokenConflict,
+		DeadLetterPrefix:   prefix + SubjectDeadLetterPrefix,
+	}
+}
+
+// Jobs returns the job subjects.
+func (s Subjects) Jobs() []string { return []string{s.UserLookup, s.OAuthCodeReceived} }
+
+// Results returns the result subjects.
+func (s Subjects) Results() []string { return []string{s.UserProfile, s.UserProfileFailed} }
+
+// Tokens returns the token event subjects.
+func (s Subjects) Tokens() []string {
+	return []string{s.TokenRefreshed, s.TokenInvalidated, s.TokenRefreshFailed, s.TokenConflict}
+}
+
+// DeadLetter returns the dead-letter subject for a job subject.
+func (s Subjects) DeadLetter(jobSubject string) string {
+	return s.DeadLetterPrefix + jobSubject
+}
