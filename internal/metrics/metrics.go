@@ -1,0 +1,105 @@
+// Package metrics defines wxhub's Prometheus metrics on one registry and
+// serves them. Labels never carry a secret: appid, subject, endpoint path,
+// errcode and small enumerations only.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Registry holds every wxhub metric plus the Go and process collectors.
+var Registry = prometheus.NewRegistry()
+
+var f = promauto.With(Registry)
+
+func init() {
+	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// Job outcomes (label outcome of JobsTotal).
+const (
+	OutcomeSuccess = "success" // user.profile published
+	OutcomeFailed  = "failed"  // user.profile.failed published
+	OutcomeRetry   = "retry"   // nak'd for redelivery
+	OutcomeInvalid = "invalid" // rejected as bad input (also counted as failed)
+)
+
+var (
+	// JobsTotal counts handled job deliveries by subject and outcome.
+	JobsTotal = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxhub_jobs_total",
+		Help: "Job deliveries handled, by job subject and outcome (success, failed, retry, invalid).",
+	}, []string{"subject", "outcome"})
+
+	// JobDuration observes the time from delivery to ack/nak.
+	JobDuration = f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wxhub_job_duration_seconds",
+		Help:    "Time spent handling one job delivery.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"subject"})
+
+	// WeChatLatency observes WeChat API round trips by endpoint path.
+	WeChatLatency = f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wxhub_wechat_request_duration_seconds",
+		Help:    "WeChat API call latency by endpoint path.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"endpoint"})
+
+	// WeChatErrors counts WeChat errcodes (and transport failures as
+	// errcode "transport") by endpoint.
+	WeChatErrors = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxhub_wechat_errors_total",
+		Help: "WeChat API errors by endpoint path and errcode (\"transport\" for network, timeout, 5xx, non-JSON).",
+	}, []string{"endpoint", "errcode"})
+
+	// TokenExpiresAt is the unix time the current token of an app expires.
+	TokenExpiresAt = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_token_expires_at_seconds",
+		Help: "Unix time at which the stored global access_token of the app expires.",
+	}, []string{"appid"})
+
+	// TokenRefreshes counts successful token fetches by reason.
+	TokenRefreshes = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxhub_token_refreshes_total",
+		Help: "Global access_token fetches stored, by appid and reason (startup, scheduled, invalidated, manual, takeover).",
+	}, []string{"appid", "reason"})
+
+	// TokenRefreshFailures counts failed fetches by errcode.
+	TokenRefreshFailures = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxhub_token_refresh_failures_total",
+		Help: "Failed global access_token fetches by appid and errcode.",
+	}, []string{"appid", "errcode"})
+
+	// TokenInvalidations counts token.invalidated reports by what the holder
+	// did with them: accepted, stale, duplicate, rate_limited, quota_reserve, conflict.
+	TokenInvalidations = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "wxhub_token_invalidations_total",
+		Help: "token.invalidated reports by appid and decision (accepted, stale, duplicate, rate_limited, quota_reserve, conflict).",
+	}, []string{"appid", "decision"})
+
+	// QuotaUsed is the number of token fetches counted today (China day).
+	QuotaUsed = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_token_quota_used",
+		Help: "Global access_token fetches used today (China day) by appid.",
+	}, []string{"appid"})
+
+	// HolderLeader is 1 while this process leads the appid.
+	HolderLeader = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_holder_leader",
+		Help: "1 while this holder process is the leader for the appid.",
+	}, []string{"appid"})
+)
+
+// ErrCode formats an errcode label value.
+func ErrCode(code int) string { return strconv.Itoa(code) }
+
+// Handler serves the registry in the Prometheus text format.
+func Handler() http.Handler {
+	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{Registry: Registry})
+}
