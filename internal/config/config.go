@@ -1,0 +1,243 @@
+// Package config loads wxhub's configuration from, in rising precedence,
+// defaults, an optional YAML file, WXHUB_* environment variables and
+// command-line flags, and validates it with messages that name the field.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/events"
+)
+
+// DefaultNATSURL is where `wxhub run` listens, and so where the client
+// commands look by default.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// App is one WeChat official account or app.
+type App struct {
+	AppID      string `yaml:"appid"`
+	Secret     string `yaml:"secret,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+	Mode       string `yaml:"mode,omitempty"` // token (default) or stable_token
+}
+
+// NATS says how to reach NATS.
+type NATS struct {
+	URL      string `yaml:"url"`
+	Creds    string `yaml:"creds"`
+	NKey     string `yaml:"nkey"`
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+	TLSCA    string `yaml:"tls_ca"`
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+}
+
+// Conn converts to a broker.ConnConfig.
+func (n NATS) Conn(name string) broker.ConnConfig {
+	return broker.ConnConfig{URL: n.URL, Name: name, CredsFile: n.Creds, NKeyFile: n.NKey,
+		User: n.User, Password: n.Password, Token: n.Token, TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey}
+}
+
+// Holder tunes the token holder.
+type Holder struct {
+	ID            string        `yaml:"id"`
+	LeaseTTL      time.Duration `yaml:"lease_ttl"`
+	RefreshMargin time.Duration `yaml:"refresh_margin"`
+	QuotaReserve  int           `yaml:"quota_reserve"`
+}
+
+// Worker tunes the job workers.
+type Worker struct {
+	Concurrency int           `yaml:"concurrency"`
+	MaxDeliver  int           `yaml:"max_deliver"`
+	AckWait     time.Duration `yaml:"ack_wait"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Format string `yaml:"format"` // text or json
+	Level  string `yaml:"level"`  // debug, info, warn, error
+}
+
+// Run configures the all-in-one `wxhub run`.
+type Run struct {
+	NATSListen string        `yaml:"nats_listen"` // embedded NATS address
+	DataDir    string        `yaml:"data_dir"`    // JetStream storage
+	SimListen  string        `yaml:"sim_listen"`  // simulator address when no app is configured
+	SimLatency time.Duration `yaml:"sim_latency"`
+}
+
+// Config is the whole configuration.
+type Config struct {
+	NATS          NATS   `yaml:"nats"`
+	Prefix        string `yaml:"prefix"`
+	Replicas      int    `yaml:"replicas"`
+	WeChatBaseURL string `yaml:"wechat_base_url"`
+	HTTPListen    string `yaml:"http_listen"`
+	Log           Log    `yaml:"log"`
+	Holder        Holder `yaml:"holder"`
+	Worker        Worker `yaml:"worker"`
+	Run           Run    `yaml:"run"`
+	Apps          []App  `yaml:"apps"`
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		NATS:          NATS{URL: DefaultNATSURL},
+		Replicas:      1,
+		WeChatBaseURL: "https://api.weixin.qq.com",
+		HTTPListen:    "127.0.0.1:8090",
+		Log:           Log{Format: "text", Level: "info"},
+		Holder:        Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200},
+		Worker:        Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
+		Run:           Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
+	}
+}
+
+// LoadFile merges a YAML file into c. Unknown keys are errors, so a typo
+// does not silently fall back to a default.
+func (c *Config) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+var appIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ParseApp parses the --app flag form "appid=X,secret_file=F,mode=M"
+// (also secret=S).
+func ParseApp(s string) (App, error) {
+	var a App
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return a, fmt.Errorf("app %q: want key=value pairs (appid=..., secret_file=..., mode=...)", redactApp(s))
+		}
+		switch k {
+		case "appid":
+			a.AppID = v
+		case "secret":
+			a.Secret = v
+		case "secret_file":
+			a.SecretFile = v
+		case "mode":
+			a.Mode = v
+		default:
+			return a, fmt.Errorf("app %q: unknown key %q (want appid, secret, secret_file, mode)", redactApp(s), k)
+		}
+	}
+	return a, nil
+}
+
+// redactApp hides a secret=... value in an --app flag for error messages.
+func redactApp(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if strings.HasPrefix(strings.TrimSpace(p), "secret=") {
+			parts[i] = "secret=[redacted]"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ResolveSecrets fills each app's Secret from WXHUB_SECRET_<APPID> (upper
+// case) or its secret_file, in that order of precedence over an inline
+// secret. getenv is os.Getenv in production.
+func (c *Config) ResolveSecrets(getenv func(string) string) error {
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		if v := getenv("WXHUB_SECRET_" + strings.ToUpper(a.AppID)); v != "" {
+			a.Secret = v
+			continue
+		}
+		if a.SecretFile != "" {
+			b, err := os.ReadFile(a.SecretFile)
+			if err != nil {
+				return fmt.Errorf("apps[%d].secret_file: %w", i, err)
+			}
+			a.Secret = strings.TrimSpace(string(b))
+			if a.Secret == "" {
+				return fmt.Errorf("apps[%d].secret_file: %s is empty", i, a.SecretFile)
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks the configuration, naming the first bad field.
+// needSecrets is true for roles that call WeChat with the AppSecret.
+func (c Config) Validate(needSecrets bool) error {
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("replicas: %d, want 1 to 5", c.Replicas)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q, want text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q, want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Holder.LeaseTTL < time.Second {
+		return fmt.Errorf("holder.lease_ttl: %v, want at least 1s", c.Holder.LeaseTTL)
+	}
+	if c.Holder.RefreshMargin < time.Minute || c.Holder.RefreshMargin > time.Hour {
+		return fmt.Errorf("holder.refresh_margin: %v, want 1m to 1h", c.Holder.RefreshMargin)
+	}
+	if c.Holder.QuotaReserve < 0 || c.Holder.QuotaReserve >= 2000 {
+		return fmt.Errorf("holder.quota_reserve: %d, want 0 to 1999", c.Holder.QuotaReserve)
+	}
+	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 4096 {
+		return fmt.Errorf("worker.concurrency: %d, want 1 to 4096", c.Worker.Concurrency)
+	}
+	if c.Worker.MaxDeliver < 1 {
+		return fmt.Errorf("worker.max_deliver: %d, want at least 1", c.Worker.MaxDeliver)
+	}
+	if c.Worker.AckWait < time.Second {
+		return fmt.Errorf("worker.ack_wait: %v, want at least 1s", c.Worker.AckWait)
+	}
+	if c.Prefix != "" && strings.ContainsAny(c.Prefix, " *>") {
+		return fmt.Errorf("prefix: %q must not contain spaces or wildcards", c.Prefix)
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Apps {
+		if !appIDRe.MatchString(a.AppID) {
+			return fmt.Errorf("apps[%d].appid: %q, want 1-64 letters, digits, _ or -", i, a.AppID)
+		}
+		if seen[a.AppID] {
+			return fmt.Errorf("apps[%d].appid: %s appears twice", i, a.AppID)
+		}
+		seen[a.AppID] = true
+		switch a.Mode {
+		case "", events.ModeToken, events.ModeStableToken:
+		default:
+			return fmt.Errorf("apps[%d].mode: %q, want token or stable_token", i, a.Mode)
+		}
+		if needSecrets && a.Secret == "" {
+			return fmt.Errorf("apps[%d].secret: missing for %s (set secret_file, or WXHUB_SECRET_%s)", i, a.AppID, strings.ToUpper(a.AppID))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wxhub.yaml")
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("file-secret\n"), 0o600)
+	os.WriteFile(file, []byte(`
+nats: {url: nats://file:4222}
+worker: {concurrency: 10, max_deliver: 7}
+holder: {lease_ttl: 5s}
+apps:
+  - appid: wxfile
+    secret_file: `+secretFile+`
+    mode: stable_token
+`), 0o600)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c, err := Load(fs, FlagsNATS|FlagsServer|FlagsHolder|FlagsWorker, []string{"--config", file, "--concurrency", "32"},
+		env(map[string]string{"WXHUB_NATS_URL": "nats://env:4222", "WXHUB_MAX_DELIVER": "9"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ResolveSecrets(env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"flag beats file", c.Worker.Concurrency, 32},
+		{"env beats file", c.Worker.MaxDeliver, 9},
+		{"env beats file (url)", c.NATS.URL, "nats://env:4222"},
+		{"file beats default", c.Holder.LeaseTTL, 5 * time.Second},
+		{"default", c.Holder.RefreshMargin, 10 * time.Minute},
+		{"app from file", c.Apps[0].AppID, "wxfile"},
+		{"secret from file, trimmed", c.Apps[0].Secret, "file-secret"},
+		{"mode", c.Apps[0].Mode, "stable_token"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if err := c.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAppsFromFlagsAndEnvSecret(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	c, err := Load(fs, FlagsNATS|FlagsServer, []string{"--app", "appid=wxa,mode=token", "--app", "appid=wxb"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ResolveSecrets(env(map[string]string{"WXHUB_SECRET_WXA": "sa", "WXHUB_SECRET_WXB": "sb"})); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Apps) != 2 || c.Apps[0].Secret != "sa" || c.Apps[1].Secret != "sb" {
+		t.Fatalf("apps = %+v", c.Apps)
+	}
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"bad appid", func(c *Config) { c.Apps = []App{{AppID: "bad id", Secret: "s"}} }, "apps[0].appid"},
+		{"duplicate appid", func(c *Config) { c.Apps = []App{{AppID: "a", Secret: "s"}, {AppID: "a", Secret: "s"}} }, "apps[1].appid"},
+		{"bad mode", func(c *Config) { c.Apps = []App{{AppID: "a", Secret: "s", Mode: "x"}} }, "apps[0].mode"},
+		{"missing secret", func(c *Config) { c.Apps = []App{{AppID: "a"}} }, "apps[0].secret"},
+		{"concurrency", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency"},
+		{"max deliver", func(c *Config) { c.Worker.MaxDeliver = 0 }, "worker.max_deliver"},
+		{"ack wait", func(c *Config) { c.Worker.AckWait = 0 }, "worker.ack_wait"},
+		{"lease ttl", func(c *Config) { c.Holder.LeaseTTL = 0 }, "holder.lease_ttl"},
+		{"margin", func(c *Config) { c.Holder.RefreshMargin = 3 * time.Hour }, "holder.refresh_margin"},
+		{"reserve", func(c *Config) { c.Holder.QuotaReserve = 5000 }, "holder.quota_reserve"},
+		{"replicas", func(c *Config) { c.Replicas = 0 }, "replicas"},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"prefix", func(c *Config) { c.Prefix = "wx.>" }, "prefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.edit(&c)
+			err := c.Validate(true)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.field) {
+				t.Fatalf("Validate() = %v, want an error naming %s", err, tt.field)
+			}
+		})
+	}
+	if err := func() error { c := Default(); return c.Validate(true) }(); err != nil {
+		t.Fatalf("defaults must be valid: %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknown, []byte("workers: {concurrency: 3}\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"unknown key in file", []string{"--config", unknown}, nil, "workers"},
+		{"missing file", []string{"--config=" + filepath.Join(dir, "nope.yaml")}, nil, "config file"},
+		{"bad env value", nil, map[string]string{"WXHUB_CONCURRENCY": "lots"}, "WXHUB_CONCURRENCY"},
+		{"bad app flag", []string{"--app", "wxa"}, nil, "key=value"},
+		{"secret never echoed", []string{"--app", "appid=a,secret=TOPSECRET,bogus=1"}, nil, "bogus"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			_, err := Load(fs, FlagsNATS|FlagsServer|FlagsWorker, tt.args, env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load() = %v, want error containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "TOPSECRET") {
+				t.Fatalf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}

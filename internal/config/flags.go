@@ -1,0 +1,143 @@
+package config
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// Roles select which flags a subcommand takes.
+type Roles uint8
+
+// Flag groups.
+const (
+	FlagsNATS   Roles = 1 << iota // --nats-* and --prefix
+	FlagsServer                   // --replicas, --http-listen, --log-*, --wechat-base-url, --app
+	FlagsHolder                   // --holder-id, --lease-ttl, ...
+	FlagsWorker                   // --concurrency, --max-deliver, --ack-wait
+	FlagsRun                      // --nats-listen, --data-dir, --sim-*
+)
+
+// appsFlag collects --app values. It keeps a parse error to itself,
+// because the flag package would quote the value (and a secret in it).
+type appsFlag struct {
+	apps *[]App
+	set  bool
+	err  error
+}
+
+func (f *appsFlag) String() string { return "" }
+func (f *appsFlag) Set(v string) error {
+	if !f.set { // the first --app replaces apps from the file
+		*f.apps = nil
+		f.set = true
+	}
+	for _, one := range strings.Split(v, ";") {
+		if strings.TrimSpace(one) == "" {
+			continue
+		}
+		a, err := ParseApp(one)
+		if err != nil {
+			if f.err == nil {
+				f.err = fmt.Errorf("--app: %w", err)
+			}
+			return nil
+		}
+		*f.apps = append(*f.apps, a)
+	}
+	return nil
+}
+
+// EnvName returns the environment variable for a flag: WXHUB_ and the name
+// in upper snake case (--nats-url → WXHUB_NATS_URL).
+func EnvName(flagName string) string {
+	return "WXHUB_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Load builds the configuration for a subcommand: defaults, then the YAML
+// file named by --config or WXHUB_CONFIG, then WXHUB_* variables, then the
+// flags in args. fs receives the flags (add subcommand-specific ones
+// before calling Load). It returns fs.Args() after parsing.
+func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) string) (*Config, error) {
+	c := Default()
+	path := getenv("WXHUB_CONFIG")
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			path = v
+		} else if v, ok := strings.CutPrefix(a, "-config="); ok {
+			path = v
+		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
+			path = args[i+1]
+		}
+	}
+	if path != "" {
+		if err := c.LoadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	apps := &appsFlag{apps: &c.Apps}
+	var configPath string
+	fs.StringVar(&configPath, "config", path, "YAML configuration `file` (env WXHUB_CONFIG)")
+	if roles&FlagsNATS != 0 {
+		fs.StringVar(&c.NATS.URL, "nats-url", c.NATS.URL, "NATS server `URL`s, comma-separated")
+		fs.StringVar(&c.NATS.Creds, "nats-creds", c.NATS.Creds, "NATS credentials `file`")
+		fs.StringVar(&c.NATS.NKey, "nats-nkey", c.NATS.NKey, "NATS nkey seed `file`")
+		fs.StringVar(&c.NATS.User, "nats-user", c.NATS.User, "NATS user")
+		fs.StringVar(&c.NATS.Password, "nats-password", c.NATS.Password, "NATS password (prefer WXHUB_NATS_PASSWORD)")
+		fs.StringVar(&c.NATS.Token, "nats-token", c.NATS.Token, "NATS token (prefer WXHUB_NATS_TOKEN)")
+		fs.StringVar(&c.NATS.TLSCA, "nats-tls-ca", c.NATS.TLSCA, "CA `file` to verify NATS servers")
+		fs.StringVar(&c.NATS.TLSCert, "nats-tls-cert", c.NATS.TLSCert, "client certificate `file` for NATS mutual TLS")
+		fs.StringVar(&c.NATS.TLSKey, "nats-tls-key", c.NATS.TLSKey, "client key `file` for NATS mutual TLS")
+		fs.StringVar(&c.Prefix, "prefix", c.Prefix, "subject `prefix`, e.g. wx.")
+	}
+	if roles&FlagsServer != 0 {
+		fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
+		fs.StringVar(&c.WeChatBaseURL, "wechat-base-url", c.WeChatBaseURL, "WeChat API base `URL`")
+		fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "`address` for /metrics, /healthz and /readyz (empty: off)")
+		fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json")
+		fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error")
+		fs.Var(apps, "app", "an app as `appid=ID,secret_file=FILE,mode=token|stable_token` (repeatable; ';' separates several)")
+	}
+	if roles&FlagsHolder != 0 {
+		fs.StringVar(&c.Holder.ID, "holder-id", c.Holder.ID, "holder `id` (default: hostname-pid)")
+		fs.DurationVar(&c.Holder.LeaseTTL, "lease-ttl", c.Holder.LeaseTTL, "leadership lease TTL per appid")
+		fs.DurationVar(&c.Holder.RefreshMargin, "refresh-margin", c.Holder.RefreshMargin, "refresh this long before a token expires")
+		fs.IntVar(&c.Holder.QuotaReserve, "quota-reserve", c.Holder.QuotaReserve, "daily fetches kept for scheduled refreshes")
+	}
+	if roles&FlagsWorker != 0 {
+		fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs in flight per worker process")
+		fs.IntVar(&c.Worker.MaxDeliver, "max-deliver", c.Worker.MaxDeliver, "deliveries of a job before it fails as retryable")
+		fs.DurationVar(&c.Worker.AckWait, "ack-wait", c.Worker.AckWait, "redeliver a job not acked within this time")
+	}
+	if roles&FlagsRun != 0 {
+		fs.StringVar(&c.Run.NATSListen, "nats-listen", c.Run.NATSListen, "embedded NATS `address`")
+		fs.StringVar(&c.Run.DataDir, "data-dir", c.Run.DataDir, "embedded NATS JetStream data `folder`")
+		fs.StringVar(&c.Run.SimListen, "sim-listen", c.Run.SimListen, "simulator `address` (when no app is configured)")
+		fs.DurationVar(&c.Run.SimLatency, "sim-latency", c.Run.SimLatency, "simulated WeChat round trip")
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" || envErr != nil {
+			return
+		}
+		name := EnvName(f.Name)
+		if f.Name == "app" {
+			name = "WXHUB_APPS"
+		}
+		if v := getenv(name); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if apps.err != nil {
+		return nil, apps.err
+	}
+	return &c, nil
+}
