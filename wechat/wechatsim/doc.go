@@ -1,0 +1,41 @@
+// Package wechatsim is an in-memory stand-in for api.weixin.qq.com: an
+// http.Handler that answers the endpoints wxhub uses the way WeChat does
+// (shared/wechat-api.md), with knobs for latency, injected faults, a
+// controllable clock and per-endpoint call statistics.
+//
+// Use it from tests with httptest:
+//
+//	sim := wechatsim.New(wechatsim.WithClock(wechatsim.NewManualClock(start)))
+//	sim.AddApp("wx0123456789abcdef", "secret")
+//	srv := httptest.NewServer(sim)
+//
+// or as a process with Run (wxhub sim --listen 127.0.0.1:PORT), driven over
+// HTTP through the admin API under /_sim/ (apps, followers, codes, faults,
+// latency, stats, clock).
+//
+// # Choices where WeChat's documentation is silent
+//
+//   - A superseded /cgi-bin/token token stays valid until min(its expiry,
+//     supersede time + 300 s). A token retired before its natural expiry
+//     answers 40001 afterwards; one that lived to its natural expiry answers
+//     42001.
+//   - stable_token with force_refresh=true retires the previous stable token
+//     immediately (40001 from then on). At most 20 forced refreshes per
+//     China day (the 21st answers 45009); a force within 30 s of the last
+//     forced refresh returns the current token and its remaining lifetime
+//     without counting.
+//   - The per-day /cgi-bin/token quota counts successful fetches only; the
+//     day is the China calendar day (UTC+8) of the simulator's clock.
+//   - lang on user/info and sns/userinfo may be zh_CN, zh_TW or en; any other
+//     value is treated as zh_CN (WeChat no longer localises these answers).
+//   - GET endpoints also accept POST (parameters in the query), like WeChat;
+//     stable_token and user/info/batchget need POST, else 43002.
+//   - /sns/oauth2/access_token without a code answers 41008 "missing code";
+//     a code that is used is reported as 40163 even once it has expired.
+//   - A fault with both count and rate fires on that fraction of matching
+//     calls and removes itself after count firings.
+//   - Unknown paths answer a plain-text 404.
+//
+// Secrets (AppSecrets, tokens, codes) are never logged; only short SHA-256
+// fingerprints are.
+package wechatsim
