@@ -2,6 +2,9 @@ package events_test
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
 	"reflect"
 	"slices"
 	"strings"
@@ -238,5 +241,130 @@ func TestCredentialsNeverValidate(t *testing.T) {
 	b = []byte(strings.Replace(string(b), `"retryable":true`, `"retryable":true,"access_token":"T"`, 1))
 	if err := events.Validate(events.SubjectUserProfileFailed, b); err == nil || !strings.Contains(err.Error(), "/error/access_token: unknown property") {
 		t.Errorf("nested access_token: got %v", err)
+	}
+}
+
+// goValue returns a new pointer to the Go payload type of subject.
+func goValue(subject string) any {
+	return reflect.New(reflect.TypeOf(fullyPopulated[subject])).Interface()
+}
+
+// Integer properties have bounds that fit the Go field's type, so a value
+// that validates always decodes.
+func TestIntegerBoundsFitGoTypes(t *testing.T) {
+	type intSchema struct {
+		Type       string                     `json:"type"`
+		Minimum    *json.Number               `json:"minimum"`
+		Maximum    *json.Number               `json:"maximum"`
+		Enum       []any                      `json:"enum"`
+		Items      *intSchema                 `json:"items"`
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	var check func(where string, props map[string]json.RawMessage, typ reflect.Type)
+	check = func(where string, props map[string]json.RawMessage, typ reflect.Type) {
+		for _, f := range jsonFields(typ) {
+			var s intSchema
+			dec := json.NewDecoder(strings.NewReader(string(props[f.name])))
+			dec.UseNumber()
+			if err := dec.Decode(&s); err != nil {
+				t.Fatalf("%s/%s: %v", where, f.name, err)
+			}
+			ft := f.typ
+			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+				if s.Items != nil {
+					s = *s.Items
+				}
+			}
+			if ft.Kind() == reflect.Struct && ft != timeType {
+				check(where+"/"+f.name, s.Properties, ft)
+				continue
+			}
+			var lo, hi string
+			switch ft.Kind() {
+			case reflect.Int, reflect.Int32:
+				lo, hi = "-2147483648", "2147483647" // int may be 32 bits
+			case reflect.Int64:
+				lo, hi = "-9223372036854775808", "9223372036854775807"
+			case reflect.Uint64:
+				lo, hi = "0", "18446744073709551615"
+			default:
+				continue
+			}
+			if s.Type != "integer" {
+				t.Errorf("%s/%s: Go %s but schema type %q", where, f.name, ft, s.Type)
+				continue
+			}
+			var vals []json.Number
+			if len(s.Enum) > 0 {
+				for _, e := range s.Enum {
+					vals = append(vals, json.Number(fmt.Sprint(e)))
+				}
+			} else if s.Minimum == nil || s.Maximum == nil {
+				t.Errorf("%s/%s: integer without minimum and maximum", where, f.name)
+				continue
+			} else {
+				vals = []json.Number{*s.Minimum, *s.Maximum}
+			}
+			for _, v := range vals {
+				if !fits(string(v), lo, hi) {
+					t.Errorf("%s/%s: bound %s does not fit Go %s", where, f.name, v, ft)
+				}
+			}
+		}
+	}
+	for subject := range fullyPopulated {
+		var top struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		}
+		raw, _ := schemas.Raw(subject)
+		if err := json.Unmarshal(raw, &top); err != nil {
+			t.Fatal(err)
+		}
+		check(subject, top.Properties, reflect.TypeOf(fullyPopulated[subject]))
+	}
+}
+
+func fits(v, lo, hi string) bool {
+	x, ok1 := new(big.Int).SetString(v, 10)
+	l, _ := new(big.Int).SetString(lo, 10)
+	h, _ := new(big.Int).SetString(hi, 10)
+	return ok1 && x.Cmp(l) >= 0 && x.Cmp(h) <= 0
+}
+
+// Values at the edges of the schema's bounds decode into the Go types.
+func TestDecodeEdges(t *testing.T) {
+	tests := []struct {
+		subject, data string
+		want          error
+		msg           string
+	}{
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":18446744073709551615,"errcode":-2147483648}`, nil, ""},
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":18446744073709551616,"errcode":1}`, events.ErrSchema, "/version: must be <= 18446744073709551615"},
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":1,"errcode":2147483648}`, events.ErrSchema, "/errcode: must be <= 2147483647"},
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":1e400,"errcode":1}`, events.ErrSchema, "/version: must be <="},
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":1.0,"errcode":40001}`, events.ErrSchema, "/version: must be a plain integer that fits uint64"},
+		{events.SubjectTokenInvalidated, `{"appid":"a","version":2,"errcode":4e4}`, events.ErrSchema, "/errcode: must be a plain integer that fits int"},
+		{events.SubjectUserProfileFailed, `{"job_id":"","job_subject":"user.lookup","appid":"","error":{"kind":"internal","retryable":false,"errcode":1.0},"attempts":1,"failed_at":"2025-01-01T00:00:00Z"}`, events.ErrSchema, "/error/errcode: must be a plain integer"},
+		{events.SubjectTokenRefreshFailed, `{"appid":"a","errcode":1,"next_attempt_at":"2016-12-31T23:59:60Z"}`, events.ErrSchema, "/next_attempt_at: must match"},
+		{events.SubjectTokenRefreshFailed, `{"appid":"a","errcode":1,"next_attempt_at":"2025-01-01t00:00:00z"}`, events.ErrSchema, "/next_attempt_at: must match"},
+		{events.SubjectTokenRefreshFailed, `{"appid":"a","errcode":1,"next_attempt_at":"2025-02-30T00:00:00Z"}`, events.ErrSchema, "/next_attempt_at: must be a valid date-time"},
+		{events.SubjectTokenRefreshFailed, `{"appid":"a","errcode":1,"next_attempt_at":"2025-01-01T00:00:00.123456789+08:00"}`, nil, ""},
+	}
+	for _, tt := range tests {
+		v := goValue(tt.subject)
+		err := events.Decode(tt.subject, []byte(tt.data), v)
+		if tt.want == nil {
+			if err != nil {
+				t.Errorf("%s: %v", tt.data, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tt.want) || !strings.Contains(fmt.Sprint(err), tt.msg) {
+			t.Errorf("%s: error %v, want %v containing %q", tt.data, err, tt.want, tt.msg)
+		}
+	}
+	if err := events.Decode("nope", []byte(`{}`), new(events.UserLookup)); !errors.Is(err, events.ErrUnknownSubject) {
+		t.Errorf("unknown subject: %v", err)
 	}
 }

@@ -3,7 +3,10 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"regexp"
+	"strings"
 )
 
 // DecodeUserLookup checks data against the user.lookup schema (see
@@ -24,19 +27,43 @@ func DecodeOAuthCodeReceived(data []byte) (OAuthCodeReceived, error) {
 	return v, err
 }
 
+// Decode checks data against the schema of the bare subject name (see
+// Validate) and then decodes it into v, a pointer to the subject's Go
+// payload type (UserLookup for user.lookup, TokenInvalidated for
+// token.invalidated, and so on). The error matches ErrUnknownSubject, or is
+// a *ValidationError matching ErrTooLarge, ErrNotJSON or ErrSchema.
+//
+// One thing the schema cannot rule out is caught here and reported as
+// ErrSchema: JSON Schema counts 1.0 and 1e2 as integers, encoding/json does
+// not decode them into Go integers.
+func Decode(subject string, data []byte, v any) error {
+	return decode(subject, data, v)
+}
+
 func decode(subject string, data []byte, v any) error {
 	if _, err := validate(subject, data); err != nil {
 		return err
 	}
-	// The schema is closed and checked every property's type, so this only
-	// fails on a mismatch between the schema and the Go type, which the
-	// tests rule out; report it as a schema violation anyway.
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &ValidationError{Subject: subject, Err: ErrSchema, Problems: []string{"(root): " + err.Error()}}
+		return &ValidationError{Subject: subject, Err: ErrSchema, Problems: []string{decodeProblem(err)}}
 	}
 	return nil
+}
+
+// decodeProblem words an encoding/json error on already validated data
+// without quoting values.
+func decodeProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		at := "/" + strings.ReplaceAll(te.Field, ".", "/")
+		if strings.HasPrefix(te.Value, "number") {
+			return fmt.Sprintf("%s: must be a plain integer that fits %s", at, te.Type)
+		}
+		return fmt.Sprintf("%s: cannot be decoded into %s", at, te.Type)
+	}
+	return fmt.Sprintf("(root): cannot be decoded: %T", err)
 }
 
 var (
