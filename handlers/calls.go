@@ -1,0 +1,85 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// retryTransient runs op until it succeeds, fails with a non-transient
+// error, or the backoff gives up (RetryMaxElapsed or ctx). 45011 (minute
+// quota) is not retried here: the next minute is a redelivery's business.
+func (h *Handlers) retryTransient(ctx context.Context, op func(context.Context) error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = h.cfg.RetryInitial
+	b.MaxInterval = h.cfg.RetryMax
+	b.MaxElapsedTime = h.cfg.RetryMaxElapsed
+	var last error
+	err := backoff.Retry(func() error {
+		err := op(ctx)
+		last = err
+		if err != nil && (!wechat.IsTransient(err) || wechat.ErrCode(err) == wechat.CodeMinuteQuota) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+	if err != nil && last != nil && ctx.Err() != nil && !errors.Is(last, ctx.Err()) {
+		// The job's time ran out between attempts: report both.
+		return fmt.Errorf("%w (last attempt: %w)", err, last)
+	}
+	return err
+}
+
+// withToken calls fn with the app's current token. When WeChat rejects
+// the token (40001, 40014, 42001) it reports the version, waits for a
+// newer one (at most TokenWait) and calls fn again, at most MaxRotations
+// times.
+func (h *Handlers) withToken(ctx context.Context, appid string, fn func(ctx context.Context, token string) error) error {
+	rec, ok := h.cfg.Tokens.Current(appid)
+	if !ok {
+		var err error
+		if rec, err = h.waitToken(ctx, appid, 0); err != nil {
+			return err
+		}
+	}
+	for rotation := 0; ; rotation++ {
+		err := fn(ctx, rec.AccessToken)
+		if !wechat.IsTokenInvalid(err) {
+			return err
+		}
+		code := wechat.ErrCode(err)
+		h.log.Info("access_token rejected", "appid", appid, "version", rec.Version, "errcode", code,
+			"token_fp", wechat.Fingerprint(rec.AccessToken))
+		if ierr := h.cfg.Invalidator.Invalidate(ctx, appid, rec.Version, code); ierr != nil {
+			h.log.Warn("cannot report the rejected token", "appid", appid, "version", rec.Version, "err", ierr)
+		}
+		if rotation+1 >= h.cfg.MaxRotations {
+			return &tokenUnavailableError{err: fmt.Errorf("%d tokens rejected in one delivery: %w", rotation+1, err)}
+		}
+		if rec, err = h.waitToken(ctx, appid, rec.Version); err != nil {
+			return err
+		}
+	}
+}
+
+// waitToken waits at most TokenWait for a token newer than version.
+func (h *Handlers) waitToken(ctx context.Context, appid string, version uint64) (events.TokenRecord, error) {
+	wctx, cancel := context.WithTimeout(ctx, h.cfg.TokenWait)
+	defer cancel()
+	rec, err := h.cfg.Tokens.WaitNewer(wctx, appid, version)
+	if err == nil {
+		return rec, nil
+	}
+	if ctx.Err() != nil {
+		return rec, ctx.Err() // the job's own deadline or the worker stopping
+	}
+	if version == 0 {
+		return rec, &tokenUnavailableError{err: fmt.Errorf("no token for %s after %s", appid, h.cfg.TokenWait)}
+	}
+	return rec, &tokenUnavailableError{err: fmt.Errorf("no token newer than version %d for %s after %s", version, appid, h.cfg.TokenWait)}
+}

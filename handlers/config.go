@@ -1,0 +1,153 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// App is a configured WeChat app: its appid and the AppSecret needed to
+// exchange OAuth codes.
+type App struct {
+	AppID  string
+	Secret string
+}
+
+// LogValue keeps the secret out of logs.
+func (a App) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("appid", a.AppID), slog.String("secret_fp", wechat.Fingerprint(a.Secret)))
+}
+
+// TokenSource gives the current global access_token of an app, from memory.
+type TokenSource interface {
+	// Current returns the newest token known for appid.
+	Current(appid string) (events.TokenRecord, bool)
+	// WaitNewer blocks until a token with a version greater than version
+	// is known for appid (version 0: any token), or ctx is done.
+	WaitNewer(ctx context.Context, appid string, version uint64) (events.TokenRecord, error)
+}
+
+// Invalidator reports that WeChat rejected the token of appid with the
+// given version (publishes token.invalidated).
+type Invalidator interface {
+	Invalidate(ctx context.Context, appid string, version uint64, errcode int) error
+}
+
+// Config configures Handlers. WeChat, Tokens, Invalidator, Publisher,
+// OAuth and at least one App are required; every other zero value means
+// the default named on the field.
+type Config struct {
+	WeChat      *wechat.Client
+	Tokens      TokenSource
+	Invalidator Invalidator
+	// Publisher publishes results and dead letters. It must publish to
+	// JetStream and send the Nats-Msg-Id metadata as a header (see
+	// package worker's Publisher).
+	Publisher message.Publisher
+	OAuth     OAuthStore
+	Apps      []App
+	// Prefix of every subject (see events.NewSubjects).
+	Prefix string
+	// MaxDeliver is the consumer's MaxDeliver: on that delivery a job
+	// is never retried again. 0 means 5.
+	MaxDeliver int
+	// JobTimeout bounds the work of one delivery; it must be shorter than
+	// the consumer's AckWait. 0 means 45 s.
+	JobTimeout time.Duration
+	// TokenWait bounds the wait for a newer token after a rejection (or
+	// for a first token). 0 means 20 s.
+	TokenWait time.Duration
+	// MaxRotations bounds how many newer tokens one delivery tries. 0
+	// means 3.
+	MaxRotations int
+	// RetryInitial, RetryMax and RetryMaxElapsed shape the exponential
+	// backoff (cenkalti/backoff/v4) for transient WeChat errors within
+	// one delivery. 0 means 100 ms, 2 s and 10 s.
+	RetryInitial    time.Duration
+	RetryMax        time.Duration
+	RetryMaxElapsed time.Duration
+	// NakDelayMin and NakDelayMax bound the redelivery delay after a
+	// delivery gave up on a transient error: NakDelayMin doubled per
+	// delivery, capped by NakDelayMax. 0 means 1 s and 30 s.
+	NakDelayMin time.Duration
+	NakDelayMax time.Duration
+	// ClaimTimeout is when an OAuth claim whose holder never stored an
+	// outcome is considered abandoned (its worker died). Use the
+	// consumer's AckWait. 0 means 60 s.
+	ClaimTimeout time.Duration
+	// PublishTimeout bounds one publish. 0 means 10 s.
+	PublishTimeout time.Duration
+	// Reporter names this worker in token.invalidated and OAuth claims.
+	Reporter string
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Now returns the time for result timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.MaxRotations <= 0 {
+		c.MaxRotations = 3
+	}
+	def(&c.JobTimeout, 45*time.Second)
+	def(&c.TokenWait, 20*time.Second)
+	def(&c.RetryInitial, 100*time.Millisecond)
+	def(&c.RetryMax, 2*time.Second)
+	def(&c.RetryMaxElapsed, 10*time.Second)
+	def(&c.NakDelayMin, time.Second)
+	def(&c.NakDelayMax, 30*time.Second)
+	def(&c.ClaimTimeout, 60*time.Second)
+	def(&c.PublishTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports the first configuration error.
+func (c Config) Validate() error {
+	switch {
+	case c.WeChat == nil:
+		return errors.New("handlers: WeChat client required")
+	case c.Tokens == nil:
+		return errors.New("handlers: Tokens required")
+	case c.Invalidator == nil:
+		return errors.New("handlers: Invalidator required")
+	case c.Publisher == nil:
+		return errors.New("handlers: Publisher required")
+	case c.OAuth == nil:
+		return errors.New("handlers: OAuth store required")
+	case len(c.Apps) == 0:
+		return errors.New("handlers: at least one app required")
+	case c.NakDelayMin > c.NakDelayMax:
+		return errors.New("handlers: NakDelayMin above NakDelayMax")
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Apps {
+		if a.AppID == "" {
+			return fmt.Errorf("handlers: apps[%d]: appid required", i)
+		}
+		if seen[a.AppID] {
+			return fmt.Errorf("handlers: apps[%d]: appid %s listed twice", i, a.AppID)
+		}
+		seen[a.AppID] = true
+	}
+	return nil
+}
