@@ -22,7 +22,11 @@ func (s *Sim) adminMux() *http.ServeMux {
 	m.HandleFunc("POST /_sim/apps", s.adminAddApp)
 	m.HandleFunc("POST /_sim/followers", s.adminAddFollower)
 	m.HandleFunc("POST /_sim/codes", s.adminIssueCode)
-	m.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) { adminJSON(w, http.StatusOK, s.Faults()) })
+	m.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
+		adminJSON(w, http.StatusOK, struct {
+			Faults []Fault `json:"faults"`
+		}{s.Faults()})
+	})
 	m.HandleFunc("POST /_sim/faults", s.adminAddFault)
 	m.HandleFunc("DELETE /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
 		s.ClearFaults()

@@ -3,6 +3,7 @@ package wechatsim
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -32,7 +33,7 @@ type harness struct {
 func newHarness(t *testing.T, opts ...Option) *harness {
 	t.Helper()
 	clock := NewManualClock(t0)
-	sim := New(append([]Option{WithClock(clock)}, opts...)...)
+	sim := New(append([]Option{WithClock(clock), WithLogger(quiet)}, opts...)...)
 	sim.AddApp(testApp, testSecret)
 	sim.AddApp(otherApp, otherSec)
 	srv := httptest.NewServer(sim)
@@ -163,3 +164,21 @@ func keys(m map[string]any) []string {
 	}
 	return out
 }
+
+func newServer(t *testing.T, sim *Sim) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var quiet = slog.New(slog.DiscardHandler)
