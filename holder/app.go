@@ -1,0 +1,202 @@
+package holder
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
+)
+
+// maxPendingVersions bounds the distinct versions kept from reports.
+const maxPendingVersions = 64
+
+type manualReq struct{ reply chan error }
+
+// app is the holder's state for one appid. The lease loop owns the lease
+// fields, the token loop owns the refresh fields; mu guards what both and
+// Status read.
+type app struct {
+	h      *Holder
+	id     string
+	mode   string
+	secret string
+	log    *slog.Logger
+
+	manual  chan manualReq
+	reports chan struct{} // capacity 1: "pending has something"
+	termCh  chan struct{} // capacity 1: "a new term began"
+
+	mu         sync.Mutex
+	rec        events.TokenRecord
+	rev        uint64 // KV revision of rec
+	maxVersion uint64 // highest version ever seen (version only grows)
+	pending    map[uint64]int
+	leader     bool
+	leaseRev   uint64
+	validUntil time.Time // real time after which our lease may have lapsed
+	leaderID   string
+	sawOther   bool // another holder led this appid since we started
+	term       context.Context
+	quotaUsed  int64
+	nextTry    time.Time // holder clock, for Status
+	lastErr    string
+
+	// Owned by the token loop.
+	bo           *backoff.ExponentialBackOff
+	retryAt      time.Time // real time: no fetch before
+	blockedUntil time.Time // holder clock: no fetch before (45009)
+	forced       *forcedNeed
+	lastForcedAt time.Time // holder clock
+	forcedVer    uint64    // version produced by the last forced refresh
+	acceptedVer  uint64    // version whose report caused a refresh
+	conflictVer  uint64    // version a conflict was announced for
+	conflictAt   time.Time
+	reserveWarn  string // China day the reserve warning was logged
+	jitterVer    uint64
+	jitter       time.Duration
+}
+
+type forcedNeed struct {
+	reason  string
+	version uint64 // the version the need is about
+}
+
+func newApp(h *Holder, a App, secret string) *app {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(h.cfg.RetryInitial),
+		backoff.WithMaxInterval(h.cfg.RetryMax),
+		backoff.WithMaxElapsedTime(0),
+	)
+	return &app{
+		h:       h,
+		id:      a.AppID,
+		mode:    a.mode(),
+		secret:  secret,
+		log:     h.log.With("appid", a.AppID, "mode", a.mode()),
+		manual:  make(chan manualReq),
+		reports: make(chan struct{}, 1),
+		termCh:  make(chan struct{}, 1),
+		pending: map[uint64]int{},
+		bo:      bo,
+	}
+}
+
+func (a *app) stable() bool { return a.mode == events.ModeStableToken }
+
+// record returns the latest known token record and its KV revision.
+func (a *app) record() (events.TokenRecord, uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rec, a.rev
+}
+
+// setRecord adopts rec if rev is newer than what we know.
+func (a *app) setRecord(rec events.TokenRecord, rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rev <= a.rev {
+		return
+	}
+	a.rec, a.rev = rec, rev
+	if rec.Version > a.maxVersion {
+		a.maxVersion = rec.Version
+	}
+	if !rec.ExpiresAt.IsZero() {
+		metrics.TokenExpiresAt.WithLabelValues(a.id).Set(float64(rec.ExpiresAt.Unix()))
+	}
+}
+
+func (a *app) addReport(version uint64) {
+	a.mu.Lock()
+	if _, ok := a.pending[version]; ok || len(a.pending) < maxPendingVersions {
+		a.pending[version]++
+	}
+	a.mu.Unlock()
+	select {
+	case a.reports <- struct{}{}:
+	default:
+	}
+}
+
+func (a *app) takeReports() map[uint64]int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.pending) == 0 {
+		return nil
+	}
+	p := a.pending
+	a.pending = map[uint64]int{}
+	return p
+}
+
+// leaseValid reports whether we hold the lease by our own (real) clock.
+func (a *app) leaseValid() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leader && time.Now().Before(a.validUntil)
+}
+
+func (a *app) currentTerm() context.Context {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.term
+}
+
+func (a *app) status() AppStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return AppStatus{
+		AppID:         a.id,
+		Mode:          a.mode,
+		Leader:        a.leader && time.Now().Before(a.validUntil),
+		LeaderID:      a.leaderID,
+		Version:       a.rec.Version,
+		ExpiresAt:     a.rec.ExpiresAt,
+		FetchedAt:     a.rec.FetchedAt,
+		FetchesToday:  a.quotaUsed,
+		NextAttemptAt: a.nextTry,
+		LastError:     a.lastErr,
+	}
+}
+
+// margins returns the refresh margin and jitter bound for this app's mode.
+func (a *app) margins() (margin, jitter time.Duration) {
+	margin, jitter = a.h.cfg.RefreshMargin, a.h.cfg.Jitter
+	if a.stable() {
+		margin = min(margin, stableMaxMargin)
+		jitter = min(jitter, stableMaxJitter)
+	}
+	return margin, jitter
+}
+
+// refreshAt is when rec is due for a scheduled refresh: ExpiresAt minus the
+// margin and a per-version random jitter, but never earlier than half-way
+// through the token's life (short-lived tokens would loop otherwise).
+func (a *app) refreshAt(rec events.TokenRecord) time.Time {
+	margin, jitter := a.margins()
+	if a.jitterVer != rec.Version || rec.Version == 0 {
+		a.jitterVer = rec.Version
+		a.jitter = 0
+		if jitter > 0 {
+			a.jitter = rand.N(jitter)
+		}
+	}
+	lead := margin + a.jitter
+	if life := rec.ExpiresAt.Sub(rec.FetchedAt); life > 0 && lead > life/2 {
+		lead = life / 2
+	}
+	return rec.ExpiresAt.Add(-lead)
+}
+
+func (a *app) minForceInterval() time.Duration {
+	if a.stable() {
+		return max(a.h.cfg.MinForceInterval, StableForceMinInterval)
+	}
+	return a.h.cfg.MinForceInterval
+}

@@ -1,0 +1,281 @@
+package holder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
+)
+
+// Errors returned by Holder methods.
+var (
+	// ErrNotLeader: this holder does not lead the appid; ask the leader
+	// (see AppStatus.LeaderID).
+	ErrNotLeader = errors.New("holder: not the leader for this appid")
+	// ErrUnknownApp: the appid is not configured.
+	ErrUnknownApp = errors.New("holder: unknown appid")
+	// ErrRateLimited: a forced refresh came sooner than MinForceInterval
+	// after the previous one.
+	ErrRateLimited = errors.New("holder: forced refresh rate-limited")
+	// ErrQuotaReserve: today's fetch quota is down to the reserve; only
+	// scheduled refreshes go on.
+	ErrQuotaReserve = errors.New("holder: daily quota down to the reserve")
+	// ErrBackingOff: an earlier fetch failed and the next attempt is not
+	// due yet (see AppStatus.NextAttemptAt).
+	ErrBackingOff = errors.New("holder: backing off after a failed fetch")
+	// ErrLostRace: the token in KV changed between read and write (another
+	// leader wrote); the fetched token was discarded.
+	ErrLostRace = errors.New("holder: token changed in KV during the refresh")
+	// ErrStopped: Run has returned.
+	ErrStopped = errors.New("holder: stopped")
+)
+
+// Holder keeps the global access_token of each configured app in wx_tokens.
+// Create it with New and start it with Run.
+type Holder struct {
+	cfg   Config
+	subj  events.Subjects
+	log   *slog.Logger
+	apps  map[string]*app
+	order []string
+
+	js     jetstream.JetStream
+	tokens jetstream.KeyValue
+	leases jetstream.KeyValue
+	quota  jetstream.KeyValue
+
+	started atomic.Bool
+	stopped chan struct{}
+
+	// noRelease makes Run keep its leases on return, like a crashed
+	// process (tests).
+	noRelease atomic.Bool
+	hooks     hooks
+}
+
+// hooks let tests pause or observe the holder at chosen points. All nil in
+// production.
+type hooks struct {
+	beforeRenew func(appid string)              // before each lease renewal
+	beforeWrite func(appid string)              // just before the CAS write of a fetched token
+	afterWrite  func(appid string, err error)   // result of that write
+	evaluated   func(appid string)              // after each evaluation of the leader loop
+	leadership  func(appid string, leader bool) // on every leadership change
+	fetched     func(appid string, forced bool) // after every WeChat call
+}
+
+// New checks cfg, reads the apps' secrets and returns a Holder.
+func New(cfg Config) (*Holder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	h := &Holder{
+		cfg:     cfg,
+		subj:    events.NewSubjects(cfg.Prefix),
+		log:     cfg.Logger.With("component", "holder", "holder", cfg.ID),
+		apps:    make(map[string]*app, len(cfg.Apps)),
+		stopped: make(chan struct{}),
+	}
+	for _, a := range cfg.Apps {
+		secret, err := a.LoadSecret()
+		if err != nil {
+			return nil, err
+		}
+		h.apps[a.AppID] = newApp(h, a, secret)
+		h.order = append(h.order, a.AppID)
+	}
+	return h, nil
+}
+
+// ID returns the holder's id as written in wx_leases and token records.
+func (h *Holder) ID() string { return h.cfg.ID }
+
+// Run keeps the tokens until ctx is done. It needs the buckets and streams
+// of package events (broker.Provision). On return it has stopped every
+// loop and released the leases it held (a lease key is deleted only if its
+// revision is still ours), so a standby takes over at once. Run may be
+// called once.
+func (h *Holder) Run(ctx context.Context) error {
+	if !h.started.CompareAndSwap(false, true) {
+		return errors.New("holder: Run called twice")
+	}
+	defer close(h.stopped)
+	js, err := jetstream.New(h.cfg.Conn)
+	if err != nil {
+		return fmt.Errorf("holder: jetstream: %w", err)
+	}
+	h.js = js
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{events.BucketTokens, &h.tokens}, {events.BucketLeases, &h.leases}, {events.BucketQuota, &h.quota}} {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
+			return fmt.Errorf("holder: bucket %s (run broker.Provision first): %w", b.name, err)
+		}
+		*b.kv = kv
+	}
+	sub, err := h.cfg.Conn.Subscribe(h.subj.TokenInvalidated, h.onInvalidated)
+	if err != nil {
+		return fmt.Errorf("holder: subscribe %s: %w", h.subj.TokenInvalidated, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { h.watchTokens(runCtx) })
+	for _, id := range h.order {
+		a := h.apps[id]
+		metrics.HolderLeader.WithLabelValues(id).Set(0)
+		wg.Go(func() { a.tokenLoop(runCtx) })
+		wg.Go(func() { a.leaseLoop(runCtx) })
+	}
+	h.log.Info("holder started", "apps", len(h.order), "lease_ttl", h.cfg.LeaseTTL)
+	<-ctx.Done()
+	cancel()
+	wg.Wait()
+	h.log.Info("holder stopped")
+	return nil
+}
+
+// AppStatus is what a holder knows about one app.
+type AppStatus struct {
+	AppID string
+	Mode  string
+	// Leader is true while this holder holds the app's lease.
+	Leader bool
+	// LeaderID is the holder id in wx_leases ("" when nobody leads).
+	LeaderID string
+	// Version, ExpiresAt and FetchedAt describe the token in wx_tokens
+	// (zero before one is known).
+	Version   uint64
+	ExpiresAt time.Time
+	FetchedAt time.Time
+	// FetchesToday is the wx_quota count of the China day as last seen by
+	// this holder (the leader keeps it current).
+	FetchesToday int64
+	// NextAttemptAt is set while fetching is backing off after a failure.
+	NextAttemptAt time.Time
+	// LastError is the last fetch error (free of secrets), "" after a success.
+	LastError string
+}
+
+// Status returns the state of every app, in configuration order.
+func (h *Holder) Status() []AppStatus {
+	out := make([]AppStatus, 0, len(h.order))
+	for _, id := range h.order {
+		out = append(out, h.apps[id].status())
+	}
+	return out
+}
+
+// Ready reports whether every app has an unexpired token in wx_tokens by the
+// holder's clock (a standby counts: the token is there for users).
+func (h *Holder) Ready() bool {
+	now := h.cfg.Now()
+	for _, id := range h.order {
+		rec, _ := h.apps[id].record()
+		if !rec.Fresh(now, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// Refresh fetches a new token for appid now (reason manual) and waits for
+// it to be stored. It works on the leader only (ErrNotLeader otherwise) and
+// counts as a forced refresh: ErrRateLimited, ErrQuotaReserve and
+// ErrBackingOff say why none was made.
+func (h *Holder) Refresh(ctx context.Context, appid string) error {
+	a, ok := h.apps[appid]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownApp, appid)
+	}
+	if !a.leaseValid() {
+		return ErrNotLeader
+	}
+	req := manualReq{reply: make(chan error, 1)}
+	select {
+	case a.manual <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.stopped:
+		return ErrStopped
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.stopped:
+		return ErrStopped
+	}
+}
+
+// onInvalidated receives token.invalidated on every holder; the reports are
+// coalesced per app and judged by the leader's loop.
+func (h *Holder) onInvalidated(m *nats.Msg) {
+	var r events.TokenInvalidated
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		h.log.Debug("ignoring malformed token.invalidated", "error", err)
+		return
+	}
+	a, ok := h.apps[r.AppID]
+	if !ok {
+		return
+	}
+	a.addReport(r.Version)
+}
+
+// watchTokens keeps every app's cached record current from wx_tokens.
+func (h *Holder) watchTokens(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := h.tokens.WatchAll(ctx)
+		if err != nil {
+			h.log.Warn("watch wx_tokens failed; retrying", "error", err)
+			if !sleepCtx(ctx, h.cfg.LeaseTTL/3) {
+				return
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			a, ok := h.apps[e.Key()]
+			if !ok {
+				continue
+			}
+			var rec events.TokenRecord
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				h.log.Warn("unreadable record in wx_tokens", "appid", e.Key(), "error", err)
+				continue
+			}
+			a.setRecord(rec, e.Revision())
+		}
+		_ = w.Stop()
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,408 @@
+package holder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// Decisions on token.invalidated reports (label of metrics.TokenInvalidations).
+const (
+	decisionAccepted     = "accepted"
+	decisionStale        = "stale"
+	decisionDuplicate    = "duplicate"
+	decisionRateLimited  = "rate_limited"
+	decisionQuotaReserve = "quota_reserve"
+	decisionConflict     = "conflict"
+)
+
+// errUnchanged: stable_token answered with the token we already have.
+var errUnchanged = errors.New("holder: stable_token returned the current token unchanged")
+
+// tokenLoop runs one leader term after another; between terms it answers
+// manual refresh requests with ErrNotLeader.
+func (a *app) tokenLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-a.manual:
+			req.reply <- ErrNotLeader
+		case <-a.termCh:
+			if term := a.currentTerm(); term != nil && term.Err() == nil {
+				a.lead(term)
+			}
+		}
+	}
+}
+
+// lead is the leader's loop for one term: adopt or fetch the token, then
+// refresh it on schedule and on accepted reports, until the term ends.
+func (a *app) lead(ctx context.Context) {
+	a.mu.Lock()
+	reason := events.ReasonStartup
+	if a.sawOther {
+		reason = events.ReasonTakeover
+	}
+	a.mu.Unlock()
+	// A term starts from what KV holds, not from the watch's cache.
+	if err := a.loadToken(ctx); err != nil && ctx.Err() == nil {
+		a.log.Warn("reading wx_tokens failed", "error", err)
+	}
+	if used, err := a.readQuota(ctx, a.h.cfg.Now(), false); err == nil {
+		a.setQuotaUsed(used)
+	}
+	a.forced = nil
+	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
+		a.log.Info("adopted stored token", "version", rec.Version, "expires_at", rec.ExpiresAt,
+			"fingerprint", wechat.Fingerprint(rec.AccessToken))
+	}
+	tick := time.NewTicker(a.h.cfg.CheckInterval)
+	defer tick.Stop()
+	for {
+		if a.handleReports(ctx) {
+			reason = "" // an invalidation refresh is as good as the term's first
+		}
+		if a.evaluate(ctx, &reason) && ctx.Err() != nil {
+			return
+		}
+		if f := a.h.hooks.evaluated; f != nil {
+			f(a.id)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.reports:
+		case req := <-a.manual:
+			req.reply <- a.manualRefresh(ctx)
+		}
+	}
+}
+
+// evaluate runs a due refresh: a pending forced one, or a scheduled one
+// (token absent, expired or within its margin). firstReason is the reason
+// of the term's first fetch (startup or takeover); it is cleared once a
+// fetch succeeded. It reports whether it tried a fetch.
+func (a *app) evaluate(ctx context.Context, firstReason *string) bool {
+	now := a.h.cfg.Now()
+	rec, _ := a.record()
+	if a.forced != nil && a.forced.version != rec.Version {
+		a.forced = nil // the token moved on meanwhile
+	}
+	var reason string
+	forced := false
+	switch {
+	case a.forced != nil:
+		reason, forced = a.forced.reason, true
+	case !rec.Fresh(now, 0) || !now.Before(a.refreshAt(rec)):
+		reason = events.ReasonScheduled
+		if *firstReason != "" {
+			reason = *firstReason
+		}
+	default:
+		return false
+	}
+	if !a.mayFetch(now) {
+		return false
+	}
+	err := a.refresh(ctx, reason, forced)
+	if err == nil {
+		*firstReason = ""
+		a.forced = nil
+	}
+	return true
+}
+
+// mayFetch reports whether the backoff gates are open.
+func (a *app) mayFetch(now time.Time) bool {
+	return !time.Now().Before(a.retryAt) && !now.Before(a.blockedUntil)
+}
+
+// handleReports judges the coalesced token.invalidated reports. However
+// many arrive for the current version, at most one forced refresh follows.
+// It reports whether a refresh was accepted.
+func (a *app) handleReports(ctx context.Context) bool {
+	reports := a.takeReports()
+	if len(reports) == 0 {
+		return false
+	}
+	now := a.h.cfg.Now()
+	rec, _ := a.record()
+	count := func(decision string, n int) {
+		metrics.TokenInvalidations.WithLabelValues(a.id, decision).Add(float64(n))
+	}
+	accepted := false
+	for v, n := range reports {
+		switch {
+		case v < rec.Version && v == a.acceptedVer:
+			count(decisionDuplicate, n) // arrived while its refresh ran
+		case v != rec.Version:
+			count(decisionStale, n)
+			a.log.Debug("ignoring report for a stale version", "reported", v, "version", rec.Version, "reports", n)
+		case a.forced != nil || a.acceptedVer == v:
+			count(decisionDuplicate, n)
+		case v == a.forcedVer && now.Sub(rec.FetchedAt) < a.h.cfg.ConflictWindow:
+			count(decisionConflict, n)
+			a.announceConflict(ctx, rec, now)
+		case !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < a.minForceInterval():
+			count(decisionRateLimited, n)
+			a.log.Info("report rate-limited", "version", v, "last_forced_at", a.lastForcedAt, "reports", n)
+		case a.reserveReached(ctx, now):
+			count(decisionQuotaReserve, n)
+		default:
+			count(decisionAccepted, 1)
+			if n > 1 {
+				count(decisionDuplicate, n-1)
+			}
+			a.acceptedVer = v
+			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v}
+			accepted = true
+			a.log.Info("token reported invalid; refreshing", "version", v, "reports", n)
+		}
+	}
+	return accepted
+}
+
+// announceConflict publishes token.conflict and logs an error, once per
+// version and ConflictWindow.
+func (a *app) announceConflict(ctx context.Context, rec events.TokenRecord, now time.Time) {
+	if a.conflictVer == rec.Version && now.Sub(a.conflictAt) < a.h.cfg.ConflictWindow {
+		return
+	}
+	a.conflictVer, a.conflictAt = rec.Version, now
+	detail := fmt.Sprintf("token version %d, fetched %s ago after an earlier report, was reported invalid: another system is fetching access_tokens for this appid; not refetching before %s",
+		rec.Version, now.Sub(rec.FetchedAt).Round(time.Second), rec.FetchedAt.Add(a.h.cfg.ConflictWindow).Format(time.RFC3339))
+	a.log.Error("token conflict: another system fetches tokens for this appid", "version", rec.Version,
+		"fetched_at", rec.FetchedAt, "fingerprint", wechat.Fingerprint(rec.AccessToken))
+	a.publish(ctx, a.h.subj.TokenConflict, "", events.TokenConflict{AppID: a.id, Version: rec.Version, Detail: detail})
+}
+
+// reserveReached reports whether forced refreshes must stop: the daily
+// quota is down to the reserve (token mode) or WeChat's 20 forced
+// stable_token refreshes a day are used up (stable_token mode).
+func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
+	used, err := a.readQuota(ctx, now, a.stable())
+	if err != nil {
+		a.log.Warn("reading wx_quota failed; assuming the reserve is reached", "error", err)
+		return true
+	}
+	limit := int64(a.h.cfg.QuotaDailyLimit - a.h.cfg.QuotaReserve)
+	what := "daily quota reserve"
+	if a.stable() {
+		limit, what = StableForceDailyLimit, "stable_token force_refresh daily limit"
+	}
+	if used < limit {
+		return false
+	}
+	if day := events.ChinaDay(now); a.reserveWarn != day {
+		a.reserveWarn = day
+		a.log.Warn("forced refreshes stopped for today: "+what+" reached", "used", used, "limit", limit)
+	}
+	return true
+}
+
+// manualRefresh serves Holder.Refresh: a forced refresh now, subject to
+// the same limits as invalidations.
+func (a *app) manualRefresh(ctx context.Context) error {
+	now := a.h.cfg.Now()
+	switch {
+	case !a.leaseValid():
+		return ErrNotLeader
+	case !a.mayFetch(now):
+		return fmt.Errorf("%w until %s", ErrBackingOff, a.status().NextAttemptAt.Format(time.RFC3339))
+	case !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < a.minForceInterval():
+		return ErrRateLimited
+	case a.reserveReached(ctx, now):
+		return ErrQuotaReserve
+	}
+	return a.refresh(ctx, events.ReasonManual, true)
+}
+
+// refresh fetches a token from WeChat and stores it with a CAS write.
+func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
+	if !a.leaseValid() {
+		return ErrNotLeader
+	}
+	now := a.h.cfg.Now()
+	rec, rev := a.record()
+	used, err := a.countFetch(ctx, now, forced && a.stable())
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return a.failed(ctx, reason, fmt.Errorf("holder: count fetch in wx_quota: %w", err))
+	}
+	a.setQuotaUsed(used)
+	if forced {
+		a.lastForcedAt = now
+	}
+	var tok wechat.AccessToken
+	if a.stable() {
+		tok, err = a.h.cfg.WeChat.StableToken(ctx, a.id, a.secret, forced)
+	} else {
+		tok, err = a.h.cfg.WeChat.Token(ctx, a.id, a.secret)
+	}
+	if f := a.h.hooks.fetched; f != nil {
+		f(a.id, forced)
+	}
+	if err != nil {
+		if ctx.Err() != nil && wechat.Classify(err) == wechat.ClassNone {
+			return err
+		}
+		return a.failed(ctx, reason, err)
+	}
+	if tok.Token == rec.AccessToken {
+		// stable_token outside its last 5 minutes, or a forced call within
+		// 30 s of another: nothing new to store. Try again later.
+		a.retryAt = time.Now().Add(a.bo.NextBackOff())
+		a.log.Warn("WeChat returned the current token unchanged; not storing", "version", rec.Version, "reason", reason,
+			"expires_in", tok.ExpiresIn, "retry_at", a.retryAt)
+		return errUnchanged
+	}
+	a.mu.Lock()
+	version := max(rec.Version, a.maxVersion) + 1
+	a.mu.Unlock()
+	next := events.TokenRecord{
+		AppID:       a.id,
+		AccessToken: tok.Token,
+		ExpiresAt:   now.Add(tok.ExpiresIn), // from before the call: errs early
+		FetchedAt:   now,
+		Version:     version,
+		Mode:        a.mode,
+		Holder:      a.h.cfg.ID,
+	}
+	newRev, err := a.write(ctx, next, rev)
+	if err != nil {
+		return err
+	}
+	a.setRecord(next, newRev)
+	if forced {
+		a.forcedVer = version
+	}
+	a.bo.Reset()
+	a.retryAt, a.blockedUntil = time.Time{}, time.Time{}
+	a.mu.Lock()
+	a.nextTry, a.lastErr = time.Time{}, ""
+	a.mu.Unlock()
+	metrics.TokenRefreshes.WithLabelValues(a.id, reason).Inc()
+	a.log.Info("token refreshed", "version", version, "reason", reason, "expires_at", next.ExpiresAt,
+		"fingerprint", wechat.Fingerprint(tok.Token), "fetches_today", used)
+	a.publish(ctx, a.h.subj.TokenRefreshed, fmt.Sprintf("%s.%d", a.id, version), events.TokenRefreshed{
+		AppID: a.id, Version: version, ExpiresAt: next.ExpiresAt, FetchedAt: next.FetchedAt, Reason: reason, Holder: a.h.cfg.ID,
+	})
+	return nil
+}
+
+// write stores rec with a compare-and-swap on rev (Create when rev is 0).
+// A lost race means another leader wrote: the KV value wins and is adopted.
+func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("holder: encode token record: %w", err)
+	}
+	if !a.leaseValid() {
+		a.log.Warn("lease lapsed during the fetch; discarding the new token", "version", rec.Version)
+		return 0, ErrNotLeader
+	}
+	if f := a.h.hooks.beforeWrite; f != nil {
+		f(a.id)
+	}
+	var newRev uint64
+	for attempt := 0; ; attempt++ {
+		if rev == 0 {
+			newRev, err = a.h.tokens.Create(ctx, a.id, data)
+		} else {
+			newRev, err = a.h.tokens.Update(ctx, a.id, data, rev)
+		}
+		if err == nil || isWrongLastSeq(err) || ctx.Err() != nil || attempt == 2 {
+			break
+		}
+		a.log.Warn("writing the token failed; retrying", "version", rec.Version, "error", err)
+	}
+	if f := a.h.hooks.afterWrite; f != nil {
+		f(a.id, err)
+	}
+	switch {
+	case err == nil:
+		return newRev, nil
+	case isWrongLastSeq(err):
+		_ = a.loadToken(ctx)
+		cur, _ := a.record()
+		a.log.Warn("token changed in KV during the refresh (another leader wrote); discarding ours",
+			"ours", rec.Version, "stored", cur.Version, "stored_by", cur.Holder)
+		return 0, fmt.Errorf("%w: stored version %d", ErrLostRace, cur.Version)
+	default:
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, a.failed(ctx, "", fmt.Errorf("holder: store token: %w", err))
+	}
+}
+
+// failed handles a failed fetch: it sets the backoff gates by the error's
+// class, publishes token.refresh_failed and never touches the stored token.
+func (a *app) failed(ctx context.Context, reason string, err error) error {
+	nowClock := a.h.cfg.Now()
+	code := wechat.ErrCode(err)
+	class := wechat.Classify(err)
+	var wait time.Duration
+	next := time.Time{}
+	switch class {
+	case wechat.ClassQuota:
+		a.blockedUntil = events.NextChinaMidnight(nowClock)
+		wait = a.bo.NextBackOff()
+		next = a.blockedUntil
+		a.log.Error("daily token quota exhausted (45009): no fetch until the China day turns",
+			"next_attempt_at", next, "error", err)
+	case wechat.ClassConfig, wechat.ClassPermanent, wechat.ClassBug:
+		wait = a.h.cfg.ConfigRetryInterval
+		a.log.Error("token fetch refused; check the app's configuration (appid, secret, IP whitelist)",
+			"errcode", code, "retry_in", wait, "error", err)
+	default:
+		wait = a.bo.NextBackOff()
+		a.log.Warn("token fetch failed; retrying with backoff", "errcode", code, "reason", reason, "retry_in", wait, "error", err)
+	}
+	a.retryAt = time.Now().Add(wait)
+	if t := nowClock.Add(wait); t.After(next) {
+		next = t
+	}
+	label := metrics.ErrCode(code)
+	if code == 0 {
+		label = "transport"
+	}
+	metrics.TokenRefreshFailures.WithLabelValues(a.id, label).Inc()
+	msg := err.Error()
+	a.mu.Lock()
+	a.nextTry, a.lastErr = next, msg
+	a.mu.Unlock()
+	a.publish(ctx, a.h.subj.TokenRefreshFailed, "", events.TokenRefreshFailed{
+		AppID: a.id, ErrCode: code, ErrMsg: msg, NextAttemptAt: next,
+	})
+	return err
+}
+
+// loadToken reads the app's record from wx_tokens into the cache.
+func (a *app) loadToken(ctx context.Context) error {
+	e, err := a.h.tokens.Get(ctx, a.id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	var rec events.TokenRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, err)
+	}
+	a.setRecord(rec, e.Revision())
+	return nil
+}
