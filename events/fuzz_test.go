@@ -14,7 +14,10 @@ import (
 // The seed corpora live in testdata/fuzz/<FuzzName>/; plain go test runs
 // them. Run a fuzzer with e.g.
 //
-//	go test -run='^$' -fuzz=FuzzDecodeUserLookup -fuzztime=30s ./events/
+//	go test -run='^$' -fuzz=FuzzDecodeUserLookup -fuzztime=30s -fuzzminimizetime=2s ./events/
+//
+// (Without a short -fuzzminimizetime the engine can spend most of its time
+// minimizing large interesting inputs, near MaxJobSize, and execs stall.)
 
 // checkError asserts the error contract shared by Validate and the Decode
 // functions.

@@ -13,8 +13,6 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
 	"github.com/wxhub/wxhub/schemas"
 )
@@ -183,8 +181,6 @@ func compileAll() (map[string]*jsonschema.Schema, error) {
 	return out, nil
 }
 
-var printer = message.NewPrinter(language.English)
-
 // problems flattens the library's error tree into one line per leaf.
 func problems(ve *jsonschema.ValidationError) []string {
 	var out []string
@@ -273,7 +269,13 @@ func describe(e *jsonschema.ValidationError) []string {
 	case *kind.FalseSchema:
 		return []string{at + ": not allowed"}
 	default:
-		return []string{at + ": " + e.ErrorKind.LocalizedString(printer)}
+		// A keyword the schemas do not use today: fall back on the
+		// library's wording, which reads "at '/ptr': problem".
+		msg := e.Error()
+		if _, after, ok := strings.Cut(msg, "': "); ok {
+			msg = after
+		}
+		return []string{at + ": " + msg}
 	}
 }
 
