@@ -1,0 +1,143 @@
+package worker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/handlers"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// App is a configured WeChat app: appid and AppSecret (the secret is
+// needed to exchange OAuth codes).
+type App = handlers.App
+
+// Config configures a Worker. Conn, WeChat and at least one App are
+// required; every other zero value means the default named on the field.
+type Config struct {
+	// Conn is the NATS connection for KV, results and token events. The
+	// worker also dials one more connection with the same options for its
+	// job subscriptions, and closes that one itself.
+	Conn *nats.Conn
+	// WeChat is the API client (its BaseURL points at the simulator in
+	// tests and demos).
+	WeChat *wechat.Client
+	// Apps the worker serves; jobs for any other appid fail with kind
+	// config.
+	Apps []App
+	// Prefix of every subject, e.g. "wx." (see events.NewSubjects).
+	Prefix string
+	// Topology is provisioned at start (idempotent); its Prefix is
+	// replaced by Prefix. Use the same Topology in every process.
+	Topology broker.Topology
+	// ID names this worker in logs, token.invalidated and OAuth claims;
+	// "" means hostname-pid-random.
+	ID string
+	// Concurrency is how many jobs of each job subject this process runs
+	// at once (user.lookup and oauth.code.received each get this many
+	// pull subscriptions). 0 means 64.
+	Concurrency int
+	// AckWait of the durable consumers: a delivery not acked by then is
+	// redelivered. 0 means 60 s. Must exceed JobTimeout.
+	AckWait time.Duration
+	// JobTimeout bounds the work of one delivery (token waits, WeChat
+	// calls and backoff included). 0 means 45 s.
+	JobTimeout time.Duration
+	// MaxDeliver of the durable consumers; the last delivery never naks.
+	// 0 means 5.
+	MaxDeliver int
+	// MaxAckPending of each durable consumer: the jobs in flight across
+	// ALL worker processes. Keep it above Concurrency × processes, or
+	// more processes add no capacity. 0 means 1024.
+	MaxAckPending int
+	// TokenWait bounds a job's wait for a newer token (or a first one).
+	// 0 means 20 s.
+	TokenWait time.Duration
+	// RetryInitial, RetryMax, RetryMaxElapsed: in-job exponential backoff
+	// for transient WeChat errors. 0 means 100 ms, 2 s, 10 s.
+	RetryInitial    time.Duration
+	RetryMax        time.Duration
+	RetryMaxElapsed time.Duration
+	// NakDelayMin, NakDelayMax: redelivery delay after a delivery gave
+	// up (doubling per delivery). 0 means 1 s and 30 s.
+	NakDelayMin time.Duration
+	NakDelayMax time.Duration
+	// ShutdownGrace is how long Run lets in-flight jobs finish after its
+	// context is cancelled before it cancels them (they are then nak'd for
+	// immediate redelivery elsewhere). 0 means JobTimeout.
+	ShutdownGrace time.Duration
+	// InvalidateInterval: this process reports one token version at most
+	// once per interval. 0 means 30 s.
+	InvalidateInterval time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 1024
+	}
+	def(&c.AckWait, 60*time.Second)
+	def(&c.JobTimeout, 45*time.Second)
+	def(&c.TokenWait, 20*time.Second)
+	def(&c.RetryInitial, 100*time.Millisecond)
+	def(&c.RetryMax, 2*time.Second)
+	def(&c.RetryMaxElapsed, 10*time.Second)
+	def(&c.NakDelayMin, time.Second)
+	def(&c.NakDelayMax, 30*time.Second)
+	def(&c.ShutdownGrace, c.JobTimeout)
+	def(&c.InvalidateInterval, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Topology.Prefix = c.Prefix
+}
+
+// Validate reports the first configuration error.
+func (c Config) Validate() error {
+	switch {
+	case c.Conn == nil:
+		return errors.New("worker: Conn required")
+	case c.WeChat == nil:
+		return errors.New("worker: WeChat client required")
+	case len(c.Apps) == 0:
+		return errors.New("worker: at least one app required")
+	case c.JobTimeout >= c.AckWait:
+		return fmt.Errorf("worker: JobTimeout (%s) must be shorter than AckWait (%s), or running jobs get redelivered", c.JobTimeout, c.AckWait)
+	case c.MaxAckPending < c.Concurrency:
+		return fmt.Errorf("worker: MaxAckPending (%d) below Concurrency (%d)", c.MaxAckPending, c.Concurrency)
+	case c.NakDelayMin > c.NakDelayMax:
+		return errors.New("worker: NakDelayMin above NakDelayMax")
+	}
+	for i, a := range c.Apps {
+		if a.AppID == "" || a.Secret == "" {
+			return fmt.Errorf("worker: apps[%d]: appid and secret required", i)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers"
+)
+
+// KVOAuthStore is the handlers.OAuthStore on the wx_oauth bucket (values
+// expire with the bucket's TTL, 10 minutes by default). The bucket is
+// looked up on first use.
+type KVOAuthStore struct {
+	js jetstream.JetStream
+
+	mu sync.Mutex
+	kv jetstream.KeyValue
+}
+
+var _ handlers.OAuthStore = (*KVOAuthStore)(nil)
+
+// NewKVOAuthStore returns a store on js's wx_oauth bucket.
+func NewKVOAuthStore(js jetstream.JetStream) *KVOAuthStore { return &KVOAuthStore{js: js} }
+
+func (s *KVOAuthStore) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kv == nil {
+		kv, err := s.js.KeyValue(ctx, events.BucketOAuth)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", events.BucketOAuth, err)
+		}
+		s.kv = kv
+	}
+	return s.kv, nil
+}
+
+// Get implements handlers.OAuthStore.
+func (s *KVOAuthStore) Get(ctx context.Context, key string) (handlers.OAuthRecord, uint64, error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return handlers.OAuthRecord{}, 0, err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return handlers.OAuthRecord{}, 0, handlers.ErrOAuthNotFound
+	}
+	if err != nil {
+		return handlers.OAuthRecord{}, 0, err
+	}
+	var rec handlers.OAuthRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return handlers.OAuthRecord{}, 0, fmt.Errorf("record %s: %w", key, err)
+	}
+	return rec, e.Revision(), nil
+}
+
+// Create implements handlers.OAuthStore.
+func (s *KVOAuthStore) Create(ctx context.Context, key string, rec handlers.OAuthRecord) (uint64, error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return 0, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := kv.Create(ctx, key, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, handlers.ErrOAuthExists
+	}
+	return rev, err
+}
+
+// Update implements handlers.OAuthStore.
+func (s *KVOAuthStore) Update(ctx context.Context, key string, rec handlers.OAuthRecord, rev uint64) (uint64, error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return 0, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	nrev, err := kv.Update(ctx, key, b, rev)
+	if isRevisionConflict(err) {
+		return 0, handlers.ErrOAuthConflict
+	}
+	return nrev, err
+}
+
+// Delete implements handlers.OAuthStore.
+func (s *KVOAuthStore) Delete(ctx context.Context, key string, rev uint64) error {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	err = kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	if isRevisionConflict(err) {
+		return handlers.ErrOAuthConflict
+	}
+	return err
+}
+
+func isRevisionConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Invalidator publishes token.invalidated reports. One process reports a
+// given token version at most once per Interval, however many jobs saw it
+// rejected: the holder needs one report, not a storm.
+type Invalidator struct {
+	js       jetstream.JetStream
+	subject  string
+	reporter string
+	interval time.Duration
+	now      func() time.Time
+
+	mu   sync.Mutex
+	last map[string]time.Time // appid/version → last report
+	sent int
+}
+
+var _ handlers.Invalidator = (*Invalidator)(nil)
+
+// NewInvalidator returns an Invalidator publishing on the token.invalidated
+// subject under prefix; interval 0 means 30 s.
+func NewInvalidator(js jetstream.JetStream, prefix, reporter string, interval time.Duration) *Invalidator {
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	return &Invalidator{js: js, subject: events.NewSubjects(prefix).TokenInvalidated, reporter: reporter,
+		interval: interval, now: time.Now, last: map[string]time.Time{}}
+}
+
+// Invalidate implements handlers.Invalidator.
+func (i *Invalidator) Invalidate(ctx context.Context, appid string, version uint64, errcode int) error {
+	key := appid + "/" + strconv.FormatUint(version, 10)
+	now := i.now()
+	i.mu.Lock()
+	if t, ok := i.last[key]; ok && now.Sub(t) < i.interval {
+		i.mu.Unlock()
+		return nil
+	}
+	i.last[key] = now
+	for k, t := range i.last { // keep the map small
+		if now.Sub(t) > 10*i.interval {
+			delete(i.last, k)
+		}
+	}
+	i.mu.Unlock()
+
+	b, err := json.Marshal(events.TokenInvalidated{AppID: appid, Version: version, ErrCode: errcode, Reporter: i.reporter})
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(i.subject)
+	m.Data = b
+	m.Header.Set(events.HeaderMsgID, fmt.Sprintf("tokinv-%s-%d-%s-%d", appid, version, i.reporter, now.UnixNano()/int64(i.interval)))
+	if _, err := i.js.PublishMsg(ctx, m); err != nil {
+		i.mu.Lock()
+		delete(i.last, key) // let the next job try again
+		i.mu.Unlock()
+		return fmt.Errorf("worker: publish %s: %w", i.subject, err)
+	}
+	i.mu.Lock()
+	i.sent++
+	i.mu.Unlock()
+	return nil
+}
+
+// Sent returns how many reports were published.
+func (i *Invalidator) Sent() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.sent
+}

@@ -1,0 +1,262 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers"
+)
+
+// Worker consumes jobs and publishes their results. Make one with New and
+// start it with Run.
+type Worker struct {
+	cfg      Config
+	subjects events.Subjects
+	js       jetstream.JetStream
+	tokens   *TokenCache
+	inval    *Invalidator
+	h        *handlers.Handlers
+	log      *slog.Logger
+
+	consumers   map[string]jetstream.Consumer // by subject
+	ccMu        sync.Mutex
+	consumeCtxs []jetstream.ConsumeContext
+	inflight    *counter
+	deliveries  sync.Map // watermill message UUID → *deliveryMsg
+	stopping    atomic.Bool
+	hardStop    context.Context
+	hardCancel  context.CancelFunc
+	ready       atomic.Bool
+	started     atomic.Bool
+
+	connMu  sync.Mutex
+	subConn *nats.Conn
+}
+
+// New checks cfg and returns a Worker; nothing happens on NATS until Run.
+func New(cfg Config) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("worker: jetstream: %w", err)
+	}
+	log := cfg.Logger.With("worker", cfg.ID)
+	w := &Worker{
+		cfg:      cfg,
+		subjects: events.NewSubjects(cfg.Prefix),
+		js:       js,
+		tokens:   NewTokenCache(log),
+		inval:    NewInvalidator(js, cfg.Prefix, cfg.ID, cfg.InvalidateInterval),
+		log:      log,
+		inflight: newCounter(),
+	}
+	w.hardStop, w.hardCancel = context.WithCancel(context.Background())
+	w.h, err = handlers.New(handlers.Config{
+		WeChat:          cfg.WeChat,
+		Tokens:          w.tokens,
+		Invalidator:     w.inval,
+		Publisher:       NewPublisher(js),
+		OAuth:           NewKVOAuthStore(js),
+		Apps:            cfg.Apps,
+		Prefix:          cfg.Prefix,
+		MaxDeliver:      cfg.MaxDeliver,
+		JobTimeout:      cfg.JobTimeout,
+		TokenWait:       cfg.TokenWait,
+		RetryInitial:    cfg.RetryInitial,
+		RetryMax:        cfg.RetryMax,
+		RetryMaxElapsed: cfg.RetryMaxElapsed,
+		NakDelayMin:     cfg.NakDelayMin,
+		NakDelayMax:     cfg.NakDelayMax,
+		ClaimTimeout:    cfg.AckWait,
+		Reporter:        cfg.ID,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// ID returns the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Tokens returns the worker's in-memory token cache.
+func (w *Worker) Tokens() *TokenCache { return w.tokens }
+
+// Stats returns what this worker's handlers did so far.
+func (w *Worker) Stats() handlers.Stats { return w.h.Stats() }
+
+// InFlight returns the number of deliveries being handled now.
+func (w *Worker) InFlight() int { return w.inflight.load() }
+
+// Ready reports whether the worker takes jobs and has loaded the tokens
+// (for /readyz).
+func (w *Worker) Ready() bool {
+	select {
+	case <-w.tokens.Ready():
+		return w.ready.Load()
+	default:
+		return false
+	}
+}
+
+// Run provisions the streams, buckets and durable consumers, then handles
+// jobs until ctx is cancelled. Then it stops taking jobs (new deliveries
+// are nak'd for other processes), lets the jobs in flight finish for up to
+// ShutdownGrace, cancels the rest (nak'd for immediate redelivery, or a
+// retryable failure on their last delivery), closes the router and
+// returns nil. It returns an error if it cannot start, or if the router
+// stops on its own. Run may be called once.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run called twice")
+	}
+	defer w.hardCancel()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := broker.Provision(pctx, w.js, w.cfg.Topology)
+	if err == nil {
+		err = w.ensureConsumers(pctx)
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		w.watchTokens(watchCtx)
+	}()
+	defer func() { stopWatch(); <-watchDone }()
+
+	opts := w.cfg.Conn.Opts
+	opts.Name += " (jobs)"
+	subConn, err := opts.Connect()
+	if err != nil {
+		return fmt.Errorf("worker: connect for jobs: %w", err)
+	}
+	defer subConn.Close()
+	w.connMu.Lock()
+	w.subConn = subConn
+	w.connMu.Unlock()
+
+	wmLog := watermill.NewSlogLoggerWithLevelMapping(w.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:                subConn,
+		Logger:              wmLog,
+		AckWaitTimeout:      w.cfg.AckWait,
+		ResourceInitializer: w.resourceInitializer,
+		NakDelay:            handlerDelay{},
+		// One message per pull subscription: the next pull is sent only
+		// after the callback (the job and its ack) returns, so nothing
+		// waits in a client buffer while its AckWait runs.
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+		Unmarshaler:    unmarshaler{w: w},
+	})
+	if err != nil {
+		return fmt.Errorf("worker: subscriber: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.ShutdownGrace + 15*time.Second}, wmLog)
+	if err != nil {
+		return fmt.Errorf("worker: router: %w", err)
+	}
+	router.AddMiddleware(handlers.CorrelationID, w.settleMiddleware)
+	for _, hd := range []struct {
+		subject string
+		fn      message.NoPublishHandlerFunc
+	}{
+		{w.subjects.UserLookup, w.h.UserLookup},
+		{w.subjects.OAuthCodeReceived, w.h.OAuthCode},
+	} {
+		for i := range w.cfg.Concurrency {
+			router.AddNoPublisherHandler(fmt.Sprintf("%s#%02d", hd.subject, i), hd.subject, sub, hd.fn)
+		}
+	}
+
+	routerErr := make(chan error, 1)
+	go func() { routerErr <- router.Run(context.Background()) }()
+	select {
+	case <-router.Running():
+	case err := <-routerErr:
+		return fmt.Errorf("worker: router: %w", err)
+	}
+	w.ready.Store(true)
+	w.log.Info("worker running", "subjects", []string{w.subjects.UserLookup, w.subjects.OAuthCodeReceived},
+		"concurrency", w.cfg.Concurrency, "ack_wait", w.cfg.AckWait, "max_deliver", w.cfg.MaxDeliver)
+
+	select {
+	case <-ctx.Done():
+	case err := <-routerErr:
+		w.ready.Store(false)
+		if err == nil {
+			err = errors.New("all handlers stopped")
+		}
+		return fmt.Errorf("worker: router stopped: %w", err)
+	}
+	w.stop(router, routerErr)
+	return nil
+}
+
+// stop is the graceful part of Run.
+func (w *Worker) stop(router *message.Router, routerErr <-chan error) {
+	w.ready.Store(false)
+	w.stopping.Store(true)
+	w.ccMu.Lock()
+	for _, cc := range w.consumeCtxs {
+		cc.Drain() // no more pulls; anything already here is nak'd
+	}
+	w.ccMu.Unlock()
+	n := w.inflight.load()
+	w.log.Info("worker stopping", "in_flight", n, "grace", w.cfg.ShutdownGrace)
+	grace := time.NewTimer(w.cfg.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-w.inflight.wait():
+	case <-grace.C:
+		w.log.Warn("grace period over: cancelling the jobs in flight", "in_flight", w.inflight.load())
+		w.hardCancel()
+		late := time.NewTimer(10 * time.Second)
+		defer late.Stop()
+		select {
+		case <-w.inflight.wait():
+		case <-late.C:
+			w.log.Error("jobs still in flight after cancellation; they will be redelivered after AckWait", "in_flight", w.inflight.load())
+		}
+	}
+	w.hardCancel()
+	if err := router.Close(); err != nil {
+		w.log.Warn("closing the router", "err", err)
+	}
+	<-routerErr
+	w.log.Info("worker stopped", "stats", w.h.Stats())
+}
+
+// watchTokens keeps the token cache fed, re-watching after a failure.
+func (w *Worker) watchTokens(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := w.tokens.Watch(ctx, w.js); err != nil {
+			w.log.Warn("token watch failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
