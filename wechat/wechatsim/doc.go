@@ -36,6 +36,22 @@
 //     calls and removes itself after count firings.
 //   - Unknown paths answer a plain-text 404.
 //
+// # Admin API
+//
+// JSON over HTTP under /_sim/ (never delayed, never faulted). Bad input
+// answers 400 {"error":"..."} naming the problem; a wrong method 405.
+//
+//	POST   /_sim/apps      {"appid","secret","token_daily_limit"?,"bound_to_open_platform"?} → 201 {"appid"}
+//	POST   /_sim/followers {"appid","openid",...Follower fields,"follower"?} → 201 {"appid","openid"}
+//	                       ("follower":false records an SNS-only user, see AddSNSUser)
+//	POST   /_sim/codes     {"appid","openid","scope","is_snapshotuser"?} → 200 {"code"}
+//	GET    /_sim/faults    → 200 {"faults":[...]}
+//	POST   /_sim/faults    Fault → 201 Fault
+//	DELETE /_sim/faults    → 204
+//	GET    /_sim/latency   → 200 {"ms"};  POST {"ms"} → 200 {"ms"}
+//	GET    /_sim/stats     → 200 Stats;   DELETE → 204
+//	GET    /_sim/clock     → 200 {"now"}; POST {"advance_ms"} → 200 {"now"}, 409 unless a ManualClock is in use
+//
 // Secrets (AppSecrets, tokens, codes) are never logged; only short SHA-256
 // fingerprints are.
 package wechatsim

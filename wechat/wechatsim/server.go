@@ -2,6 +2,8 @@ package wechatsim
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -120,6 +122,13 @@ func (s *Sim) appOf(r *http.Request) *app {
 	q := r.URL.RawQuery
 	if id := param(q, "appid"); id != "" {
 		return s.app(id)
+	}
+	if r.URL.Path == PathStableToken && r.Method == http.MethodPost {
+		var req stableRequest
+		if body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20)); err == nil && json.Unmarshal(body, &req) == nil {
+			return s.app(req.AppID)
+		}
+		return nil
 	}
 	tok := param(q, "access_token")
 	if tok == "" {

@@ -341,3 +341,28 @@ func TestStableTokenForceDailyLimit(t *testing.T) {
 		t.Fatalf("force on the next China day: %s", a.raw)
 	}
 }
+
+func TestAddAppChangesSecret(t *testing.T) {
+	h := newHarness(t)
+	h.sim.AddApp(testApp, "new-secret")
+	cases := []struct {
+		secret string
+		want   int
+	}{{testSecret, 40125}, {"new-secret", 0}}
+	for _, tc := range cases {
+		t.Run(tc.secret, func(t *testing.T) {
+			wantErr(t, h.get(PathToken, url.Values{"grant_type": {"client_credential"}, "appid": {testApp}, "secret": {tc.secret}}), tc.want)
+		})
+	}
+}
+
+func TestFaultedStableTokenCountsItsApp(t *testing.T) {
+	h := newHarness(t)
+	if err := h.sim.AddFault(Fault{Path: PathStableToken, ErrCode: -1, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, h.stable(testApp, testSecret, false), -1)
+	if n := h.sim.Stats().CallCount(PathStableToken, testApp); n != 1 {
+		t.Fatalf("faulted stable_token call counted under %v", h.sim.Stats().Calls)
+	}
+}
