@@ -339,3 +339,16 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+type atomicBool = atomic.Bool
+
+// containsLog reports whether a JSON log line has level and msg containing text.
+func containsLog(logs, level, text string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		var l struct{ Level, Msg string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Level == level && strings.Contains(l.Msg, text) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,153 @@
+package holder
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// Another system fetching tokens for the same appid: the first rejection is
+// answered with one refresh; when the token we fetched because of it is
+// rejected too, moments later, the holder publishes token.conflict, logs an
+// error and does not fetch again.
+func TestTokenConflict(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	ctx := context.Background()
+	r := e.start(e.config("h1", app), nil)
+	waitRefreshed(t, e, app.AppID, 1)
+
+	rival := func() {
+		t.Helper()
+		if _, err := e.wc.Token(ctx, app.AppID, app.Secret); err != nil {
+			t.Fatalf("rival fetch: %v", err)
+		}
+	}
+	rejected := func(version uint64) {
+		t.Helper()
+		rec, _ := e.record(app.AppID)
+		if rec.Version != version {
+			t.Fatalf("stored version = %d, want %d", rec.Version, version)
+		}
+		_, err := e.wc.CallbackIP(ctx, rec.AccessToken)
+		if !wechat.IsTokenInvalid(err) {
+			t.Fatalf("version %d: want WeChat to reject it, got %v", version, err)
+		}
+	}
+
+	// The rival fetches; five minutes later our token dies. One refresh.
+	rival()
+	e.clock.Advance(301 * time.Second)
+	rejected(1)
+	e.report(app.AppID, 1, 20)
+	if ev := waitRefreshed(t, e, app.AppID, 2); ev.Reason != events.ReasonInvalidated {
+		t.Errorf("reason = %q, want invalidated", ev.Reason)
+	}
+
+	// The rival fetches again and kills our new token too.
+	rival()
+	e.clock.Advance(301 * time.Second)
+	rejected(2)
+	calls := e.fetches(app.AppID)
+	e.report(app.AppID, 2, 20)
+	c := waitEvent(t, e.events, events.SubjectTokenConflict, app.AppID, 10*time.Second,
+		func(events.TokenConflict) bool { return true })
+	if c.Version != 2 || c.Detail == "" {
+		t.Errorf("token.conflict = %+v, want version 2 with detail", c)
+	}
+	// More reports: still no fetch, no second conflict event.
+	for range 3 {
+		e.clock.Advance(40 * time.Second)
+		e.report(app.AppID, 2, 20)
+	}
+	eventually(t, 5*time.Second, "80 reports on version 2 judged", func() bool { return decisions(app.AppID)[decisionConflict] == 80 })
+	r.waitEvals(t, 5)
+	if got := e.fetches(app.AppID); got != calls {
+		t.Errorf("calls after the conflict = %d, want %d (no refetch loop)", got, calls)
+	}
+	if n := len(eventsOf[events.TokenConflict](e.events, events.SubjectTokenConflict, app.AppID)); n != 1 {
+		t.Errorf("token.conflict events = %d, want 1", n)
+	}
+	if !containsLog(e.logs.String(), "ERROR", "token conflict") {
+		t.Error("no error logged for the conflict")
+	}
+	t.Logf("decisions: %v", decisions(app.AppID))
+}
+
+// A leader paused past its lease (GC pause, SIGSTOP) loses it to a
+// standby; when it resumes, its late write fails on the KV revision and the
+// successor's token stays.
+func TestDeposedLeaderWriteFails(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	ctx := context.Background()
+
+	gate := make(chan struct{})
+	paused := make(chan struct{}, 1)
+	var pausing atomicBool
+	writeErr := make(chan error, 1)
+	h1 := e.start(e.config("h1", app), func(h *Holder) {
+		block := func(string) {
+			if pausing.Load() {
+				select {
+				case paused <- struct{}{}:
+				default:
+				}
+				<-gate
+			}
+		}
+		h.hooks.beforeRenew = block
+		h.hooks.beforeWrite = block
+		h.hooks.afterWrite = func(_ string, err error) { writeErr <- err }
+	})
+	waitRefreshed(t, e, app.AppID, 1)
+	<-writeErr
+	if !h1.leader(app.AppID) {
+		t.Fatal("h1 should lead")
+	}
+	h2 := e.start(e.config("h2", app), nil)
+
+	// Pause h1 in the middle of a refresh: fetched, not yet written.
+	pausing.Store(true)
+	refreshErr := make(chan error, 1)
+	go func() { refreshErr <- h1.h.Refresh(ctx, app.AppID) }()
+	<-paused
+	// h2 takes over when the lease lapses and stores its own token.
+	select {
+	case l := <-h2.leaderCh:
+		if !l {
+			t.Fatal("h2 leadership event: false")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("h2 did not take over")
+	}
+	if err := h2.h.Refresh(ctx, app.AppID); err != nil {
+		t.Fatalf("h2 refresh: %v", err)
+	}
+	succ, _ := e.record(app.AppID)
+	if succ.Holder != "h2" || succ.Version != 2 {
+		t.Fatalf("successor record: holder %q version %d", succ.Holder, succ.Version)
+	}
+
+	// Resume h1: its write must fail.
+	pausing.Store(false)
+	close(gate)
+	if err := <-writeErr; !isWrongLastSeq(err) {
+		t.Errorf("late write: %v, want a revision mismatch", err)
+	}
+	if err := <-refreshErr; !errors.Is(err, ErrLostRace) {
+		t.Errorf("h1 refresh: %v, want ErrLostRace", err)
+	}
+	rec, _ := e.record(app.AppID)
+	if rec.Holder != "h2" || rec.Version != 2 || rec.AccessToken != succ.AccessToken {
+		t.Errorf("after the late write: holder %q version %d; want h2's version 2", rec.Holder, rec.Version)
+	}
+	eventually(t, 5*time.Second, "h1 steps down", func() bool { return !h1.leader(app.AppID) })
+	if !h2.leader(app.AppID) {
+		t.Error("h2 lost the lead")
+	}
+}

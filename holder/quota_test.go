@@ -1,0 +1,161 @@
+package holder
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+)
+
+// Below the quota reserve, reports and manual refreshes no longer fetch;
+// the scheduled refresh still does.
+func TestQuotaReserveStopsForcedRefreshes(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	ctx := context.Background()
+	// 1800 of 2000 used today: the default reserve of 200 is reached once
+	// the startup fetch is counted.
+	if _, err := e.quota.Create(ctx, events.QuotaKey(app.AppID, e.clock.Now()), []byte("1799")); err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(e.config("h1", app), nil)
+	waitRefreshed(t, e, app.AppID, 1)
+	if got := r.h.Status()[0].FetchesToday; got != 1800 {
+		t.Errorf("FetchesToday = %d, want 1800", got)
+	}
+
+	e.report(app.AppID, 1, 10)
+	eventually(t, 5*time.Second, "reports judged", func() bool { return totalDecisions(app.AppID) == 10 })
+	if d := decisions(app.AppID); d[decisionQuotaReserve] != 10 {
+		t.Errorf("decisions = %v, want 10 quota_reserve", d)
+	}
+	if err := r.h.Refresh(ctx, app.AppID); !errors.Is(err, ErrQuotaReserve) {
+		t.Errorf("manual refresh: %v, want ErrQuotaReserve", err)
+	}
+	r.waitEvals(t, 5)
+	if got := e.fetches(app.AppID); got != 1 {
+		t.Fatalf("fetches = %d, want 1 (no forced refresh below the reserve)", got)
+	}
+
+	// The scheduled refresh goes on.
+	e.clock.Advance(2*time.Hour - 9*time.Minute)
+	ev := waitRefreshed(t, e, app.AppID, 2)
+	if ev.Reason != events.ReasonScheduled {
+		t.Errorf("reason = %q, want scheduled", ev.Reason)
+	}
+	ent, err := e.quota.Get(ctx, events.QuotaKey(app.AppID, e.clock.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := strconv.Atoi(string(ent.Value())); n != 1801 {
+		t.Errorf("wx_quota = %d, want 1801", n)
+	}
+}
+
+// 45009 stops fetching until the China day turns and never removes the
+// stored token; the first fetch of the new day succeeds.
+func TestDailyQuotaExhausted(t *testing.T) {
+	e := newTestEnv(t)
+	e.clock.Set(time.Date(2025, 3, 10, 13, 0, 0, 0, time.UTC)) // 21:00 in China
+	app := e.newApp(events.ModeToken)
+	r := e.start(e.config("h1", app), nil)
+	v1 := waitRefreshed(t, e, app.AppID, 1)
+	e.sim.SetTokenDailyLimit(app.AppID, 1)
+
+	// 22:51: the scheduled refresh is due and WeChat answers 45009.
+	e.clock.Advance(2*time.Hour - 9*time.Minute)
+	failed := waitEvent(t, e.events, events.SubjectTokenRefreshFailed, app.AppID, 10*time.Second,
+		func(ev events.TokenRefreshFailed) bool { return ev.ErrCode == 45009 })
+	midnight := events.NextChinaMidnight(e.clock.Now())
+	if failed.NextAttemptAt.Before(midnight) {
+		t.Errorf("next_attempt_at = %v, want >= China midnight %v", failed.NextAttemptAt, midnight)
+	}
+	calls := e.fetches(app.AppID)
+	if calls != 2 {
+		t.Fatalf("calls = %d, want 2 (startup + the 45009)", calls)
+	}
+	// No more fetches today: not on schedule, not on reports, not by hand,
+	// even after the token expired (23:00).
+	e.report(app.AppID, 1, 5)
+	for range 3 {
+		e.clock.Advance(20 * time.Minute)
+		r.waitEvals(t, 5)
+	}
+	if err := r.h.Refresh(context.Background(), app.AppID); !errors.Is(err, ErrBackingOff) {
+		t.Errorf("manual refresh: %v, want ErrBackingOff", err)
+	}
+	if got := e.fetches(app.AppID); got != calls {
+		t.Fatalf("calls after 45009 = %d, want %d", got, calls)
+	}
+	if rec, _ := e.record(app.AppID); rec.Version != 1 || rec.AccessToken == "" {
+		t.Errorf("stored token after 45009: version %d, token present %v; want version 1 kept", rec.Version, rec.AccessToken != "")
+	}
+	if st := r.h.Status()[0]; st.NextAttemptAt.Before(midnight) || st.LastError == "" {
+		t.Errorf("status = %+v, want NextAttemptAt >= %v and LastError", st, midnight)
+	}
+
+	// The day turns: the next fetch succeeds.
+	e.clock.Set(midnight.Add(time.Minute))
+	v2 := waitRefreshed(t, e, app.AppID, 2)
+	if !v2.FetchedAt.After(midnight) || !v2.ExpiresAt.After(v1.ExpiresAt) {
+		t.Errorf("version 2 fetched %v, want after %v", v2.FetchedAt, midnight)
+	}
+}
+
+// Transient failures (-1, HTTP 5xx, timeouts) are retried with backoff and
+// each publishes token.refresh_failed; configuration errors are retried
+// slowly, never in a loop.
+func TestFetchFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		fault     wechatsim.Fault
+		wantCode  int
+		recovers  bool // the holder gets a token while the test watches
+		wantCalls int64
+	}{
+		{"system error -1", wechatsim.Fault{Path: wechatsim.PathToken, ErrCode: -1, Count: 3}, -1, true, 4},
+		{"HTTP 502", wechatsim.Fault{Path: wechatsim.PathToken, HTTPStatus: 502, Count: 2}, 0, true, 3},
+		{"invalid appsecret", wechatsim.Fault{Path: wechatsim.PathToken, ErrCode: 40125}, 40125, false, 1},
+		{"IP not whitelisted", wechatsim.Fault{Path: wechatsim.PathToken, ErrCode: 40164}, 40164, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			app := e.newApp(events.ModeToken)
+			if err := e.sim.AddFault(tt.fault); err != nil {
+				t.Fatal(err)
+			}
+			r := e.start(e.config("h1", app), nil)
+			waitEvent(t, e.events, events.SubjectTokenRefreshFailed, app.AppID, 10*time.Second,
+				func(ev events.TokenRefreshFailed) bool { return ev.ErrCode == tt.wantCode })
+			if tt.recovers {
+				waitRefreshed(t, e, app.AppID, 1)
+			} else {
+				r.waitEvals(t, 20)
+			}
+			if got := e.fetches(app.AppID); got != tt.wantCalls {
+				t.Errorf("calls = %d, want %d", got, tt.wantCalls)
+			}
+			failures := eventsOf[events.TokenRefreshFailed](e.events, events.SubjectTokenRefreshFailed, app.AppID)
+			if int64(len(failures)) != tt.wantCalls-btoi(tt.recovers) {
+				t.Errorf("token.refresh_failed events = %d, want %d", len(failures), tt.wantCalls-btoi(tt.recovers))
+			}
+			for _, f := range failures {
+				if f.NextAttemptAt.IsZero() {
+					t.Errorf("refresh_failed without next_attempt_at: %+v", f)
+				}
+			}
+		})
+	}
+}
+
+func btoi(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
