@@ -53,7 +53,7 @@ type app struct {
 	blockedUntil time.Time // holder clock: no fetch before (45009)
 	forced       *forcedNeed
 	lastForcedAt time.Time // holder clock
-	forcedVer    uint64    // version produced by the last forced refresh
+	forcedVer    uint64    // version produced by the last refresh for a report
 	acceptedVer  uint64    // version whose report caused a refresh
 	conflictVer  uint64    // version a conflict was announced for
 	conflictAt   time.Time

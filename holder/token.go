@@ -60,7 +60,8 @@ func (a *app) lead(ctx context.Context) {
 	if used, err := a.readQuota(ctx, a.h.cfg.Now(), false); err == nil {
 		a.setQuotaUsed(used)
 	}
-	a.forced = nil
+	// A forced need accepted in an earlier term survives (evaluate drops it
+	// once the version moved on); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
 		a.log.Info("adopted stored token", "version", rec.Version, "expires_at", rec.ExpiresAt,
 			"fingerprint", wechat.Fingerprint(rec.AccessToken))
@@ -285,7 +286,7 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 		return err
 	}
 	a.setRecord(next, newRev)
-	if forced {
+	if reason == events.ReasonInvalidated {
 		a.forcedVer = version
 	}
 	a.bo.Reset()
