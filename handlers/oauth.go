@@ -67,7 +67,11 @@ func (h *Handlers) OAuthCode(msg *message.Message) error {
 		case OAuthDone:
 			return h.republish(ctx, j, rec)
 		case OAuthExchanged:
-			// The exchanging worker stopped before storing the result; the
+			if h.cfg.Now().Sub(rec.ClaimedAt) < h.cfg.ClaimTimeout {
+				// The exchanging job is still fetching the profile.
+				return h.settle(ctx, j, &claimedElsewhereError{by: rec.ClaimedBy})
+			}
+			// The exchanging worker died before storing the result; the
 			// user's token died with it, so the identity is all there is.
 			p := h.identityProfile(j, rec.OpenID, rec.Scope, rec.UnionID, rec.IsSnapshotUser)
 			return h.finishOAuth(ctx, j, key, rec, rev, p)

@@ -162,14 +162,22 @@ func (w *Worker) settleMiddleware(next message.HandlerFunc) message.HandlerFunc 
 		defer cancel()
 		msg.SetContext(ctx)
 		out, err := next(msg)
-		if err != nil {
-			d, ok := handlers.RetryDelay(err)
-			if !ok {
-				d = w.cfg.NakDelayMin
-			}
-			if v, found := w.deliveries.Load(msg.UUID); found {
-				v.(*deliveryMsg).delay.Store(int64(d))
-			}
+		if err == nil {
+			return out, nil
+		}
+		d, retry := handlers.RetryDelay(err)
+		if !retry {
+			d = w.cfg.NakDelayMin
+		}
+		if v, found := w.deliveries.Load(msg.UUID); found {
+			v.(*deliveryMsg).delay.Store(int64(d))
+		}
+		if retry {
+			// An ordinary retry, already logged by the handler: nak here
+			// so the router does not log it as a handler error (its
+			// later Ack is then ignored).
+			msg.Nack()
+			return nil, nil
 		}
 		return out, err
 	}

@@ -1,0 +1,211 @@
+package worker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+	"github.com/wxhub/wxhub/worker"
+)
+
+// WeChat errors: transient ones are retried (within the job, then by
+// redelivery) and end in a retryable failure after MaxDeliver; permanent
+// ones fail at once.
+func TestWeChatErrors(t *testing.T) {
+	tests := []struct {
+		name         string
+		fault        wechatsim.Fault
+		wantSubject  string
+		wantKind     string
+		wantCode     int
+		wantRetry    bool
+		wantAttempts int
+	}{
+		{"-1 three times then success", wechatsim.Fault{Path: "/cgi-bin/user/info", ErrCode: -1, Count: 3}, events.SubjectUserProfile, "", 0, false, 1},
+		{"-1 forever", wechatsim.Fault{Path: "/cgi-bin/user/info", ErrCode: -1}, events.SubjectUserProfileFailed, events.KindWeChat, -1, true, 3},
+		{"HTTP 502 forever", wechatsim.Fault{Path: "/cgi-bin/user/info", HTTPStatus: 502}, events.SubjectUserProfileFailed, events.KindWeChat, 0, true, 3},
+		{"40003 invalid openid", wechatsim.Fault{Path: "/cgi-bin/user/info", ErrCode: 40003}, events.SubjectUserProfileFailed, events.KindWeChat, 40003, false, 1},
+		{"45009 daily quota", wechatsim.Fault{Path: "/cgi-bin/user/info", ErrCode: 45009}, events.SubjectUserProfileFailed, events.KindQuota, 45009, true, 1},
+		{"40164 ip whitelist", wechatsim.Fault{Path: "/cgi-bin/user/info", ErrCode: 40164}, events.SubjectUserProfileFailed, events.KindConfig, 40164, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 1)
+			h.holder.rotate()
+			res := h.follow(events.StreamResults)
+			if err := h.sim.AddFault(tt.fault); err != nil {
+				t.Fatal(err)
+			}
+			w := h.startWorker("w", func(c *worker.Config) { c.MaxDeliver = 3; c.Concurrency = 1 })
+			h.lookup("job-1", 0)
+			res.waitIDs(t, 1, 20*time.Second)
+			got := res.get("job-1")
+			if len(got) != 1 || got[0].Subject != tt.wantSubject {
+				t.Fatalf("results %+v, want one on %s", got, tt.wantSubject)
+			}
+			if tt.wantSubject == events.SubjectUserProfile {
+				if p := profileOf(t, got[0]); p.OpenID != openID(0) || p.Source != events.SourceUserInfo {
+					t.Fatalf("profile %+v", p)
+				}
+				return
+			}
+			f := failureOf(t, got[0])
+			if f.Error.Kind != tt.wantKind || f.Error.ErrCode != tt.wantCode || f.Error.Retryable != tt.wantRetry || f.Attempts != tt.wantAttempts {
+				t.Fatalf("failure %+v, want kind %s errcode %d retryable %v attempts %d", f, tt.wantKind, tt.wantCode, tt.wantRetry, tt.wantAttempts)
+			}
+			if f.JobID != "job-1" || f.AppID != testApp || f.JobSubject != events.SubjectUserLookup {
+				t.Fatalf("failure identity %+v", f)
+			}
+			if st := w.Stats(); tt.wantAttempts > 1 && st.Retried != int64(tt.wantAttempts-1) {
+				t.Errorf("retried %d deliveries, want %d", st.Retried, tt.wantAttempts-1)
+			}
+			if strings.Contains(string(got[0].Data), testSecret) {
+				t.Fatal("secret in result")
+			}
+		})
+	}
+}
+
+// Bad input: a failure with the right kind and a message saying what is
+// wrong, the original bytes on the dead-letter subject, and the worker
+// carries on with the next job.
+func TestBadInput(t *testing.T) {
+	big := fmt.Sprintf(`{"job_id":"big-1","appid":%q,"openid":"o00000","pad":%q}`, testApp, strings.Repeat("x", events.MaxJobSize))
+	tests := []struct {
+		name     string
+		payload  string
+		wantID   string // Nats-Msg-Id of the failure and dead letter
+		wantJob  string // job_id in the failure
+		wantKind string
+		wantMsg  string // substring of errmsg
+	}{
+		{"not JSON", `{"job_id": "bad-1", oops`, "invalid-1", "", events.KindInvalidJob, "not JSON"},
+		{"missing openid", `{"job_id":"bad-2","appid":"` + testApp + `"}`, "bad-2", "bad-2", events.KindInvalidJob, "openid"},
+		{"wrong type", `{"job_id":"bad-3","appid":"` + testApp + `","openid":42}`, "bad-3", "bad-3", events.KindInvalidJob, "/openid"},
+		{"unknown appid", `{"job_id":"bad-4","appid":"wxffffffffffffffff","openid":"o00000"}`, "bad-4", "bad-4", events.KindConfig, "wxffffffffffffffff"},
+		{"oversized", big, "invalid-1", "", events.KindInvalidJob, "bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 1)
+			h.holder.rotate()
+			res := h.follow(events.StreamResults)
+			dead := h.follow(events.StreamDeadLetters)
+			h.startWorker("w", nil)
+			h.publishJob(events.SubjectUserLookup, []byte(tt.payload), "", map[string]string{events.HeaderCorrelationID: "corr-1"})
+			h.lookup("good-1", 0) // the worker carries on
+			res.waitIDs(t, 2, 20*time.Second)
+			dead.waitIDs(t, 1, 20*time.Second)
+
+			got := res.get(tt.wantID)
+			if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
+				t.Fatalf("results for %s: %+v", tt.wantID, got)
+			}
+			f := failureOf(t, got[0])
+			if f.Error.Kind != tt.wantKind || f.Error.Retryable || f.JobID != tt.wantJob || !strings.Contains(f.Error.ErrMsg, tt.wantMsg) {
+				t.Fatalf("failure %+v, want kind %s job_id %q errmsg containing %q", f, tt.wantKind, tt.wantJob, tt.wantMsg)
+			}
+			if err := events.Validate(events.SubjectUserProfileFailed, got[0].Data); err != nil {
+				t.Fatalf("failure does not match its schema: %v", err)
+			}
+			if c := got[0].Header.Get(events.HeaderCorrelationID); c != "corr-1" {
+				t.Errorf("correlation id %q, want corr-1", c)
+			}
+			dl := dead.get(tt.wantID)
+			if len(dl) != 1 || dl[0].Subject != "deadletter."+events.SubjectUserLookup || string(dl[0].Data) != tt.payload {
+				t.Fatalf("dead letter %+v", dl)
+			}
+			if r := dl[0].Header.Get(events.HeaderDeadLetterReason); !strings.HasPrefix(r, tt.wantKind+": ") {
+				t.Fatalf("dead letter reason %q", r)
+			}
+			if g := res.get("good-1"); len(g) != 1 || g[0].Subject != events.SubjectUserProfile {
+				t.Fatalf("good job after the bad one: %+v", g)
+			}
+		})
+	}
+}
+
+// The same OAuth job delivered twice: one code exchange at the
+// simulator, one result.
+func TestOAuthDeliveredTwice(t *testing.T) {
+	tests := []struct {
+		scope        string
+		wantSource   string
+		wantUserinfo int64
+	}{
+		{wechatsim.ScopeUserInfo, events.SourceSNSUserInfo, 1},
+		{wechatsim.ScopeBase, events.SourceSNSOAuth2, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.scope, func(t *testing.T) {
+			h := newHarness(t, 1)
+			res := h.follow(events.StreamResults)
+			code, err := h.sim.IssueCode(testApp, openID(0), tt.scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, _ := json.Marshal(events.OAuthCodeReceived{JobID: "oauth-1", AppID: testApp, Code: code, State: "xyz"})
+			w := h.startWorker("w", func(c *worker.Config) { c.Concurrency = 4 })
+			// Two stream messages for the same job (no Nats-Msg-Id):
+			// the second is a redelivery as far as the worker can tell.
+			h.publishJob(events.SubjectOAuthCodeReceived, job, "", nil)
+			h.publishJob(events.SubjectOAuthCodeReceived, job, "", nil)
+			// A third job with the same code but its own job_id gets the
+			// stored outcome too.
+			job2, _ := json.Marshal(events.OAuthCodeReceived{JobID: "oauth-2", AppID: testApp, Code: code})
+			h.publishJob(events.SubjectOAuthCodeReceived, job2, "", nil)
+			res.waitIDs(t, 2, 20*time.Second)
+			waitFor(t, 20*time.Second, "three deliveries handled", func() bool {
+				st := w.Stats()
+				return st.Succeeded+st.Failed == 3
+			})
+			st := h.sim.Stats()
+			if n := st.CallCount("/sns/oauth2/access_token", testApp); n != 1 {
+				t.Fatalf("code exchanges: %d, want 1", n)
+			}
+			if n := st.CallCount("/sns/userinfo", testApp); n != tt.wantUserinfo {
+				t.Fatalf("sns/userinfo calls: %d, want %d", n, tt.wantUserinfo)
+			}
+			byID, total := res.snapshot()
+			if total != 2 || len(byID["oauth-1"]) != 1 || len(byID["oauth-2"]) != 1 {
+				t.Fatalf("results: %d stored: %v", total, byID)
+			}
+			p1, p2 := profileOf(t, byID["oauth-1"][0]), profileOf(t, byID["oauth-2"][0])
+			if p1.OpenID != openID(0) || p1.Source != tt.wantSource || p2.OpenID != p1.OpenID || p2.JobID != "oauth-2" {
+				t.Fatalf("profiles %+v / %+v", p1, p2)
+			}
+			if tt.wantSource == events.SourceSNSUserInfo && p1.Nickname != "user 0" {
+				t.Fatalf("nickname %q", p1.Nickname)
+			}
+			for _, s := range []string{string(byID["oauth-1"][0].Data), code} {
+				if strings.Contains(string(byID["oauth-1"][0].Data), "access_token") || strings.Contains(s, testSecret) {
+					t.Fatal("credential in the result")
+				}
+			}
+			if strings.Contains(string(byID["oauth-1"][0].Data), code) {
+				t.Fatal("code in the result")
+			}
+			if err := events.Validate(events.SubjectUserProfile, byID["oauth-1"][0].Data); err != nil {
+				t.Fatalf("profile does not match its schema: %v", err)
+			}
+		})
+	}
+}
+
+// A used or unknown code with no stored outcome is a permanent failure.
+func TestOAuthBadCode(t *testing.T) {
+	h := newHarness(t, 1)
+	res := h.follow(events.StreamResults)
+	h.startWorker("w", nil)
+	job, _ := json.Marshal(events.OAuthCodeReceived{JobID: "oauth-bad", AppID: testApp, Code: "nosuchcode"})
+	h.publishJob(events.SubjectOAuthCodeReceived, job, "", nil)
+	res.waitIDs(t, 1, 20*time.Second)
+	f := failureOf(t, res.get("oauth-bad")[0])
+	if f.Error.Kind != events.KindWeChat || f.Error.ErrCode != 40029 || f.Error.Retryable {
+		t.Fatalf("failure %+v", f)
+	}
+}
