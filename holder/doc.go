@@ -1,5 +1,124 @@
 // Package holder keeps each configured app's global access_token in the
 // NATS KV bucket wx_tokens and publishes token.refreshed: the token
-// lifecycle of shared/DESIGN.md. Several holders may run; per appid exactly
-// one, the leader, fetches.
+// lifecycle of shared/DESIGN.md. Several holders may run for availability;
+// per appid exactly one of them, the leader, fetches from WeChat.
+//
+// Build one with New and run it with Run; the buckets and streams of
+// package events must exist (broker.Provision). Status and Ready report
+// what a holder knows (for `wxhub status` and /readyz); Refresh forces a
+// refresh on the leader.
+//
+// # Reading the token (token users)
+//
+// Users read wx_tokens (key = appid, value = events.TokenRecord as JSON),
+// best with a KV watch that keeps the current record in memory. When WeChat
+// rejects the token (40001, 40014, 42001) they publish events.TokenInvalidated
+// with the version they used on token.invalidated (core NATS or JetStream
+// publish both work) and wait for a record with a higher version. See the
+// package example.
+//
+// # Leadership
+//
+// Per appid, the key in wx_leases holds the leader's id with a per-key TTL
+// (LeaseTTL, default 10 s). A holder acquires it with kv.Create(KeyTTL).
+// The leader renews it every LeaseTTL/3 with a publish to the key's subject
+// that expects the lease's last revision and carries the TTL again:
+// kv.Update can neither check-and-set with a TTL nor keep one (nats.go
+// v1.55.0), and a lease without a TTL would never lapse. A failed renewal
+// (revision moved) or a lease older than 0.9 x LeaseTTL by the holder's own
+// clock ends its term at once: in-flight WeChat calls are cancelled and no
+// write is attempted. Standbys watch the key; the TTL expiry appears as a
+// purge marker (the bucket has LimitMarkerTTL) and they try Create at once,
+// so takeover happens within LeaseTTL of the leader's death (measured: ~TTL
+// minus the time since the last renewal). A graceful stop (Run's context
+// done) purges the lease key only if its revision is still ours, so a
+// standby takes over immediately. Leases and retry spacing use real time.
+//
+// # Token writes
+//
+// The leader reads the record and its revision R, fetches, then writes with
+// kv.Update(R) (kv.Create for the first token). version is one more than
+// the highest version seen, so it only grows. A failed compare-and-swap
+// means another leader wrote: the fetched token is discarded, the stored
+// one adopted (ErrLostRace), never overwritten. The old token stays in KV
+// until the new one is written; a token is never deleted, also not when
+// refreshes fail.
+//
+// # When a fetch happens
+//
+//   - Start of a term: a stored token that is not yet due is adopted with
+//     no WeChat call and no event (restarting every holder costs nothing).
+//     Otherwise the leader fetches with reason "startup", or "takeover" if it
+//     saw another holder lead this appid since it started.
+//   - Scheduled, reason "scheduled": at ExpiresAt minus RefreshMargin
+//     (default 10 min) minus a random jitter in [0, Jitter) (default 2 min)
+//     chosen per version, but never earlier than half-way through the token's
+//     life. Time here is Config.Now, the clock WeChat's expiry follows.
+//   - token.invalidated, reason "invalidated". Every holder subscribes; only
+//     the leader judges. Reports are coalesced per app and judged by the app's
+//     single loop (metric wxhub_token_invalidations_total, label decision):
+//     version != current: "stale"; reports arriving for a version whose
+//     refresh is pending or done: "duplicate"; the current version was itself
+//     fetched because of a report less than ConflictWindow (default 10 min)
+//     ago: "conflict" (see below); less than MinForceInterval (30 s) since the
+//     last forced refresh: "rate_limited" (dropped: users report again if the
+//     token keeps failing); quota down to the reserve: "quota_reserve";
+//     otherwise the first report is "accepted" and the rest "duplicate": one
+//     refresh however many reports arrive. A report accepted while fetching
+//     backs off is carried out when the backoff allows.
+//   - Refresh (manual), reason "manual": forced, subject to the same
+//     MinForceInterval and quota reserve (ErrRateLimited, ErrQuotaReserve,
+//     ErrBackingOff), leader only (ErrNotLeader).
+//
+// # Conflicts
+//
+// With /cgi-bin/token, WeChat retires a token 5 minutes after the next
+// fetch, so a rejection of our current, unexpired token means some other
+// party fetched. The first such report is answered with one refresh. If the
+// token fetched for it is reported too within ConflictWindow of its fetch,
+// another system is fetching for this appid: the holder publishes
+// token.conflict (once per version and window) and logs an error, and does
+// not refetch for that version until ConflictWindow has passed since its
+// fetch (a bounded fight of at most one forced fetch per window, while the
+// operator fixes the other system). Conflict tracking is in memory: a new
+// leader refreshes once more before it can detect one.
+//
+// # Quota
+//
+// Every fetch attempt (also failed ones: WeChat's own count may be lower) is
+// counted before the call in wx_quota under events.QuotaKey (appid.YYYYMMDD,
+// China day of Config.Now) with compare-and-swap increments. Once the count
+// reaches QuotaDailyLimit-QuotaReserve (2000-200), forced refreshes stop;
+// scheduled ones go on. 45009 stops every fetch until the China day turns
+// (events.NextChinaMidnight by Config.Now), after which attempts are spaced
+// by the exponential backoff. -1, 45011, HTTP 5xx, network errors and
+// timeouts are retried with exponential backoff (cenkalti/backoff/v4,
+// RetryInitial 1 s to RetryMax 5 min, real time). 40013, 40125, 40164 and
+// other permanent answers are retried every ConfigRetryInterval (5 min),
+// never in a loop. Each failed attempt publishes token.refresh_failed with
+// the errcode (0 for transport failures, with errmsg saying so) and
+// next_attempt_at.
+//
+// # stable_token mode
+//
+// App.Mode events.ModeStableToken uses POST /cgi-bin/stable_token. Scheduled
+// refreshes use force_refresh=false, which returns a new token only in the
+// current one's last 5 minutes: the margin is capped at 4 min and the jitter
+// at 30 s for these apps. Should WeChat still return the current token, it
+// is not stored again (version unchanged) and the call is retried after a
+// backoff. Reports and manual refreshes use force_refresh=true, at least
+// max(MinForceInterval, 30 s) apart and at most 20 a China day, counted in
+// wx_quota under "appid.YYYYMMDD.force"; the general reserve does not apply
+// to stable_token apps (their normal calls do not use the 2000/day quota).
+//
+// # Events, logs, metrics
+//
+// token.refreshed (Nats-Msg-Id "appid.version"), token.refresh_failed and
+// token.conflict go out through JetStream (stream WX_TOKEN_EVENTS) as the
+// JSON of the events types; they never carry the token. Logs (log/slog)
+// carry appid, version, reason and the token's fingerprint
+// (wechat.Fingerprint), never a token or AppSecret; App formats without its
+// secret. Metrics: wxhub_token_expires_at_seconds, _token_refreshes_total,
+// _token_refresh_failures_total, _token_invalidations_total,
+// _token_quota_used, _holder_leader.
 package holder
