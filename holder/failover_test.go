@@ -109,3 +109,36 @@ func TestFailoverThreeHolders(t *testing.T) {
 		t.Errorf("token.refreshed events = %d, want 1", n)
 	}
 }
+
+// A standby that takes over when the stored token is due fetches at once,
+// with reason takeover; a graceful stop hands the lease over without
+// waiting for the TTL.
+func TestTakeoverFetchesDueToken(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	cfg := e.config("h1", app)
+	cfg.LeaseTTL = 5 * time.Second
+	// h1's clock stands still, so it never finds the token due itself.
+	start := e.clock.Now()
+	cfg.Now = func() time.Time { return start }
+	r1 := e.start(cfg, nil)
+	waitRefreshed(t, e, app.AppID, 1)
+	cfg2 := e.config("h2", app)
+	cfg2.LeaseTTL = cfg.LeaseTTL
+	r2 := e.start(cfg2, nil)
+	eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+
+	e.clock.Advance(2 * time.Hour) // the stored token expired meanwhile
+	stopped := time.Now()
+	r1.stop(t) // graceful: releases the lease
+	ev := waitRefreshed(t, e, app.AppID, 2)
+	if took := time.Since(stopped); took > time.Second {
+		t.Errorf("takeover after a graceful stop took %v, want well under the %v TTL", took, cfg.LeaseTTL)
+	}
+	if ev.Reason != events.ReasonTakeover || ev.Holder != "h2" {
+		t.Errorf("refresh = %+v, want reason takeover by h2", ev)
+	}
+	if got := e.fetches(app.AppID); got != 2 {
+		t.Errorf("fetches = %d, want 2", got)
+	}
+}
