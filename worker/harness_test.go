@@ -64,7 +64,8 @@ func testLogger(t *testing.T) *slog.Logger {
 type runningWorker struct {
 	*worker.Worker
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's error, once done is closed
 	nc     *nats.Conn
 }
 
@@ -73,8 +74,8 @@ func (rw *runningWorker) stop(t *testing.T) error {
 	t.Helper()
 	rw.cancel()
 	select {
-	case err := <-rw.done:
-		return err
+	case <-rw.done:
+		return rw.err
 	case <-time.After(60 * time.Second):
 		t.Fatal("worker did not stop")
 		return nil
@@ -102,8 +103,11 @@ func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorke
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rw := &runningWorker{Worker: w, cancel: cancel, done: make(chan error, 1), nc: nc}
-	go func() { rw.done <- w.Run(ctx) }()
+	rw := &runningWorker{Worker: w, cancel: cancel, done: make(chan struct{}), nc: nc}
+	go func() {
+		defer close(rw.done)
+		rw.err = w.Run(ctx)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -114,8 +118,8 @@ func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorke
 	})
 	waitFor(t, 10*time.Second, "worker ready", func() bool {
 		select {
-		case err := <-rw.done:
-			t.Fatalf("worker stopped at start: %v", err)
+		case <-rw.done:
+			t.Fatalf("worker stopped at start: %v", rw.err)
 		default:
 		}
 		return w.Ready()

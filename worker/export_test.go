@@ -1,0 +1,11 @@
+package worker
+
+// KillJobConn closes the worker's job connection without draining, as if
+// the process died: nothing in flight is acked or nak'd.
+func (w *Worker) KillJobConn() {
+	w.connMu.Lock()
+	defer w.connMu.Unlock()
+	if w.subConn != nil {
+		w.subConn.Close()
+	}
+}
