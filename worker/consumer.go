@@ -24,6 +24,11 @@ func ConsumerName(bareSubject string) string {
 	return "wxhub-worker-" + strings.ReplaceAll(bareSubject, ".", "-")
 }
 
+// MaxWaiting is the durable consumers' limit on waiting pull requests:
+// Concurrency × processes must stay below it. JetStream cannot update it
+// on an existing consumer, so it never changes.
+const MaxWaiting = 4096
+
 // consumerConfig is the durable pull consumer of one job subject.
 func (w *Worker) consumerConfig(bare, subject string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
@@ -35,8 +40,10 @@ func (w *Worker) consumerConfig(bare, subject string) jetstream.ConsumerConfig {
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: w.cfg.MaxAckPending,
-		// Every in-flight slot of every process is one waiting pull.
-		MaxWaiting: max(w.cfg.MaxAckPending, 512),
+		// Every idle slot of every process is one waiting pull request.
+		// The server refuses to change MaxWaiting later, so it is a
+		// constant: room for 64 processes at the default Concurrency.
+		MaxWaiting: MaxWaiting,
 	}
 }
 

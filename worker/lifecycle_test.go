@@ -115,9 +115,8 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	if st := a.Stats(); st.Succeeded != 0 {
 		t.Fatalf("victim published %d results after its death", st.Succeeded)
 	}
-	if st := b.Stats(); st.Succeeded != jobs {
-		t.Fatalf("survivor: %+v", st)
-	}
+	// The stream may show a result before its publisher got the ack.
+	waitFor(t, 5*time.Second, "survivor's publishes acknowledged", func() bool { return b.Stats().Succeeded == jobs })
 }
 
 // SIGTERM (context cancelled): the jobs in flight finish, nothing new is
