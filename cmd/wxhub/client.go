@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/config"
+)
+
+func newJobID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "cli-" + hex.EncodeToString(b)
+}
+
+type jobFlags struct {
+	appid, jobID, lang string
+	timeout            time.Duration
+}
+
+func (j *jobFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&j.appid, "appid", "", "WeChat `appid` (required)")
+	fs.StringVar(&j.jobID, "job-id", "", "job id, the idempotency key (default: a new random id)")
+	fs.StringVar(&j.lang, "lang", "", "zh_CN, zh_TW or en")
+	fs.DurationVar(&j.timeout, "timeout", 30*time.Second, "how long to wait for the result")
+}
+
+func cmdLookup(ctx context.Context, env *cmdEnv, args []string) error {
+	var j jobFlags
+	var openid string
+	cfg, _, err := parseConfig(env, "lookup", config.FlagsNATS, args, func(fs *flag.FlagSet) {
+		j.register(fs)
+		fs.StringVar(&openid, "openid", "", "the follower's `openid` (required)")
+	})
+	if err != nil {
+		return err
+	}
+	if j.appid == "" || openid == "" {
+		return usagef("--appid and --openid are required")
+	}
+	if j.jobID == "" {
+		j.jobID = newJobID()
+	}
+	job := events.UserLookup{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
+	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).UserLookup, j, job)
+}
+
+func cmdOAuth(ctx context.Context, env *cmdEnv, args []string) error {
+	var j jobFlags
+	var code, state string
+	cfg, _, err := parseConfig(env, "oauth", config.FlagsNATS, args, func(fs *flag.FlagSet) {
+		j.register(fs)
+		fs.StringVar(&code, "code", "", "the OAuth `code` the authorize redirect handed the callback (required)")
+		fs.StringVar(&state, "state", "", "the OAuth state")
+	})
+	if err != nil {
+		return err
+	}
+	if j.appid == "" || code == "" {
+		return usagef("--appid and --code are required")
+	}
+	if j.jobID == "" {
+		j.jobID = newJobID()
+	}
+	job := events.OAuthCodeReceived{JobID: j.jobID, AppID: j.appid, Code: code, State: state, Lang: j.lang}
+	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).OAuthCodeReceived, j, job)
+}
+
+// publishAndWait publishes a job with Nats-Msg-Id = job_id and prints its
+// terminal result as JSON: nil for user.profile, errFailed for
+// user.profile.failed.
+func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subject string, j jobFlags, job any) error {
+	nc, js, err := connect(cfg, "wxhub-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	subs := events.NewSubjects(cfg.Prefix)
+	ctx, cancel := context.WithTimeout(ctx, j.timeout)
+	defer cancel()
+
+	// Subscribe before publishing so the result cannot slip past.
+	results := make(chan *nats.Msg, 64)
+	var subsList []*nats.Subscription
+	for _, s := range subs.Results() {
+		sub, err := nc.ChanSubscribe(s, results)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", s, err)
+		}
+		subsList = append(subsList, sub)
+	}
+	defer func() {
+		for _, s := range subsList {
+			_ = s.Unsubscribe()
+		}
+	}()
+	body, _ := json.Marshal(job)
+	msg := nats.NewMsg(subject)
+	msg.Data = body
+	msg.Header.Set(events.HeaderMsgID, j.jobID)
+	msg.Header.Set(events.HeaderCorrelationID, j.jobID)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, cfg.NATS.URL)
+	}
+	var found *nats.Msg
+	if ack.Duplicate {
+		// The job_id was seen before: its result may already be stored.
+		found, err = findStoredResult(ctx, js, subs, j.jobID)
+		if err != nil {
+			return err
+		}
+	}
+	for found == nil {
+		select {
+		case m := <-results:
+			if m.Header.Get(events.HeaderMsgID) == j.jobID || jobIDOf(m.Data) == j.jobID {
+				found = m
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("no result for job %s within %v: %w", j.jobID, j.timeout, ctx.Err())
+		}
+	}
+	var pretty json.RawMessage = found.Data
+	out, err := json.MarshalIndent(pretty, "", "  ")
+	if err != nil {
+		out = found.Data
+	}
+	fmt.Fprintln(env.stdout, string(out))
+	if found.Subject == subs.UserProfileFailed {
+		return errFailed
+	}
+	return nil
+}
+
+func jobIDOf(data []byte) string {
+	var v struct {
+		JobID string `json:"job_id"`
+	}
+	_ = json.Unmarshal(data, &v)
+	return v.JobID
+}
+
+// findStoredResult scans the results of the last dedupe window for job_id.
+func findStoredResult(ctx context.Context, js jetstream.JetStream, subs events.Subjects, jobID string) (*nats.Msg, error) {
+	stream, err := js.Stream(ctx, events.StreamResults)
+	if err != nil {
+		return nil, fmt.Errorf("results stream: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("results stream: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	start := time.Now().Add(-info.Config.Duplicates - time.Minute)
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subs.Results(),
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results consumer: %w", err)
+	}
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, fmt.Errorf("results fetch: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if m.Headers().Get(events.HeaderMsgID) == jobID || jobIDOf(m.Data()) == jobID {
+				return &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("results fetch: %w", err)
+		}
+		if n == 0 {
+			return nil, nil // not stored yet: wait for it live
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles wxhub once per test binary run.
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func wxhubBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wxhub-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "wxhub")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build wxhub: %v", buildErr)
+	}
+	return binPath
+}
+
+// lineWaiter scans a process's output for lines matching patterns.
+type lineWaiter struct {
+	mu    sync.Mutex
+	lines []string
+	added chan struct{}
+}
+
+func newLineWaiter(r io.Reader, tee io.Writer) *lineWaiter {
+	w := &lineWaiter{added: make(chan struct{}, 1)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.mu.Lock()
+			w.lines = append(w.lines, sc.Text())
+			w.mu.Unlock()
+			if tee != nil {
+				io.WriteString(tee, sc.Text()+"\n")
+			}
+			select {
+			case w.added <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return w
+}
+
+// wait returns the submatches of the first line matching re, or fails at
+// the deadline.
+func (w *lineWaiter) wait(t *testing.T, re *regexp.Regexp, d time.Duration) []string {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		w.mu.Lock()
+		for _, l := range w.lines {
+			if m := re.FindStringSubmatch(l); m != nil {
+				w.mu.Unlock()
+				return m
+			}
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.added:
+		case <-deadline:
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			t.Fatalf("no line matching %v within %v; output:\n%s", re, d, strings.Join(w.lines, "\n"))
+		}
+	}
+}
+
+// TestRunLookupAndCleanStop is the newcomer's path: `wxhub run` with no
+// configuration, then `wxhub lookup` for a demo follower prints a profile,
+// and SIGTERM stops wxhub run with exit status 0.
+func TestRunLookupAndCleanStop(t *testing.T) {
+	bin := wxhubBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+	out := newLineWaiter(stdout, nil)
+	natsURL := out.wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), 60*time.Second)[1]
+	demo := out.wait(t, regexp.MustCompile(`demo app (\S+) \(followers: \[(\S+)`), 5*time.Second)
+	appid, openid := demo[1], demo[2]
+	ops := out.wait(t, regexp.MustCompile(`Metrics: http://(\S+)/metrics`), 5*time.Second)[1]
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lookup := exec.CommandContext(ctx, bin, "lookup", "--nats-url", natsURL, "--appid", appid, "--openid", openid, "--timeout", "45s")
+	res, err := lookup.Output()
+	if err != nil {
+		t.Fatalf("lookup: %v\n%s\nwxhub run stderr:\n%s", err, res, stderr.String())
+	}
+	var profile map[string]any
+	if err := json.Unmarshal(res, &profile); err != nil {
+		t.Fatalf("lookup printed %q: %v", res, err)
+	}
+	if profile["openid"] != openid || profile["source"] != "user.info" || profile["appid"] != appid {
+		t.Fatalf("profile = %v", profile)
+	}
+
+	// A lookup for someone who is not a follower: exit status 1 and a
+	// user.profile.failed on stdout.
+	bad := exec.CommandContext(ctx, bin, "lookup", "--nats-url", natsURL, "--appid", appid, "--openid", "o-not-a-follower")
+	res, err = bad.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(res), `"wechat"`) {
+		t.Fatalf("failed lookup: err=%v out=%s", err, res)
+	}
+	// Usage errors: exit status 2.
+	err = exec.CommandContext(ctx, bin, "lookup", "--nats-url", natsURL, "--appid", appid).Run()
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("usage error: %v", err)
+	}
+
+	// token get prints metadata, never the token unless asked.
+	tok, err := exec.CommandContext(ctx, bin, "token", "get", "--nats-url", natsURL, "--appid", appid).Output()
+	if err != nil || !strings.Contains(string(tok), `"fingerprint"`) || strings.Contains(string(tok), "access_token") {
+		t.Fatalf("token get: %v %s", err, tok)
+	}
+	st, err := exec.CommandContext(ctx, bin, "status", "--nats-url", natsURL).Output()
+	if err != nil || !strings.Contains(string(st), appid) || !strings.Contains(string(st), "user.lookup") {
+		t.Fatalf("status: %v\n%s", err, st)
+	}
+	_ = ops
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("wxhub run after SIGTERM: %v\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("wxhub run did not stop within 60s of SIGTERM\nstderr:\n%s", stderr.String())
+	}
+}

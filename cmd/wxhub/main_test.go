@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestExitStatusForUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want string // in stderr
+	}{
+		{"no command", nil, nil, exitUsage, "usage"},
+		{"help", []string{"help"}, nil, exitOK, "commands"},
+		{"unknown command", []string{"frobnicate"}, nil, exitUsage, "unknown command"},
+		{"lookup without openid", []string{"lookup", "--appid", "wxa"}, nil, exitUsage, "--openid"},
+		{"oauth without code", []string{"oauth", "--appid", "wxa"}, nil, exitUsage, "--code"},
+		{"token without verb", []string{"token"}, nil, exitUsage, "token get"},
+		{"token get without appid", []string{"token", "get"}, nil, exitUsage, "--appid"},
+		{"unknown flag", []string{"status", "--bogus"}, nil, exitUsage, "bogus"},
+		{"bad env", []string{"worker"}, map[string]string{"WXHUB_CONCURRENCY": "many"}, exitUsage, "WXHUB_CONCURRENCY"},
+		{"invalid config names the field", []string{"worker", "--concurrency", "0", "--app", "appid=wxa,secret=s"}, nil, exitUsage, "worker.concurrency"},
+		{"worker without apps", []string{"worker"}, nil, exitUsage, "apps"},
+		{"holder app without secret", []string{"holder", "--app", "appid=wxa"}, nil, exitUsage, "apps[0].secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			env := &cmdEnv{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return tt.env[k] }}
+			if got := run(context.Background(), env, tt.args); got != tt.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", got, tt.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("stderr lacks %q:\n%s", tt.want, stderr.String())
+			}
+		})
+	}
+}

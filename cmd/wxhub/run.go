@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+)
+
+// runner is a long-running role: Run blocks until ctx ends and the role
+// has stopped cleanly.
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// cmdRun is the zero-setup default: embedded NATS, holder and workers in
+// one process, and the simulator with a demo app when no app is configured.
+func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
+	var prefix string
+	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun, args, func(fs *flag.FlagSet) {
+		fs.StringVar(&prefix, "prefix", "", "subject `prefix`, e.g. wx.")
+	})
+	if err != nil {
+		return err
+	}
+	if prefix != "" {
+		cfg.Prefix = prefix
+	}
+	if err := serverConfig(env, cfg, true); err != nil {
+		return err
+	}
+	log := newLogger(env, cfg.Log)
+
+	host, portStr, err := net.SplitHostPort(cfg.Run.NATSListen)
+	if err != nil {
+		return usagef("nats-listen %q: %w", cfg.Run.NATSListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return usagef("nats-listen %q: bad port", cfg.Run.NATSListen)
+	}
+	if port == 0 {
+		port = -1
+	}
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: host, Port: port, StoreDir: filepath.Join(cfg.Run.DataDir, "nats"), ServerName: "wxhub-embedded"})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	cfg.NATS = config.NATS{URL: srv.ClientURL()}
+	fmt.Fprintf(env.stdout, "wxhub: embedded NATS with JetStream at %s (data in %s)\n", srv.ClientURL(), filepath.Join(cfg.Run.DataDir, "nats"))
+
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	simCtx, stopSim := context.WithCancel(context.Background())
+	defer stopSim()
+
+	demo := len(cfg.Apps) == 0
+	var demoApp wechatsim.DemoApp
+	if demo {
+		simReady := make(chan string, 1)
+		sim := wechatsim.New(wechatsim.WithLatency(cfg.Run.SimLatency), wechatsim.WithLogger(log.With("role", "sim")))
+		demoApp = sim.SeedDemo()
+		simErr := make(chan error, 1)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			simErr <- serveHTTP(simCtx, cfg.Run.SimListen, sim, func(a string) { simReady <- a })
+		}()
+		select {
+		case addr := <-simReady:
+			cfg.WeChatBaseURL = "http://" + addr
+		case err := <-simErr:
+			return fmt.Errorf("simulator: %w", err)
+		}
+		cfg.Apps = []config.App{{AppID: demoApp.AppID, Secret: demoApp.Secret}}
+		fmt.Fprintf(env.stdout, "wxhub: no app configured, so using the WeChat simulator at %s with demo app %s (followers: %v)\n", cfg.WeChatBaseURL, demoApp.AppID, demoApp.OpenIDs)
+	}
+
+	nc, js, err := connect(cfg, "wxhub-run")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := provision(ctx, js, cfg); err != nil {
+		return err
+	}
+	wc, err := newWeChatClient(cfg.WeChatBaseURL)
+	if err != nil {
+		return usageError{err}
+	}
+	hold, err := newHolder(cfg, nc, wc, log.With("role", "holder"))
+	if err != nil {
+		return err
+	}
+	work, err := newWorker(cfg, nc, wc, log.With("role", "worker"))
+	if err != nil {
+		return err
+	}
+	var stopping atomic.Bool
+	ready := &readiness{}
+	ready.add("nats", natsReady(nc))
+	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
+	if err != nil {
+		return err
+	}
+
+	errs := make(chan error, 2)
+	holderCtx, stopHolder := context.WithCancel(context.Background())
+	defer stopHolder()
+	workerCtx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
+	var roles sync.WaitGroup
+	roles.Add(2)
+	go func() { defer roles.Done(); errs <- roleErr("holder", hold.Run(holderCtx)) }()
+	go func() { defer roles.Done(); errs <- roleErr("worker", work.Run(workerCtx)) }()
+
+	printTry(env, cfg, opsAddr, demo, demoApp)
+	log.Info("wxhub running", "nats", srv.ClientURL(), "apps", len(cfg.Apps), "ops", opsAddr)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+		log.Error("a role stopped unexpectedly", "err", runErr)
+	}
+	stopping.Store(true)
+	log.Info("stopping: draining workers, then the holder, simulator and NATS")
+	// Workers first: they finish or nak in-flight jobs while the holder,
+	// the simulator and NATS are still up.
+	stopWorker()
+	stopHolder()
+	roles.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	stopSim()
+	nc.Close()
+	log.Info("stopped")
+	return runErr
+}
+
+func roleErr(role string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", role, err)
+}
+
+func printTry(env *cmdEnv, cfg *config.Config, opsAddr string, demo bool, d wechatsim.DemoApp) {
+	w := env.stdout
+	fmt.Fprintf(w, "\nwxhub is running. NATS: %s\n", cfg.NATS.URL)
+	if opsAddr != "" {
+		fmt.Fprintf(w, "Metrics: http://%s/metrics   health: http://%s/healthz   ready: http://%s/readyz\n", opsAddr, opsAddr, opsAddr)
+	}
+	fmt.Fprintln(w, "\nTry, in another terminal:")
+	appid, openid := "<appid>", "<openid>"
+	if demo && len(d.OpenIDs) > 0 {
+		appid, openid = d.AppID, d.OpenIDs[0]
+	}
+	fmt.Fprintf(w, "  ./bin/wxhub lookup --appid %s --openid %s\n", appid, openid)
+	fmt.Fprintf(w, "  ./bin/wxhub token get --appid %s\n", appid)
+	fmt.Fprintln(w, "  ./bin/wxhub status")
+	if demo {
+		fmt.Fprintf(w, "  code=$(curl -s -X POST %s/_sim/codes -d '{\"appid\":\"%s\",\"openid\":\"%s\",\"scope\":\"snsapi_userinfo\"}' | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')\n", cfg.WeChatBaseURL, appid, openid)
+		fmt.Fprintf(w, "  ./bin/wxhub oauth --appid %s --code \"$code\"\n", appid)
+	}
+	fmt.Fprintln(w, "\nStop with Ctrl-C or kill -TERM: in-flight jobs finish first.")
+}
