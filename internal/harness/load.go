@@ -21,6 +21,9 @@ type LoadConfig struct {
 	Drain time.Duration
 	// MaxJobs bounds how many jobs are published; 0 means 1,000,000.
 	MaxJobs int
+	// Stop, if not nil, ends the run early when closed (the figures then
+	// cover the time from Warmup until Stop).
+	Stop <-chan struct{}
 }
 
 // LoadResult is what one closed-loop run measured.
@@ -73,6 +76,8 @@ loop:
 		case <-ctx.Done():
 			return LoadResult{}, ctx.Err()
 		case <-timer.C:
+			break loop
+		case <-cfg.Stop:
 			break loop
 		case <-slots:
 		}

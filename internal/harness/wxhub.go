@@ -2,12 +2,16 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
 )
 
 // App is a WeChat app the roles serve. The secret reaches children only
@@ -84,4 +88,72 @@ func WaitPulls(ctx context.Context, js jetstream.JetStream, consumer string, n i
 		return fmt.Errorf("harness: consumer %s has %d waiting pulls, want %d: %w", consumer, got, n, err)
 	}
 	return nil
+}
+
+// Binaries are the executables a run needs.
+type Binaries struct {
+	WxHub      string
+	NATSServer string
+}
+
+// BuildBinaries builds wxhub (./cmd/wxhub) and nats-server (from the module
+// cache: github.com/nats-io/nats-server/v2) into dir, from the module root
+// root, both at once. A non-empty prebuilt path is used as is.
+func BuildBinaries(ctx context.Context, root, dir string, prebuilt Binaries) (Binaries, error) {
+	out := prebuilt
+	errs := make(chan error, 2)
+	build := func(dst *string, name, pkg string) {
+		if *dst != "" {
+			errs <- nil
+			return
+		}
+		*dst = dir + "/" + name
+		errs <- BuildGo(ctx, root, *dst, pkg)
+	}
+	go build(&out.WxHub, "wxhub", "./cmd/wxhub")
+	go build(&out.NATSServer, "nats-server", "github.com/nats-io/nats-server/v2")
+	var first error
+	for range 2 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return out, first
+}
+
+// WaitToken waits until wx_tokens holds a record for appid with a version
+// above after, and returns it with the time the harness saw it. It
+// watches the key (no polling).
+func WaitToken(ctx context.Context, js jetstream.JetStream, appid string, after uint64, timeout time.Duration) (events.TokenRecord, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, events.BucketTokens)
+	if err != nil {
+		return events.TokenRecord{}, time.Time{}, fmt.Errorf("harness: %s: %w", events.BucketTokens, err)
+	}
+	w, err := kv.Watch(ctx, appid)
+	if err != nil {
+		return events.TokenRecord{}, time.Time{}, fmt.Errorf("harness: watch %s: %w", appid, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return events.TokenRecord{}, time.Time{}, fmt.Errorf("harness: no token version > %d for %s within %v", after, appid, timeout)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return events.TokenRecord{}, time.Time{}, errors.New("harness: token watch closed")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var rec events.TokenRecord
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				continue
+			}
+			if rec.Version > after {
+				return rec, time.Now(), nil
+			}
+		}
+	}
 }
