@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +27,12 @@ func Example() {
 
 	// NATS (embedded here) with wxhub's streams and buckets, and the WeChat
 	// simulator standing in for api.weixin.qq.com.
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{})
+	dir, err := os.MkdirTemp("", "wxhub-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: dir})
 	if err != nil {
 		panic(err)
 	}
