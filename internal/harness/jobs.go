@@ -424,3 +424,102 @@ func Connect(url, name string, maxPending int) (*nats.Conn, jetstream.JetStream,
 	}
 	return nc, js, nil
 }
+
+// Recount reads the results stream again from where Start began up to its
+// last sequence as of now, with a fresh ordered consumer, and replaces the
+// per-job result counts and outcomes with what it read. Use it at the end
+// of a run whose live reader may have missed messages (a NATS node was
+// killed): the stream, not the live feed, is the record. A job first seen
+// by Recount gets the time of the recount as its result time.
+func (t *Tracker) Recount(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last uint64
+	err := retry(ctx, timeout, func() error {
+		s, err := t.js.Stream(ctx, events.StreamResults)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		last = info.State.LastSeq
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("harness: recount: %w", err)
+	}
+	counts := map[int]int32{}
+	outcomes := map[int]string{}
+	if last > t.startSq {
+		cons, err := t.js.OrderedConsumer(ctx, events.StreamResults, jetstream.OrderedConsumerConfig{
+			FilterSubjects: t.subj.Results(),
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    t.startSq + 1,
+		})
+		if err != nil {
+			return fmt.Errorf("harness: recount consumer: %w", err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+		if err != nil {
+			return fmt.Errorf("harness: recount: %w", err)
+		}
+		defer it.Stop()
+		go func() { <-ctx.Done(); it.Stop() }()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				return fmt.Errorf("harness: recount stopped before sequence %d: %w", last, err)
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			id := m.Headers().Get(events.HeaderMsgID)
+			outcome := OutcomeOK
+			if m.Subject() == t.subj.UserProfileFailed {
+				var f events.UserProfileFailed
+				_ = json.Unmarshal(m.Data(), &f)
+				outcome = f.Error.Kind
+				if id == "" {
+					id = f.JobID
+				}
+			} else if id == "" {
+				var p struct {
+					JobID string `json:"job_id"`
+				}
+				_ = json.Unmarshal(m.Data(), &p)
+				id = p.JobID
+			}
+			if i, ok := t.index(id); ok {
+				counts[i]++
+				if counts[i] == 1 {
+					outcomes[i] = outcome
+				}
+			}
+			if md.Sequence.Stream >= last {
+				break
+			}
+		}
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resolved = 0
+	for i := range t.jobs {
+		j := &t.jobs[i]
+		j.results = counts[i]
+		if j.results > 0 {
+			t.resolved++
+			j.outcome = outcomes[i]
+			if j.first.IsZero() {
+				j.first = now
+			}
+		}
+	}
+	if last > t.lastSeq {
+		t.lastSeq = last
+	}
+	return nil
+}
