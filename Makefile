@@ -24,3 +24,14 @@ vet:
 
 clean:
 	rm -rf bin .wxhub
+
+# Throughput, latency, token path and memory figures (a few minutes):
+# prints tables and writes bench-results.json. Not part of `make test`.
+bench:
+	$(GO) run ./cmd/wxbench -out bench-results.json
+
+# 10,000 jobs through worker, holder and NATS node kills and simulator
+# faults on a 3-node cluster (~4 minutes): writes chaos-results.json and
+# fails on any lost or duplicated job. Not part of `make test`.
+chaos:
+	$(GO) run ./cmd/wxchaos -out chaos-results.json

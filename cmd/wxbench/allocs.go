@@ -22,14 +22,14 @@ type allocResult struct {
 
 // allocPackages hold the per-job benchmarks (files *_bench_test.go,
 // benchmarks named BenchmarkPerJob*).
-var allocPackages = []string{"./handlers/", "./worker/"}
+var allocPackages = []string{"./handlers/"}
 
 // allocations runs the per-job benchmarks and keeps their figures.
 func (e *env) allocations(ctx context.Context, root string) {
-	fmt.Println("wxbench: go test -bench PerJob -benchmem (handlers, worker) ...")
+	fmt.Println("wxbench: go test -bench PerJob -benchmem ./handlers/ ...")
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	args := append([]string{"test", "-run", "^$", "-bench", "^BenchmarkPerJob", "-benchmem", "-benchtime", "3s", "-count", "1"}, allocPackages...)
+	args := append([]string{"test", "-run", "^$", "-bench", "^BenchmarkPerJob", "-benchmem", "-benchtime", "2s", "-count", "1"}, allocPackages...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
