@@ -58,6 +58,7 @@ type app struct {
 	conflictVer  uint64    // version a conflict was announced for
 	conflictAt   time.Time
 	reserveWarn  string // China day the reserve warning was logged
+	termReason   string // reason of the term's first fetch; "" once one succeeded
 	jitterVer    uint64
 	jitter       time.Duration
 }

@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,22 +87,24 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 	app := e.newApp(events.ModeToken)
 	ctx := context.Background()
 
-	gate := make(chan struct{})
-	paused := make(chan struct{}, 1)
+	// While pausing, h1's renewals wait for renewGate and its token write
+	// for writeGate.
 	var pausing atomicBool
+	renewGate, writeGate := make(chan struct{}), make(chan struct{})
+	writePaused := make(chan struct{}, 1)
 	writeErr := make(chan error, 1)
 	h1 := e.start(e.config("h1", app), func(h *Holder) {
-		block := func(string) {
+		h.hooks.beforeRenew = func(string) {
 			if pausing.Load() {
-				select {
-				case paused <- struct{}{}:
-				default:
-				}
-				<-gate
+				<-renewGate
 			}
 		}
-		h.hooks.beforeRenew = block
-		h.hooks.beforeWrite = block
+		h.hooks.beforeWrite = func(string) {
+			if pausing.Load() {
+				writePaused <- struct{}{}
+				<-writeGate
+			}
+		}
 		h.hooks.afterWrite = func(_ string, err error) { writeErr <- err }
 	})
 	waitRefreshed(t, e, app.AppID, 1)
@@ -110,12 +113,16 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 		t.Fatal("h1 should lead")
 	}
 	h2 := e.start(e.config("h2", app), nil)
+	var writeOnce, renewOnce sync.Once
+	resumeWrite := func() { writeOnce.Do(func() { close(writeGate) }) }
+	resumeRenew := func() { renewOnce.Do(func() { close(renewGate) }) }
+	t.Cleanup(func() { resumeWrite(); resumeRenew() }) // before the holders' cleanups
 
 	// Pause h1 in the middle of a refresh: fetched, not yet written.
 	pausing.Store(true)
 	refreshErr := make(chan error, 1)
 	go func() { refreshErr <- h1.h.Refresh(ctx, app.AppID) }()
-	<-paused
+	<-writePaused
 	// h2 takes over when the lease lapses and stores its own token.
 	select {
 	case l := <-h2.leaderCh:
@@ -133,15 +140,16 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 		t.Fatalf("successor record: holder %q version %d", succ.Holder, succ.Version)
 	}
 
-	// Resume h1: its write must fail.
-	pausing.Store(false)
-	close(gate)
+	// Resume h1's write (its lease loop still sleeps): the write must fail
+	// on the revision alone.
+	resumeWrite()
 	if err := <-writeErr; !isWrongLastSeq(err) {
 		t.Errorf("late write: %v, want a revision mismatch", err)
 	}
 	if err := <-refreshErr; !errors.Is(err, ErrLostRace) {
 		t.Errorf("h1 refresh: %v, want ErrLostRace", err)
 	}
+	resumeRenew()
 	rec, _ := e.record(app.AppID)
 	if rec.Holder != "h2" || rec.Version != 2 || rec.AccessToken != succ.AccessToken {
 		t.Errorf("after the late write: holder %q version %d; want h2's version 2", rec.Holder, rec.Version)

@@ -35,10 +35,19 @@ func (a *app) tokenLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case req := <-a.manual:
-			req.reply <- ErrNotLeader
+			// The term may have begun before its notice was read.
+			if term := a.currentTerm(); term != nil && term.Err() == nil {
+				select {
+				case <-a.termCh:
+				default:
+				}
+				a.lead(term, &req)
+			} else {
+				req.reply <- ErrNotLeader
+			}
 		case <-a.termCh:
 			if term := a.currentTerm(); term != nil && term.Err() == nil {
-				a.lead(term)
+				a.lead(term, nil)
 			}
 		}
 	}
@@ -46,11 +55,11 @@ func (a *app) tokenLoop(ctx context.Context) {
 
 // lead is the leader's loop for one term: adopt or fetch the token, then
 // refresh it on schedule and on accepted reports, until the term ends.
-func (a *app) lead(ctx context.Context) {
+func (a *app) lead(ctx context.Context, req *manualReq) {
 	a.mu.Lock()
-	reason := events.ReasonStartup
+	a.termReason = events.ReasonStartup
 	if a.sawOther {
-		reason = events.ReasonTakeover
+		a.termReason = events.ReasonTakeover
 	}
 	a.mu.Unlock()
 	// A term starts from what KV holds, not from the watch's cache.
@@ -68,11 +77,12 @@ func (a *app) lead(ctx context.Context) {
 	}
 	tick := time.NewTicker(a.h.cfg.CheckInterval)
 	defer tick.Stop()
+	if req != nil {
+		req.reply <- a.manualRefresh(ctx)
+	}
 	for {
-		if a.handleReports(ctx) {
-			reason = "" // an invalidation refresh is as good as the term's first
-		}
-		if a.evaluate(ctx, &reason) && ctx.Err() != nil {
+		a.handleReports(ctx)
+		if a.evaluate(ctx) && ctx.Err() != nil {
 			return
 		}
 		if f := a.h.hooks.evaluated; f != nil {
@@ -90,10 +100,9 @@ func (a *app) lead(ctx context.Context) {
 }
 
 // evaluate runs a due refresh: a pending forced one, or a scheduled one
-// (token absent, expired or within its margin). firstReason is the reason
-// of the term's first fetch (startup or takeover); it is cleared once a
-// fetch succeeded. It reports whether it tried a fetch.
-func (a *app) evaluate(ctx context.Context, firstReason *string) bool {
+// (token absent, expired or within its margin). The term's first fetch
+// has reason startup or takeover. It reports whether it tried a fetch.
+func (a *app) evaluate(ctx context.Context) bool {
 	now := a.h.cfg.Now()
 	rec, _ := a.record()
 	if a.forced != nil && a.forced.version != rec.Version {
@@ -106,8 +115,8 @@ func (a *app) evaluate(ctx context.Context, firstReason *string) bool {
 		reason, forced = a.forced.reason, true
 	case !rec.Fresh(now, 0) || !now.Before(a.refreshAt(rec)):
 		reason = events.ReasonScheduled
-		if *firstReason != "" {
-			reason = *firstReason
+		if a.termReason != "" {
+			reason = a.termReason
 		}
 	default:
 		return false
@@ -115,9 +124,7 @@ func (a *app) evaluate(ctx context.Context, firstReason *string) bool {
 	if !a.mayFetch(now) {
 		return false
 	}
-	err := a.refresh(ctx, reason, forced)
-	if err == nil {
-		*firstReason = ""
+	if err := a.refresh(ctx, reason, forced); err == nil {
 		a.forced = nil
 	}
 	return true
@@ -130,18 +137,16 @@ func (a *app) mayFetch(now time.Time) bool {
 
 // handleReports judges the coalesced token.invalidated reports. However
 // many arrive for the current version, at most one forced refresh follows.
-// It reports whether a refresh was accepted.
-func (a *app) handleReports(ctx context.Context) bool {
+func (a *app) handleReports(ctx context.Context) {
 	reports := a.takeReports()
 	if len(reports) == 0 {
-		return false
+		return
 	}
 	now := a.h.cfg.Now()
 	rec, _ := a.record()
 	count := func(decision string, n int) {
 		metrics.TokenInvalidations.WithLabelValues(a.id, decision).Add(float64(n))
 	}
-	accepted := false
 	for v, n := range reports {
 		switch {
 		case v < rec.Version && v == a.acceptedVer:
@@ -166,11 +171,9 @@ func (a *app) handleReports(ctx context.Context) bool {
 			}
 			a.acceptedVer = v
 			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v}
-			accepted = true
 			a.log.Info("token reported invalid; refreshing", "version", v, "reports", n)
 		}
 	}
-	return accepted
 }
 
 // announceConflict publishes token.conflict and logs an error, once per
@@ -290,7 +293,7 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 		a.forcedVer = version
 	}
 	a.bo.Reset()
-	a.retryAt, a.blockedUntil = time.Time{}, time.Time{}
+	a.retryAt, a.blockedUntil, a.termReason = time.Time{}, time.Time{}, ""
 	a.mu.Lock()
 	a.nextTry, a.lastErr = time.Time{}, ""
 	a.mu.Unlock()
