@@ -53,3 +53,21 @@ func TestConnConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestEmbeddedWithoutStoreDirIsPrivate(t *testing.T) {
+	// Two servers without a StoreDir must not share JetStream data.
+	a, err := broker.StartEmbedded(broker.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := broker.StartEmbedded(broker.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	da, db := a.Server().StoreDir(), b.Server().StoreDir()
+	if da == "" || da == db {
+		t.Fatalf("store dirs %q and %q", da, db)
+	}
+}

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,7 +17,7 @@ type EmbeddedConfig struct {
 	// also accepted with the same meaning.
 	Port int
 	// StoreDir is the JetStream storage folder. Empty means a fresh
-	// temporary folder chosen by the server (data is then not kept).
+	// temporary folder, removed by Shutdown (data is then not kept).
 	StoreDir string
 	// ServerName names the server; "" lets the server pick one.
 	ServerName string
@@ -26,7 +27,8 @@ type EmbeddedConfig struct {
 
 // Embedded is a running in-process NATS server.
 type Embedded struct {
-	srv *server.Server
+	srv    *server.Server
+	tmpDir string // removed at Shutdown when we created it
 }
 
 // StartEmbedded starts a nats-server with JetStream in this process and
@@ -41,6 +43,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	var tmpDir string
+	if cfg.StoreDir == "" {
+		d, err := os.MkdirTemp("", "wxhub-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("broker: temporary JetStream folder: %w", err)
+		}
+		tmpDir, cfg.StoreDir = d, d
+	}
 	opts := &server.Options{
 		ServerName: cfg.ServerName,
 		Host:       host,
@@ -54,17 +64,21 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		if tmpDir != "" {
+			os.RemoveAll(tmpDir)
+		}
 		return nil, fmt.Errorf("broker: embedded nats-server: %w", err)
 	}
 	if cfg.Logging {
 		srv.ConfigureLogger()
 	}
 	go srv.Start()
+	e := &Embedded{srv: srv, tmpDir: tmpDir}
 	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
+		e.Shutdown()
 		return nil, errors.New("broker: embedded nats-server not ready after 10s")
 	}
-	return &Embedded{srv: srv}, nil
+	return e, nil
 }
 
 // ClientURL returns the nats:// URL clients connect to.
@@ -74,8 +88,11 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 func (e *Embedded) Server() *server.Server { return e.srv }
 
 // Shutdown stops the server and waits until it is down. JetStream data in
-// StoreDir is flushed and kept.
+// a configured StoreDir is flushed and kept; a temporary one is removed.
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	if e.tmpDir != "" {
+		os.RemoveAll(e.tmpDir)
+	}
 }
