@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,7 +162,23 @@ func TestRunLookupAndCleanStop(t *testing.T) {
 	if err != nil || !strings.Contains(string(st), appid) || !strings.Contains(string(st), "user.lookup") {
 		t.Fatalf("status: %v\n%s", err, st)
 	}
-	_ = ops
+	// Operations endpoints: after a served job the process is ready and
+	// its metrics count the job.
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "worker: ok",
+		"/metrics": `wxhub_jobs_total{outcome="success",subject="user.lookup"} 1`,
+	} {
+		resp, err := http.Get("http://" + ops + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, want %q in:\n%s", path, resp.StatusCode, want, body)
+		}
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -96,6 +96,7 @@ func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string
 	var stopping atomic.Bool
 	ready := &readiness{}
 	ready.add("nats", natsReady(nc))
+	addRoleReady(ready, role, r)
 	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
 	if err != nil {
 		return err
@@ -136,4 +137,17 @@ func newWorker(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.L
 		return nil, usageError{err}
 	}
 	return w, nil
+}
+
+// addRoleReady adds a role's own readiness (holder: every app has an
+// unexpired token; worker: subscribed and holding tokens) to /readyz.
+func addRoleReady(ready *readiness, role string, r runner) {
+	if rr, ok := r.(interface{ Ready() bool }); ok {
+		ready.add(role, func() error {
+			if !rr.Ready() {
+				return fmt.Errorf("not ready")
+			}
+			return nil
+		})
+	}
 }

@@ -109,6 +109,8 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	var stopping atomic.Bool
 	ready := &readiness{}
 	ready.add("nats", natsReady(nc))
+	addRoleReady(ready, "holder", hold)
+	addRoleReady(ready, "worker", work)
 	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
 	if err != nil {
 		return err
