@@ -41,24 +41,24 @@ func newHolder(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.L
 
 // cmdHolder runs the token holder against an existing NATS.
 func cmdHolder(ctx context.Context, env *cmdEnv, args []string) error {
-	cfg, _, err := parseConfig(env, "holder", config.FlagsNATS|config.FlagsServer|config.FlagsHolder, args, nil)
-	if err != nil {
-		return err
-	}
-	if err := serverConfig(env, cfg, true); err != nil {
-		return err
-	}
-	if len(cfg.Apps) == 0 {
-		return usagef("apps: none configured (use --app appid=...,secret_file=... or the config file)")
-	}
-	return serveRole(ctx, env, cfg, "holder", func(nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
+	return roleCommand(ctx, env, args, "holder", config.FlagsHolder, func(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
 		return newHolder(cfg, nc, wc, log)
 	})
 }
 
 // cmdWorker runs job workers against an existing NATS.
 func cmdWorker(ctx context.Context, env *cmdEnv, args []string) error {
-	cfg, _, err := parseConfig(env, "worker", config.FlagsNATS|config.FlagsServer|config.FlagsWorker, args, nil)
+	return roleCommand(ctx, env, args, "worker", config.FlagsWorker, func(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
+		return newWorker(cfg, nc, wc, log)
+	})
+}
+
+type roleBuilder func(*config.Config, *nats.Conn, *wechat.Client, *slog.Logger) (runner, error)
+
+// roleCommand parses and validates a long-running role's configuration
+// (apps with their secrets are required) and serves the role.
+func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, flags config.Roles, build roleBuilder) error {
+	cfg, _, err := parseConfig(env, role, config.FlagsNATS|config.FlagsServer|flags, args, nil)
 	if err != nil {
 		return err
 	}
@@ -68,14 +68,12 @@ func cmdWorker(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(cfg.Apps) == 0 {
 		return usagef("apps: none configured (use --app appid=...,secret_file=... or the config file)")
 	}
-	return serveRole(ctx, env, cfg, "worker", func(nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
-		return newWorker(cfg, nc, wc, log)
-	})
+	return serveRole(ctx, env, cfg, role, build)
 }
 
 // serveRole connects, provisions, serves ops HTTP and runs one role until
 // ctx ends (SIGTERM), then lets it stop cleanly.
-func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string, build func(*nats.Conn, *wechat.Client, *slog.Logger) (runner, error)) error {
+func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string, build roleBuilder) error {
 	log := newLogger(env, cfg.Log).With("role", role)
 	nc, js, err := connect(cfg, "wxhub-"+role)
 	if err != nil {
@@ -89,7 +87,7 @@ func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string
 	if err != nil {
 		return usageError{err}
 	}
-	r, err := build(nc, wc, log)
+	r, err := build(cfg, nc, wc, log)
 	if err != nil {
 		return err
 	}

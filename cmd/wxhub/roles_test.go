@@ -1,0 +1,103 @@
+package main
+
+import (
+		"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+)
+
+// TestProductionRoles runs `wxhub holder` and `wxhub worker` as separate
+// processes against a NATS server and the simulator, serves a lookup, and
+// stops both with SIGTERM (exit status 0).
+func TestProductionRoles(t *testing.T) {
+	bin := wxhubBinary(t)
+	nats := brokertest.Start(t)
+	sim := wechatsim.New()
+	sim.AddApp("wxroles", "roles-secret")
+	if err := sim.AddFollower("wxroles", wechatsim.Follower{OpenID: "oRoles"}); err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(sim)
+	defer api.Close()
+
+	start := func(role string, extra ...string) (*exec.Cmd, *lineWaiter, chan error, *lockedBuffer) {
+		args := append([]string{role, "--nats-url", nats.URL, "--wechat-base-url", api.URL,
+			"--http-listen", "127.0.0.1:0", "--app", "appid=wxroles", "--log-format", "json"}, extra...)
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXROLES=roles-secret")
+		stderr, _ := cmd.StderrPipe()
+		log := &lockedBuffer{}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w := newLineWaiter(stderr, log)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		return cmd, w, done, log
+	}
+	holder, holderLog, holderDone, holderBuf := start("holder")
+	holderLog.wait(t, regexp.MustCompile(`"msg":"token refreshed"`), 30*time.Second)
+	worker, workerLog, workerDone, workerBuf := start("worker", "--concurrency", "4")
+	workerLog.wait(t, regexp.MustCompile(`"msg":"worker running"`), 30*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "lookup", "--nats-url", nats.URL, "--appid", "wxroles", "--openid", "oRoles").Output()
+	if err != nil {
+		t.Fatalf("lookup: %v %s", err, out)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(out, &p); err != nil || p["openid"] != "oRoles" {
+		t.Fatalf("profile %s: %v", out, err)
+	}
+	for name, r := range map[string]struct {
+		cmd  *exec.Cmd
+		done chan error
+		log  *lockedBuffer
+	}{"worker": {worker, workerDone, workerBuf}, "holder": {holder, holderDone, holderBuf}} {
+		if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("%s after SIGTERM: %v\n%s", name, err, r.log.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not stop within 30s of SIGTERM", name)
+		}
+		if strings.Contains(r.log.String(), "roles-secret") {
+			t.Errorf("%s logged the AppSecret", name)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and other readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
