@@ -1,7 +1,7 @@
 package main
 
 import (
-		"context"
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
