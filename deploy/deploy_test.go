@@ -369,6 +369,23 @@ func TestNATSClusterPermissions(t *testing.T) {
 			t.Fatalf("worker: watch wx_tokens gave %v", e)
 		}
 	})
+	t.Run("holder and worker answer wxhub status", func(t *testing.T) {
+		admin := connectAs(t, servers[0], "admin")
+		for _, u := range []*user{holder, worker} {
+			sub, err := u.nc.Subscribe("wxhub.status", func(m *nats.Msg) { m.Respond([]byte(u.name)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := u.nc.FlushWithContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			reply, err := admin.nc.RequestWithContext(ctx, "wxhub.status", nil)
+			sub.Unsubscribe()
+			if err != nil || string(reply.Data) != u.name {
+				t.Fatalf("%s: wxhub status request: %v", u.name, err)
+			}
+		}
+	})
 	t.Run("worker writes wx_oauth", func(t *testing.T) {
 		kv, err := worker.js.KeyValue(ctx, events.BucketOAuth)
 		if err != nil {
@@ -399,6 +416,13 @@ func TestNATSClusterPermissions(t *testing.T) {
 		}},
 		{"worker cannot delete a stream", worker, "$JS.API.STREAM.DELETE." + events.StreamJobs, func(ctx context.Context) error {
 			return worker.js.DeleteStream(ctx, events.StreamJobs)
+		}},
+		{"worker cannot delete the token's message", worker, "$JS.API.STREAM.MSG.DELETE.KV_wx_tokens", func(ctx context.Context) error {
+			s, err := worker.js.Stream(ctx, "KV_"+events.BucketTokens)
+			if err != nil {
+				return err
+			}
+			return s.DeleteMsg(ctx, 1)
 		}},
 		{"worker cannot publish token.refreshed", worker, "token.refreshed", func(ctx context.Context) error {
 			_, err := worker.js.Publish(ctx, "token.refreshed", []byte("{}"))

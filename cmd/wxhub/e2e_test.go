@@ -159,7 +159,8 @@ func TestRunLookupAndCleanStop(t *testing.T) {
 		t.Fatalf("token get: %v %s", err, tok)
 	}
 	st, err := exec.CommandContext(ctx, bin, "status", "--nats-url", natsURL).Output()
-	if err != nil || !strings.Contains(string(st), appid) || !strings.Contains(string(st), "user.lookup") {
+	if err != nil || !strings.Contains(string(st), appid) || !strings.Contains(string(st), "user.lookup") ||
+		!regexp.MustCompile(`(?m)^worker\s+\S+\s+0\s+2\s`).Match(st) || !regexp.MustCompile(`(?m)^holder\s+\S+.*`+appid).Match(st) {
 		t.Fatalf("status: %v\n%s", err, st)
 	}
 	// Operations endpoints: after a served job the process is ready and

@@ -95,6 +95,9 @@ func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string
 	ready := &readiness{}
 	ready.add("nats", natsReady(nc))
 	addRoleReady(ready, role, r)
+	if err := announce(nc, cfg.Prefix, r); err != nil {
+		return err
+	}
 	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
 	if err != nil {
 		return err
@@ -148,4 +151,19 @@ func addRoleReady(ready *readiness, role string, r runner) {
 			return nil
 		})
 	}
+}
+
+// announce makes a holder or worker answer `wxhub status`.
+func announce(nc *nats.Conn, prefix string, r runner) error {
+	var status func() processStatus
+	switch v := r.(type) {
+	case *holder.Holder:
+		status = holderPresence(v)
+	case *worker.Worker:
+		status = workerPresence(v)
+	default:
+		return nil
+	}
+	_, err := answerStatus(nc, prefix, status)
+	return err
 }

@@ -111,6 +111,11 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	ready.add("nats", natsReady(nc))
 	addRoleReady(ready, "holder", hold)
 	addRoleReady(ready, "worker", work)
+	for _, r := range []runner{hold, work} {
+		if err := announce(nc, cfg.Prefix, r); err != nil {
+			return err
+		}
+	}
 	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
 	if err != nil {
 		return err

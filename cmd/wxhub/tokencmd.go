@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -131,8 +132,10 @@ func invalidateAndWait(ctx context.Context, env *cmdEnv, nc *nats.Conn, js jetst
 
 func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	var asJSON bool
+	var wait time.Duration
 	cfg, _, err := parseConfig(env, "status", config.FlagsNATS, args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.DurationVar(&wait, "wait", 500*time.Millisecond, "how long to gather replies from running holders and workers")
 	})
 	if err != nil {
 		return err
@@ -148,6 +151,23 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	st.Processes, err = gatherStatus(ctx, nc, cfg.Prefix, wait)
+	if err != nil {
+		return err
+	}
+	sort.Slice(st.Processes, func(i, k int) bool {
+		a, b := st.Processes[i], st.Processes[k]
+		return a.Role < b.Role || a.Role == b.Role && a.ID < b.ID
+	})
+	workers := 0
+	for _, p := range st.Processes {
+		if p.Role == "worker" {
+			workers++
+		}
+	}
+	for i := range st.Jobs {
+		st.Jobs[i].Workers = workers
+	}
 	if asJSON {
 		out, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Fprintln(env.stdout, string(out))
@@ -159,9 +179,25 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", a.AppID, a.Version, a.Mode, a.ExpiresIn, a.FetchesToday, a.QuotaLeft, a.Leader)
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "JOB SUBJECT\tCONSUMER\tPENDING\tIN FLIGHT\tREDELIVERED\tWAITING PULLS")
+	fmt.Fprintln(tw, "JOB SUBJECT\tCONSUMER\tPENDING\tIN FLIGHT\tREDELIVERED\tWORKERS\tWAITING PULLS")
 	for _, j := range st.Jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", j.Subject, j.Consumer, j.Pending, j.InFlight, j.Redelivered, j.WaitingPulls)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", j.Subject, j.Consumer, j.Pending, j.InFlight, j.Redelivered, j.Workers, j.WaitingPulls)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "PROCESS\tID\tIN FLIGHT\tJOBS HANDLED\tLEADS")
+	for _, p := range st.Processes {
+		inflight, handled := "-", "-"
+		if p.InFlight != nil {
+			inflight = strconv.Itoa(*p.InFlight)
+		}
+		if p.Handled != nil {
+			handled = strconv.FormatInt(*p.Handled, 10)
+		}
+		leads := "-"
+		if len(p.Leads) > 0 {
+			leads = strings.Join(p.Leads, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Role, p.ID, inflight, handled, leads)
 	}
 	return tw.Flush()
 }
@@ -184,11 +220,13 @@ type jobStatus struct {
 	InFlight     int    `json:"in_flight"`
 	Redelivered  int    `json:"redelivered"`
 	WaitingPulls int    `json:"waiting_pulls"`
+	Workers      int    `json:"workers"` // worker processes answering wxhub status
 }
 
 type statusReport struct {
-	Apps []appStatus `json:"apps"`
-	Jobs []jobStatus `json:"jobs"`
+	Apps      []appStatus     `json:"apps"`
+	Jobs      []jobStatus     `json:"jobs"`
+	Processes []processStatus `json:"processes"`
 }
 
 func collectStatus(ctx context.Context, js jetstream.JetStream) (statusReport, error) {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/holder"
+	"github.com/wxhub/wxhub/worker"
+)
+
+// The presence protocol: `wxhub status` sends one request on
+// <prefix>wxhub.status and gathers the replies of every running holder and
+// worker process for a short while (scatter-gather). It carries no secret.
+const statusSubject = "wxhub.status"
+
+// processStatus is one process's reply.
+type processStatus struct {
+	Role     string          `json:"role"`
+	ID       string          `json:"id"`
+	InFlight *int            `json:"in_flight,omitempty"`
+	Handled  *int64          `json:"handled,omitempty"`
+	Leads    []string        `json:"leads,omitempty"`
+	Stats    json.RawMessage `json:"stats,omitempty"`
+}
+
+func workerPresence(w *worker.Worker) func() processStatus {
+	return func() processStatus {
+		n := w.InFlight()
+		st := w.Stats()
+		stats, _ := json.Marshal(st)
+		return processStatus{Role: "worker", ID: w.ID(), InFlight: &n, Handled: &st.Deliveries, Stats: stats}
+	}
+}
+
+func holderPresence(h *holder.Holder) func() processStatus {
+	return func() processStatus {
+		ps := processStatus{Role: "holder", ID: h.ID()}
+		for _, a := range h.Status() {
+			if a.Leader {
+				ps.Leads = append(ps.Leads, a.AppID)
+			}
+		}
+		return ps
+	}
+}
+
+// answerStatus answers presence requests until the subscription is closed.
+func answerStatus(nc *nats.Conn, prefix string, status func() processStatus) (*nats.Subscription, error) {
+	return nc.Subscribe(prefix+statusSubject, func(m *nats.Msg) {
+		b, _ := json.Marshal(status())
+		_ = m.Respond(b)
+	})
+}
+
+// gatherStatus asks every holder and worker for its status and collects
+// the replies that arrive within wait.
+func gatherStatus(ctx context.Context, nc *nats.Conn, prefix string, wait time.Duration) ([]processStatus, error) {
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(prefix+statusSubject, inbox, nil); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var out []processStatus
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return out, nil // the gathering window is over
+		}
+		var ps processStatus
+		if json.Unmarshal(m.Data, &ps) == nil {
+			out = append(out, ps)
+		}
+	}
+}
