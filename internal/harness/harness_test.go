@@ -283,6 +283,13 @@ func TestTrackerCountsOutcomes(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("outcome = %+v, want %+v", got, want)
 	}
+	// Reading the stream again gives the same counts.
+	if err := tr.Recount(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if again := tr.Outcome(); fmt.Sprint(again) != fmt.Sprint(want) {
+		t.Fatalf("outcome after Recount = %+v, want %+v", again, want)
+	}
 	jobs := tr.Jobs()
 	if jobs[0].ID != "run1-0" || jobs[0].Latency() <= 0 || jobs[4].Latency() != 0 {
 		t.Fatalf("jobs = %+v", jobs)
