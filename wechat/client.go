@@ -146,11 +146,17 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	if err != nil {
 		return transportErr(ctx, path, err, secrets)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return &TransportError{Endpoint: path, StatusCode: resp.StatusCode, Err: fmt.Errorf("unexpected answer (%d bytes)", len(data))}
+	return decodeAnswer(path, resp.StatusCode, data, out, secrets)
+}
+
+// decodeAnswer turns an HTTP answer into out, an *APIError or a
+// *TransportError. It never quotes the body (which may echo a secret).
+func decodeAnswer(path string, status int, data []byte, out withStatus, secrets []string) error {
+	if status != http.StatusOK {
+		return &TransportError{Endpoint: path, StatusCode: status, Err: fmt.Errorf("unexpected answer (%d bytes)", len(data))}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return &TransportError{Endpoint: path, StatusCode: resp.StatusCode, Err: fmt.Errorf("answer is not the expected JSON (%d bytes): %s", len(data), jsonProblem(err))}
+		return &TransportError{Endpoint: path, StatusCode: status, Err: fmt.Errorf("answer is not the expected JSON (%d bytes): %s", len(data), jsonProblem(err))}
 	}
 	if st := out.apiStatus(); st.ErrCode != 0 {
 		return &APIError{Endpoint: path, Code: st.ErrCode, Msg: scrub(st.ErrMsg, secrets)}
