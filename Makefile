@@ -25,6 +25,15 @@ vet:
 clean:
 	rm -rf bin .wxhub
 
+# Coverage-guided fuzzing of job decoding/validation and WeChat response
+# decoding, FUZZTIME per target. `make test` runs their committed seeds.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUserLookup$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./events
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeOAuthCodeReceived$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./events
+	$(GO) test -run='^$$' -fuzz='^FuzzValidate$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./events
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeAnswer$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./wechat
+
 # Throughput, latency, token path and memory figures (a few minutes):
 # prints tables and writes bench-results.json. Not part of `make test`.
 bench:
