@@ -74,6 +74,11 @@ type Config struct {
 	// context is cancelled before it cancels them (they are then nak'd for
 	// immediate redelivery elsewhere). 0 means JobTimeout.
 	ShutdownGrace time.Duration
+	// SweepInterval: how often the worker looks in the jobs stream for
+	// jobs that used all their deliveries without a result and that no
+	// max-deliveries advisory ended (no worker was up to hear it). It also
+	// sweeps once at start. 0 means AckWait.
+	SweepInterval time.Duration
 	// InvalidateInterval: this process reports one token version at most
 	// once per interval. 0 means 30 s.
 	InvalidateInterval time.Duration
@@ -112,6 +117,7 @@ func (c *Config) setDefaults() {
 	def(&c.NakDelayMax, 30*time.Second)
 	def(&c.ShutdownGrace, c.JobTimeout)
 	def(&c.InvalidateInterval, 30*time.Second)
+	def(&c.SweepInterval, c.AckWait)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -9,3 +9,6 @@ func (w *Worker) KillJobConn() {
 		w.subConn.Close()
 	}
 }
+
+// Sweeps returns how many max-deliveries sweeps this worker completed.
+func (w *Worker) Sweeps() int64 { return w.reaper.sweeps.Load() }

@@ -44,6 +44,8 @@ type Worker struct {
 
 	connMu  sync.Mutex
 	subConn *nats.Conn
+
+	reaper *reaper // jobs that used all their deliveries
 }
 
 // New checks cfg and returns a Worker; nothing happens on NATS until Run.
@@ -67,6 +69,7 @@ func New(cfg Config) (*Worker, error) {
 		inflight: newCounter(),
 	}
 	w.hardStop, w.hardCancel = context.WithCancel(context.Background())
+	w.reaper = newReaper(w)
 	w.h, err = handlers.New(handlers.Config{
 		WeChat:          cfg.WeChat,
 		Tokens:          w.tokens,
@@ -189,6 +192,25 @@ func (w *Worker) Run(ctx context.Context) error {
 			router.AddNoPublisherHandler(fmt.Sprintf("%s#%02d", hd.subject, i), hd.subject, sub, hd.fn)
 		}
 	}
+
+	// Jobs whose worker died on their last delivery: hear the advisories
+	// (before the first pull: a pull can be what makes the server give
+	// up on a job), sweep for the ones nobody heard.
+	advSub, err := w.reaper.subscribe()
+	if err != nil {
+		return err
+	}
+	reapCtx, stopReap := context.WithCancel(context.Background())
+	reapDone := make(chan struct{})
+	go func() {
+		defer close(reapDone)
+		w.reaper.run(reapCtx, w.cfg.SweepInterval)
+	}()
+	defer func() {
+		_ = advSub.Unsubscribe()
+		stopReap()
+		<-reapDone
+	}()
 
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- router.Run(context.Background()) }()

@@ -1,0 +1,185 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+	"github.com/wxhub/wxhub/worker"
+)
+
+// A job whose worker dies during its LAST delivery still ends in exactly
+// one terminal result: the max-deliveries advisory (or, when no worker
+// heard it, the sweep) publishes a retryable failure, keeps the job on
+// the dead-letter subject and removes it from the jobs stream. A job that
+// already had a result, or that succeeds or fails on its last delivery,
+// gets nothing more.
+func TestJobExhaustedByDeadWorkers(t *testing.T) {
+	const (
+		wantExhausted = "exhausted"   // failure published by the max-deliveries path
+		wantProfile   = "profile"     // the profile and nothing else
+		wantHandler   = "handler-err" // the handler's own failure and nothing else
+	)
+	tests := []struct {
+		name       string
+		maxDeliver int
+		kills      int             // deliveries whose worker dies mid-job
+		fault      wechatsim.Fault // on /cgi-bin/user/info
+		late       bool            // the survivor starts after the server gave up (MaxDeliver 1: at AckWait): no one hears the advisory
+		preResult  bool            // the job's profile was published before its worker died
+		want       string
+	}{
+		{"died on the only delivery", 1, 1, wechatsim.Fault{DelayMS: 1000, Count: 1}, false, false, wantExhausted},
+		{"died on both deliveries", 2, 2, wechatsim.Fault{DelayMS: 1000, Count: 2}, false, false, wantExhausted},
+		{"advisory missed, sweep at start", 1, 1, wechatsim.Fault{DelayMS: 1000, Count: 1}, true, false, wantExhausted},
+		{"result published before the worker died", 1, 1, wechatsim.Fault{DelayMS: 1000, Count: 1}, false, true, wantProfile},
+		{"success on the last delivery", 2, 1, wechatsim.Fault{DelayMS: 1000, Count: 1}, false, false, wantProfile},
+		{"transient failure on the last delivery", 2, 1, wechatsim.Fault{DelayMS: 300, ErrCode: -1}, false, false, wantHandler},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 1)
+			h.holder.rotate()
+			res := h.follow(events.StreamResults)
+			dead := h.follow(events.StreamDeadLetters)
+			// The test hears the advisories too, to know when the server gave up.
+			advisories := make(chan *nats.Msg, 16)
+			advSub, err := h.env.NC.ChanSubscribe(worker.AdvisoryMaxDeliveries+"."+events.StreamJobs+".>", advisories)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = advSub.Unsubscribe() })
+			tt.fault.Path = "/cgi-bin/user/info"
+			if err := h.sim.AddFault(tt.fault); err != nil {
+				t.Fatal(err)
+			}
+			cfg := func(c *worker.Config) {
+				c.MaxDeliver, c.Concurrency = tt.maxDeliver, 1
+				c.AckWait, c.JobTimeout, c.SweepInterval = 2*time.Second, 1500*time.Millisecond, 100*time.Millisecond
+			}
+			if tt.preResult {
+				p, _ := json.Marshal(events.UserProfile{JobID: "job-1", AppID: testApp, OpenID: openID(0), Source: events.SourceUserInfo, CompletedAt: time.Now().UTC()})
+				m := nats.NewMsg(events.SubjectUserProfile)
+				m.Data = p
+				m.Header.Set(events.HeaderMsgID, "job-1")
+				if _, err := h.env.JS.PublishMsg(context.Background(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			job, _ := json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
+			h.publishJob(events.SubjectUserLookup, job, "job-1", map[string]string{events.HeaderCorrelationID: "corr-1"})
+
+			var survivor *runningWorker
+			for k := range tt.kills {
+				v := h.startWorker(fmt.Sprintf("victim%d", k), cfg)
+				waitFor(t, 10*time.Second, "the job in flight on a victim", func() bool { return v.InFlight() == 1 })
+				if k == tt.kills-1 && !tt.late {
+					survivor = h.startWorker("survivor", cfg)
+				}
+				v.KillJobConn()
+				v.nc.Close()
+			}
+			if tt.late {
+				select {
+				case <-advisories: // heard by nobody but the test
+				case <-time.After(20 * time.Second):
+					t.Fatal("no max-deliveries advisory")
+				}
+				survivor = h.startWorker("survivor", cfg)
+				// With MaxDeliver 1 the server gave up at AckWait with no
+				// worker listening; the survivor's sweep finds the job once
+				// the consumer's ack floor passes it, i.e. once a later
+				// job is acked.
+				h.lookup("job-2", 0)
+			}
+
+			waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
+			// Two full sweeps after the job left the stream: anything more
+			// the worker would publish is out by then.
+			base := survivor.Sweeps()
+			waitFor(t, 10*time.Second, "two more sweeps", func() bool { return survivor.Sweeps() >= base+2 })
+			wantResults := 1
+			if tt.late {
+				wantResults = 2
+			}
+			res.waitIDs(t, wantResults, 10*time.Second)
+
+			byID, total := res.snapshot()
+			if total != wantResults || len(byID["job-1"]) != 1 {
+				t.Fatalf("%d results stored, want exactly one for job-1: %v", total, byID)
+			}
+			if g := byID["job-2"]; tt.late && (len(g) != 1 || g[0].Subject != events.SubjectUserProfile) {
+				t.Fatalf("job-2: %+v", g)
+			}
+			got := byID["job-1"][0]
+			_, dlTotal := dead.snapshot()
+			switch tt.want {
+			case wantProfile:
+				if got.Subject != events.SubjectUserProfile {
+					t.Fatalf("result on %s: %s", got.Subject, got.Data)
+				}
+				if dlTotal != 0 || survivor.Exhausted() != 0 {
+					t.Fatalf("dead letters %d, exhausted %d: want none", dlTotal, survivor.Exhausted())
+				}
+			case wantHandler:
+				f := failureOf(t, got)
+				if got.Subject != events.SubjectUserProfileFailed || f.Error.Kind == events.KindTimeout && strings.Contains(f.Error.ErrMsg, "deliveries") || !f.Error.Retryable || f.Attempts != tt.maxDeliver {
+					t.Fatalf("result on %s: %+v, want the handler's retryable failure", got.Subject, f)
+				}
+				if dlTotal != 0 || survivor.Exhausted() != 0 || survivor.Stats().Failed != 1 {
+					t.Fatalf("dead letters %d, exhausted %d, handler failures %d", dlTotal, survivor.Exhausted(), survivor.Stats().Failed)
+				}
+			case wantExhausted:
+				if got.Subject != events.SubjectUserProfileFailed {
+					t.Fatalf("result on %s: %s", got.Subject, got.Data)
+				}
+				if err := events.Validate(events.SubjectUserProfileFailed, got.Data); err != nil {
+					t.Fatalf("failure does not match its schema: %v", err)
+				}
+				f := failureOf(t, got)
+				if f.JobID != "job-1" || f.AppID != testApp || f.JobSubject != events.SubjectUserLookup ||
+					f.Error.Kind != events.KindTimeout || !f.Error.Retryable || f.Attempts != tt.maxDeliver ||
+					!strings.Contains(f.Error.ErrMsg, "deliveries") {
+					t.Fatalf("failure %+v", f)
+				}
+				if c := got.Header.Get(events.HeaderCorrelationID); c != "corr-1" {
+					t.Errorf("correlation id %q", c)
+				}
+				dl := dead.get("job-1")
+				if dlTotal != 1 || len(dl) != 1 || dl[0].Subject != "deadletter."+events.SubjectUserLookup || string(dl[0].Data) != string(job) {
+					t.Fatalf("dead letters (%d stored): %+v", dlTotal, dl)
+				}
+				if r := dl[0].Header.Get(events.HeaderDeadLetterReason); !strings.HasPrefix(r, events.KindTimeout+": ") {
+					t.Fatalf("dead letter reason %q", r)
+				}
+				if n := survivor.Exhausted(); n != 1 {
+					t.Fatalf("survivor ended %d exhausted jobs, want 1", n)
+				}
+				if n := survivor.Stats().Deliveries; n != int64(wantResults-1) {
+					t.Fatalf("the survivor got %d deliveries of a job past MaxDeliver", n)
+				}
+			}
+		})
+	}
+}
+
+// jobsInStream reads the jobs stream's message count from the server.
+func jobsInStream(t *testing.T, h *harness) uint64 {
+	t.Helper()
+	s, err := h.env.JS.Stream(context.Background(), events.StreamJobs)
+	if err != nil {
+		return 1
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		return 1
+	}
+	return info.State.Msgs
+}
