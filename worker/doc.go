@@ -37,6 +37,41 @@
 // through Publisher (JetStream publish with Nats-Msg-Id = job_id), so a
 // second terminal result for a job is dropped by the stream.
 //
+// # Jobs whose worker died on their last delivery
+//
+// If a process dies (SIGKILL, OOM, network cut) while it runs a job's
+// last delivery (MaxDeliver), JetStream does not redeliver it, and with
+// WorkQueue retention keeps the message in WX_JOBS. Every worker
+// therefore listens, in the core NATS queue group MaxDeliverQueue (one
+// process per advisory), to JetStream's max-deliveries advisory of its
+// durable consumers (AdvisoryMaxDeliveries.WX_JOBS.<consumer>). For each
+// advisory it reads the job from the stream by sequence and publishes a
+// user.profile.failed with kind timeout, retryable=true and attempts =
+// MaxDeliver, under the job's Nats-Msg-Id (its job_id, or
+// "invalid-<stream seq>" for an unreadable job); if the stream reports the
+// publish as a duplicate, the job already had its terminal result and
+// nothing more is done. Otherwise the job's bytes go to the dead-letter
+// subject with a Wx-Dead-Letter-Reason header. Then the message is
+// deleted from WX_JOBS. All of this is idempotent: several processes may
+// end the same job, one result survives the dedupe.
+//
+// Advisories are fire-and-forget. With MaxDeliver 1 the server gives up
+// at AckWait; if no worker is subscribed then, the advisory is lost. So
+// every SweepInterval (and at start) each worker also sweeps: any job
+// message still in WX_JOBS at or below its consumer's ack floor was given
+// up on. The ack floor only passes such a message once a later job is
+// acked, so on an idle system the sweep finds it with the next traffic.
+// (With MaxDeliver 2 or more the server gives up on a pull consumer only
+// when a worker pulls again, and the worker subscribes before it pulls,
+// so the advisory is heard.)
+//
+// NATS permissions: the worker's user must be allowed to subscribe to
+// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.WX_JOBS.> and to publish
+// $JS.API.STREAM.MSG.DELETE.WX_JOBS. Without the delete permission the
+// failure and dead letter are still published, the job stays in WX_JOBS,
+// and a sweep of another process may publish a second failure once the
+// dedupe window has passed.
+//
 // # Tokens
 //
 // TokenCache watches the wx_tokens bucket and keeps every app's token in
