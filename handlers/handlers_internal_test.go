@@ -14,7 +14,9 @@ import (
 )
 
 func TestClassify(t *testing.T) {
-	api := func(code int) error { return fmt.Errorf("call: %w", &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: code, Msg: "x"}) }
+	api := func(code int) error {
+		return fmt.Errorf("call: %w", &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: code, Msg: "x"})
+	}
 	tests := []struct {
 		name      string
 		err       error

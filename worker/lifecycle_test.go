@@ -87,7 +87,9 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	h := newHarness(t, jobs)
 	h.holder.rotate()
 	res := h.follow(events.StreamResults)
-	short := func(c *worker.Config) { c.AckWait, c.JobTimeout, c.Concurrency = 2*time.Second, 1500*time.Millisecond, jobs }
+	short := func(c *worker.Config) {
+		c.AckWait, c.JobTimeout, c.Concurrency = 2*time.Second, 1500*time.Millisecond, jobs
+	}
 	if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 700, Count: jobs}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +174,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no conn", func(c *worker.Config) { c.Conn = nil }, "Conn"},
 		{"no apps", func(c *worker.Config) { c.Apps = nil }, "app"},
 		{"no secret", func(c *worker.Config) { c.Apps[0].Secret = "" }, "secret"},
-		{"job timeout above ack wait", func(c *worker.Config) { c.AckWait, c.JobTimeout = time.Second, 2 * time.Second }, "AckWait"},
+		{"job timeout above ack wait", func(c *worker.Config) { c.AckWait, c.JobTimeout = time.Second, 2*time.Second }, "AckWait"},
 		{"max ack pending below concurrency", func(c *worker.Config) { c.Concurrency, c.MaxAckPending = 100, 10 }, "MaxAckPending"},
 	}
 	for _, tt := range tests {
