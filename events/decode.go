@@ -13,6 +13,9 @@ import (
 // Validate) and decodes it. The error matches ErrTooLarge, ErrNotJSON or
 // ErrSchema with errors.Is and is a *ValidationError.
 func DecodeUserLookup(data []byte) (UserLookup, error) {
+	if v, ok := fastUserLookup(data); ok {
+		return v, nil
+	}
 	var v UserLookup
 	err := decode(SubjectUserLookup, data, &v)
 	return v, err
@@ -22,6 +25,9 @@ func DecodeUserLookup(data []byte) (UserLookup, error) {
 // schema (see Validate) and decodes it. The error matches ErrTooLarge,
 // ErrNotJSON or ErrSchema with errors.Is and is a *ValidationError.
 func DecodeOAuthCodeReceived(data []byte) (OAuthCodeReceived, error) {
+	if v, ok := fastOAuthCodeReceived(data); ok {
+		return v, nil
+	}
 	var v OAuthCodeReceived
 	err := decode(SubjectOAuthCodeReceived, data, &v)
 	return v, err
@@ -37,6 +43,22 @@ func DecodeOAuthCodeReceived(data []byte) (OAuthCodeReceived, error) {
 // ErrSchema: JSON Schema counts 1.0 and 1e2 as integers, encoding/json does
 // not decode them into Go integers.
 func Decode(subject string, data []byte, v any) error {
+	switch p := v.(type) {
+	case *UserLookup:
+		if subject == SubjectUserLookup {
+			if fv, ok := fastUserLookup(data); ok {
+				*p = fv
+				return nil
+			}
+		}
+	case *OAuthCodeReceived:
+		if subject == SubjectOAuthCodeReceived {
+			if fv, ok := fastOAuthCodeReceived(data); ok {
+				*p = fv
+				return nil
+			}
+		}
+	}
 	return decode(subject, data, v)
 }
 
@@ -81,6 +103,9 @@ var (
 func PeekJobIdentity(data []byte) (jobID, appID string) {
 	if len(data) > MaxJobSize {
 		return "", ""
+	}
+	if jobID, appID, ok := fastPeek(data); ok {
+		return jobID, appID
 	}
 	// Decode only the first value: trailing garbage does not hide an
 	// otherwise readable identity.

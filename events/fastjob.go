@@ -1,0 +1,263 @@
+package events
+
+// A fast path for the common case of a well-formed job: a flat JSON
+// object whose values are all plain strings (no escapes, ASCII only). It
+// checks exactly the constraints of the job schemas, so whatever it
+// accepts the schema accepts and decodes to the same value; anything it
+// does not fully understand (escapes, non-ASCII, numbers, nesting,
+// duplicate or unknown keys, a broken value) goes to the full schema
+// validation, which also words the error. FuzzFastJob checks the
+// equivalence.
+
+// flatField is one key/value pair of a flat object; both are slices of
+// the input without quotes.
+type flatField struct{ key, val []byte }
+
+// scanFlat reads one JSON object made only of plain string members from
+// the start of data (after optional white space) into buf. It returns the
+// members and the offset just after the closing brace; ok is false for
+// anything else, which the caller must treat as "ask the full parser".
+func scanFlat(data []byte, buf []flatField) (fields []flatField, end int, ok bool) {
+	i := skipWS(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return nil, 0, false
+	}
+	i = skipWS(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return buf, i + 1, true
+	}
+	fields = buf
+	for {
+		var key, val []byte
+		if key, i, ok = scanPlainString(data, i); !ok {
+			return nil, 0, false
+		}
+		i = skipWS(data, i)
+		if i >= len(data) || data[i] != ':' {
+			return nil, 0, false
+		}
+		i = skipWS(data, i+1)
+		if val, i, ok = scanPlainString(data, i); !ok {
+			return nil, 0, false
+		}
+		fields = append(fields, flatField{key: key, val: val})
+		i = skipWS(data, i)
+		if i >= len(data) {
+			return nil, 0, false
+		}
+		switch data[i] {
+		case ',':
+			i = skipWS(data, i+1)
+		case '}':
+			return fields, i + 1, true
+		default:
+			return nil, 0, false
+		}
+	}
+}
+
+func skipWS(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// scanPlainString reads a JSON string at data[i] made only of printable
+// ASCII other than the backslash (so its bytes are its value).
+func scanPlainString(data []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(data) || data[i] != '"' {
+		return nil, 0, false
+	}
+	start := i + 1
+	for j := start; j < len(data); j++ {
+		c := data[j]
+		switch {
+		case c == '"':
+			return data[start:j], j + 1, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// Character classes of the job schemas' patterns.
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// matchJobID: ^[A-Za-z0-9._:-]{1,128}$
+func matchJobID(s []byte) bool {
+	if len(s) < 1 || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// matchID64: ^[A-Za-z0-9_-]{1,64}$ (appid, openid)
+func matchID64(s []byte) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !isAlnum(c) && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// matchCode: ^[!-~]{1,512}$
+func matchCode(s []byte) bool {
+	if len(s) < 1 || len(s) > 512 {
+		return false
+	}
+	for _, c := range s {
+		if c < '!' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// matchState: ^[a-zA-Z0-9]{0,128}$
+func matchState(s []byte) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !isAlnum(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchLang: enum zh_CN, zh_TW, en
+func matchLang(s []byte) bool {
+	switch string(s) {
+	case "zh_CN", "zh_TW", "en":
+		return true
+	}
+	return false
+}
+
+// onlyWS reports whether data[i:] is JSON white space.
+func onlyWS(data []byte, i int) bool { return skipWS(data, i) == len(data) }
+
+// fastUserLookup decodes a plain, valid user.lookup; ok false means "use
+// the full path" (the job may still be valid).
+func fastUserLookup(data []byte) (v UserLookup, ok bool) {
+	if len(data) > MaxJobSize {
+		return v, false
+	}
+	var buf [4]flatField
+	fields, end, ok := scanFlat(data, buf[:0])
+	if !ok || !onlyWS(data, end) {
+		return v, false
+	}
+	var seen uint8
+	for _, f := range fields {
+		var bit uint8
+		var valid bool
+		var dst *string
+		switch string(f.key) {
+		case "job_id":
+			bit, valid, dst = 1, matchJobID(f.val), &v.JobID
+		case "appid":
+			bit, valid, dst = 2, matchID64(f.val), &v.AppID
+		case "openid":
+			bit, valid, dst = 4, matchID64(f.val), &v.OpenID
+		case "lang":
+			bit, valid, dst = 8, matchLang(f.val), &v.Lang
+		}
+		if bit == 0 || !valid || seen&bit != 0 {
+			return UserLookup{}, false
+		}
+		seen |= bit
+		*dst = string(f.val)
+	}
+	if seen&7 != 7 {
+		return UserLookup{}, false
+	}
+	return v, true
+}
+
+// fastOAuthCodeReceived decodes a plain, valid oauth.code.received; ok
+// false means "use the full path".
+func fastOAuthCodeReceived(data []byte) (v OAuthCodeReceived, ok bool) {
+	if len(data) > MaxJobSize {
+		return v, false
+	}
+	var buf [5]flatField
+	fields, end, ok := scanFlat(data, buf[:0])
+	if !ok || !onlyWS(data, end) {
+		return v, false
+	}
+	var seen uint8
+	for _, f := range fields {
+		var bit uint8
+		var valid bool
+		var dst *string
+		switch string(f.key) {
+		case "job_id":
+			bit, valid, dst = 1, matchJobID(f.val), &v.JobID
+		case "appid":
+			bit, valid, dst = 2, matchID64(f.val), &v.AppID
+		case "code":
+			bit, valid, dst = 4, matchCode(f.val), &v.Code
+		case "state":
+			bit, valid, dst = 8, matchState(f.val), &v.State
+		case "lang":
+			bit, valid, dst = 16, matchLang(f.val), &v.Lang
+		}
+		if bit == 0 || !valid || seen&bit != 0 {
+			return OAuthCodeReceived{}, false
+		}
+		seen |= bit
+		*dst = string(f.val)
+	}
+	if seen&7 != 7 {
+		return OAuthCodeReceived{}, false
+	}
+	return v, true
+}
+
+// fastPeek is PeekJobIdentity for a plain flat object: ok false means
+// "use the full path". Like the full path it reads only the first value
+// and lets the last of duplicate keys win.
+func fastPeek(data []byte) (jobID, appID string, ok bool) {
+	var buf [8]flatField
+	fields, _, ok := scanFlat(data, buf[:0])
+	if !ok {
+		return "", "", false
+	}
+	var jid, aid []byte
+	var hasJ, hasA bool
+	for _, f := range fields {
+		switch string(f.key) {
+		case "job_id":
+			jid, hasJ = f.val, true
+		case "appid":
+			aid, hasA = f.val, true
+		}
+	}
+	if hasJ && matchJobID(jid) {
+		jobID = string(jid)
+	}
+	if hasA && matchID64(aid) {
+		appID = string(aid)
+	}
+	return jobID, appID, true
+}
