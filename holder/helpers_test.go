@@ -94,11 +94,13 @@ type running struct {
 // config is the base configuration of test holders.
 func (e *testEnv) config(id string, apps ...App) Config {
 	return Config{
-		Conn:          e.nats.Conn(e.t),
-		WeChat:        e.wc,
-		Apps:          apps,
-		ID:            id,
-		LeaseTTL:      2 * time.Second,
+		Conn:   e.nats.Conn(e.t),
+		WeChat: e.wc,
+		Apps:   apps,
+		ID:     id,
+		// Long enough that a loaded CI machine running -race does not make
+		// leadership flap (renewals every TTL/3, step-down at 0.9 TTL).
+		LeaseTTL:      5 * time.Second,
 		Jitter:        -1,
 		Now:           e.clock.Now,
 		CheckInterval: 20 * time.Millisecond,
