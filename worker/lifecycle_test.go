@@ -145,6 +145,9 @@ func TestGracefulStop(t *testing.T) {
 	if done < 4 {
 		t.Fatalf("only %d jobs finished; the 4 in flight should have", done)
 	}
+	// The results stream is read asynchronously: wait until it shows the
+	// finished jobs before comparing.
+	res.waitIDs(t, int(done), 5*time.Second)
 	_, total := res.snapshot()
 	if int64(total) != done {
 		t.Fatalf("%d results stored, worker finished %d", total, done)
