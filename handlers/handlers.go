@@ -141,7 +141,9 @@ func (h *Handlers) publishProfileBytes(ctx context.Context, j *job, b []byte) er
 	}
 	h.stats.succeeded.Add(1)
 	h.observe(j, metrics.OutcomeSuccess)
-	h.log.Debug("job done", j.logAttrs()...)
+	if h.log.Enabled(context.Background(), slog.LevelDebug) { // skip building the attributes
+		h.log.Debug("job done", j.logAttrs()...)
+	}
 	return nil
 }
 

@@ -134,7 +134,7 @@ func benchThroughput(b *testing.B, concurrency int) {
 			id := fmt.Sprintf("bench-%d", i)
 			m.Data, _ = json.Marshal(events.UserLookup{JobID: id, AppID: testApp, OpenID: openID(i % followers)})
 			m.Header.Set(events.HeaderMsgID, id)
-			if _, err := pubJS.PublishMsgAsync(m); err != nil {
+			if _, err := pubJS.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 				b.Errorf("publish: %v", err)
 				return
 			}

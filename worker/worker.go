@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -160,7 +159,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.subConn = subConn
 	w.connMu.Unlock()
 
-	wmLog := watermill.NewSlogLoggerWithLevelMapping(w.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	wmLog := newWMLogger(w.log)
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:                subConn,
 		Logger:              wmLog,
