@@ -71,3 +71,52 @@ func TestEmbeddedWithoutStoreDirIsPrivate(t *testing.T) {
 		t.Fatalf("store dirs %q and %q", da, db)
 	}
 }
+
+func TestProvisionConcurrently(t *testing.T) {
+	// Every role provisions at start, often at the same moment.
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	errs := make(chan error, 6)
+	for range 6 {
+		go func() {
+			nc, err := broker.Connect(broker.ConnConfig{URL: srv.ClientURL()})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs <- broker.Provision(ctx, js, broker.Topology{})
+		}()
+	}
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent provision: %v", err)
+		}
+	}
+}
+
+func TestProvisionGivesUpAtTheDeadline(t *testing.T) {
+	// A server without JetStream never answers the JetStream API.
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := broker.Connect(broker.ConnConfig{URL: srv.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.NewWithDomain(nc, "nowhere")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, js, broker.Topology{}); err == nil {
+		t.Fatal("want an error once the deadline passes")
+	}
+}

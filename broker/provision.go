@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
@@ -128,17 +129,51 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 }
 
 // Provision creates or updates every stream and bucket. It is idempotent:
-// every process calls it at start.
+// every process calls it at start, often several at once against a
+// cluster that may still be electing its JetStream leaders, so it retries
+// failed steps with exponential backoff until ctx ends (give it a
+// deadline).
 func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, sc := range t.StreamConfigs() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("broker: stream %s: %w", sc.Name, err)
 		}
 	}
 	for _, kc := range t.BucketConfigs() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+		err := retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("broker: bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// retry runs op until it succeeds or ctx ends; each attempt gets at most
+// 10 s. The error returned is op's last one.
+func retry(ctx context.Context, op func(context.Context) error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	b.MaxElapsedTime = 0 // bounded by ctx
+	var last error
+	err := backoff.Retry(func() error {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		last = op(actx)
+		if last != nil && ctx.Err() != nil {
+			return backoff.Permanent(last)
+		}
+		return last
+	}, backoff.WithContext(b, ctx))
+	if err != nil && last != nil {
+		return last
+	}
+	return err
 }
