@@ -357,7 +357,18 @@ func (e *env) killLeader(f *fault) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no holder took over from %s within 60s", leader)
+			var standby []string
+			for id, h := range e.hold {
+				if id == leader {
+					continue
+				}
+				state := "running"
+				if h.Exited() {
+					state = fmt.Sprintf("exited (%v): %s", h.Err(), h.LogTail(5))
+				}
+				standby = append(standby, id+" "+state)
+			}
+			return fmt.Errorf("no holder took over from %s within 60s; standbys: %s", leader, strings.Join(standby, "; "))
 		case en := <-w.Updates():
 			if en == nil || en.Operation() != jetstream.KeyValuePut || string(en.Value()) == leader {
 				continue
