@@ -199,7 +199,13 @@ func (e *env) startRoles(ctx context.Context) error {
 		}
 		e.work = append(e.work, p)
 	}
-	return harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), nWorkers*concurrency, 90*time.Second, e.work...)
+	// Every role must still be running once the workers are ready: a
+	// holder that exited at start would make the takeover fault meaningless.
+	alive := append([]*harness.Proc{}, e.work...)
+	for _, h := range e.hold {
+		alive = append(alive, h)
+	}
+	return harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), nWorkers*concurrency, 90*time.Second, alive...)
 }
 
 // load publishes the jobs at a steady rate while the faults run, then
