@@ -156,39 +156,61 @@ func matchLang(s []byte) bool {
 // onlyWS reports whether data[i:] is JSON white space.
 func onlyWS(data []byte, i int) bool { return skipWS(data, i) == len(data) }
 
+// fastField is one property a fast decoder accepts: its key, the schema's
+// constraint on its value, and where the value goes.
+type fastField struct {
+	key      string
+	match    func([]byte) bool
+	dst      *string
+	required bool
+}
+
+// fastDecode fills the fields' destinations from a plain flat object that
+// satisfies the schema the fields describe (no unknown, duplicate or
+// missing keys). false means "use the full path": the message may still be
+// valid, and the destinations may be partly written.
+func fastDecode(data []byte, spec []fastField) bool {
+	if len(data) > MaxJobSize {
+		return false
+	}
+	var buf [8]flatField
+	fields, end, ok := scanFlat(data, buf[:0])
+	if !ok || !onlyWS(data, end) {
+		return false
+	}
+	var seen uint32
+	for _, f := range fields {
+		i := -1
+		for k := range spec {
+			if spec[k].key == string(f.key) {
+				i = k
+				break
+			}
+		}
+		if i < 0 || seen&(1<<i) != 0 || !spec[i].match(f.val) {
+			return false
+		}
+		seen |= 1 << i
+		*spec[i].dst = string(f.val)
+	}
+	for i := range spec {
+		if spec[i].required && seen&(1<<i) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // fastUserLookup decodes a plain, valid user.lookup; ok false means "use
 // the full path" (the job may still be valid).
 func fastUserLookup(data []byte) (v UserLookup, ok bool) {
-	if len(data) > MaxJobSize {
-		return v, false
+	spec := [...]fastField{
+		{"job_id", matchJobID, &v.JobID, true},
+		{"appid", matchID64, &v.AppID, true},
+		{"openid", matchID64, &v.OpenID, true},
+		{"lang", matchLang, &v.Lang, false},
 	}
-	var buf [4]flatField
-	fields, end, ok := scanFlat(data, buf[:0])
-	if !ok || !onlyWS(data, end) {
-		return v, false
-	}
-	var seen uint8
-	for _, f := range fields {
-		var bit uint8
-		var valid bool
-		var dst *string
-		switch string(f.key) {
-		case "job_id":
-			bit, valid, dst = 1, matchJobID(f.val), &v.JobID
-		case "appid":
-			bit, valid, dst = 2, matchID64(f.val), &v.AppID
-		case "openid":
-			bit, valid, dst = 4, matchID64(f.val), &v.OpenID
-		case "lang":
-			bit, valid, dst = 8, matchLang(f.val), &v.Lang
-		}
-		if bit == 0 || !valid || seen&bit != 0 {
-			return UserLookup{}, false
-		}
-		seen |= bit
-		*dst = string(f.val)
-	}
-	if seen&7 != 7 {
+	if !fastDecode(data, spec[:]) {
 		return UserLookup{}, false
 	}
 	return v, true
@@ -197,38 +219,14 @@ func fastUserLookup(data []byte) (v UserLookup, ok bool) {
 // fastOAuthCodeReceived decodes a plain, valid oauth.code.received; ok
 // false means "use the full path".
 func fastOAuthCodeReceived(data []byte) (v OAuthCodeReceived, ok bool) {
-	if len(data) > MaxJobSize {
-		return v, false
+	spec := [...]fastField{
+		{"job_id", matchJobID, &v.JobID, true},
+		{"appid", matchID64, &v.AppID, true},
+		{"code", matchCode, &v.Code, true},
+		{"state", matchState, &v.State, false},
+		{"lang", matchLang, &v.Lang, false},
 	}
-	var buf [5]flatField
-	fields, end, ok := scanFlat(data, buf[:0])
-	if !ok || !onlyWS(data, end) {
-		return v, false
-	}
-	var seen uint8
-	for _, f := range fields {
-		var bit uint8
-		var valid bool
-		var dst *string
-		switch string(f.key) {
-		case "job_id":
-			bit, valid, dst = 1, matchJobID(f.val), &v.JobID
-		case "appid":
-			bit, valid, dst = 2, matchID64(f.val), &v.AppID
-		case "code":
-			bit, valid, dst = 4, matchCode(f.val), &v.Code
-		case "state":
-			bit, valid, dst = 8, matchState(f.val), &v.State
-		case "lang":
-			bit, valid, dst = 16, matchLang(f.val), &v.Lang
-		}
-		if bit == 0 || !valid || seen&bit != 0 {
-			return OAuthCodeReceived{}, false
-		}
-		seen |= bit
-		*dst = string(f.val)
-	}
-	if seen&7 != 7 {
+	if !fastDecode(data, spec[:]) {
 		return OAuthCodeReceived{}, false
 	}
 	return v, true
