@@ -18,12 +18,9 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/wxhub/wxhub/internal/harness"
 )
 
 type options struct {
@@ -49,16 +46,5 @@ func main() {
 	flag.BoolVar(&o.skipTest, "skip-allocs", false, "skip the go test -bench allocation figures")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	code, err := run(ctx, o)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "wxbench:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	stop()
-	os.Exit(code)
+	harness.Main("wxbench", func(ctx context.Context) (int, error) { return run(ctx, o) })
 }

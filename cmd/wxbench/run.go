@@ -64,22 +64,13 @@ type hostInfo struct {
 
 func run(ctx context.Context, o options) (int, error) {
 	start := time.Now()
-	tmp, err := os.MkdirTemp("", "wxbench-")
+	tmp, cleanup, err := harness.WorkDir("wxbench", o.keep)
 	if err != nil {
 		return 1, err
 	}
-	if o.keep {
-		fmt.Printf("wxbench: temporary folder %s (kept)\n", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer cleanup()
 	e := &env{o: o, tmp: tmp, logs: filepath.Join(tmp, "logs"), quiet: slog.New(slog.DiscardHandler),
 		report: &report{StartedAt: start, Host: hostInfo{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}, Failures: []string{}, Notes: []string{}}}
-	for _, d := range []string{e.logs, filepath.Join(tmp, "bin"), filepath.Join(tmp, "nats")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return 1, err
-		}
-	}
 	root, err := os.Getwd()
 	if err != nil {
 		return 1, err

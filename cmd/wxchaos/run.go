@@ -83,22 +83,13 @@ type env struct {
 
 func run(ctx context.Context, o options) (int, error) {
 	start := time.Now()
-	tmp, err := os.MkdirTemp("", "wxchaos-")
+	tmp, cleanup, err := harness.WorkDir("wxchaos", o.keep)
 	if err != nil {
 		return 1, err
 	}
-	if o.keep {
-		fmt.Printf("wxchaos: temporary folder %s (kept)\n", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer cleanup()
 	e := &env{o: o, logs: filepath.Join(tmp, "logs"), hold: map[string]*harness.Proc{},
 		report: &report{StartedAt: start, CPUs: runtime.NumCPU(), Jobs: o.jobs, Rate: o.rate, ByJobSubject: map[string]int{}, Failures: []string{}, Notes: []string{}}}
-	for _, d := range []string{e.logs, filepath.Join(tmp, "bin"), filepath.Join(tmp, "nats")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return 1, err
-		}
-	}
 	root, err := os.Getwd()
 	if err != nil {
 		return 1, err
