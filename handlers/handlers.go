@@ -54,6 +54,10 @@ func New(cfg Config) (*Handlers, error) {
 	return h, nil
 }
 
+// NakDelayMin is the shortest redelivery delay in effect (Config.NakDelayMin
+// or its default): the delay for a failure that asked for none.
+func (h *Handlers) NakDelayMin() time.Duration { return h.cfg.NakDelayMin }
+
 // Stats returns the counters so far.
 func (h *Handlers) Stats() Stats {
 	return Stats{

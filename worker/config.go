@@ -109,12 +109,8 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.AckWait, 60*time.Second)
 	def(&c.JobTimeout, 45*time.Second)
-	def(&c.TokenWait, 20*time.Second)
-	def(&c.RetryInitial, 100*time.Millisecond)
-	def(&c.RetryMax, 2*time.Second)
-	def(&c.RetryMaxElapsed, 10*time.Second)
-	def(&c.NakDelayMin, time.Second)
-	def(&c.NakDelayMax, 30*time.Second)
+	// TokenWait, Retry* and NakDelay* pass through to package handlers,
+	// which owns their defaults and checks.
 	def(&c.ShutdownGrace, c.JobTimeout)
 	def(&c.InvalidateInterval, 30*time.Second)
 	def(&c.SweepInterval, c.AckWait)
@@ -137,8 +133,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: JobTimeout (%s) must be shorter than AckWait (%s), or running jobs get redelivered", c.JobTimeout, c.AckWait)
 	case c.MaxAckPending < c.Concurrency:
 		return fmt.Errorf("worker: MaxAckPending (%d) below Concurrency (%d)", c.MaxAckPending, c.Concurrency)
-	case c.NakDelayMin > c.NakDelayMax:
-		return errors.New("worker: NakDelayMin above NakDelayMax")
 	}
 	for i, a := range c.Apps {
 		if a.AppID == "" || a.Secret == "" {

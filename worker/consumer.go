@@ -174,7 +174,7 @@ func (w *Worker) settleMiddleware(next message.HandlerFunc) message.HandlerFunc 
 		}
 		d, retry := handlers.RetryDelay(err)
 		if !retry {
-			d = w.cfg.NakDelayMin
+			d = w.h.NakDelayMin()
 		}
 		if v, found := w.deliveries.Load(msg.UUID); found {
 			v.(*deliveryMsg).delay.Store(int64(d))
