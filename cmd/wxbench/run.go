@@ -111,14 +111,7 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	e.report.Elapsed = harness.Millis(time.Since(start))
 	e.print(os.Stdout)
-	if err := harness.WriteJSON(o.out, e.report); err != nil {
-		return 1, err
-	}
-	fmt.Printf("\nwxbench: results written to %s (%s)\n", o.out, time.Since(start).Round(time.Second))
-	if len(e.report.Failures) > 0 {
-		return 1, fmt.Errorf("%d hard assertion(s) failed", len(e.report.Failures))
-	}
-	return 0, nil
+	return harness.Finish("wxbench", o.out, e.report, e.report.Failures, start)
 }
 
 // newSim starts a simulator with app and its followers o0..o999.

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -136,7 +138,7 @@ func run(ctx context.Context, o options) (int, error) {
 		return 1, err
 	}
 	defer func() {
-		for _, p := range append(e.work, mapValues(e.hold)...) {
+		for _, p := range append(e.work, slices.Collect(maps.Values(e.hold))...) {
 			_ = p.Stop(20 * time.Second)
 		}
 	}()
@@ -147,22 +149,7 @@ func run(ctx context.Context, o options) (int, error) {
 	e.report.TokenFetches = e.sim.TokenCalls(app.AppID)
 	e.report.Elapsed = harness.Millis(time.Since(start))
 	e.print()
-	if err := harness.WriteJSON(o.out, e.report); err != nil {
-		return 1, err
-	}
-	fmt.Printf("\nwxchaos: results written to %s (%s)\n", o.out, time.Since(start).Round(time.Second))
-	if len(e.report.Failures) > 0 {
-		return 1, fmt.Errorf("%d hard assertion(s) failed", len(e.report.Failures))
-	}
-	return 0, nil
-}
-
-func mapValues(m map[string]*harness.Proc) []*harness.Proc {
-	var out []*harness.Proc
-	for _, p := range m {
-		out = append(out, p)
-	}
-	return out
+	return harness.Finish("wxchaos", o.out, e.report, e.report.Failures, start)
 }
 
 func openID(i int) string { return fmt.Sprintf("ochaos%06d", i%followers) }
@@ -192,10 +179,7 @@ func (e *env) startRoles(ctx context.Context) error {
 	}
 	// Every role must still be running once the workers are ready: a
 	// holder that exited at start would make the takeover fault meaningless.
-	alive := append([]*harness.Proc{}, e.work...)
-	for _, h := range e.hold {
-		alive = append(alive, h)
-	}
+	alive := append(slices.Collect(maps.Values(e.hold)), e.work...)
 	return harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), nWorkers*concurrency, 90*time.Second, alive...)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // Main runs a harness command and exits with its status: ctx is cancelled
@@ -48,4 +49,17 @@ func WorkDir(name string, keep bool) (dir string, cleanup func(), err error) {
 		}
 	}
 	return dir, cleanup, nil
+}
+
+// Finish writes a command's report as JSON to out, says so, and turns
+// failed hard assertions into exit status 1.
+func Finish(name, out string, report any, failures []string, start time.Time) (int, error) {
+	if err := WriteJSON(out, report); err != nil {
+		return 1, err
+	}
+	fmt.Printf("\n%s: results written to %s (%s)\n", name, out, time.Since(start).Round(time.Second))
+	if len(failures) > 0 {
+		return 1, fmt.Errorf("%d hard assertion(s) failed", len(failures))
+	}
+	return 0, nil
 }

@@ -315,9 +315,9 @@ func (t *Tracker) resolvedAcceptedLocked() int {
 	return n
 }
 
-// CatchUp waits until the results consumer has read the stream up to its
-// last sequence as of now (so late duplicates are counted), or timeout.
-func (t *Tracker) CatchUp(ctx context.Context, timeout time.Duration) error {
+// resultsLastSeq reads the results stream's last sequence, retrying until
+// timeout (a cluster node may be down).
+func (t *Tracker) resultsLastSeq(ctx context.Context, timeout time.Duration) (uint64, error) {
 	var last uint64
 	err := retry(ctx, timeout, func() error {
 		s, err := t.js.Stream(ctx, events.StreamResults)
@@ -331,6 +331,13 @@ func (t *Tracker) CatchUp(ctx context.Context, timeout time.Duration) error {
 		last = info.State.LastSeq
 		return nil
 	})
+	return last, err
+}
+
+// CatchUp waits until the results consumer has read the stream up to its
+// last sequence as of now (so late duplicates are counted), or timeout.
+func (t *Tracker) CatchUp(ctx context.Context, timeout time.Duration) error {
+	last, err := t.resultsLastSeq(ctx, timeout)
 	if err != nil {
 		return fmt.Errorf("harness: results stream info: %w", err)
 	}
@@ -434,19 +441,7 @@ func Connect(url, name string, maxPending int) (*nats.Conn, jetstream.JetStream,
 func (t *Tracker) Recount(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last uint64
-	err := retry(ctx, timeout, func() error {
-		s, err := t.js.Stream(ctx, events.StreamResults)
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		last = info.State.LastSeq
-		return nil
-	})
+	last, err := t.resultsLastSeq(ctx, timeout)
 	if err != nil {
 		return fmt.Errorf("harness: recount: %w", err)
 	}
