@@ -13,6 +13,9 @@ const (
 	// SubjectDeadLetterPrefix is followed by the job subject, e.g.
 	// "deadletter.user.lookup"; the message body is the original job bytes.
 	SubjectDeadLetterPrefix = "deadletter."
+	// SubjectStatus is the scatter-gather request `wxhub status` sends;
+	// every running holder and worker answers it (no secrets).
+	SubjectStatus = "wxhub.status"
 )
 
 // KV bucket names.

@@ -1,6 +1,6 @@
 // Package holder keeps each configured app's global access_token in the
 // NATS KV bucket wx_tokens and publishes token.refreshed: the token
-// lifecycle of shared/DESIGN.md. Several holders may run for availability;
+// lifecycle of docs/token-lifecycle.md. Several holders may run for availability;
 // per appid exactly one of them, the leader, fetches from WeChat.
 //
 // Build one with New and run it with Run; the buckets and streams of

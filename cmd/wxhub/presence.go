@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -14,7 +15,7 @@ import (
 // The presence protocol: `wxhub status` sends one request on
 // <prefix>wxhub.status and gathers the replies of every running holder and
 // worker process for a short while (scatter-gather). It carries no secret.
-const statusSubject = "wxhub.status"
+const statusSubject = events.SubjectStatus
 
 // processStatus is one process's reply.
 type processStatus struct {

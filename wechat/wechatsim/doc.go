@@ -1,6 +1,6 @@
 // Package wechatsim is an in-memory stand-in for api.weixin.qq.com: an
 // http.Handler that answers the endpoints wxhub uses the way WeChat does
-// (shared/wechat-api.md), with knobs for latency, injected faults, a
+// (docs/wechat.md), with knobs for latency, injected faults, a
 // controllable clock and per-endpoint call statistics.
 //
 // Use it from tests with httptest:
