@@ -6,11 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -101,80 +97,6 @@ func newWeChatClient(baseURL string) (*wechat.Client, error) {
 			}
 		},
 	})
-}
-
-// readiness collects named checks for /readyz.
-type readiness struct {
-	checks []readyCheck
-}
-
-type readyCheck struct {
-	name string
-	ok   func() error
-}
-
-func (r *readiness) add(name string, ok func() error) {
-	r.checks = append(r.checks, readyCheck{name, ok})
-}
-
-// natsReady reports whether the connection is up.
-func natsReady(nc *nats.Conn) func() error {
-	return func() error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("NATS %s", strings.ToLower(nc.Status().String()))
-		}
-		return nil
-	}
-}
-
-// serveOps serves /metrics, /healthz and /readyz on addr until ctx ends.
-// It returns the listening address ("" when addr is empty: ops HTTP off).
-func serveOps(ctx context.Context, log *slog.Logger, addr string, ready *readiness, stopping *atomic.Bool) (string, error) {
-	if addr == "" {
-		return "", nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", usagef("http-listen %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if stopping.Load() {
-			http.Error(w, "stopping", http.StatusServiceUnavailable)
-			return
-		}
-		var b strings.Builder
-		failed := false
-		for _, c := range ready.checks {
-			if err := c.ok(); err != nil {
-				failed = true
-				fmt.Fprintf(&b, "%s: %v\n", c.name, err)
-			} else {
-				fmt.Fprintf(&b, "%s: ok\n", c.name)
-			}
-		}
-		if failed {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		fmt.Fprint(w, b.String())
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("ops HTTP server", "err", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	return ln.Addr().String(), nil
 }
 
 func hostnameID() string {

@@ -27,8 +27,8 @@ type processStatus struct {
 	Stats    json.RawMessage `json:"stats,omitempty"`
 }
 
-func workerPresence(w *worker.Worker) func() processStatus {
-	return func() processStatus {
+func workerPresence(w *worker.Worker) func() any {
+	return func() any {
 		n := w.InFlight()
 		st := w.Stats()
 		stats, _ := json.Marshal(st)
@@ -36,8 +36,8 @@ func workerPresence(w *worker.Worker) func() processStatus {
 	}
 }
 
-func holderPresence(h *holder.Holder) func() processStatus {
-	return func() processStatus {
+func holderPresence(h *holder.Holder) func() any {
+	return func() any {
 		ps := processStatus{Role: "holder", ID: h.ID()}
 		for _, a := range h.Status() {
 			if a.Leader {
@@ -46,14 +46,6 @@ func holderPresence(h *holder.Holder) func() processStatus {
 		}
 		return ps
 	}
-}
-
-// answerStatus answers presence requests until the subscription is closed.
-func answerStatus(nc *nats.Conn, prefix string, status func() processStatus) (*nats.Subscription, error) {
-	return nc.Subscribe(prefix+statusSubject, func(m *nats.Msg) {
-		b, _ := json.Marshal(status())
-		_ = m.Respond(b)
-	})
 }
 
 // gatherStatus asks every holder and worker for its status and collects

@@ -2,20 +2,44 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/runner"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/worker"
 )
 
-func newHolder(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (*holder.Holder, error) {
+// process is what every role of one process shares: the configuration,
+// the NATS connection (made once), the WeChat client and the logger.
+// A role builder takes it and returns a runner.Role.
+type process struct {
+	cfg *config.Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	wc  *wechat.Client
+	log *slog.Logger
+}
+
+// roleBuilder makes one role. To add a role: write a builder (see
+// holderRole), add it to the list in cmdRun, and give it a subcommand
+// with roleCommand.
+type roleBuilder func(p *process) (runner.Role, error)
+
+// roleLogger is the process's logger for one role.
+func (p *process) roleLogger(role string) *slog.Logger { return p.log.With("role", role) }
+
+func holderRole(p *process) (runner.Role, error) {
+	cfg := p.cfg
 	apps := make([]holder.App, len(cfg.Apps))
 	for i, a := range cfg.Apps {
 		apps[i] = holder.App{AppID: a.AppID, Secret: a.Secret, Mode: a.Mode}
@@ -29,34 +53,83 @@ func newHolder(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.L
 		id = hostnameID()
 	}
 	h, err := holder.New(holder.Config{
-		Conn: nc, WeChat: wc, Apps: apps, ID: id, Prefix: cfg.Prefix,
+		Conn: p.nc, WeChat: p.wc, Apps: apps, ID: id, Prefix: cfg.Prefix,
 		LeaseTTL: cfg.Holder.LeaseTTL, RefreshMargin: cfg.Holder.RefreshMargin, QuotaReserve: reserve,
-		Logger: log,
+		Logger: p.roleLogger("holder"),
 	})
 	if err != nil {
-		return nil, usageError{err}
+		return runner.Role{}, usageError{err}
 	}
-	return h, nil
+	return runner.Role{Name: "holder", Run: h.Run, Ready: holderReady(h), Status: holderPresence(h)}, nil
+}
+
+// holderReady: every app has an unexpired token; else which do not, and
+// the last fetch error (free of secrets).
+func holderReady(h *holder.Holder) func() error {
+	return func() error {
+		if h.Ready() {
+			return nil
+		}
+		var missing []string
+		now := time.Now()
+		for _, a := range h.Status() {
+			if !a.ExpiresAt.After(now) {
+				s := a.AppID
+				if a.LastError != "" {
+					s += " (" + a.LastError + ")"
+				}
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) == 0 {
+			return errors.New("no unexpired token for every app yet")
+		}
+		return fmt.Errorf("no unexpired token for %s", strings.Join(missing, ", "))
+	}
+}
+
+func workerRole(p *process) (runner.Role, error) {
+	cfg := p.cfg
+	apps := make([]worker.App, len(cfg.Apps))
+	for i, a := range cfg.Apps {
+		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret}
+	}
+	w, err := worker.New(worker.Config{
+		Conn: p.nc, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix,
+		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas},
+		Concurrency: cfg.Worker.Concurrency, MaxDeliver: cfg.Worker.MaxDeliver,
+		AckWait: cfg.Worker.AckWait, JobTimeout: cfg.Worker.AckWait * 3 / 4,
+		Logger: p.roleLogger("worker"),
+	})
+	if err != nil {
+		return runner.Role{}, usageError{err}
+	}
+	ready := func() error {
+		if w.Ready() {
+			return nil
+		}
+		select {
+		case <-w.Tokens().Ready():
+			return errors.New("not consuming jobs yet")
+		default:
+			return errors.New("tokens not loaded yet")
+		}
+	}
+	return runner.Role{Name: "worker", Run: w.Run, Ready: ready, Status: workerPresence(w)}, nil
 }
 
 // cmdHolder runs the token holder against an existing NATS.
 func cmdHolder(ctx context.Context, env *cmdEnv, args []string) error {
-	return roleCommand(ctx, env, args, "holder", config.FlagsHolder, func(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
-		return newHolder(cfg, nc, wc, log)
-	})
+	return roleCommand(ctx, env, args, "holder", config.FlagsHolder, holderRole)
 }
 
 // cmdWorker runs job workers against an existing NATS.
 func cmdWorker(ctx context.Context, env *cmdEnv, args []string) error {
-	return roleCommand(ctx, env, args, "worker", config.FlagsWorker, func(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (runner, error) {
-		return newWorker(cfg, nc, wc, log)
-	})
+	return roleCommand(ctx, env, args, "worker", config.FlagsWorker, workerRole)
 }
 
-type roleBuilder func(*config.Config, *nats.Conn, *wechat.Client, *slog.Logger) (runner, error)
-
 // roleCommand parses and validates a long-running role's configuration
-// (apps with their secrets are required) and serves the role.
+// (apps with their secrets are required) and serves the role alone.
 func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, flags config.Roles, build roleBuilder) error {
 	cfg, _, err := parseConfig(env, role, config.FlagsNATS|config.FlagsServer|flags, args, nil)
 	if err != nil {
@@ -68,14 +141,16 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 	if len(cfg.Apps) == 0 {
 		return usagef("apps: none configured (use --app appid=...,secret_file=... or the config file)")
 	}
-	return serveRole(ctx, env, cfg, role, build)
+	log := newLogger(env, cfg.Log).With("role", role)
+	return serve(ctx, cfg, "wxhub-"+role, log, nil, build)
 }
 
-// serveRole connects, provisions, serves ops HTTP and runs one role until
-// ctx ends (SIGTERM), then lets it stop cleanly.
-func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string, build roleBuilder) error {
-	log := newLogger(env, cfg.Log).With("role", role)
-	nc, js, err := connect(cfg, "wxhub-"+role)
+// serve is the one runner of wxhub's long-running commands: it connects
+// to NATS once, provisions, builds the roles and runs them (ops HTTP,
+// presence and SIGTERM handled once by runner.Runner) until ctx ends.
+// started, if set, is called with the ops address once all roles run.
+func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.Logger, started func(opsAddr string), builds ...roleBuilder) error {
+	nc, js, err := connect(cfg, connName)
 	if err != nil {
 		return err
 	}
@@ -87,83 +162,23 @@ func serveRole(ctx context.Context, env *cmdEnv, cfg *config.Config, role string
 	if err != nil {
 		return usageError{err}
 	}
-	r, err := build(cfg, nc, wc, log)
-	if err != nil {
-		return err
+	p := &process{cfg: cfg, nc: nc, js: js, wc: wc, log: log}
+	roles := make([]runner.Role, 0, len(builds))
+	for _, b := range builds {
+		r, err := b(p)
+		if err != nil {
+			return err
+		}
+		roles = append(roles, r)
 	}
-	var stopping atomic.Bool
-	ready := &readiness{}
-	ready.add("nats", natsReady(nc))
-	addRoleReady(ready, role, r)
-	if err := announce(nc, cfg.Prefix, r); err != nil {
-		return err
+	rn := &runner.Runner{
+		Roles: roles, Conn: nc, Prefix: cfg.Prefix, OpsListen: cfg.HTTPListen,
+		Logger: log.With("nats", cfg.NATS.URL, "apps", len(cfg.Apps)), Started: started,
 	}
-	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
-	if err != nil {
-		return err
+	err = rn.Run(ctx)
+	var le *runner.ListenError
+	if errors.As(err, &le) {
+		return usageError{err}
 	}
-	log.Info("started", "nats", cfg.NATS.URL, "apps", len(cfg.Apps), "ops", opsAddr)
-	runCtx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	select {
-	case <-ctx.Done():
-		stopping.Store(true)
-		log.Info("stopping")
-		stop()
-		err = <-done
-	case err = <-done:
-	}
-	if err = roleErr(role, err); err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	log.Info("stopped")
-	return nil
-}
-
-func newWorker(cfg *config.Config, nc *nats.Conn, wc *wechat.Client, log *slog.Logger) (*worker.Worker, error) {
-	apps := make([]worker.App, len(cfg.Apps))
-	for i, a := range cfg.Apps {
-		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret}
-	}
-	w, err := worker.New(worker.Config{
-		Conn: nc, WeChat: wc, Apps: apps, Prefix: cfg.Prefix,
-		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas},
-		Concurrency: cfg.Worker.Concurrency, MaxDeliver: cfg.Worker.MaxDeliver,
-		AckWait: cfg.Worker.AckWait, JobTimeout: cfg.Worker.AckWait * 3 / 4,
-		Logger: log,
-	})
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return w, nil
-}
-
-// addRoleReady adds a role's own readiness (holder: every app has an
-// unexpired token; worker: subscribed and holding tokens) to /readyz.
-func addRoleReady(ready *readiness, role string, r runner) {
-	if rr, ok := r.(interface{ Ready() bool }); ok {
-		ready.add(role, func() error {
-			if !rr.Ready() {
-				return fmt.Errorf("not ready")
-			}
-			return nil
-		})
-	}
-}
-
-// announce makes a holder or worker answer `wxhub status`.
-func announce(nc *nats.Conn, prefix string, r runner) error {
-	var status func() processStatus
-	switch v := r.(type) {
-	case *holder.Holder:
-		status = holderPresence(v)
-	case *worker.Worker:
-		status = workerPresence(v)
-	default:
-		return nil
-	}
-	_, err := answerStatus(nc, prefix, status)
 	return err
 }

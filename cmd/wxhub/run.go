@@ -2,25 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
-
-// runner is a long-running role: Run blocks until ctx ends and the role
-// has stopped cleanly.
-type runner interface {
-	Run(ctx context.Context) error
-}
 
 // cmdRun is the zero-setup default: embedded NATS, holder and workers in
 // one process, and the simulator with a demo app when no app is configured.
@@ -86,84 +78,13 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "wxhub: no app configured, so using the WeChat simulator at %s with demo app %s (followers: %v)\n", cfg.WeChatBaseURL, demoApp.AppID, demoApp.OpenIDs)
 	}
 
-	nc, js, err := connect(cfg, "wxhub-run")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := provision(ctx, js, cfg); err != nil {
-		return err
-	}
-	wc, err := newWeChatClient(cfg.WeChatBaseURL)
-	if err != nil {
-		return usageError{err}
-	}
-	hold, err := newHolder(cfg, nc, wc, log.With("role", "holder"))
-	if err != nil {
-		return err
-	}
-	work, err := newWorker(cfg, nc, wc, log.With("role", "worker"))
-	if err != nil {
-		return err
-	}
-	var stopping atomic.Bool
-	ready := &readiness{}
-	ready.add("nats", natsReady(nc))
-	addRoleReady(ready, "holder", hold)
-	addRoleReady(ready, "worker", work)
-	for _, r := range []runner{hold, work} {
-		if err := announce(nc, cfg.Prefix, r); err != nil {
-			return err
-		}
-	}
-	opsAddr, err := serveOps(ctx, log, cfg.HTTPListen, ready, &stopping)
-	if err != nil {
-		return err
-	}
-
-	errs := make(chan error, 2)
-	holderCtx, stopHolder := context.WithCancel(context.Background())
-	defer stopHolder()
-	workerCtx, stopWorker := context.WithCancel(context.Background())
-	defer stopWorker()
-	var roles sync.WaitGroup
-	roles.Add(2)
-	go func() { defer roles.Done(); errs <- roleErr("holder", hold.Run(holderCtx)) }()
-	go func() { defer roles.Done(); errs <- roleErr("worker", work.Run(workerCtx)) }()
-
-	printTry(env, cfg, opsAddr, demo, demoApp)
-	log.Info("wxhub running", "nats", srv.ClientURL(), "apps", len(cfg.Apps), "ops", opsAddr)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errs:
-		log.Error("a role stopped unexpectedly", "err", runErr)
-	}
-	stopping.Store(true)
-	log.Info("stopping: draining workers, then the holder, simulator and NATS")
-	// Workers first: they finish or nak in-flight jobs while the holder,
-	// the simulator and NATS are still up.
-	stopWorker()
-	stopHolder()
-	roles.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil && runErr == nil {
-			runErr = err
-		}
-	}
+	err = serve(ctx, cfg, "wxhub-run", log, func(opsAddr string) {
+		printTry(env, cfg, opsAddr, demo, demoApp)
+	}, holderRole, workerRole)
+	// The roles are stopped (gateway and workers drained while the holder
+	// still ran); the simulator and NATS go last.
 	stopSim()
-	nc.Close()
-	log.Info("stopped")
-	return runErr
-}
-
-func roleErr(role string, err error) error {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return fmt.Errorf("%s: %w", role, err)
+	return err
 }
 
 func printTry(env *cmdEnv, cfg *config.Config, opsAddr string, demo bool, d wechatsim.DemoApp) {
