@@ -12,12 +12,13 @@
 // hard assertion fails (token fetch counts ≠ 1). Targets missed are marked
 // MISSED, not failures.
 //
-//	go run ./cmd/wxbench [-quick] [-measure 3s] [-out bench-results.json]
+//	go run ./cmd/wxbench [-quick] [-rounds 3] [-measure 3s] [-out bench-results.json]
 package main
 
 import (
 	"context"
 	"flag"
+	"os"
 	"time"
 
 	"github.com/wxhub/wxhub/internal/harness"
@@ -32,18 +33,23 @@ type options struct {
 	wxhub    string
 	nats     string
 	skipTest bool
+	rounds   int
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.out, "out", "bench-results.json", "JSON results `file`")
-	flag.BoolVar(&o.quick, "quick", false, "a small matrix (1 and 2 processes, concurrency 16 and 64) for a quick look")
+	flag.BoolVar(&o.quick, "quick", false, "only the peer comparison and the scale figure, 2 s per run (a minute or two)")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds of the peer comparison (0: 3)")
 	flag.DurationVar(&o.warmup, "warmup", 700*time.Millisecond, "load before each measurement")
 	flag.DurationVar(&o.measure, "measure", 3*time.Second, "measured span of each scenario")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (logs, stores)")
 	flag.StringVar(&o.wxhub, "wxhub", "", "prebuilt wxhub `binary` (default: build ./cmd/wxhub)")
 	flag.StringVar(&o.nats, "nats-server", "", "prebuilt nats-server `binary` (default: build from the module cache)")
 	flag.BoolVar(&o.skipTest, "skip-allocs", false, "skip the go test -bench allocation figures")
+	if len(os.Args) > 1 && os.Args[1] == peerCommand {
+		os.Exit(runPeerCommand(os.Args[2:]))
+	}
 	flag.Parse()
 
 	harness.Main("wxbench", func(ctx context.Context) (int, error) { return run(ctx, o) })

@@ -12,6 +12,11 @@ import (
 // print writes every table.
 func (e *env) print(w io.Writer) {
 	r := e.report
+	e.printPeer(w)
+	if len(r.Scenarios) == 0 {
+		e.printTargets(w)
+		return
+	}
 	t := harness.Table{Title: fmt.Sprintf("user.lookup end to end (closed loop: in-flight = processes × concurrency; %v measured per cell)", e.o.measure),
 		Header: []string{"sim lat", "procs", "conc", "in-flight", "jobs/s", "p50", "p99", "baseline/s", "base p99", "wxhub/base", "p99 added", "cpu wrk", "cpu nats", "cpu harn", "lost", "dup"}}
 	for _, sc := range r.Scenarios {
@@ -66,6 +71,12 @@ func (e *env) print(w io.Writer) {
 		tt.Note("%s", tk.Method)
 		tt.Fprint(w)
 	}
+	e.printTargets(w)
+}
+
+// printTargets writes the targets, notes and failures.
+func (e *env) printTargets(w io.Writer) {
+	r := e.report
 	if len(r.Targets) > 0 {
 		tg := harness.Table{Title: "targets", Header: []string{"target", "want", "got", "", "detail"}}
 		for _, g := range r.Targets {
@@ -86,4 +97,35 @@ func (e *env) print(w io.Writer) {
 			fmt.Fprintln(w, "  -", f)
 		}
 	}
+}
+
+// printPeer writes the side-by-side comparison and the scale figure.
+func (e *env) printPeer(w io.Writer) {
+	ps := e.report.Peer
+	if ps == nil {
+		return
+	}
+	t := harness.Table{Title: fmt.Sprintf("wxhub worker vs hand-written nats.go worker (peer): 1 process, medians of %d alternating rounds, %v measured per run", ps.Rounds, time.Duration(ps.Measure)),
+		Header: []string{"sim lat", "conc", "peer jobs/s", "wxhub jobs/s", "ratio", "peer p50/p99", "wxhub p50/p99", "peer µs CPU/job", "wxhub µs CPU/job", "ratio", "lost", "dup"}}
+	for i, c := range ps.Cells {
+		r := ps.Ratios[i]
+		t.Add(fmt.Sprintf("%dms", c.LatencyMS), c.Concurrency, harness.FormatRate(c.Peer.JobsPerS), harness.FormatRate(c.WxHub.JobsPerS),
+			fmt.Sprintf("%.2f", r.JobsPerS), fmt.Sprintf("%.1f / %.1f", c.Peer.P50MS, c.Peer.P99MS), fmt.Sprintf("%.1f / %.1f", c.WxHub.P50MS, c.WxHub.P99MS),
+			fmt.Sprintf("%.0f", c.Peer.CPUUsPerJob), fmt.Sprintf("%.0f", c.WxHub.CPUUsPerJob), fmt.Sprintf("%.2f", r.CPUPerJob),
+			c.Peer.Lost+c.WxHub.Lost, c.Peer.Duplicates+c.WxHub.Duplicates)
+	}
+	t.Note("ratio = wxhub ÷ peer; CPU per job is the worker process only (whole run ÷ jobs resolved)")
+	t.Note("the simulator, the load generator and nats-server share the machine's %d cores with the worker", e.report.Host.CPUs)
+	t.Fprint(w)
+	if len(ps.Scale) == 0 {
+		return
+	}
+	st := harness.Table{Title: "scale: wxhub worker processes at 50 ms, 256 in flight each",
+		Header: []string{"procs", "in flight", "jobs/s", "p50 / p99", "ceiling C/L", "ceiling CPU (peer best at 0 ms)", "share of min", "cpu wrk", "cpu nats", "cpu harn"}}
+	for _, s := range ps.Scale {
+		st.Add(s.Procs, s.Procs*s.Concurrency, harness.FormatRate(s.Result.Throughput), fmt.Sprintf("%s / %s", s.Result.Latency.P50, s.Result.Latency.P99),
+			harness.FormatRate(s.CeilingC), harness.FormatRate(s.CeilingCPU), harness.FormatPct(s.Share),
+			fmt.Sprintf("%.2f", s.CPU.Workers), fmt.Sprintf("%.2f", s.CPU.NATS), fmt.Sprintf("%.2f", s.CPU.Harness))
+	}
+	st.Fprint(w)
 }

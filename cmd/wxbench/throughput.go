@@ -68,9 +68,6 @@ type target struct {
 }
 
 func (e *env) matrix() (procs, concs []int, lats []time.Duration) {
-	if e.o.quick {
-		return []int{1, 2}, []int{16, 64}, []time.Duration{0, 50 * time.Millisecond}
-	}
 	return []int{1, 2, 4}, []int{1, 16, 64, 256}, []time.Duration{0, 50 * time.Millisecond}
 }
 
@@ -89,6 +86,12 @@ func (e *env) throughput(ctx context.Context) error {
 	defer holder.Stop(10 * time.Second)
 	if _, _, err := harness.WaitToken(ctx, e.js, benchApp.AppID, 0, 30*time.Second); err != nil {
 		return fmt.Errorf("%w\n%s", err, holder.LogTail(3000))
+	}
+	if err := e.peerCompare(ctx, sim); err != nil {
+		return fmt.Errorf("peer comparison: %w", err)
+	}
+	if e.o.quick {
+		return nil
 	}
 	procsList, concs, lats := e.matrix()
 	mem := &memoryResult{Concurrency: 64, IdleRSSByConc: map[int]int64{}, LoadRSSByConc: map[int]int64{}}
