@@ -21,7 +21,7 @@ import (
 // exported string constant whose name starts with one of these kinds.
 // A new subject, bucket, stream or header is found without touching this
 // test, and must then be documented.
-var nameKinds = []string{"Subject", "Bucket", "Stream", "Header"}
+var nameKinds = []string{"Subject", "Bucket", "Stream", "Header", "Kind", "Reason"}
 
 // eventsNames returns kind → constant name → value, parsed from ../events.
 func eventsNames(t *testing.T) map[string]map[string]string {
@@ -146,7 +146,7 @@ func TestEveryNameInEventsIsDocumented(t *testing.T) {
 			}
 		}
 	}
-	for _, bare := range []string{events.SubjectUserLookup, events.SubjectOAuthCodeReceived} {
+	for _, bare := range events.NewSubjects("").Jobs() {
 		if c := worker.ConsumerName(bare); !strings.Contains(text, "`"+c+"`") {
 			t.Errorf("durable consumer %q is not named in docs/", c)
 		}
