@@ -294,3 +294,45 @@ func TestLinksStayInTheRepository(t *testing.T) {
 		}
 	}
 }
+
+var goBlockRE = regexp.MustCompile("(?s)```go\n(.*?)```")
+
+// TestGoSnippetsAreCompiledExamples: every Go block in README.md and
+// docs/ is cut verbatim from a program under docs/examples, which
+// compiles and whose tests run it against a real `wxhub run`; so no
+// snippet can rot.
+func TestGoSnippetsAreCompiledExamples(t *testing.T) {
+	var sources []string
+	err := filepath.WalkDir("examples", func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			sources = append(sources, string(b))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := pages(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked["../README.md"] = string(readme)
+	n := 0
+	for file, text := range checked {
+		for _, m := range goBlockRE.FindAllStringSubmatch(text, -1) {
+			n++
+			if !slices.ContainsFunc(sources, func(src string) bool { return strings.Contains(src, m[1]) }) {
+				first, _, _ := strings.Cut(strings.TrimSpace(m[1]), "\n")
+				t.Errorf("%s: the Go block starting %q is not cut verbatim from a program in docs/examples", file, first)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no Go blocks found: the pattern is broken")
+	}
+}
