@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,21 +81,22 @@ func TestTokenConflict(t *testing.T) {
 }
 
 // A leader paused past its lease (GC pause, SIGSTOP) loses it to a
-// standby; when it resumes, its late write fails on the KV revision and the
-// successor's token stays.
+// standby; when it resumes, its late write is not even attempted (its
+// lease's time is over), token.refresh_failed says the fetched token is
+// lost, and the successor's token stays.
 func TestDeposedLeaderWriteFails(t *testing.T) {
 	e := newTestEnv(t)
 	app := e.newApp(events.ModeToken)
 	ctx := context.Background()
 
-	// While pausing, h1's renewals wait for renewGate and its token write
-	// for writeGate.
+	// While pausing, h1's lease loop waits for renewGate and its token
+	// write for writeGate.
 	var pausing atomicBool
 	renewGate, writeGate := make(chan struct{}), make(chan struct{})
 	writePaused := make(chan struct{}, 1)
 	writeErr := make(chan error, 1)
 	h1 := e.start(e.config("h1", app), func(h *Holder) {
-		h.hooks.beforeRenew = func(string) {
+		h.hooks.leaseStep = func(string) {
 			if pausing.Load() {
 				<-renewGate
 			}
@@ -140,15 +142,18 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 		t.Fatalf("successor record: holder %q version %d", succ.Holder, succ.Version)
 	}
 
-	// Resume h1's write (its lease loop still sleeps): the write must fail
-	// on the revision alone.
+	// Resume h1's write (its lease loop still sleeps): the write must not
+	// be attempted, and the event must say the token is lost.
 	resumeWrite()
-	if err := <-writeErr; !isWrongLastSeq(err) {
-		t.Errorf("late write: %v, want a revision mismatch", err)
+	if err := <-writeErr; !errors.Is(err, errTermEnded) {
+		t.Errorf("late write: %v, want errTermEnded", err)
 	}
-	if err := <-refreshErr; !errors.Is(err, ErrLostRace) {
-		t.Errorf("h1 refresh: %v, want ErrLostRace", err)
+	if err := <-refreshErr; !errors.Is(err, errTermEnded) {
+		t.Errorf("h1 refresh: %v, want errTermEnded", err)
 	}
+	waitEvent(t, e.events, events.SubjectTokenRefreshFailed, app.AppID, 5*time.Second, func(ev events.TokenRefreshFailed) bool {
+		return strings.Contains(ev.ErrMsg, "could not be stored") && strings.Contains(ev.ErrMsg, "term ended")
+	})
 	resumeRenew()
 	rec, _ := e.record(app.AppID)
 	if rec.Holder != "h2" || rec.Version != 2 || rec.AccessToken != succ.AccessToken {

@@ -24,25 +24,45 @@
 // The leader renews it every LeaseTTL/3 with a publish to the key's subject
 // that expects the lease's last revision and carries the TTL again:
 // kv.Update can neither check-and-set with a TTL nor keep one (nats.go
-// v1.55.0), and a lease without a TTL would never lapse. A failed renewal
-// (revision moved) or a lease older than 0.9 x LeaseTTL by the holder's own
-// clock ends its term at once: in-flight WeChat calls are cancelled and no
-// write is attempted. Standbys watch the key; the TTL expiry appears as a
-// purge marker (the bucket has LimitMarkerTTL) and they try Create at once,
-// so takeover happens within LeaseTTL of the leader's death (measured: ~TTL
-// minus the time since the last renewal). A graceful stop (Run's context
-// done) purges the lease key only if its revision is still ours, so a
-// standby takes over immediately. Leases and retry spacing use real time.
+// v1.55.0), and a lease without a TTL would never lapse. A renewal runs on
+// its own goroutine with a deadline at the lease's end, so a slow NATS
+// never delays the leader's own checks. A failed renewal (revision moved)
+// or a lease older than 0.9 x LeaseTTL by the holder's own clock ends its
+// term at once (a timer fires at that instant): in-flight WeChat calls are
+// cancelled and no write is attempted. Standbys watch the key; the TTL
+// expiry appears as a purge marker (the bucket has LimitMarkerTTL) and they
+// try Create at once, so takeover happens within LeaseTTL of the leader's
+// death (measured: ~TTL minus the time since the last renewal). A graceful
+// stop (Run's context done) purges the lease key only if its revision is
+// still ours, so a standby takes over immediately. Leases and retry spacing
+// use real time.
+//
+// A deposed or cut-off leader never reaches WeChat after its successor:
+// each token call is bounded by min(the WeChat client's Timeout,
+// LeaseTTL/3), and starts only while more than that plus LeaseTTL/10 of the
+// lease is left; otherwise the refresh waits for the next renewal.
 //
 // # Token writes
 //
 // The leader reads the record and its revision R, fetches, then writes with
 // kv.Update(R) (kv.Create for the first token). version is one more than
-// the highest version seen, so it only grows. A failed compare-and-swap
-// means another leader wrote: the fetched token is discarded, the stored
-// one adopted (ErrLostRace), never overwritten. The old token stays in KV
-// until the new one is written; a token is never deleted, also not when
-// refreshes fail.
+// the highest version seen, so it only grows. A fetched token is never
+// thrown away because of NATS: NATS and JetStream errors (10008
+// "temporarily unavailable", no responders during a stream leader
+// election, timeouts) are transient, never configuration errors, and the
+// write is retried with backoff (RetryInitial to min(RetryMax, LeaseTTL/3))
+// for as long as the term lasts, with the token kept in memory and never
+// fetched again. An attempt that timed out may have landed: a later attempt
+// then finds the revision moved and the stored record ours, which counts as
+// success. The quota increment before a fetch is retried the same way. If
+// the term ends first, token.refresh_failed says the fetched token is lost
+// and that the stored one stops working 5 minutes after the fetch; the
+// successor adopts it or refreshes by the usual rules (its users' reports
+// get it refreshed once it is retired). A failed compare-and-swap means
+// another leader wrote: the fetched token is discarded, the stored one
+// adopted (ErrLostRace), never overwritten, and token.refresh_failed says
+// the fetched token was discarded. The old token stays in KV until the new
+// one is written; a token is never deleted, also not when refreshes fail.
 //
 // # When a fetch happens
 //

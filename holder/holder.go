@@ -61,17 +61,25 @@ type Holder struct {
 	// process (tests).
 	noRelease atomic.Bool
 	hooks     hooks
+
+	// fetchTimeout bounds each WeChat token call: min(the client's
+	// Timeout, LeaseTTL/3). A call starts only while more than
+	// fetchTimeout+fetchMargin (LeaseTTL/10) of the lease is left.
+	fetchTimeout, fetchMargin time.Duration
 }
 
 // hooks let tests pause or observe the holder at chosen points. All nil in
 // production.
 type hooks struct {
-	beforeRenew func(appid string)              // before each lease renewal
+	leaseStep   func(appid string)              // at each step of the lease loop (a test pauses it there)
 	beforeWrite func(appid string)              // just before the CAS write of a fetched token
 	afterWrite  func(appid string, err error)   // result of that write
 	evaluated   func(appid string)              // after each evaluation of the leader loop
 	leadership  func(appid string, leader bool) // on every leadership change
+	fetching    func(appid string)              // just before every WeChat call
 	fetched     func(appid string, forced bool) // after every WeChat call
+	// wrapKV lets a test put faults between the holder and a bucket.
+	wrapKV func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue
 }
 
 // New checks cfg, reads the apps' secrets and returns a Holder.
@@ -87,6 +95,8 @@ func New(cfg Config) (*Holder, error) {
 		apps:    make(map[string]*app, len(cfg.Apps)),
 		stopped: make(chan struct{}),
 	}
+	h.fetchTimeout = min(cfg.WeChat.Timeout(), cfg.LeaseTTL/3)
+	h.fetchMargin = cfg.LeaseTTL / 10
 	for _, a := range cfg.Apps {
 		secret, err := a.LoadSecret()
 		if err != nil {
@@ -123,6 +133,9 @@ func (h *Holder) Run(ctx context.Context) error {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
 			return fmt.Errorf("holder: bucket %s (run broker.Provision first): %w", b.name, err)
+		}
+		if h.hooks.wrapKV != nil {
+			kv = h.hooks.wrapKV(b.name, kv)
 		}
 		*b.kv = kv
 	}

@@ -67,29 +67,49 @@ func (a *app) leaseLoop(ctx context.Context) {
 			a.log.Warn("lease acquire failed", "error", err)
 		}
 	}
+	// renew runs on its own goroutine (the loop keeps watching the
+	// lease's deadline meanwhile) and gives up when the lease could lapse.
+	type renewal struct {
+		rev  uint64 // the revision the renewal expected
+		ack  *jetstream.PubAck
+		sent time.Time
+		err  error
+	}
+	renewed := make(chan renewal, 1)
+	renewing := false
 	renew := func() {
-		if f := a.h.hooks.beforeRenew; f != nil {
-			f(a.id)
-		}
+		renewing = true
 		a.mu.Lock()
-		rev := a.leaseRev
+		rev, until := a.leaseRev, a.validUntil
 		a.mu.Unlock()
-		sent := time.Now()
-		msg := &nats.Msg{Subject: "$KV." + events.BucketLeases + "." + a.id, Data: []byte(cfg.ID)}
-		ack, err := a.h.js.PublishMsg(ctx, msg,
-			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(cfg.LeaseTTL))
+		go func() {
+			rctx, cancel := context.WithDeadline(ctx, until)
+			defer cancel()
+			sent := time.Now()
+			msg := &nats.Msg{Subject: "$KV." + events.BucketLeases + "." + a.id, Data: []byte(cfg.ID)}
+			ack, err := a.h.js.PublishMsg(rctx, msg,
+				jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(cfg.LeaseTTL))
+			renewed <- renewal{rev, ack, sent, err}
+		}()
+	}
+	onRenewed := func(r renewal) {
+		renewing = false
+		a.mu.Lock()
+		current := a.leader && a.leaseRev == r.rev
+		a.mu.Unlock()
 		switch {
-		case err == nil:
+		case !current: // a renewal of an earlier term
+		case r.err == nil:
 			a.mu.Lock()
 			if a.leader {
-				a.leaseRev, a.validUntil = ack.Sequence, a.leaseDeadline(sent)
+				a.leaseRev, a.validUntil = r.ack.Sequence, a.leaseDeadline(r.sent)
 			}
 			a.mu.Unlock()
-		case isWrongLastSeq(err):
+		case isWrongLastSeq(r.err):
 			stepDown("lease revision moved (another holder took over)")
 		case ctx.Err() != nil:
 		default:
-			a.log.Warn("lease renewal failed", "error", err)
+			a.log.Warn("lease renewal failed", "error", r.err)
 			if !a.leaseValid() {
 				stepDown("lease could not be renewed in time")
 			}
@@ -126,8 +146,15 @@ func (a *app) leaseLoop(ctx context.Context) {
 	renewT := time.NewTimer(renewEvery)
 	defer renewT.Stop()
 	lastTry := time.Time{}
+	// deadline fires when the lease may lapse: the leader steps down then,
+	// before the server's TTL ends, however slow a renewal is.
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
 
 	for {
+		if f := a.h.hooks.leaseStep; f != nil {
+			f(a.id)
+		}
 		if updates == nil {
 			var err error
 			if w, err = a.h.leases.Watch(ctx, a.id); err == nil {
@@ -137,8 +164,11 @@ func (a *app) leaseLoop(ctx context.Context) {
 			}
 		}
 		a.mu.Lock()
-		leader, leaderID := a.leader, a.leaderID
+		leader, leaderID, until := a.leader, a.leaderID, a.validUntil
 		a.mu.Unlock()
+		if leader {
+			deadline.Reset(time.Until(until))
+		}
 		if !leader && (leaderID == "" || time.Since(lastTry) >= renewEvery) && time.Since(lastTry) >= cfg.CheckInterval/2 {
 			lastTry = time.Now()
 			tryAcquire()
@@ -162,9 +192,15 @@ func (a *app) leaseLoop(ctx context.Context) {
 			if leader && !a.leaseValid() {
 				stepDown("lease lapsed before it could be renewed")
 			}
+		case <-deadline.C:
+			if leader && !a.leaseValid() {
+				stepDown("lease lapsed before it could be renewed")
+			}
+		case r := <-renewed:
+			onRenewed(r)
 		case <-renewT.C:
 			renewT.Reset(renewEvery)
-			if leader {
+			if leader && !renewing {
 				renew()
 			}
 		}

@@ -231,30 +231,54 @@ func (a *app) manualRefresh(ctx context.Context) error {
 	return a.refresh(ctx, events.ReasonManual, true)
 }
 
+// errLeaseShort: too little of the lease is left for a WeChat call to end
+// inside it; the refresh waits for the next renewal.
+var errLeaseShort = errors.New("holder: lease renewal pending; not starting a WeChat call this close to the lease's end")
+
+// leaseRoom reports whether a WeChat call started now ends (by its own
+// timeout) with a margin inside the lease: a deposed or cut-off leader
+// never reaches WeChat after its successor.
+func (a *app) leaseRoom() bool {
+	return a.leaseLeft() > a.h.fetchTimeout+a.h.fetchMargin
+}
+
 // refresh fetches a token from WeChat and stores it with a CAS write.
 func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	if !a.leaseValid() {
 		return ErrNotLeader
 	}
+	if !a.leaseRoom() {
+		return errLeaseShort
+	}
 	now := a.h.cfg.Now()
 	rec, rev := a.record()
-	used, err := a.countFetch(ctx, now, forced && a.stable())
+	var used int64
+	err := a.retryNATS(ctx, "counting the fetch in wx_quota", func(ctx context.Context) error {
+		var err error
+		used, err = a.countFetch(ctx, now, forced && a.stable())
+		return err
+	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return a.failed(ctx, reason, fmt.Errorf("holder: count fetch in wx_quota: %w", err))
+		return err // the term ended: nothing was fetched
 	}
 	a.setQuotaUsed(used)
+	if !a.leaseRoom() {
+		return errLeaseShort
+	}
 	if forced {
 		a.lastForcedAt = now
 	}
+	if f := a.h.hooks.fetching; f != nil {
+		f(a.id)
+	}
+	fctx, cancel := context.WithTimeout(ctx, a.h.fetchTimeout)
 	var tok wechat.AccessToken
 	if a.stable() {
-		tok, err = a.h.cfg.WeChat.StableToken(ctx, a.id, a.secret, forced)
+		tok, err = a.h.cfg.WeChat.StableToken(fctx, a.id, a.secret, forced)
 	} else {
-		tok, err = a.h.cfg.WeChat.Token(ctx, a.id, a.secret)
+		tok, err = a.h.cfg.WeChat.Token(fctx, a.id, a.secret)
 	}
+	cancel()
 	if f := a.h.hooks.fetched; f != nil {
 		f(a.id, forced)
 	}
@@ -307,31 +331,49 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 }
 
 // write stores rec with a compare-and-swap on rev (Create when rev is 0).
-// A lost race means another leader wrote: the KV value wins and is adopted.
+// The fetched token is kept in memory and the write retried (retryNATS)
+// for as long as the term lasts: it is never thrown away because of NATS,
+// and never fetched again. An attempt that failed may still have landed
+// (a timeout after the server stored it): a later attempt then sees the
+// revision moved, and the stored record being ours counts as success. A
+// lost race means another leader wrote: the KV value wins and is adopted,
+// the fetched token is discarded and token.refresh_failed says so.
 func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (uint64, error) {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return 0, fmt.Errorf("holder: encode token record: %w", err)
 	}
-	if !a.leaseValid() {
-		a.log.Warn("lease lapsed during the fetch; discarding the new token", "version", rec.Version)
-		return 0, ErrNotLeader
-	}
 	if f := a.h.hooks.beforeWrite; f != nil {
 		f(a.id)
 	}
 	var newRev uint64
-	for attempt := 0; ; attempt++ {
+	var stored events.TokenRecord
+	err = a.retryNATS(ctx, "storing the fetched token in wx_tokens", func(ctx context.Context) error {
+		var err error
 		if rev == 0 {
 			newRev, err = a.h.tokens.Create(ctx, a.id, data)
 		} else {
 			newRev, err = a.h.tokens.Update(ctx, a.id, data, rev)
 		}
-		if err == nil || isWrongLastSeq(err) || ctx.Err() != nil || attempt == 2 {
-			break
+		if err == nil || !isWrongLastSeq(err) {
+			return err
 		}
-		a.log.Warn("writing the token failed; retrying", "version", rec.Version, "error", err)
-	}
+		// The revision moved: an earlier attempt of ours landed, or
+		// another leader wrote.
+		e, gerr := a.h.tokens.Get(ctx, a.id)
+		if gerr != nil {
+			return gerr
+		}
+		if derr := json.Unmarshal(e.Value(), &stored); derr != nil {
+			return stopRetry{fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, derr)}
+		}
+		if stored.AccessToken == rec.AccessToken && stored.Version == rec.Version {
+			newRev = e.Revision()
+			return nil
+		}
+		a.setRecord(stored, e.Revision())
+		return stopRetry{err}
+	})
 	if f := a.h.hooks.afterWrite; f != nil {
 		f(a.id, err)
 	}
@@ -339,16 +381,31 @@ func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (ui
 	case err == nil:
 		return newRev, nil
 	case isWrongLastSeq(err):
-		_ = a.loadToken(ctx)
-		cur, _ := a.record()
 		a.log.Warn("token changed in KV during the refresh (another leader wrote); discarding ours",
-			"ours", rec.Version, "stored", cur.Version, "stored_by", cur.Holder)
-		return 0, fmt.Errorf("%w: stored version %d", ErrLostRace, cur.Version)
+			"ours", rec.Version, "stored", stored.Version, "stored_by", stored.Holder)
+		a.publish(ctx, a.h.subj.TokenRefreshFailed, "", events.TokenRefreshFailed{
+			AppID: a.id,
+			ErrMsg: fmt.Sprintf("the token fetched as version %d was discarded: another holder (%s) stored version %d meanwhile; that one is kept",
+				rec.Version, stored.Holder, stored.Version),
+			NextAttemptAt: a.h.cfg.Now(),
+		})
+		return 0, fmt.Errorf("%w: stored version %d", ErrLostRace, stored.Version)
+	case errors.Is(err, errTermEnded):
+		cur, _ := a.record()
+		a.log.Error("the term ended before the fetched token could be stored; it is lost", "version", rec.Version,
+			"fingerprint", wechat.Fingerprint(rec.AccessToken), "stored", cur.Version, "error", err)
+		msg := fmt.Sprintf("the token fetched as version %d (fingerprint %s) could not be stored in %s before this holder's term ended (%v); "+
+			"the stored version %d stops working 5 minutes after that fetch, the next leader adopts it or refreshes by the usual rules",
+			rec.Version, wechat.Fingerprint(rec.AccessToken), "wx_tokens", err, cur.Version)
+		a.mu.Lock()
+		a.lastErr = msg
+		a.mu.Unlock()
+		a.publish(ctx, a.h.subj.TokenRefreshFailed, "", events.TokenRefreshFailed{
+			AppID: a.id, ErrMsg: msg, NextAttemptAt: a.h.cfg.Now().Add(a.h.cfg.LeaseTTL),
+		})
+		return 0, err
 	default:
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		return 0, a.failed(ctx, "", fmt.Errorf("holder: store token: %w", err))
+		return 0, fmt.Errorf("holder: store token: %w", err)
 	}
 }
 
@@ -358,6 +415,9 @@ func (a *app) failed(ctx context.Context, reason string, err error) error {
 	nowClock := a.h.cfg.Now()
 	code := wechat.ErrCode(err)
 	class := wechat.Classify(err)
+	if !fromWeChat(err) {
+		class = wechat.ClassTransient // NATS, JetStream: never a configuration error
+	}
 	var wait time.Duration
 	next := time.Time{}
 	switch class {

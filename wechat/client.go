@@ -97,6 +97,9 @@ func NewClient(cfg Config) (*Client, error) {
 // BaseURL returns the API base URL the client calls.
 func (c *Client) BaseURL() string { return c.cfg.BaseURL }
 
+// Timeout returns the bound of each call (Config.Timeout).
+func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
+
 // status is the errcode/errmsg part every answer may carry.
 type status struct {
 	ErrCode int    `json:"errcode"`
