@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/internal/redact"
 )
 
 // ConnConfig says how to reach NATS. The zero value with URL set connects
@@ -73,7 +75,7 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("broker: connect to NATS: %w", err)
+		return nil, fmt.Errorf("broker: connect to NATS at %s: %w", redact.URL(cfg.URL), redact.Error(err))
 	}
 	return nc, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/redact"
 )
 
 func newJobID() string {
@@ -111,7 +112,7 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	msg.Header.Set(events.HeaderCorrelationID, j.jobID)
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
-		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, cfg.NATS.URL)
+		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
 	}
 	var found *nats.Msg
 	if ack.Duplicate {

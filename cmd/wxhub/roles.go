@@ -14,6 +14,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/redact"
 	"github.com/wxhub/wxhub/internal/runner"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/worker"
@@ -173,7 +174,7 @@ func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.L
 	}
 	rn := &runner.Runner{
 		Roles: roles, Conn: nc, Prefix: cfg.Prefix, OpsListen: cfg.HTTPListen,
-		Logger: log.With("nats", cfg.NATS.URL, "apps", len(cfg.Apps)), Started: started,
+		Logger: log.With("nats", redact.URL(cfg.NATS.URL), "apps", len(cfg.Apps)), Started: started,
 	}
 	err = rn.Run(ctx)
 	var le *runner.ListenError

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/redact"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -89,7 +90,7 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 
 func printTry(env *cmdEnv, cfg *config.Config, opsAddr string, demo bool, d wechatsim.DemoApp) {
 	w := env.stdout
-	fmt.Fprintf(w, "\nwxhub is running. NATS: %s\n", cfg.NATS.URL)
+	fmt.Fprintf(w, "\nwxhub is running. NATS: %s\n", redact.URL(cfg.NATS.URL))
 	if opsAddr != "" {
 		fmt.Fprintf(w, "Metrics: http://%s/metrics   health: http://%s/healthz   ready: http://%s/readyz\n", opsAddr, opsAddr, opsAddr)
 	}
