@@ -19,8 +19,14 @@ type Topology struct {
 	// Replicas for streams and buckets; 0 means 1. Use 3 on a cluster.
 	Replicas int
 	// DuplicateWindow of the job and result streams; 0 means 10 minutes.
+	// Inside it a second publish with the same Nats-Msg-Id is dropped;
+	// beyond it the wx_done records keep a job to one result. It must
+	// cover a worker's redelivery after a crash (see
+	// worker.Config.Validate).
 	DuplicateWindow time.Duration
 	// JobMaxAge bounds how long an unconsumed job is kept; 0 means 24h.
+	// It is also the TTL of the wx_done and wx_oauth records, so they
+	// outlive every delivery of their job.
 	JobMaxAge time.Duration
 	// ResultMaxAge bounds how long results are kept; 0 means 24h.
 	ResultMaxAge time.Duration
@@ -42,6 +48,12 @@ func (t *Topology) setDefaults() {
 }
 
 // StreamConfigs returns the configuration of wxhub's four streams.
+//
+// WX_RESULTS listens only on the internal subjects
+// <prefix>wxhub.result.user.profile and <prefix>wxhub.result.user.profile.failed,
+// stores each result under its public subject (<prefix>user.profile,
+// <prefix>user.profile.failed: consumers filter on those) and republishes
+// it there once stored.
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	t.setDefaults()
 	s := events.NewSubjects(t.Prefix)
@@ -55,17 +67,25 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Replicas:    t.Replicas,
 			MaxAge:      t.JobMaxAge,
 			Duplicates:  t.DuplicateWindow,
-			MaxMsgSize:  64 << 10,
+			// No MaxMsgSize: the stream takes whatever the server takes
+			// (max_payload), so an oversized job is stored and ends as
+			// invalid_job with a dead letter instead of vanishing.
 		},
 		{
 			Name:        events.StreamResults,
 			Description: "wxhub results: user.profile and user.profile.failed",
-			Subjects:    s.Results(),
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    t.Replicas,
-			MaxAge:      t.ResultMaxAge,
-			Duplicates:  t.DuplicateWindow,
+			// Workers publish to the internal stored subjects; the
+			// stream keeps each result under its public subject and
+			// only then republishes it to core subscribers, so a
+			// duplicate (dropped by the dedupe) never reaches them.
+			Subjects:         s.StoredResults(),
+			SubjectTransform: &jetstream.SubjectTransformConfig{Source: s.StoredResultPrefix + ">", Destination: s.Prefix + ">"},
+			RePublish:        &jetstream.RePublish{Source: s.Prefix + "user.>", Destination: s.Prefix + "user.>"},
+			Retention:        jetstream.LimitsPolicy,
+			Storage:          jetstream.FileStorage,
+			Replicas:         t.Replicas,
+			MaxAge:           t.ResultMaxAge,
+			Duplicates:       t.DuplicateWindow,
 		},
 		{
 			Name:        events.StreamTokenEvents,
@@ -90,7 +110,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
-// BucketConfigs returns the configuration of wxhub's four KV buckets.
+// BucketConfigs returns the configuration of wxhub's KV buckets.
 func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 	t.setDefaults()
 	return []jetstream.KeyValueConfig{
@@ -123,7 +143,17 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 			History:     1,
 			Storage:     jetstream.FileStorage,
 			Replicas:    t.Replicas,
-			TTL:         10 * time.Minute,
+			// As long as the job may be redelivered: the owner's
+			// redelivery finishes from the identity stored here.
+			TTL: t.JobMaxAge,
+		},
+		{
+			Bucket:      events.BucketDone,
+			Description: "finished jobs by sha256(result id): a redelivery ends without a second result",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			TTL:         t.JobMaxAge,
 		},
 	}
 }

@@ -529,7 +529,7 @@ func TestNATSClusterPermissions(t *testing.T) {
 		if err := got.DoubleAck(ctx); err != nil {
 			t.Fatalf("worker: ack: %v", err)
 		}
-		result := nats.NewMsg(events.SubjectUserProfile)
+		result := nats.NewMsg(events.NewSubjects("").StoredUserProfile)
 		result.Header.Set(events.HeaderMsgID, "job-1")
 		result.Data = []byte(`{"job_id":"job-1"}`)
 		if _, err := worker.js.PublishMsg(ctx, result); err != nil {

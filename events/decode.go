@@ -126,3 +126,8 @@ func PeekJobIdentity(data []byte) (jobID, appID string) {
 	}
 	return str("job_id", jobIDPattern), str("appid", appIDPattern)
 }
+
+// ValidJobID reports whether s is a well-formed job_id (the schema's
+// pattern ^[A-Za-z0-9._:-]{1,128}$). A job's Nats-Msg-Id header names its
+// result only when it is one.
+func ValidJobID(s string) bool { return jobIDPattern.MatchString(s) }

@@ -16,6 +16,14 @@ const (
 	// SubjectStatus is the scatter-gather request `wxhub status` sends;
 	// every running holder and worker answers it (no secrets).
 	SubjectStatus = "wxhub.status"
+	// SubjectStoredResultPrefix is followed by a result subject, e.g.
+	// "wxhub.result.user.profile": the internal subject workers publish
+	// results to. Only the WX_RESULTS stream listens there; it stores
+	// each result under its public subject (user.profile,
+	// user.profile.failed) and only then republishes it to core
+	// subscribers, so a duplicate publish, dropped by the stream, never
+	// reaches anyone.
+	SubjectStoredResultPrefix = "wxhub.result."
 )
 
 // KV bucket names.
@@ -24,6 +32,9 @@ const (
 	BucketLeases = "wx_leases"
 	BucketQuota  = "wx_quota"
 	BucketOAuth  = "wx_oauth"
+	// BucketDone keeps one record per finished job (key: DoneKey of the
+	// result id), for as long as the job could still be delivered.
+	BucketDone = "wx_done"
 )
 
 // JetStream stream names (stream names cannot contain dots).
@@ -58,6 +69,12 @@ type Subjects struct {
 	TokenRefreshFailed string
 	TokenConflict      string
 	DeadLetterPrefix   string
+	// StoredUserProfile and StoredUserProfileFailed are the internal
+	// subjects results are published to (see SubjectStoredResultPrefix).
+	StoredUserProfile       string
+	StoredUserProfileFailed string
+	// StoredResultPrefix is Prefix + SubjectStoredResultPrefix.
+	StoredResultPrefix string
 }
 
 // NewSubjects returns the subject names under prefix. An empty prefix gives
@@ -77,14 +94,26 @@ func NewSubjects(prefix string) Subjects {
 		TokenRefreshFailed: prefix + SubjectTokenRefreshFailed,
 		TokenConflict:      prefix + SubjectTokenConflict,
 		DeadLetterPrefix:   prefix + SubjectDeadLetterPrefix,
+
+		StoredUserProfile:       prefix + SubjectStoredResultPrefix + SubjectUserProfile,
+		StoredUserProfileFailed: prefix + SubjectStoredResultPrefix + SubjectUserProfileFailed,
+		StoredResultPrefix:      prefix + SubjectStoredResultPrefix,
 	}
 }
 
 // Jobs returns the job subjects.
 func (s Subjects) Jobs() []string { return []string{s.UserLookup, s.OAuthCodeReceived} }
 
-// Results returns the result subjects.
+// Results returns the public result subjects: the subjects results are
+// stored under in WX_RESULTS (filter a consumer on them) and republished
+// on to core subscribers.
 func (s Subjects) Results() []string { return []string{s.UserProfile, s.UserProfileFailed} }
+
+// StoredResults returns the internal subjects workers publish results to
+// (the WX_RESULTS stream's own subjects).
+func (s Subjects) StoredResults() []string {
+	return []string{s.StoredUserProfile, s.StoredUserProfileFailed}
+}
 
 // Tokens returns the token event subjects.
 func (s Subjects) Tokens() []string {

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -41,25 +39,27 @@ type Invalidator interface {
 }
 
 // Config configures Handlers. WeChat, Tokens, Invalidator, Publisher,
-// OAuth and at least one App are required; every other zero value means
+// OAuth, Done and at least one App are required; every other zero value means
 // the default named on the field.
 type Config struct {
 	WeChat      *wechat.Client
 	Tokens      TokenSource
 	Invalidator Invalidator
-	// Publisher publishes results and dead letters. It must publish to
-	// JetStream and send the Nats-Msg-Id metadata as a header (see
+	// Publisher stores results and dead letters in JetStream (see
 	// package worker's Publisher).
-	Publisher message.Publisher
+	Publisher Publisher
 	OAuth     OAuthStore
-	Apps      []App
+	// Done keeps the done record of every finished job (wx_done).
+	Done DoneStore
+	Apps []App
 	// Prefix of every subject (see events.NewSubjects).
 	Prefix string
 	// MaxDeliver is the consumer's MaxDeliver: on that delivery a job
 	// is never retried again. 0 means 5.
 	MaxDeliver int
-	// JobTimeout bounds the work of one delivery; it must be shorter than
-	// the consumer's AckWait. 0 means 45 s.
+	// JobTimeout bounds the work of one delivery; JobTimeout +
+	// FinishTimeout must be shorter than the consumer's AckWait. 0 means
+	// 45 s.
 	JobTimeout time.Duration
 	// TokenWait bounds the wait for a newer token after a rejection (or
 	// for a first token). 0 means 20 s.
@@ -78,12 +78,16 @@ type Config struct {
 	// delivery, capped by NakDelayMax. 0 means 1 s and 30 s.
 	NakDelayMin time.Duration
 	NakDelayMax time.Duration
-	// ClaimTimeout is when an OAuth claim whose holder never stored an
-	// outcome is considered abandoned (its worker died). Use the
-	// consumer's AckWait. 0 means 60 s.
-	ClaimTimeout time.Duration
-	// PublishTimeout bounds one publish. 0 means 10 s.
-	PublishTimeout time.Duration
+	// FinishTimeout bounds what ends a delivery after its work: storing
+	// the OAuth outcome, publishing the result (and dead letter), writing
+	// the done record. A delivery is over JobTimeout + FinishTimeout
+	// after it started. 0 means 10 s.
+	FinishTimeout time.Duration
+	// Fault, if set, is called at the fault stages (FaultResultStored,
+	// FaultDoneRecorded) with the job's result id. It exists for fault
+	// tests only (cmd/wxhub wires it to the WXHUB_TEST_FAULT variable to
+	// SIGKILL the process there); leave it nil.
+	Fault func(stage, resultID string)
 	// Reporter names this worker in token.invalidated and OAuth claims.
 	Reporter string
 	// Logger; nil means slog.Default().
@@ -111,8 +115,7 @@ func (c *Config) setDefaults() {
 	def(&c.RetryMaxElapsed, 10*time.Second)
 	def(&c.NakDelayMin, time.Second)
 	def(&c.NakDelayMax, 30*time.Second)
-	def(&c.ClaimTimeout, 60*time.Second)
-	def(&c.PublishTimeout, 10*time.Second)
+	def(&c.FinishTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -134,6 +137,8 @@ func (c Config) Validate() error {
 		return errors.New("handlers: Publisher required")
 	case c.OAuth == nil:
 		return errors.New("handlers: OAuth store required")
+	case c.Done == nil:
+		return errors.New("handlers: Done store required")
 	case len(c.Apps) == 0:
 		return errors.New("handlers: at least one app required")
 	case c.NakDelayMin > c.NakDelayMax:

@@ -19,6 +19,9 @@ const (
 	MetaStreamSeq = "Wx-Stream-Seq"
 	// MetaSubject is the subject the job arrived on (with prefix).
 	MetaSubject = "Wx-Subject"
+	// MetaMsgID is the job message's Nats-Msg-Id header: it names the
+	// result of a job whose body has no usable job_id (ResultID).
+	MetaMsgID = "Wx-Job-Msg-Id"
 )
 
 // Delivery is what a handler knows about one delivery of a job message.

@@ -17,7 +17,7 @@ type Handlers struct {
 	log      *slog.Logger
 
 	stats struct {
-		deliveries, succeeded, failed, invalid, retried, republished atomic.Int64
+		deliveries, succeeded, failed, invalid, retried, republished, alreadyDone, duplicates atomic.Int64
 	}
 }
 
@@ -29,6 +29,8 @@ type Stats struct {
 	Invalid     int64 // jobs rejected as bad input or unknown appid
 	Retried     int64 // deliveries nak'd for a later retry
 	Republished int64 // OAuth results republished from a stored outcome
+	AlreadyDone int64 // deliveries acked at once: the job had a done record
+	Duplicates  int64 // results the stream dropped as duplicates (stored before)
 }
 
 // New checks cfg and returns Handlers.
@@ -57,6 +59,8 @@ func (h *Handlers) Stats() Stats {
 		Invalid:     h.stats.invalid.Load(),
 		Retried:     h.stats.retried.Load(),
 		Republished: h.stats.republished.Load(),
+		AlreadyDone: h.stats.alreadyDone.Load(),
+		Duplicates:  h.stats.duplicates.Load(),
 	}
 }
 

@@ -13,17 +13,17 @@ import (
 // UserLookup handles a user.lookup job: GET /cgi-bin/user/info with the
 // app's global token, then one user.profile or user.profile.failed.
 func (h *Handlers) UserLookup(msg *message.Message) error {
-	j := h.newJob(msg, events.SubjectUserLookup, h.subjects.UserLookup)
-	ctx, cancel := context.WithTimeout(msg.Context(), h.cfg.JobTimeout)
-	defer cancel()
+	return h.run(msg, events.SubjectUserLookup, h.subjects.UserLookup, h.userLookup)
+}
 
-	lk, err := events.DecodeUserLookup(msg.Payload)
+func (h *Handlers) userLookup(ctx context.Context, j *job) error {
+	lk, err := events.DecodeUserLookup(j.msg.Payload)
 	if err != nil {
-		return h.rejectInvalid(ctx, j, err)
+		return h.rejectInvalid(j, err)
 	}
 	j.jobID, j.appID = lk.JobID, lk.AppID
 	if _, ok := h.apps[lk.AppID]; !ok {
-		return h.reject(ctx, j, events.KindConfig, fmt.Sprintf("appid %s is not configured on this worker", lk.AppID))
+		return h.reject(j, events.KindConfig, fmt.Sprintf("appid %s is not configured on this worker", lk.AppID))
 	}
 
 	var info wechat.UserInfo
@@ -57,5 +57,5 @@ func (h *Handlers) UserLookup(msg *message.Message) error {
 	if p.OpenID == "" {
 		p.OpenID = lk.OpenID
 	}
-	return h.publishProfile(ctx, j, p)
+	return h.publishProfile(j, p)
 }

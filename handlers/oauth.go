@@ -13,88 +13,116 @@ import (
 	"github.com/wxhub/wxhub/wechat"
 )
 
-// storeError is a failure of the OAuth store: worth a retry.
-type storeError struct{ err error }
+// storeError is a failure of a store (wx_oauth, wx_done): worth a retry.
+type storeError struct {
+	what string
+	err  error
+}
 
-func (e *storeError) Error() string { return "oauth store: " + e.err.Error() }
+func (e *storeError) Error() string {
+	if e.what == "" {
+		return "oauth store: " + e.err.Error()
+	}
+	return e.what + ": " + e.err.Error()
+}
 func (e *storeError) Unwrap() error { return e.err }
 
-// claimedElsewhereError: another delivery holds a fresh claim on the code.
-type claimedElsewhereError struct{ by string }
+// claimedElsewhereError: another job owns the code and has not finished.
+type claimedElsewhereError struct{ job, by string }
 
 func (e *claimedElsewhereError) Error() string {
-	return fmt.Sprintf("the code is being exchanged by %s", e.by)
+	return fmt.Sprintf("the code is being exchanged by job %s (worker %s), which has not finished; this job never exchanges it a second time", e.job, e.by)
 }
 
 // OAuthCode handles an oauth.code.received job: exchange the code once
 // (GET /sns/oauth2/access_token), for scope snsapi_userinfo also fetch
-// /sns/userinfo, then one user.profile or user.profile.failed. A
-// redelivery, or another job with the same code, republishes the stored
-// outcome and never exchanges again.
+// /sns/userinfo, then one user.profile or user.profile.failed.
+//
+// The job that claims the code first owns it. The owner's own
+// redeliveries finish from what it stored (the outcome, or the identity
+// WeChat returned), or exchange again if an earlier delivery died before
+// WeChat answered. Another job with the same code never exchanges it: it
+// waits (within its JobTimeout) for the owner's outcome and republishes a
+// copy under its own job_id, or is retried later, and on its last
+// delivery fails saying which job owns the code.
 func (h *Handlers) OAuthCode(msg *message.Message) error {
-	j := h.newJob(msg, events.SubjectOAuthCodeReceived, h.subjects.OAuthCodeReceived)
-	ctx, cancel := context.WithTimeout(msg.Context(), h.cfg.JobTimeout)
-	defer cancel()
+	return h.run(msg, events.SubjectOAuthCodeReceived, h.subjects.OAuthCodeReceived, h.oauthCode)
+}
 
-	oc, err := events.DecodeOAuthCodeReceived(msg.Payload)
+func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
+	oc, err := events.DecodeOAuthCodeReceived(j.msg.Payload)
 	if err != nil {
-		return h.rejectInvalid(ctx, j, err)
+		return h.rejectInvalid(j, err)
 	}
-	j.jobID, j.appID = oc.JobID, oc.AppID
 	app, ok := h.apps[oc.AppID]
 	if !ok {
-		return h.reject(ctx, j, events.KindConfig, fmt.Sprintf("appid %s is not configured on this worker", oc.AppID))
+		return h.reject(j, events.KindConfig, fmt.Sprintf("appid %s is not configured on this worker", oc.AppID))
 	}
 	key := OAuthKey(oc.AppID, oc.Code)
 
-	for range 4 { // a few rounds of racing claims, then a retry
+	for range 8 { // a few rounds of racing claims and owner updates, then a retry
 		rec, rev, err := h.cfg.OAuth.Get(ctx, key)
 		switch {
 		case errors.Is(err, ErrOAuthNotFound):
-			claim := OAuthRecord{State: OAuthClaimed, ClaimedBy: h.cfg.Reporter, ClaimedAt: h.cfg.Now().UTC(), JobID: oc.JobID}
+			claim := OAuthRecord{State: OAuthClaimed, ClaimedBy: h.cfg.Reporter, ClaimedAt: h.cfg.Now().UTC(), JobID: j.jobID}
 			rev, err := h.cfg.OAuth.Create(ctx, key, claim)
 			if errors.Is(err, ErrOAuthExists) {
 				continue
 			}
 			if err != nil {
-				return h.settle(ctx, j, &storeError{err})
+				return h.settle(ctx, j, &storeError{err: err})
 			}
 			return h.exchange(ctx, j, oc, app, key, claim, rev)
 		case err != nil:
-			return h.settle(ctx, j, &storeError{err})
+			return h.settle(ctx, j, &storeError{err: err})
 		}
-		switch rec.State {
-		case OAuthDone:
+		switch {
+		case rec.State == OAuthDone:
 			return h.republish(ctx, j, rec)
-		case OAuthExchanged:
-			if h.cfg.Now().Sub(rec.ClaimedAt) < h.cfg.ClaimTimeout {
-				// The exchanging job is still fetching the profile.
-				return h.settle(ctx, j, &claimedElsewhereError{by: rec.ClaimedBy})
+		case rec.JobID == j.jobID && j.d.Delivered > 1:
+			// Our own earlier delivery, over by now (a delivery ends
+			// below its AckWait), left the code unfinished.
+			if rec.State == OAuthExchanged {
+				// The user's token died with that delivery: the stored
+				// identity is all there is.
+				p := h.identityProfile(j, rec.OpenID, rec.Scope, rec.UnionID, rec.IsSnapshotUser)
+				return h.finishOAuth(j, key, rec, rev, p)
 			}
-			// The exchanging worker died before storing the result; the
-			// user's token died with it, so the identity is all there is.
-			p := h.identityProfile(j, rec.OpenID, rec.Scope, rec.UnionID, rec.IsSnapshotUser)
-			return h.finishOAuth(ctx, j, key, rec, rev, p)
-		default: // claimed
-			if h.cfg.Now().Sub(rec.ClaimedAt) < h.cfg.ClaimTimeout {
-				return h.settle(ctx, j, &claimedElsewhereError{by: rec.ClaimedBy})
-			}
-			// The claimant died mid-exchange: take over. The code may be
-			// used already; WeChat then says 40163 and the job fails.
-			claim := OAuthRecord{State: OAuthClaimed, ClaimedBy: h.cfg.Reporter, ClaimedAt: h.cfg.Now().UTC(), JobID: oc.JobID}
+			// It died before WeChat answered (or its answer was lost):
+			// ask again; WeChat answers, or says the code was used.
+			claim := rec
+			claim.ClaimedBy, claim.ClaimedAt = h.cfg.Reporter, h.cfg.Now().UTC()
 			nrev, err := h.cfg.OAuth.Update(ctx, key, claim, rev)
 			if errors.Is(err, ErrOAuthConflict) {
 				continue
 			}
 			if err != nil {
-				return h.settle(ctx, j, &storeError{err})
+				return h.settle(ctx, j, &storeError{err: err})
 			}
-			h.log.Warn("taking over an abandoned OAuth claim", append(j.logAttrs(), "claimed_by", rec.ClaimedBy, "claimed_at", rec.ClaimedAt)...)
+			h.log.Info("exchanging the code again after an unfinished earlier delivery", append(j.logAttrs(), "claimed_by", rec.ClaimedBy)...)
 			return h.exchange(ctx, j, oc, app, key, claim, nrev)
+		default:
+			// Another job (or a twin message of this one) owns the code:
+			// wait for its outcome.
+			if err := h.cfg.OAuth.Wait(ctx, key, rev); err != nil {
+				if ctx.Err() != nil {
+					return h.settle(ctx, j, &claimedElsewhereError{job: rec.JobID, by: rec.ClaimedBy})
+				}
+				return h.settle(ctx, j, &storeError{err: err})
+			}
 		}
 	}
-	return h.settle(ctx, j, &storeError{errors.New("the record kept changing")})
+	return h.settle(ctx, j, &storeError{err: errors.New("the record kept changing")})
 }
+
+// codeSpentError: the exchange answered -1, and WeChat counts the code as
+// used even then, so asking again can only answer 40163.
+type codeSpentError struct{ err error }
+
+func (e *codeSpentError) Error() string {
+	return "the code was spent: WeChat answered the exchange with a system error and counts the code as used, so it is not exchanged again; the user must authorize again: " + e.err.Error()
+}
+func (e *codeSpentError) Unwrap() error { return e.err }
 
 // exchange trades the claimed code and ends the job.
 func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeReceived, app App, key string, claim OAuthRecord, rev uint64) error {
@@ -102,16 +130,21 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 	err := h.retryTransient(ctx, func(ctx context.Context) error {
 		var err error
 		tok, err = h.cfg.WeChat.ExchangeCode(ctx, app.AppID, app.Secret, oc.Code)
+		if wechat.ErrCode(err) == wechat.CodeSystemError {
+			return &codeSpentError{err: err}
+		}
 		return err
 	})
 	if err != nil {
 		fe, retry := classify(err)
-		if retry {
-			// Unknown whether WeChat used the code: release the claim so
-			// a later delivery asks again (and gets the answer or 40163).
-			if derr := h.cfg.OAuth.Delete(context.WithoutCancel(ctx), key, rev); derr != nil {
-				h.log.Warn("cannot release the OAuth claim", append(j.logAttrs(), "err", derr)...)
-			}
+		var spent *codeSpentError
+		if errors.As(err, &spent) {
+			fe = events.FailureError{Kind: events.KindWeChat, ErrCode: wechat.ErrCode(err), ErrMsg: spent.Error()}
+			retry = false
+		}
+		if retry && !j.last(h.cfg.MaxDeliver) {
+			// Unknown whether WeChat used the code: keep the claim; this
+			// job's redelivery asks again, other jobs wait for it.
 			return h.settle(ctx, j, err)
 		}
 		f := h.failure(j, fe)
@@ -120,16 +153,16 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 			return fmt.Errorf("handlers: encode failure: %w", merr)
 		}
 		claim.State, claim.ResultSubject, claim.Result = OAuthDone, events.SubjectUserProfileFailed, b
-		if _, serr := h.cfg.OAuth.Update(context.WithoutCancel(ctx), key, claim, rev); serr != nil {
+		if _, serr := h.cfg.OAuth.Update(j.finish, key, claim, rev); serr != nil {
 			h.log.Warn("cannot store the OAuth failure", append(j.logAttrs(), "err", serr)...)
 		}
-		return h.publishFailureBytes(ctx, j, b, fe)
+		return h.publishFailureBytes(j, b, fe)
 	}
 	h.log.Debug("code exchanged", append(j.logAttrs(), "token", tok)...)
 
 	// Keep the identity (never the user's tokens) before anything else.
 	claim.State, claim.OpenID, claim.Scope, claim.UnionID, claim.IsSnapshotUser = OAuthExchanged, tok.OpenID, tok.Scope, tok.UnionID, tok.IsSnapshotUser
-	if nrev, serr := h.cfg.OAuth.Update(context.WithoutCancel(ctx), key, claim, rev); serr != nil {
+	if nrev, serr := h.cfg.OAuth.Update(j.finish, key, claim, rev); serr != nil {
 		h.log.Warn("cannot store the OAuth exchange", append(j.logAttrs(), "err", serr)...)
 	} else {
 		rev = nrev
@@ -155,7 +188,7 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 			}
 		}
 	}
-	return h.finishOAuth(ctx, j, key, claim, rev, p)
+	return h.finishOAuth(j, key, claim, rev, p)
 }
 
 func (h *Handlers) identityProfile(j *job, openid, scope, unionid string, snapshot int) events.UserProfile {
@@ -166,16 +199,16 @@ func (h *Handlers) identityProfile(j *job, openid, scope, unionid string, snapsh
 }
 
 // finishOAuth stores the profile as the code's outcome, then publishes it.
-func (h *Handlers) finishOAuth(ctx context.Context, j *job, key string, rec OAuthRecord, rev uint64, p events.UserProfile) error {
+func (h *Handlers) finishOAuth(j *job, key string, rec OAuthRecord, rev uint64, p events.UserProfile) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("handlers: encode profile: %w", err)
 	}
 	rec.State, rec.ResultSubject, rec.Result, rec.JobID = OAuthDone, events.SubjectUserProfile, b, j.jobID
-	if _, err := h.cfg.OAuth.Update(context.WithoutCancel(ctx), key, rec, rev); err != nil {
+	if _, err := h.cfg.OAuth.Update(j.finish, key, rec, rev); err != nil {
 		h.log.Warn("cannot store the OAuth outcome", append(j.logAttrs(), "err", err)...)
 	}
-	return h.publishProfileBytes(ctx, j, b)
+	return h.publishProfileBytes(j, b)
 }
 
 // republish publishes a stored outcome for this job: the same bytes for
@@ -190,7 +223,7 @@ func (h *Handlers) republish(ctx context.Context, j *job, rec OAuthRecord) error
 		if rec.JobID != j.jobID {
 			var p events.UserProfile
 			if err := json.Unmarshal(rec.Result, &p); err != nil {
-				return h.settle(ctx, j, &storeError{err})
+				return h.settle(ctx, j, &storeError{err: err})
 			}
 			p.JobID, p.AppID = j.jobID, j.appID
 			var err error
@@ -198,11 +231,11 @@ func (h *Handlers) republish(ctx context.Context, j *job, rec OAuthRecord) error
 				return fmt.Errorf("handlers: encode profile: %w", err)
 			}
 		}
-		return h.publishProfileBytes(ctx, j, b)
+		return h.publishProfileBytes(j, b)
 	default:
 		var f events.UserProfileFailed
 		if err := json.Unmarshal(rec.Result, &f); err != nil {
-			return h.settle(ctx, j, &storeError{err})
+			return h.settle(ctx, j, &storeError{err: err})
 		}
 		b := []byte(rec.Result)
 		if rec.JobID != j.jobID {
@@ -212,7 +245,7 @@ func (h *Handlers) republish(ctx context.Context, j *job, rec OAuthRecord) error
 				return fmt.Errorf("handlers: encode failure: %w", err)
 			}
 		}
-		return h.publishFailureBytes(ctx, j, b, f.Error)
+		return h.publishFailureBytes(j, b, f.Error)
 	}
 }
 

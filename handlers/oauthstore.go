@@ -52,6 +52,9 @@ type OAuthStore interface {
 	Update(ctx context.Context, key string, rec OAuthRecord, rev uint64) (uint64, error)
 	// Delete removes the record at revision rev, else ErrOAuthConflict.
 	Delete(ctx context.Context, key string, rev uint64) error
+	// Wait blocks until the record at key is no longer at revision rev
+	// (updated or deleted), or ctx is done. It watches; it never polls.
+	Wait(ctx context.Context, key string, rev uint64) error
 }
 
 // OAuthKey is the wx_oauth key of a code: hex sha256(appid+code). The code

@@ -45,14 +45,21 @@ func (noInvalidate) Invalidate(context.Context, string, uint64, int) error { ret
 
 type countingPublisher struct{ n, failed int }
 
-func (p *countingPublisher) Publish(topic string, msgs ...*message.Message) error {
-	if topic != events.SubjectUserProfile {
+func (p *countingPublisher) Publish(_ context.Context, subject string, _ []byte, _ map[string]string) (handlers.Stored, error) {
+	if subject != events.NewSubjects("").StoredUserProfile {
 		p.failed++
 	}
-	p.n += len(msgs)
-	return nil
+	p.n++
+	return handlers.Stored{Seq: uint64(p.n)}, nil
 }
-func (p *countingPublisher) Close() error { return nil }
+
+// noDone: no job is ever done before; records are dropped.
+type noDone struct{}
+
+func (noDone) Done(context.Context, string) (events.DoneRecord, bool, error) {
+	return events.DoneRecord{}, false, nil
+}
+func (noDone) MarkDone(context.Context, events.DoneRecord) error { return nil }
 
 // unusedOAuth satisfies handlers.OAuthStore; user.lookup never calls it.
 type unusedOAuth struct{}
@@ -67,6 +74,7 @@ func (unusedOAuth) Update(context.Context, string, handlers.OAuthRecord, uint64)
 	return 0, fmt.Errorf("unused")
 }
 func (unusedOAuth) Delete(context.Context, string, uint64) error { return fmt.Errorf("unused") }
+func (unusedOAuth) Wait(context.Context, string, uint64) error   { return fmt.Errorf("unused") }
 
 func perJobSim(b *testing.B) (*httptest.Server, string) {
 	b.Helper()
@@ -96,7 +104,7 @@ func BenchmarkPerJobUserLookup(b *testing.B) {
 	}
 	pub := &countingPublisher{}
 	h, err := handlers.New(handlers.Config{
-		WeChat: wc, Publisher: pub, OAuth: unusedOAuth{}, Invalidator: noInvalidate{},
+		WeChat: wc, Publisher: pub, OAuth: unusedOAuth{}, Done: noDone{}, Invalidator: noInvalidate{},
 		Tokens: staticTokens{rec: events.TokenRecord{AppID: benchAppID, AccessToken: token, Version: 1, ExpiresAt: time.Now().Add(time.Hour)}},
 		Apps:   []handlers.App{{AppID: benchAppID, Secret: benchSecret}},
 		Logger: slog.New(slog.DiscardHandler),

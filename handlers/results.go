@@ -7,45 +7,105 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
-// publish sends payload to subject with the job's Nats-Msg-Id and
-// correlation id. It does not use the job's context: a result for work
-// already done is published even while the worker stops.
-func (h *Handlers) publish(ctx context.Context, j *job, subject string, payload []byte, extra map[string]string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.PublishTimeout)
-	defer cancel()
-	m := message.NewMessage(watermill.NewUUID(), payload)
-	m.Metadata.Set(events.HeaderMsgID, j.msgID())
+// Publisher stores messages in JetStream and waits for the stream's
+// acknowledgement. header holds the message headers to send (Nats-Msg-Id
+// among them, which the stream deduplicates on) and nothing else: a
+// Publisher adds no headers of its own (package worker's Publisher).
+type Publisher interface {
+	Publish(ctx context.Context, subject string, data []byte, header map[string]string) (Stored, error)
+}
+
+// Stored is a stream's acknowledgement of a publish.
+type Stored struct {
+	Seq uint64 // the message's sequence in the stream
+	// Duplicate: the stream had a message with this Nats-Msg-Id already
+	// (within its duplicate window) and dropped this one.
+	Duplicate bool
+}
+
+// DoneStore keeps a record per finished job (package worker implements it
+// on the wx_done bucket).
+type DoneStore interface {
+	// Done returns the job's record and true, or false when it has none.
+	Done(ctx context.Context, resultID string) (events.DoneRecord, bool, error)
+	// MarkDone stores rec under rec.JobID.
+	MarkDone(ctx context.Context, rec events.DoneRecord) error
+}
+
+// Fault stages (see Config.Fault).
+const (
+	// FaultResultStored: the result is stored in WX_RESULTS, the done
+	// record is not written yet, the job is not acked.
+	FaultResultStored = "result-stored"
+	// FaultDoneRecorded: the done record is written, the job is not acked.
+	FaultDoneRecorded = "done-recorded"
+)
+
+// publish stores payload on subject with the job's result id as
+// Nats-Msg-Id and its correlation id, under the job's finish context: a
+// result for work already done is published even while the worker stops.
+func (h *Handlers) publish(j *job, subject string, payload []byte, extra map[string]string) (Stored, error) {
+	hdr := make(map[string]string, 2+len(extra))
+	hdr[events.HeaderMsgID] = j.jobID
 	if j.corrID != "" {
-		m.Metadata.Set(events.HeaderCorrelationID, j.corrID)
+		hdr[events.HeaderCorrelationID] = j.corrID
 	}
 	for k, v := range extra {
-		m.Metadata.Set(k, v)
+		hdr[k] = v
 	}
-	m.SetContext(ctx)
-	if err := h.cfg.Publisher.Publish(subject, m); err != nil {
-		return fmt.Errorf("handlers: publish %s: %w", subject, err)
+	st, err := h.cfg.Publisher.Publish(j.finish, subject, payload, hdr)
+	if err != nil {
+		return st, fmt.Errorf("handlers: publish %s: %w", subject, err)
+	}
+	return st, nil
+}
+
+// publishResult stores one terminal result (public subject resultSubject,
+// published to its internal stored subject), then writes the job's done
+// record. The result reaches core subscribers only once stored, and a
+// duplicate (an earlier delivery stored it) reaches nobody.
+func (h *Handlers) publishResult(j *job, resultSubject, storedSubject string, b []byte) error {
+	st, err := h.publish(j, storedSubject, b, nil)
+	if err != nil {
+		h.observe(j, metrics.OutcomeRetry)
+		return err
+	}
+	if st.Duplicate {
+		h.stats.duplicates.Add(1)
+	}
+	h.fault(FaultResultStored, j.jobID)
+	rec := events.DoneRecord{JobID: j.jobID, JobSubject: j.d.Subject, ResultSubject: resultSubject, ResultSeq: st.Seq,
+		DoneAt: h.cfg.Now().UTC(), By: h.cfg.Reporter}
+	if err := h.cfg.Done.MarkDone(j.finish, rec); err != nil {
+		// The result is stored; a redelivery inside the duplicate window
+		// is dropped by the stream, and the next delivery writes it.
+		h.log.Warn("result stored but the done record was not written", append(j.logAttrs(), "err", err)...)
+	} else {
+		h.fault(FaultDoneRecorded, j.jobID)
 	}
 	return nil
 }
 
-func (h *Handlers) publishProfile(ctx context.Context, j *job, p events.UserProfile) error {
+func (h *Handlers) fault(stage, id string) {
+	if h.cfg.Fault != nil {
+		h.cfg.Fault(stage, id)
+	}
+}
+
+func (h *Handlers) publishProfile(j *job, p events.UserProfile) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("handlers: encode profile: %w", err)
 	}
-	return h.publishProfileBytes(ctx, j, b)
+	return h.publishProfileBytes(j, b)
 }
 
-func (h *Handlers) publishProfileBytes(ctx context.Context, j *job, b []byte) error {
-	if err := h.publish(ctx, j, h.subjects.UserProfile, b, nil); err != nil {
-		h.observe(j, metrics.OutcomeRetry)
+func (h *Handlers) publishProfileBytes(j *job, b []byte) error {
+	if err := h.publishResult(j, h.subjects.UserProfile, h.subjects.StoredUserProfile, b); err != nil {
 		return err
 	}
 	h.stats.succeeded.Add(1)
@@ -67,17 +127,16 @@ func (h *Handlers) failure(j *job, fe events.FailureError) events.UserProfileFai
 	}
 }
 
-func (h *Handlers) publishFailure(ctx context.Context, j *job, f events.UserProfileFailed) error {
+func (h *Handlers) publishFailure(j *job, f events.UserProfileFailed) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("handlers: encode failure: %w", err)
 	}
-	return h.publishFailureBytes(ctx, j, b, f.Error)
+	return h.publishFailureBytes(j, b, f.Error)
 }
 
-func (h *Handlers) publishFailureBytes(ctx context.Context, j *job, b []byte, fe events.FailureError) error {
-	if err := h.publish(ctx, j, h.subjects.UserProfileFailed, b, nil); err != nil {
-		h.observe(j, metrics.OutcomeRetry)
+func (h *Handlers) publishFailureBytes(j *job, b []byte, fe events.FailureError) error {
+	if err := h.publishResult(j, h.subjects.UserProfileFailed, h.subjects.StoredUserProfileFailed, b); err != nil {
 		return err
 	}
 	h.stats.failed.Add(1)
@@ -89,17 +148,17 @@ func (h *Handlers) publishFailureBytes(ctx context.Context, j *job, b []byte, fe
 // reject ends a bad job: the original bytes go to the dead-letter subject,
 // then one user.profile.failed says why. Dead letter first: when the
 // failure result is out, the evidence is already kept.
-func (h *Handlers) reject(ctx context.Context, j *job, kind, reason string) error {
+func (h *Handlers) reject(j *job, kind, reason string) error {
 	if len(reason) > 4000 {
 		reason = reason[:4000] + "..."
 	}
 	dl := map[string]string{events.HeaderDeadLetterReason: kind + ": " + headerSafe(reason)}
-	if err := h.publish(ctx, j, h.subjects.DeadLetter(j.bare), j.msg.Payload, dl); err != nil {
+	if _, err := h.publish(j, h.subjects.DeadLetter(j.bare), j.msg.Payload, dl); err != nil {
 		return err
 	}
 	h.stats.invalid.Add(1)
 	metrics.JobsTotal.WithLabelValues(j.bare, metrics.OutcomeInvalid).Inc()
-	return h.publishFailure(ctx, j, h.failure(j, events.FailureError{Kind: kind, ErrMsg: reason}))
+	return h.publishFailure(j, h.failure(j, events.FailureError{Kind: kind, ErrMsg: reason}))
 }
 
 // headerSafe keeps a header value on one line and short.
@@ -117,12 +176,11 @@ func headerSafe(s string) string {
 }
 
 // rejectInvalid turns a decoding error into the right rejection.
-func (h *Handlers) rejectInvalid(ctx context.Context, j *job, err error) error {
-	j.jobID, j.appID = events.PeekJobIdentity(j.msg.Payload)
+func (h *Handlers) rejectInvalid(j *job, err error) error {
 	var ve *events.ValidationError
 	reason := err.Error()
 	if errors.As(err, &ve) {
 		reason = ve.Error()
 	}
-	return h.reject(ctx, j, events.KindInvalidJob, reason)
+	return h.reject(j, events.KindInvalidJob, reason)
 }

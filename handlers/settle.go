@@ -89,5 +89,5 @@ func (h *Handlers) settle(ctx context.Context, j *job, err error) error {
 		h.log.Info("job will be retried", append(j.logAttrs(), "delay", delay, "err", err)...)
 		return &RetryError{Delay: delay, Err: err}
 	}
-	return h.publishFailure(ctx, j, h.failure(j, fe))
+	return h.publishFailure(j, h.failure(j, fe))
 }

@@ -51,6 +51,15 @@ type Config struct {
 	// JobTimeout bounds the work of one delivery (token waits, WeChat
 	// calls and backoff included). 0 means 45 s.
 	JobTimeout time.Duration
+	// FinishTimeout bounds what ends a delivery after its work (storing
+	// the OAuth outcome, publishing the result, writing the done record).
+	// JobTimeout + FinishTimeout must be shorter than AckWait, so no job
+	// is redelivered while a delivery of it still runs. 0 means the
+	// smaller of 10 s and half of AckWait − JobTimeout.
+	FinishTimeout time.Duration
+	// Fault is a fault-injection hook for tests only (see
+	// handlers.Config.Fault); leave it nil.
+	Fault func(stage, resultID string)
 	// MaxDeliver of the durable consumers; the last delivery never naks.
 	// 0 means 5.
 	MaxDeliver int
@@ -111,6 +120,9 @@ func (c *Config) setDefaults() {
 	def(&c.JobTimeout, 45*time.Second)
 	// TokenWait, Retry* and NakDelay* pass through to package handlers,
 	// which owns their defaults and checks.
+	if c.FinishTimeout <= 0 && c.AckWait > c.JobTimeout {
+		c.FinishTimeout = min(10*time.Second, (c.AckWait-c.JobTimeout)/2)
+	}
 	def(&c.ShutdownGrace, c.JobTimeout)
 	def(&c.InvalidateInterval, 30*time.Second)
 	def(&c.SweepInterval, c.AckWait)
@@ -129,15 +141,49 @@ func (c Config) Validate() error {
 		return errors.New("worker: WeChat client required")
 	case len(c.Apps) == 0:
 		return errors.New("worker: at least one app required")
-	case c.JobTimeout >= c.AckWait:
-		return fmt.Errorf("worker: JobTimeout (%s) must be shorter than AckWait (%s), or running jobs get redelivered", c.JobTimeout, c.AckWait)
+	case c.JobTimeout+c.FinishTimeout >= c.AckWait:
+		return fmt.Errorf("worker: JobTimeout (%s) + FinishTimeout (%s) must be shorter than AckWait (%s), or running jobs get redelivered", c.JobTimeout, c.FinishTimeout, c.AckWait)
 	case c.MaxAckPending < c.Concurrency:
 		return fmt.Errorf("worker: MaxAckPending (%d) below Concurrency (%d)", c.MaxAckPending, c.Concurrency)
+	}
+	if err := c.validateSpans(); err != nil {
+		return err
 	}
 	for i, a := range c.Apps {
 		if a.AppID == "" || a.Secret == "" {
 			return fmt.Errorf("worker: apps[%d]: appid and secret required", i)
 		}
+	}
+	return nil
+}
+
+// validateSpans rejects settings under which a job can be delivered again
+// after what keeps it to one result is gone:
+//   - a worker that dies after storing a result and before writing the
+//     done record leaves the job to a redelivery after AckWait, which only
+//     the results stream's duplicate window stops: the window must be
+//     longer than AckWait;
+//   - the done records and OAuth records live as long as a job may stay
+//     in WX_JOBS (its max age; package broker sets their TTL to it), and
+//     a job's deliveries must fit in that age, or it is removed unfinished.
+func (c Config) validateSpans() error {
+	t := c.Topology
+	window, maxAge := t.DuplicateWindow, t.JobMaxAge
+	if window <= 0 {
+		window = 10 * time.Minute
+	}
+	if maxAge <= 0 {
+		maxAge = 24 * time.Hour
+	}
+	if window <= c.AckWait {
+		return fmt.Errorf("worker: the duplicate window (%s) must be longer than AckWait (%s): a job redelivered after its worker died between storing its result and recording it done would get a second result", window, c.AckWait)
+	}
+	nakMax := c.NakDelayMax
+	if nakMax <= 0 {
+		nakMax = 30 * time.Second
+	}
+	if span := time.Duration(c.MaxDeliver) * (c.AckWait + nakMax); span >= maxAge {
+		return fmt.Errorf("worker: MaxDeliver × (AckWait + NakDelayMax) = %s is not below the jobs' max age (%s): a job could expire before its last delivery", span, maxAge)
 	}
 	return nil
 }

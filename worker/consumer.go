@@ -147,6 +147,9 @@ func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 		wm.Metadata.Set(k, v[0])
 	}
 	wm.Metadata.Set(handlers.MetaSubject, m.Subject())
+	if id := m.Headers().Get(events.HeaderMsgID); id != "" {
+		wm.Metadata.Set(handlers.MetaMsgID, id)
+	}
 	if md, err := m.Metadata(); err == nil {
 		wm.Metadata.Set(handlers.MetaDelivered, strconv.FormatUint(md.NumDelivered, 10))
 		wm.Metadata.Set(handlers.MetaStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))

@@ -78,16 +78,20 @@ func TestBadInput(t *testing.T) {
 	tests := []struct {
 		name     string
 		payload  string
-		wantID   string // Nats-Msg-Id of the failure and dead letter
-		wantJob  string // job_id in the failure
+		msgID    string // the job's Nats-Msg-Id header
+		wantID   string // Nats-Msg-Id of the failure and dead letter, and job_id in the failure
 		wantKind string
 		wantMsg  string // substring of errmsg
 	}{
-		{"not JSON", `{"job_id": "bad-1", oops`, "invalid-1", "", events.KindInvalidJob, "not JSON"},
-		{"missing openid", `{"job_id":"bad-2","appid":"` + testApp + `"}`, "bad-2", "bad-2", events.KindInvalidJob, "openid"},
-		{"wrong type", `{"job_id":"bad-3","appid":"` + testApp + `","openid":42}`, "bad-3", "bad-3", events.KindInvalidJob, "/openid"},
-		{"unknown appid", `{"job_id":"bad-4","appid":"wxffffffffffffffff","openid":"o00000"}`, "bad-4", "bad-4", events.KindConfig, "wxffffffffffffffff"},
-		{"oversized", big, "invalid-1", "", events.KindInvalidJob, "bytes"},
+		{"not JSON", `{"job_id": "bad-1", oops`, "", "invalid-1", events.KindInvalidJob, "not JSON"},
+		{"not JSON with a Nats-Msg-Id", `{"job_id": "bad-1", oops`, "hdr-1", "hdr-1", events.KindInvalidJob, "not JSON"},
+		{"unusable Nats-Msg-Id", `oops`, "a b", "invalid-1", events.KindInvalidJob, "not JSON"},
+		{"body job_id wins over Nats-Msg-Id", `{"job_id":"bad-2","appid":"` + testApp + `"}`, "hdr-2", "bad-2", events.KindInvalidJob, "openid"},
+		{"missing openid", `{"job_id":"bad-2","appid":"` + testApp + `"}`, "", "bad-2", events.KindInvalidJob, "openid"},
+		{"wrong type", `{"job_id":"bad-3","appid":"` + testApp + `","openid":42}`, "", "bad-3", events.KindInvalidJob, "/openid"},
+		{"unknown appid", `{"job_id":"bad-4","appid":"wxffffffffffffffff","openid":"o00000"}`, "", "bad-4", events.KindConfig, "wxffffffffffffffff"},
+		{"oversized", big, "", "invalid-1", events.KindInvalidJob, "bytes"},
+		{"oversized with a Nats-Msg-Id", big, "big-hdr", "big-hdr", events.KindInvalidJob, "bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,7 +100,7 @@ func TestBadInput(t *testing.T) {
 			res := h.follow(events.StreamResults)
 			dead := h.follow(events.StreamDeadLetters)
 			h.startWorker("w", nil)
-			h.publishJob(events.SubjectUserLookup, []byte(tt.payload), "", map[string]string{events.HeaderCorrelationID: "corr-1"})
+			h.publishJob(events.SubjectUserLookup, []byte(tt.payload), tt.msgID, map[string]string{events.HeaderCorrelationID: "corr-1"})
 			h.lookup("good-1", 0) // the worker carries on
 			res.waitIDs(t, 2, 20*time.Second)
 			dead.waitIDs(t, 1, 20*time.Second)
@@ -106,8 +110,8 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("results for %s: %+v", tt.wantID, got)
 			}
 			f := failureOf(t, got[0])
-			if f.Error.Kind != tt.wantKind || f.Error.Retryable || f.JobID != tt.wantJob || !strings.Contains(f.Error.ErrMsg, tt.wantMsg) {
-				t.Fatalf("failure %+v, want kind %s job_id %q errmsg containing %q", f, tt.wantKind, tt.wantJob, tt.wantMsg)
+			if f.Error.Kind != tt.wantKind || f.Error.Retryable || f.JobID != tt.wantID || !strings.Contains(f.Error.ErrMsg, tt.wantMsg) {
+				t.Fatalf("failure %+v, want kind %s job_id %q errmsg containing %q", f, tt.wantKind, tt.wantID, tt.wantMsg)
 			}
 			if err := events.Validate(events.SubjectUserProfileFailed, got[0].Data); err != nil {
 				t.Fatalf("failure does not match its schema: %v", err)

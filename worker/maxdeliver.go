@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
@@ -218,12 +218,18 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	if attempts <= 0 || attempts > maxDeliver {
 		attempts = maxDeliver
 	}
-	jobID, appID := events.PeekJobIdentity(raw.Data)
+	_, appID := events.PeekJobIdentity(raw.Data)
+	jobID := handlers.ResultID(raw.Data, raw.Header.Get(events.HeaderMsgID), ref.seq)
 	msgID := jobID
-	if msgID == "" {
-		msgID = "invalid-" + strconv.FormatUint(ref.seq, 10)
-	}
 	corrID := raw.Header.Get(events.HeaderCorrelationID)
+	if _, done, err := w.done.Done(ctx, jobID); err != nil {
+		return fmt.Errorf("done record: %w", err)
+	} else if done {
+		// Its result is stored (its worker died before the ack): delete
+		// the message, publish nothing.
+		w.log.Info("job that used all its deliveries already had a result", "subject", raw.Subject, "job_id", jobID, "stream_seq", ref.seq, "via", ref.via)
+		return r.delete(ctx, stream, ref.seq)
+	}
 	reason := fmt.Sprintf("the job used all %d deliveries without an answer (its worker died or stalled during the last one)", attempts)
 	b, err := json.Marshal(events.UserProfileFailed{
 		JobID:      jobID,
@@ -236,9 +242,16 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	if err != nil {
 		return fmt.Errorf("encode failure: %w", err)
 	}
-	ack, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.UserProfileFailed, b, msgID, corrID, nil))
+	ack, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredUserProfileFailed, b, msgID, corrID, nil))
 	if err != nil {
 		return fmt.Errorf("publish failure: %w", err)
+	}
+	rec := events.DoneRecord{JobID: jobID, JobSubject: raw.Subject, ResultSeq: ack.Sequence, DoneAt: time.Now().UTC(), By: w.cfg.ID}
+	if !ack.Duplicate {
+		rec.ResultSubject = w.subjects.UserProfileFailed
+	}
+	if err := w.done.MarkDone(ctx, rec); err != nil {
+		w.log.Warn("failure stored but the done record was not written", "job_id", jobID, "err", err)
 	}
 	log := w.log.With("subject", raw.Subject, "job_id", jobID, "appid", appID, "stream_seq", ref.seq, "via", ref.via, "correlation_id", corrID)
 	if ack.Duplicate {
@@ -256,12 +269,17 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 		metrics.JobsTotal.WithLabelValues(ref.c.bare, metrics.OutcomeFailed).Inc()
 		log.Warn("job failed: it used all its deliveries without an answer", "attempts", attempts)
 	}
-	if err := stream.DeleteMsg(ctx, ref.seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	return r.delete(ctx, stream, ref.seq)
+}
+
+// delete removes an ended job message from the jobs stream.
+func (r *reaper) delete(ctx context.Context, stream jetstream.Stream, seq uint64) error {
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			// Without delete permission (see the package doc) the message
 			// stays: remember it so this process does not end it again.
 			r.mu.Lock()
-			r.undelete[ref.seq] = true
+			r.undelete[seq] = true
 			r.mu.Unlock()
 		}
 		return fmt.Errorf("delete message: %w", err)

@@ -66,7 +66,7 @@ func TestJobExhaustedByDeadWorkers(t *testing.T) {
 			}
 			if tt.preResult {
 				p, _ := json.Marshal(events.UserProfile{JobID: "job-1", AppID: testApp, OpenID: openID(0), Source: events.SourceUserInfo, CompletedAt: time.Now().UTC()})
-				m := nats.NewMsg(events.SubjectUserProfile)
+				m := nats.NewMsg(events.NewSubjects("").StoredUserProfile)
 				m.Data = p
 				m.Header.Set(events.HeaderMsgID, "job-1")
 				if _, err := h.env.JS.PublishMsg(context.Background(), m); err != nil {

@@ -17,7 +17,7 @@ import (
 )
 
 // KVOAuthStore is the handlers.OAuthStore on the wx_oauth bucket (values
-// expire with the bucket's TTL, 10 minutes by default). The bucket is
+// expire with the bucket's TTL, the jobs' max age). The bucket is
 // looked up on first use.
 type KVOAuthStore struct {
 	js jetstream.JetStream
@@ -108,6 +108,103 @@ func (s *KVOAuthStore) Delete(ctx context.Context, key string, rev uint64) error
 	if isRevisionConflict(err) {
 		return handlers.ErrOAuthConflict
 	}
+	return err
+}
+
+// Wait implements handlers.OAuthStore: it watches the key.
+func (s *KVOAuthStore) Wait(ctx context.Context, key string, rev uint64) error {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := kv.Watch(ctx, key)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", key, err)
+	}
+	defer func() { _ = w.Stop() }()
+	seen := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", key)
+			}
+			if e == nil { // the initial value is in
+				if !seen {
+					return nil // gone meanwhile (deleted or expired)
+				}
+				continue
+			}
+			seen = true
+			if e.Revision() != rev || e.Operation() != jetstream.KeyValuePut {
+				return nil
+			}
+		}
+	}
+}
+
+// KVDoneStore is the handlers.DoneStore on the wx_done bucket (records
+// expire with the bucket's TTL, the jobs' max age). The bucket is looked
+// up on first use.
+type KVDoneStore struct {
+	js jetstream.JetStream
+
+	mu sync.Mutex
+	kv jetstream.KeyValue
+}
+
+var _ handlers.DoneStore = (*KVDoneStore)(nil)
+
+// NewKVDoneStore returns a store on js's wx_done bucket.
+func NewKVDoneStore(js jetstream.JetStream) *KVDoneStore { return &KVDoneStore{js: js} }
+
+func (s *KVDoneStore) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kv == nil {
+		kv, err := s.js.KeyValue(ctx, events.BucketDone)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", events.BucketDone, err)
+		}
+		s.kv = kv
+	}
+	return s.kv, nil
+}
+
+// Done implements handlers.DoneStore.
+func (s *KVDoneStore) Done(ctx context.Context, resultID string) (events.DoneRecord, bool, error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return events.DoneRecord{}, false, err
+	}
+	e, err := kv.Get(ctx, events.DoneKey(resultID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return events.DoneRecord{}, false, nil
+	}
+	if err != nil {
+		return events.DoneRecord{}, false, err
+	}
+	var rec events.DoneRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		// Unreadable, but present: the job finished.
+		return events.DoneRecord{JobID: resultID}, true, nil
+	}
+	return rec, true, nil
+}
+
+// MarkDone implements handlers.DoneStore.
+func (s *KVDoneStore) MarkDone(ctx context.Context, rec events.DoneRecord) error {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, events.DoneKey(rec.JobID), b)
 	return err
 }
 

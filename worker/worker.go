@@ -45,6 +45,7 @@ type Worker struct {
 	subConn *nats.Conn
 
 	reaper *reaper // jobs that used all their deliveries
+	done   *KVDoneStore
 }
 
 // New checks cfg and returns a Worker; nothing happens on NATS until Run.
@@ -69,12 +70,14 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.hardStop, w.hardCancel = context.WithCancel(context.Background())
 	w.reaper = newReaper(w)
+	w.done = NewKVDoneStore(js)
 	w.h, err = handlers.New(handlers.Config{
 		WeChat:          cfg.WeChat,
 		Tokens:          w.tokens,
 		Invalidator:     w.inval,
 		Publisher:       NewPublisher(js),
 		OAuth:           NewKVOAuthStore(js),
+		Done:            w.done,
 		Apps:            cfg.Apps,
 		Prefix:          cfg.Prefix,
 		MaxDeliver:      cfg.MaxDeliver,
@@ -85,7 +88,8 @@ func New(cfg Config) (*Worker, error) {
 		RetryMaxElapsed: cfg.RetryMaxElapsed,
 		NakDelayMin:     cfg.NakDelayMin,
 		NakDelayMax:     cfg.NakDelayMax,
-		ClaimTimeout:    cfg.AckWait,
+		FinishTimeout:   cfg.FinishTimeout,
+		Fault:           cfg.Fault,
 		Reporter:        cfg.ID,
 		Logger:          log,
 	})

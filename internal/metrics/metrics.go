@@ -28,6 +28,9 @@ const (
 	OutcomeFailed  = "failed"  // user.profile.failed published
 	OutcomeRetry   = "retry"   // nak'd for redelivery
 	OutcomeInvalid = "invalid" // rejected as bad input (also counted as failed)
+	// OutcomeDuplicate: a delivery of a job that already had its result
+	// (done record, or the stream reported the result a duplicate).
+	OutcomeDuplicate = "duplicate"
 )
 
 var (

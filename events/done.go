@@ -1,0 +1,36 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// DoneRecord is the value kept in the wx_done bucket for one finished job,
+// written once its terminal result is stored in WX_RESULTS. A worker that
+// gets a delivery of a job with a done record acks it and does nothing
+// else: no WeChat call, no second result. The bucket's TTL is the jobs
+// stream's max age, so the record outlives every delivery of the job.
+type DoneRecord struct {
+	// JobID is the result id: the job's job_id, else its Nats-Msg-Id,
+	// else "invalid-<stream seq>".
+	JobID string `json:"job_id"`
+	// JobSubject is the job's subject (with prefix).
+	JobSubject string `json:"job_subject"`
+	// ResultSubject is the public subject of the stored result (with
+	// prefix): user.profile or user.profile.failed.
+	ResultSubject string `json:"result_subject"`
+	// ResultSeq is the result's sequence in WX_RESULTS.
+	ResultSeq uint64 `json:"result_seq"`
+	// DoneAt is when the record was written.
+	DoneAt time.Time `json:"done_at"`
+	// By names the worker that wrote it.
+	By string `json:"by,omitempty"`
+}
+
+// DoneKey is the wx_done key of a result id: hex sha256 of the id (job ids
+// may hold characters, such as ':', that KV keys cannot).
+func DoneKey(resultID string) string {
+	sum := sha256.Sum256([]byte(resultID))
+	return hex.EncodeToString(sum[:])
+}
