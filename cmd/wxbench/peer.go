@@ -86,7 +86,7 @@ func runPeer(ctx context.Context, natsURL, base, appid string, conc int) error {
 		return err
 	}
 	p := &peer{js: js, client: wechat.NewHTTPClient(), base: base + wechat.PathUserInfo + "?access_token=", appid: appid,
-		results: events.NewSubjects("").UserProfile}
+		results: events.NewSubjects("").StoredUserProfile}
 	kv, err := js.KeyValue(ctx, events.BucketTokens)
 	if err != nil {
 		return err

@@ -79,7 +79,7 @@ func connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, 
 func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return broker.Provision(ctx, js, broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas})
+	return broker.Provision(ctx, js, broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow})
 }
 
 // newWeChatClient returns a client that records latency and errcodes.

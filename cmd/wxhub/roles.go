@@ -97,9 +97,10 @@ func workerRole(p *process) (runner.Role, error) {
 	}
 	w, err := worker.New(worker.Config{
 		Conn: p.nc, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix,
-		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas},
+		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow},
 		Concurrency: cfg.Worker.Concurrency, MaxDeliver: cfg.Worker.MaxDeliver,
 		AckWait: cfg.Worker.AckWait, JobTimeout: cfg.Worker.AckWait * 3 / 4,
+		Fault:  testFault(),
 		Logger: p.roleLogger("worker"),
 	})
 	if err != nil {

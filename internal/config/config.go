@@ -80,29 +80,33 @@ type Run struct {
 
 // Config is the whole configuration.
 type Config struct {
-	NATS          NATS   `yaml:"nats"`
-	Prefix        string `yaml:"prefix"`
-	Replicas      int    `yaml:"replicas"`
-	WeChatBaseURL string `yaml:"wechat_base_url"`
-	HTTPListen    string `yaml:"http_listen"`
-	Log           Log    `yaml:"log"`
-	Holder        Holder `yaml:"holder"`
-	Worker        Worker `yaml:"worker"`
-	Run           Run    `yaml:"run"`
-	Apps          []App  `yaml:"apps"`
+	NATS     NATS   `yaml:"nats"`
+	Prefix   string `yaml:"prefix"`
+	Replicas int    `yaml:"replicas"`
+	// DuplicateWindow of the job and result streams (see
+	// broker.Topology.DuplicateWindow); it must exceed worker.ack_wait.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	WeChatBaseURL   string        `yaml:"wechat_base_url"`
+	HTTPListen      string        `yaml:"http_listen"`
+	Log             Log           `yaml:"log"`
+	Holder          Holder        `yaml:"holder"`
+	Worker          Worker        `yaml:"worker"`
+	Run             Run           `yaml:"run"`
+	Apps            []App         `yaml:"apps"`
 }
 
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		NATS:          NATS{URL: DefaultNATSURL},
-		Replicas:      1,
-		WeChatBaseURL: "https://api.weixin.qq.com",
-		HTTPListen:    "127.0.0.1:8090",
-		Log:           Log{Format: "text", Level: "info"},
-		Holder:        Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200},
-		Worker:        Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
-		Run:           Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
+		NATS:            NATS{URL: DefaultNATSURL},
+		Replicas:        1,
+		DuplicateWindow: 10 * time.Minute,
+		WeChatBaseURL:   "https://api.weixin.qq.com",
+		HTTPListen:      "127.0.0.1:8090",
+		Log:             Log{Format: "text", Level: "info"},
+		Holder:          Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200},
+		Worker:          Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
+		Run:             Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
 	}
 }
 
@@ -187,6 +191,9 @@ func (c *Config) ResolveSecrets(getenv func(string) string) error {
 // Validate checks the configuration, naming the first bad field.
 // needSecrets is true for roles that call WeChat with the AppSecret.
 func (c Config) Validate(needSecrets bool) error {
+	if c.DuplicateWindow < time.Second {
+		return fmt.Errorf("duplicate_window: %v, want at least 1s", c.DuplicateWindow)
+	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return fmt.Errorf("replicas: %d, want 1 to 5", c.Replicas)
 	}

@@ -92,6 +92,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	}
 	if roles&FlagsServer != 0 {
 		fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
+		fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "duplicate window of the job and result streams (longer than --ack-wait)")
 		fs.StringVar(&c.WeChatBaseURL, "wechat-base-url", c.WeChatBaseURL, "WeChat API base `URL`")
 		fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "`address` for /metrics, /healthz and /readyz (empty: off)")
 		fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json")

@@ -228,12 +228,12 @@ func respond(t *testing.T, nc *nats.Conn, js jetstream.JetStream) {
 		case "bad":
 			b, _ := json.Marshal(events.UserProfileFailed{JobID: job.JobID, JobSubject: s.UserLookup, AppID: job.AppID,
 				Error: events.FailureError{Kind: events.KindWeChat, ErrCode: 40003}, Attempts: 1, FailedAt: time.Now()})
-			_, _ = js.Publish(ctx, s.UserProfileFailed, b, jetstream.WithMsgID(job.JobID))
+			_, _ = js.Publish(ctx, s.StoredUserProfileFailed, b, jetstream.WithMsgID(job.JobID))
 		default:
 			b, _ := json.Marshal(events.UserProfile{JobID: job.JobID, AppID: job.AppID, OpenID: job.OpenID, Source: events.SourceUserInfo, CompletedAt: time.Now()})
-			_, _ = js.Publish(ctx, s.UserProfile, b, jetstream.WithMsgID(job.JobID))
+			_, _ = js.Publish(ctx, s.StoredUserProfile, b, jetstream.WithMsgID(job.JobID))
 			if job.OpenID == "twice" {
-				_, _ = js.Publish(ctx, s.UserProfile, b)
+				_, _ = js.Publish(ctx, s.StoredUserProfile, b)
 			}
 		}
 	})
