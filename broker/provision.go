@@ -155,6 +155,14 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 			Replicas:    t.Replicas,
 			TTL:         t.JobMaxAge,
 		},
+		{
+			Bucket:      events.BucketLoginState,
+			Description: "web-login states by nonce (used once: revision-checked delete)",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.Replicas,
+			TTL:         10 * time.Minute,
+		},
 	}
 }
 

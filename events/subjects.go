@@ -35,6 +35,9 @@ const (
 	// BucketDone keeps one record per finished job (key: DoneKey of the
 	// result id), for as long as the job could still be delivered.
 	BucketDone = "wx_done"
+	// BucketLoginState holds web-login states (gateway/weblogin): key =
+	// the nonce sent to WeChat as state, TTL 10 minutes, used once.
+	BucketLoginState = "wx_login_state"
 )
 
 // JetStream stream names (stream names cannot contain dots).

@@ -22,6 +22,12 @@ func (s *Sim) adminMux() *http.ServeMux {
 	m.HandleFunc("POST /_sim/apps", s.adminAddApp)
 	m.HandleFunc("POST /_sim/followers", s.adminAddFollower)
 	m.HandleFunc("POST /_sim/codes", s.adminIssueCode)
+	m.HandleFunc("POST /_sim/oauth/apps", s.adminOAuthApp)
+	m.HandleFunc("POST /_sim/oauth/user", s.adminLogIn)
+	m.HandleFunc("DELETE /_sim/oauth/user", func(w http.ResponseWriter, r *http.Request) {
+		s.LogOut(r.URL.Query().Get("appid"))
+		w.WriteHeader(http.StatusNoContent)
+	})
 	m.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
 		adminJSON(w, http.StatusOK, struct {
 			Faults []Fault `json:"faults"`

@@ -37,9 +37,13 @@ var demoFollowers = []Follower{
 	},
 }
 
+// DemoOAuthDomains are the demo app's registered OAuth domains.
+var DemoOAuthDomains = []string{"127.0.0.1", "localhost"}
+
 // SeedDemo registers the demo app (DemoAppID, DemoSecret) with four
-// followers (one with a unionid, one unsubscribed) and returns it. It is
-// idempotent.
+// followers (one with a unionid, one unsubscribed), registers
+// DemoOAuthDomains for web authorization and logs the first follower in
+// for the authorize pages, and returns it. It is idempotent.
 func (s *Sim) SeedDemo() DemoApp {
 	s.AddApp(DemoAppID, DemoSecret)
 	d := DemoApp{AppID: DemoAppID, Secret: DemoSecret}
@@ -48,6 +52,10 @@ func (s *Sim) SeedDemo() DemoApp {
 			panic("wechatsim: demo follower: " + err.Error()) // unreachable: the app was just added
 		}
 		d.OpenIDs = append(d.OpenIDs, f.OpenID)
+	}
+	s.SetOAuthDomains(DemoAppID, DemoOAuthDomains...)
+	if err := s.LogIn(DemoAppID, LoggedInUser{OpenID: d.OpenIDs[0]}); err != nil {
+		panic("wechatsim: demo login: " + err.Error()) // unreachable: the app was just added
 	}
 	return d
 }

@@ -64,6 +64,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveAdmin(w, r)
 		return
 	}
+	if strings.HasPrefix(path, "/connect/") {
+		s.serveConnect(w, r)
+		return
+	}
 	i := endpointIndex(path)
 	if i < 0 {
 		http.NotFound(w, r)

@@ -60,6 +60,8 @@ type Sim struct {
 	refresh  map[string]*refreshToken
 	codes    map[string]*code
 
+	connect connectState
+
 	faultsMu sync.Mutex
 	faults   []*faultState
 	nFaults  atomic.Int32
@@ -110,6 +112,7 @@ type app struct {
 	forceCount int
 	lastForce  time.Time
 	people     map[string]*person
+	oauth      oauthSettings
 }
 
 // person is a follower or a user known only through OAuth (SNS profile).

@@ -26,6 +26,7 @@ type code struct {
 	scope    string
 	snapshot bool
 	issuedAt time.Time
+	lifetime time.Duration // 5 minutes; 10 for website apps (snsapi_login)
 	used     bool
 }
 
@@ -74,8 +75,13 @@ func (s *Sim) IssueCodeWith(req CodeRequest) (string, error) {
 	if req.OpenID == "" {
 		return "", fmt.Errorf("%w: openid is required", ErrBadInput)
 	}
-	if req.Scope != ScopeBase && req.Scope != ScopeUserInfo {
-		return "", fmt.Errorf("%w: scope must be %s or %s", ErrBadInput, ScopeBase, ScopeUserInfo)
+	lifetime := codeLifetime
+	switch req.Scope {
+	case ScopeBase, ScopeUserInfo:
+	case ScopeLogin:
+		lifetime = websiteCodeLifetime
+	default:
+		return "", fmt.Errorf("%w: scope must be %s, %s or %s", ErrBadInput, ScopeBase, ScopeUserInfo, ScopeLogin)
 	}
 	now := s.clock.Now()
 	v := randomToken("0", 31)
@@ -87,7 +93,7 @@ func (s *Sim) IssueCodeWith(req CodeRequest) (string, error) {
 			}
 		}
 	}
-	s.codes[v] = &code{app: a, openid: req.OpenID, scope: req.Scope, snapshot: req.SnapshotUser, issuedAt: now}
+	s.codes[v] = &code{app: a, openid: req.OpenID, scope: req.Scope, snapshot: req.SnapshotUser, issuedAt: now, lifetime: lifetime}
 	s.userMu.Unlock()
 	return v, nil
 }
@@ -110,7 +116,7 @@ func (s *Sim) oauthAnswer(rt *refreshToken, ut *userToken, now time.Time) oauthA
 	if rt.snapshot {
 		ans.IsSnapshotUser = 1
 	}
-	if strings.Contains(ut.scope, ScopeUserInfo) && ut.app.bound.Load() {
+	if profileScope(ut.scope) && ut.app.bound.Load() {
 		if p := ut.app.person(ut.openid); p != nil {
 			ans.UnionID = p.f.UnionID
 		}
@@ -154,7 +160,7 @@ func (s *Sim) handleOAuthToken(w http.ResponseWriter, r *http.Request, now time.
 	case c.used:
 		s.userMu.Unlock()
 		return a, codeCodeUsed
-	case !now.Before(c.issuedAt.Add(codeLifetime)):
+	case !now.Before(c.issuedAt.Add(c.lifetime)):
 		s.userMu.Unlock()
 		return a, codeInvalidCode
 	}
@@ -173,7 +179,7 @@ func (s *Sim) consumeCode(r *http.Request, now time.Time) {
 	q := r.URL.RawQuery
 	a := s.app(param(q, "appid"))
 	s.userMu.Lock()
-	if c := s.codes[param(q, "code")]; c != nil && c.app == a && now.Before(c.issuedAt.Add(codeLifetime)) {
+	if c := s.codes[param(q, "code")]; c != nil && c.app == a && now.Before(c.issuedAt.Add(c.lifetime)) {
 		c.used = true
 	}
 	s.userMu.Unlock()
@@ -255,7 +261,7 @@ func (s *Sim) handleSNSUserInfo(w http.ResponseWriter, r *http.Request, now time
 		return nil, c
 	}
 	a := ut.app
-	if c == 0 && !strings.Contains(ut.scope, ScopeUserInfo) {
+	if c == 0 && !profileScope(ut.scope) {
 		c = codeUnauthorized
 	}
 	if c != 0 {
@@ -294,4 +300,10 @@ func (s *Sim) handleSNSAuth(w http.ResponseWriter, r *http.Request, now time.Tim
 	}
 	writeJSONBytes(w, okBody)
 	return a, 0
+}
+
+// profileScope reports whether a user token's scope grants /sns/userinfo:
+// snsapi_userinfo, or snsapi_login (website apps).
+func profileScope(scope string) bool {
+	return strings.Contains(scope, ScopeUserInfo) || strings.Contains(scope, ScopeLogin)
 }

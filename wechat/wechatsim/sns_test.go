@@ -312,7 +312,8 @@ func TestIssueCodeValidation(t *testing.T) {
 		{"ok userinfo", testApp, "o1", ScopeUserInfo, true},
 		{"unknown app", "wxnope", "o1", ScopeBase, false},
 		{"no openid", testApp, "", ScopeBase, false},
-		{"bad scope", testApp, "o1", "snsapi_login", false},
+		{"ok login (website apps)", testApp, "o1", ScopeLogin, true},
+		{"bad scope", testApp, "o1", "snsapi_all", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,313 @@
+package weblogin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// Paths the Handler serves.
+const (
+	PathAuthorize = "/oauth/authorize"
+	PathCallback  = "/oauth/callback"
+)
+
+// DefaultAuthorizeBase is WeChat's authorize host.
+const DefaultAuthorizeBase = "https://open.weixin.qq.com"
+
+// DefaultWait bounds how long the callback waits for the job's result
+// before it sends the browser on with error=timeout.
+const DefaultWait = 5 * time.Second
+
+// OAuth scopes.
+const (
+	ScopeBase     = "snsapi_base"
+	ScopeUserInfo = "snsapi_userinfo"
+	ScopeLogin    = "snsapi_login" // website apps (/connect/qrconnect)
+)
+
+// Errors a business finds in the error parameter of return_to besides the
+// job's failure kinds (events.Kind*).
+const (
+	ErrorAccessDenied = "access_denied" // the user refused consent
+	ErrorTimeout      = "timeout"       // no result within the wait; wxhub_job still names the job
+	ErrorUnavailable  = "temporarily_unavailable"
+)
+
+// maxBusinessState bounds the business's state parameter.
+const maxBusinessState = 512
+
+// App is one app's web-login settings.
+type App struct {
+	AppID string
+	// Website marks an Open Platform website app: /connect/qrconnect with
+	// snsapi_login instead of /connect/oauth2/authorize.
+	Website bool
+	// CallbackBase is the public base URL WeChat sends the browser back to
+	// (its host is the app's registered OAuth domain); the redirect_uri is
+	// CallbackBase + /oauth/callback.
+	CallbackBase string
+	// ReturnTo is the allow-list: URLs whose origin must match exactly and
+	// whose path is a prefix of return_to's.
+	ReturnTo []string
+}
+
+// Config configures a Handler. Apps, States and Jobs are required.
+type Config struct {
+	Apps []App
+	// AuthorizeBase replaces https://open.weixin.qq.com (the simulator's
+	// URL in tests and the demo).
+	AuthorizeBase string
+	States        *StateStore
+	Jobs          JobRunner
+	// Wait bounds the callback's wait for the result; 0 means DefaultWait.
+	Wait   time.Duration
+	Logger *slog.Logger
+}
+
+type app struct {
+	App
+	redirectURI string
+	allowed     []allowed
+}
+
+// Handler serves GET /oauth/authorize and GET /oauth/callback.
+type Handler struct {
+	apps          map[string]*app
+	authorizeBase string
+	states        *StateStore
+	jobs          JobRunner
+	wait          time.Duration
+	log           *slog.Logger
+	mux           *http.ServeMux
+}
+
+// New checks cfg and returns the Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.States == nil || cfg.Jobs == nil {
+		return nil, errors.New("weblogin: States and Jobs are required")
+	}
+	if cfg.AuthorizeBase == "" {
+		cfg.AuthorizeBase = DefaultAuthorizeBase
+	}
+	if _, err := url.Parse(cfg.AuthorizeBase); err != nil {
+		return nil, fmt.Errorf("weblogin: authorize base: %w", err)
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Handler{
+		apps: make(map[string]*app), authorizeBase: strings.TrimSuffix(cfg.AuthorizeBase, "/"),
+		states: cfg.States, jobs: cfg.Jobs, wait: cfg.Wait, log: cfg.Logger,
+	}
+	for _, a := range cfg.Apps {
+		if err := h.addApp(a); err != nil {
+			return nil, err
+		}
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("GET "+PathAuthorize, h.authorize)
+	h.mux.HandleFunc("GET "+PathCallback, h.callback)
+	return h, nil
+}
+
+func (h *Handler) addApp(a App) error {
+	if a.AppID == "" {
+		return errors.New("weblogin: an app has no appid")
+	}
+	if _, dup := h.apps[a.AppID]; dup {
+		return fmt.Errorf("weblogin: app %s configured twice", a.AppID)
+	}
+	cb, err := url.Parse(a.CallbackBase)
+	if err != nil || checkURL(cb) != nil || cb.RawQuery != "" || cb.Fragment != "" {
+		return fmt.Errorf("weblogin: app %s: callback base %q must be an absolute http(s) URL without query", a.AppID, a.CallbackBase)
+	}
+	if len(a.ReturnTo) == 0 {
+		return fmt.Errorf("weblogin: app %s: the return_to allow-list is empty", a.AppID)
+	}
+	x := &app{App: a, redirectURI: strings.TrimSuffix(a.CallbackBase, "/") + PathCallback}
+	for _, s := range a.ReturnTo {
+		al, err := parseAllowed(s)
+		if err != nil {
+			return fmt.Errorf("weblogin: app %s: %w", a.AppID, err)
+		}
+		x.allowed = append(x.allowed, al)
+	}
+	h.apps[a.AppID] = x
+	return nil
+}
+
+// ServeHTTP serves the two paths; anything else is 404, a wrong method 405.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorize serves GET /oauth/authorize.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	appid := q.Get("appid")
+	a := h.apps[appid]
+	if a == nil {
+		if appid == "" {
+			badRequest(w, "appid is required")
+		} else {
+			badRequest(w, fmt.Sprintf("unknown app %q: it is not configured for web login", appid))
+		}
+		return
+	}
+	scope := q.Get("scope")
+	switch {
+	case a.Website && scope == "":
+		scope = ScopeLogin
+	case a.Website && scope != ScopeLogin:
+		badRequest(w, fmt.Sprintf("bad scope %q: website app %s takes %s", scope, appid, ScopeLogin))
+		return
+	case !a.Website && scope != ScopeBase && scope != ScopeUserInfo:
+		badRequest(w, fmt.Sprintf("bad scope %q: use %s or %s", scope, ScopeBase, ScopeUserInfo))
+		return
+	}
+	rt, err := checkReturnTo(q.Get("return_to"), a.allowed)
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	bstate := q.Get("state")
+	if len(bstate) > maxBusinessState {
+		badRequest(w, fmt.Sprintf("state is longer than %d bytes", maxBusinessState))
+		return
+	}
+	nonce, err := h.states.Put(r.Context(), State{AppID: appid, Scope: scope, ReturnTo: rt.String(), State: bstate})
+	if err != nil {
+		h.log.Error("weblogin: cannot store a login state", "appid", appid, "err", err)
+		plainError(w, http.StatusServiceUnavailable, "web login is unavailable right now; try again")
+		return
+	}
+	http.Redirect(w, r, h.authorizeURL(a, scope, nonce), http.StatusFound)
+}
+
+// authorizeURL builds WeChat's URL with its parameters in WeChat's order
+// and the #wechat_redirect fragment.
+func (h *Handler) authorizeURL(a *app, scope, nonce string) string {
+	path := "/connect/oauth2/authorize"
+	if a.Website {
+		path = "/connect/qrconnect"
+	}
+	return h.authorizeBase + path +
+		"?appid=" + url.QueryEscape(a.AppID) +
+		"&redirect_uri=" + url.QueryEscape(a.redirectURI) +
+		"&response_type=code" +
+		"&scope=" + scope +
+		"&state=" + nonce +
+		"#wechat_redirect"
+}
+
+// JobID is the oauth.code.received job_id of the login whose state is
+// nonce: the same nonce always gives the same job_id, so a republish is a
+// duplicate JetStream drops. It does not reveal the nonce.
+func JobID(nonce string) string {
+	sum := sha256.Sum256([]byte("wxhub-weblogin:" + nonce))
+	return "weblogin-" + hex.EncodeToString(sum[:16])
+}
+
+// callback serves GET /oauth/callback.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	nonce := q.Get("state")
+	if nonce == "" {
+		badRequest(w, "state is missing: this page is only reached from WeChat's authorize page")
+		return
+	}
+	st, err := h.states.Take(r.Context(), nonce)
+	switch {
+	case errors.Is(err, ErrBadNonce), errors.Is(err, ErrStateUnknown):
+		h.log.Info("weblogin: callback with an unknown or used state", "err", err)
+		badRequest(w, "this login link is unknown, expired or already used: start the login again")
+		return
+	case errors.Is(err, ErrStateExpired):
+		badRequest(w, "this login took longer than "+h.states.TTL().String()+": start the login again")
+		return
+	case err != nil:
+		h.log.Error("weblogin: cannot read a login state", "err", err)
+		plainError(w, http.StatusServiceUnavailable, "web login is unavailable right now; try again")
+		return
+	}
+	code := q.Get("code")
+	if code == "" { // WeChat's answer when the user refused consent
+		h.finish(w, r, st, "", ErrorAccessDenied)
+		return
+	}
+	jobID := JobID(nonce)
+	job := events.OAuthCodeReceived{JobID: jobID, AppID: st.AppID, Code: code, State: nonce}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.wait)
+	defer cancel()
+	o, err := h.jobs.RunOAuthJob(ctx, job)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		h.log.Warn("weblogin: no result within the wait", "appid", st.AppID, "job_id", jobID, "wait", h.wait)
+		h.finish(w, r, st, jobID, ErrorTimeout)
+	case err != nil:
+		h.log.Error("weblogin: cannot run the code job", "appid", st.AppID, "job_id", jobID, "err", err)
+		h.finish(w, r, st, "", ErrorUnavailable)
+	default:
+		h.log.Info("weblogin: login done", "appid", st.AppID, "job_id", jobID, "failed", o.Kind)
+		h.finish(w, r, st, jobID, o.Kind)
+	}
+}
+
+// finish sends the browser to return_to with wxhub_job, the business's
+// state and error (each only when set).
+func (h *Handler) finish(w http.ResponseWriter, r *http.Request, st State, jobID, errKind string) {
+	u, err := url.Parse(st.ReturnTo)
+	if err != nil { // stored by us after a check: cannot happen
+		plainError(w, http.StatusInternalServerError, "bad stored return_to")
+		return
+	}
+	q := u.Query()
+	for _, k := range []string{"wxhub_job", "state", "error"} {
+		q.Del(k)
+	}
+	if jobID != "" {
+		q.Set("wxhub_job", jobID)
+	}
+	if st.State != "" {
+		q.Set("state", st.State)
+	}
+	if errKind != "" {
+		q.Set("error", errKind)
+	}
+	u.RawQuery = q.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Login: {{.Status}}</title></head>
+<body><h1>{{.Status}}</h1><p id="error">{{.Msg}}</p></body></html>
+`))
+
+func badRequest(w http.ResponseWriter, msg string) { plainError(w, http.StatusBadRequest, msg) }
+
+// plainError writes a small HTML page saying msg.
+func plainError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = errorPage.Execute(w, struct {
+		Status string
+		Msg    string
+	}{fmt.Sprintf("%d %s", status, http.StatusText(status)), msg})
+}

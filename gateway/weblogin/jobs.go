@@ -1,0 +1,142 @@
+package weblogin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// Outcome is how an oauth.code.received job ended, as far as the browser
+// needs to know: Kind is "" on user.profile, else the failure kind of
+// user.profile.failed (events.Kind*).
+type Outcome struct {
+	Kind string
+}
+
+// Failed reports whether the job ended in user.profile.failed.
+func (o Outcome) Failed() bool { return o.Kind != "" }
+
+// JobRunner publishes an oauth.code.received job and waits for its
+// result until ctx ends (then it returns ctx's error, and the job goes on
+// without the browser).
+type JobRunner interface {
+	RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived) (Outcome, error)
+}
+
+// NATSJobs runs jobs over NATS: it publishes to JetStream with the job_id
+// as Nats-Msg-Id (a republish within the dedupe window is dropped) and
+// follows the result subjects on one core subscription, matching results
+// to waiters by Nats-Msg-Id (else the payload's job_id).
+type NATSJobs struct {
+	js       jetstream.JetStream
+	subjects events.Subjects
+	subs     []*nats.Subscription
+
+	mu      sync.Mutex
+	waiters map[string]chan Outcome
+}
+
+// NewNATSJobs subscribes to the result subjects under prefix. Close
+// unsubscribes.
+func NewNATSJobs(nc *nats.Conn, prefix string) (*NATSJobs, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("weblogin: jetstream: %w", err)
+	}
+	j := &NATSJobs{js: js, subjects: events.NewSubjects(prefix), waiters: make(map[string]chan Outcome)}
+	for _, subj := range j.subjects.Results() {
+		sub, err := nc.Subscribe(subj, j.onResult)
+		if err != nil {
+			j.Close()
+			return nil, fmt.Errorf("weblogin: subscribe %s: %w", subj, err)
+		}
+		j.subs = append(j.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		j.Close()
+		return nil, fmt.Errorf("weblogin: subscribe results: %w", err)
+	}
+	return j, nil
+}
+
+// Close ends the result subscriptions.
+func (j *NATSJobs) Close() {
+	for _, s := range j.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (j *NATSJobs) onResult(m *nats.Msg) {
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	var body struct {
+		JobID string `json:"job_id"`
+		Error struct {
+			Kind string `json:"kind"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &body); err != nil && id == "" {
+		return
+	}
+	if id == "" {
+		id = body.JobID
+	}
+	o := Outcome{}
+	if m.Subject == j.subjects.UserProfileFailed {
+		o.Kind = body.Error.Kind
+		if o.Kind == "" {
+			o.Kind = events.KindInternal
+		}
+	}
+	j.mu.Lock()
+	ch := j.waiters[id]
+	delete(j.waiters, id)
+	j.mu.Unlock()
+	if ch != nil {
+		ch <- o // buffered, one result per waiter
+	}
+}
+
+// RunOAuthJob publishes job and waits for its result.
+func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived) (Outcome, error) {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("weblogin: encode job: %w", err)
+	}
+	ch := make(chan Outcome, 1)
+	j.mu.Lock()
+	if _, dup := j.waiters[job.JobID]; dup {
+		j.mu.Unlock()
+		return Outcome{}, fmt.Errorf("weblogin: job %s is already waited for", job.JobID)
+	}
+	j.waiters[job.JobID] = ch // before publishing: no result slips past
+	j.mu.Unlock()
+	defer func() {
+		j.mu.Lock()
+		if j.waiters[job.JobID] == ch {
+			delete(j.waiters, job.JobID)
+		}
+		j.mu.Unlock()
+	}()
+
+	msg := nats.NewMsg(j.subjects.OAuthCodeReceived)
+	msg.Header.Set(jetstream.MsgIDHeader, job.JobID)
+	msg.Header.Set("Wx-Correlation-Id", job.JobID)
+	msg.Data = b
+	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
+		return Outcome{}, fmt.Errorf("weblogin: publish job: %w", err)
+	}
+	select {
+	case o := <-ch:
+		return o, nil
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+var _ JobRunner = (*NATSJobs)(nil)

@@ -1,0 +1,128 @@
+package weblogin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultStateTTL is how long a login state lives: the time a user has to
+// come back from WeChat's consent page.
+const DefaultStateTTL = 10 * time.Minute
+
+// Errors of Take. Both mean "answer 400 and publish nothing".
+var (
+	// ErrStateUnknown: the nonce was never issued, was used already (a
+	// replay or a reload of the callback), or the bucket expired it.
+	ErrStateUnknown = errors.New("weblogin: state unknown, already used or expired")
+	// ErrStateExpired: the nonce was issued more than the TTL ago. It is
+	// consumed all the same.
+	ErrStateExpired = errors.New("weblogin: state expired")
+	// ErrBadNonce: not a nonce this package could have issued.
+	ErrBadNonce = errors.New("weblogin: malformed state")
+)
+
+// validNonce is WeChat's state alphabet and length; our nonces are
+// rand.Text (26 characters of base32), well inside it.
+var validNonce = regexp.MustCompile(`^[a-zA-Z0-9]{1,128}$`)
+
+// State is what /oauth/authorize remembers about one login, keyed by the
+// nonce WeChat carries as its state parameter.
+type State struct {
+	AppID     string    `json:"appid"`
+	Scope     string    `json:"scope"`
+	ReturnTo  string    `json:"return_to"`
+	State     string    `json:"state,omitempty"` // the business's own state
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// StateStore keeps login states in a KV bucket (events.BucketLoginState).
+// Each state is created under a fresh random nonce and taken exactly once:
+// Take reads it and deletes it with a revision check, so of any number of
+// concurrent callbacks with one nonce exactly one gets the state.
+type StateStore struct {
+	kv  jetstream.KeyValue
+	ttl time.Duration
+	now func() time.Time
+}
+
+// NewStateStore returns a store over kv. ttl <= 0 means DefaultStateTTL;
+// now nil means time.Now. The bucket's own TTL should be the same, so that
+// states nobody came back for disappear from storage too.
+func NewStateStore(kv jetstream.KeyValue, ttl time.Duration, now func() time.Time) *StateStore {
+	if ttl <= 0 {
+		ttl = DefaultStateTTL
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &StateStore{kv: kv, ttl: ttl, now: now}
+}
+
+// TTL returns how long a state lives.
+func (s *StateStore) TTL() time.Duration { return s.ttl }
+
+// Put stores st under a fresh nonce (crypto/rand, 130 bits) and returns
+// the nonce. CreatedAt is set here.
+func (s *StateStore) Put(ctx context.Context, st State) (string, error) {
+	st.CreatedAt = s.now().UTC()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return "", fmt.Errorf("weblogin: encode state: %w", err)
+	}
+	for range 3 { // a collision of 130 random bits does not happen; be exact anyway
+		nonce := rand.Text()
+		_, err = s.kv.Create(ctx, nonce, b)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("weblogin: store state: %w", err)
+		}
+		return nonce, nil
+	}
+	return "", fmt.Errorf("weblogin: store state: %w", err)
+}
+
+// Take consumes the state stored under nonce: it returns it once, and
+// ErrStateUnknown to every later or concurrent caller. A state older than
+// the TTL is consumed and reported as ErrStateExpired.
+func (s *StateStore) Take(ctx context.Context, nonce string) (State, error) {
+	if !validNonce.MatchString(nonce) {
+		return State{}, ErrBadNonce
+	}
+	e, err := s.kv.Get(ctx, nonce)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return State{}, ErrStateUnknown
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("weblogin: read state: %w", err)
+	}
+	// Compare-and-delete: only the caller that read this revision can
+	// delete it; everyone else finds a newer revision (the delete marker).
+	if err := s.kv.Delete(ctx, nonce, jetstream.LastRevision(e.Revision())); err != nil {
+		if isWrongLastSequence(err) {
+			return State{}, ErrStateUnknown
+		}
+		return State{}, fmt.Errorf("weblogin: consume state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return State{}, fmt.Errorf("weblogin: decode state: %w", err)
+	}
+	if s.now().Sub(st.CreatedAt) > s.ttl {
+		return State{}, ErrStateExpired
+	}
+	return st, nil
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
