@@ -93,6 +93,7 @@ type Config struct {
 	Worker          Worker        `yaml:"worker"`
 	Run             Run           `yaml:"run"`
 	Apps            []App         `yaml:"apps"`
+	WebLogin        WebLogin      `yaml:"web_login"`
 }
 
 // Default returns the built-in defaults.
@@ -107,6 +108,7 @@ func Default() Config {
 		Holder:          Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200},
 		Worker:          Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
 		Run:             Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
+		WebLogin:        DefaultWebLogin(),
 	}
 }
 
@@ -227,6 +229,9 @@ func (c Config) Validate(needSecrets bool) error {
 	}
 	if c.Prefix != "" && strings.ContainsAny(c.Prefix, " *>") {
 		return fmt.Errorf("prefix: %q must not contain spaces or wildcards", c.Prefix)
+	}
+	if err := c.WebLogin.Validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Apps {

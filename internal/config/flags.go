@@ -11,11 +11,12 @@ type Roles uint8
 
 // Flag groups.
 const (
-	FlagsNATS   Roles = 1 << iota // --nats-* and --prefix
-	FlagsServer                   // --replicas, --http-listen, --log-*, --wechat-base-url, --app
-	FlagsHolder                   // --holder-id, --lease-ttl, ...
-	FlagsWorker                   // --concurrency, --max-deliver, --ack-wait
-	FlagsRun                      // --nats-listen, --data-dir, --sim-*
+	FlagsNATS     Roles = 1 << iota // --nats-* and --prefix
+	FlagsServer                     // --replicas, --http-listen, --log-*, --wechat-base-url, --app
+	FlagsHolder                     // --holder-id, --lease-ttl, ...
+	FlagsWorker                     // --concurrency, --max-deliver, --ack-wait
+	FlagsRun                        // --nats-listen, --data-dir, --sim-*
+	FlagsWebLogin                   // --web-login, --oauth-*
 )
 
 // appsFlag collects --app values. It keeps a parse error to itself,
@@ -115,6 +116,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.Run.DataDir, "data-dir", c.Run.DataDir, "embedded NATS JetStream data `folder`")
 		fs.StringVar(&c.Run.SimListen, "sim-listen", c.Run.SimListen, "simulator `address` (when no app is configured)")
 		fs.DurationVar(&c.Run.SimLatency, "sim-latency", c.Run.SimLatency, "simulated WeChat round trip")
+	}
+	if roles&FlagsWebLogin != 0 {
+		c.WebLogin.addFlags(fs)
 	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {

@@ -35,6 +35,29 @@
 //   - A fault with both count and rate fires on that fraction of matching
 //     calls and removes itself after count firings.
 //   - Unknown paths answer a plain-text 404.
+//   - The browser pages /connect/oauth2/authorize and /connect/qrconnect
+//     (open.weixin.qq.com) check, in this order: parameter order (appid,
+//     redirect_uri, response_type, scope, state; 10001), appid (missing
+//     10012, unknown 40013), redirect_uri (missing 10011; its host must
+//     equal a registered OAuth domain, SetOAuthDomains, else 10003; a
+//     domain with a port must match host:port), response_type=code
+//     (10001), scope (missing 10010; snsapi_base|snsapi_userinfo for an
+//     official account on /connect/oauth2/authorize, snsapi_login for a
+//     website app on /connect/qrconnect, else 10005) and state
+//     ([a-zA-Z0-9]{0,128}, 10013). Errors are an HTML page with the code,
+//     status 400. The #wechat_redirect fragment never reaches a server,
+//     so it cannot be checked.
+//   - snsapi_base redirects at once with a code; snsapi_userinfo and
+//     qrconnect show a consent page whose allow button redirects with a
+//     code and whose refuse button redirects with the state only. The
+//     page's form carries a single-use ticket (10 minutes).
+//   - The logged-in user is the browser's wxsim_openid cookie (and
+//     wxsim_snapshot=1), else LogIn for the app, else LogIn for every app
+//     (""), else an error page. A snapshot-page visitor is never asked:
+//     the code is for VirtualOpenID(appid, openid), scope snsapi_base,
+//     is_snapshotuser=1 at the exchange.
+//   - Website-app codes (snsapi_login) live 10 minutes and their user
+//     tokens may call /sns/userinfo.
 //
 // # Admin API
 //
@@ -45,6 +68,9 @@
 //	POST   /_sim/followers {"appid","openid",...Follower fields,"follower"?} → 201 {"appid","openid"}
 //	                       ("follower":false records an SNS-only user, see AddSNSUser)
 //	POST   /_sim/codes     {"appid","openid","scope","is_snapshotuser"?} → 200 {"code"}
+//	POST   /_sim/oauth/apps {"appid","domains":[...],"website"?} → 200 (OAuth domains, website app)
+//	POST   /_sim/oauth/user {"appid"?,"openid","is_snapshotuser"?} → 200 (the logged-in user; no appid: every app)
+//	DELETE /_sim/oauth/user?appid=A → 204
 //	GET    /_sim/faults    → 200 {"faults":[...]}
 //	POST   /_sim/faults    Fault → 201 Fault
 //	DELETE /_sim/faults    → 204

@@ -1,0 +1,172 @@
+package weblogin_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/gateway/weblogin"
+	"github.com/wxhub/wxhub/gateway/weblogin/demo"
+	"github.com/wxhub/wxhub/wechat"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+	"github.com/wxhub/wxhub/worker"
+)
+
+const websiteApp = "wxweb0000000000a"
+
+// loginEnv is the whole flow on real parts: embedded JetStream, the
+// simulator behind a real HTTP server, a real worker, and the web-login
+// front (weblogin.Handler at /oauth/, the demo page at /demo/) on another.
+type loginEnv struct {
+	nats    *brokertest.Env
+	sim     *wechatsim.Sim
+	simURL  string
+	demoApp wechatsim.DemoApp
+	front   *httptest.Server
+	demoURL string
+	states  jetstream.KeyValue
+
+	mu        sync.Mutex
+	callbacks []string // every /oauth/callback URL the front was asked for
+}
+
+// lastCallback is the last callback URL the front served.
+func (e *loginEnv) lastCallback(t *testing.T) string {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.callbacks) == 0 {
+		t.Fatal("the callback was never opened")
+	}
+	return e.callbacks[len(e.callbacks)-1]
+}
+
+type envOptions struct {
+	wait time.Duration
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := &loginEnv{nats: brokertest.Start(t)}
+	e.sim = wechatsim.New(wechatsim.WithLogger(quiet()))
+	e.demoApp = e.sim.SeedDemo()
+	e.sim.AddApp(websiteApp, "websecret0000000000000000000000a")
+	e.sim.SetOAuthDomains(websiteApp, "127.0.0.1")
+	e.sim.SetWebsiteApp(websiteApp, true)
+	simSrv := httptest.NewServer(e.sim)
+	t.Cleanup(simSrv.Close)
+	e.simURL = simSrv.URL
+
+	wc, err := wechat.NewClient(wechat.Config{BaseURL: e.simURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{
+		Conn: e.nats.Conn(t), WeChat: wc, ID: "test-worker", Logger: quiet(),
+		Apps: []worker.App{{AppID: e.demoApp.AppID, Secret: e.demoApp.Secret}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	for !w.Ready() { // the worker has no readiness event: poll with a deadline
+		select {
+		case err := <-done:
+			t.Fatalf("worker stopped: %v", err)
+		case <-ctx.Done():
+			t.Fatal("worker not ready within 30 s")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+
+	mux := http.NewServeMux()
+	e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == weblogin.PathCallback {
+			e.mu.Lock()
+			e.callbacks = append(e.callbacks, e.front.URL+r.URL.RequestURI())
+			e.mu.Unlock()
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(e.front.Close)
+	e.demoURL = e.front.URL + "/demo/"
+
+	e.states, err = e.nats.JS.KeyValue(ctx, events.BucketLoginState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := weblogin.NewNATSJobs(e.nats.Conn(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(jobs.Close)
+	h, err := weblogin.New(weblogin.Config{
+		Apps: []weblogin.App{
+			{AppID: e.demoApp.AppID, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL, e.front.URL + "/shop/login"}},
+			{AppID: websiteApp, Website: true, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL}},
+		},
+		AuthorizeBase: e.simURL,
+		States:        weblogin.NewStateStore(e.states, 0, nil),
+		Jobs:          jobs,
+		Wait:          o.wait,
+		Logger:        quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := demo.New(e.nats.Conn(t), demo.Config{AppID: e.demoApp.AppID, LoginBase: e.front.URL, SelfURL: e.demoURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(page.Close)
+	mux.Handle("/oauth/", h)
+	mux.Handle("/demo/", page)
+	return e
+}
+
+// jobsPublished counts the jobs WX_JOBS ever stored (its last sequence).
+func (e *loginEnv) jobsPublished(t *testing.T) uint64 {
+	t.Helper()
+	s, err := e.nats.JS.Stream(context.Background(), events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// exchanges counts code exchanges at the simulator.
+func (e *loginEnv) exchanges() int64 {
+	return e.sim.Stats().CallCount(wechatsim.PathOAuthToken, e.demoApp.AppID)
+}
+
+// noFollow is an HTTP client that shows redirects instead of following.
+func noFollow() *http.Client {
+	return &http.Client{
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}

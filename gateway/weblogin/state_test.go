@@ -1,0 +1,167 @@
+package weblogin
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
+)
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func stateBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	env := brokertest.Start(t)
+	kv, err := env.JS.KeyValue(context.Background(), events.BucketLoginState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func TestStateStoreSingleUse(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStateStore(stateBucket(t), 0, nil)
+	want := State{AppID: "wxapp", Scope: ScopeUserInfo, ReturnTo: "https://shop.example.com/login/done", State: "cart-7"}
+	nonce, err := s.Put(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[a-zA-Z0-9]{16,128}$`).MatchString(nonce) {
+		t.Fatalf("nonce %q is not WeChat's state alphabet or too short", nonce)
+	}
+	other, _ := s.Put(ctx, want)
+	if other == nonce {
+		t.Fatal("two Puts gave the same nonce")
+	}
+	got, err := s.Take(ctx, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AppID != want.AppID || got.Scope != want.Scope || got.ReturnTo != want.ReturnTo || got.State != want.State {
+		t.Fatalf("Take = %+v, want %+v", got, want)
+	}
+	for i := range 3 {
+		if _, err := s.Take(ctx, nonce); !errors.Is(err, ErrStateUnknown) {
+			t.Fatalf("Take #%d of a used nonce: %v, want ErrStateUnknown", i+2, err)
+		}
+	}
+	if _, err := s.Take(ctx, "NeverIssued0000000000000000"); !errors.Is(err, ErrStateUnknown) {
+		t.Fatalf("forged nonce: %v, want ErrStateUnknown", err)
+	}
+	for _, bad := range []string{"", "a.b", "ab/c", "a b", string(make([]byte, 129))} {
+		if _, err := s.Take(ctx, bad); !errors.Is(err, ErrBadNonce) {
+			t.Errorf("Take(%q): %v, want ErrBadNonce", bad, err)
+		}
+	}
+}
+
+func TestStateStoreExpiry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := &testClock{now: time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)}
+	s := NewStateStore(stateBucket(t), 10*time.Minute, clock.Now)
+	fresh, _ := s.Put(ctx, State{AppID: "wxapp"})
+	late, _ := s.Put(ctx, State{AppID: "wxapp"})
+
+	clock.Advance(9*time.Minute + 59*time.Second)
+	if _, err := s.Take(ctx, fresh); err != nil {
+		t.Fatalf("a state 9m59s old: %v", err)
+	}
+	clock.Advance(2 * time.Second)
+	if _, err := s.Take(ctx, late); !errors.Is(err, ErrStateExpired) {
+		t.Fatalf("a state 10m01s old: %v, want ErrStateExpired", err)
+	}
+	if _, err := s.Take(ctx, late); !errors.Is(err, ErrStateUnknown) {
+		t.Fatalf("an expired state taken again: %v, want ErrStateUnknown", err)
+	}
+}
+
+// The bucket's own TTL removes states nobody came back for.
+func TestStateStoreBucketTTLRemovesAbandonedStates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := brokertest.Start(t)
+	kv, err := env.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "login_state_ttl_test", History: 1, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStateStore(kv, time.Hour, nil) // only the bucket expires it
+	nonce, err := s.Put(ctx, State{AppID: "wxapp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JetStream's MaxAge removes the message without a marker a watch
+	// would show: poll until it is gone, with a deadline.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := kv.Get(ctx, nonce); errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bucket TTL did not remove the state within 15 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := s.Take(ctx, nonce); !errors.Is(err, ErrStateUnknown) {
+		t.Fatalf("Take after the bucket TTL: %v, want ErrStateUnknown", err)
+	}
+}
+
+// "64 concurrent callbacks with one nonce, 1 gets the state".
+func TestStateStoreConcurrentTakesOneWinner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewStateStore(stateBucket(t), 0, nil)
+	for round := range 5 {
+		nonce, err := s.Put(ctx, State{AppID: "wxapp", State: "r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 64
+		var won, lost atomic.Int32
+		var start, done sync.WaitGroup
+		start.Add(1)
+		for range n {
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				start.Wait()
+				_, err := s.Take(ctx, nonce)
+				switch {
+				case err == nil:
+					won.Add(1)
+				case errors.Is(err, ErrStateUnknown):
+					lost.Add(1)
+				default:
+					t.Errorf("Take: %v", err)
+				}
+			}()
+		}
+		start.Done()
+		done.Wait()
+		if won.Load() != 1 || lost.Load() != n-1 {
+			t.Fatalf("round %d: %d winners, %d ErrStateUnknown; want 1 and %d", round, won.Load(), lost.Load(), n-1)
+		}
+	}
+}

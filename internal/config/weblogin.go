@@ -1,0 +1,139 @@
+package config
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// WebLogin configures the web-login front door (/oauth/authorize and
+// /oauth/callback, package gateway/weblogin).
+type WebLogin struct {
+	// AuthorizeBase is WeChat's authorize host: https://open.weixin.qq.com,
+	// or the simulator's URL.
+	AuthorizeBase string `yaml:"authorize_base"`
+	// Wait bounds how long the callback waits for the code job's result.
+	Wait time.Duration `yaml:"wait"`
+	Apps []WebLoginApp `yaml:"apps"`
+}
+
+// WebLoginApp is one app's web-login settings.
+type WebLoginApp struct {
+	AppID string `yaml:"appid"`
+	// Website: an Open Platform website app (/connect/qrconnect,
+	// snsapi_login).
+	Website bool `yaml:"website,omitempty"`
+	// CallbackBase is the public base URL of the front door; WeChat is
+	// given CallbackBase + /oauth/callback, so its host must be the app's
+	// registered OAuth domain.
+	CallbackBase string `yaml:"callback_base"`
+	// ReturnTo lists the pages the browser may be sent back to: exact
+	// origin, path prefix.
+	ReturnTo []string `yaml:"return_to"`
+}
+
+// DefaultWebLogin are the web-login defaults.
+func DefaultWebLogin() WebLogin {
+	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second}
+}
+
+// ParseWebLoginApp parses the --web-login flag form
+// "appid=A,callback_base=URL,return_to=URL|URL[,website=true]".
+func ParseWebLoginApp(s string) (WebLoginApp, error) {
+	var a WebLoginApp
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return a, fmt.Errorf("web login %q: want key=value pairs (appid=..., callback_base=..., return_to=URL|URL, website=true)", s)
+		}
+		switch k {
+		case "appid":
+			a.AppID = v
+		case "callback_base":
+			a.CallbackBase = v
+		case "return_to":
+			for u := range strings.SplitSeq(v, "|") {
+				if u = strings.TrimSpace(u); u != "" {
+					a.ReturnTo = append(a.ReturnTo, u)
+				}
+			}
+		case "website":
+			switch v {
+			case "true", "1", "yes":
+				a.Website = true
+			case "false", "0", "no":
+				a.Website = false
+			default:
+				return a, fmt.Errorf("web login %q: website=%q, want true or false", s, v)
+			}
+		default:
+			return a, fmt.Errorf("web login %q: unknown key %q (want appid, callback_base, return_to, website)", s, k)
+		}
+	}
+	return a, nil
+}
+
+// webLoginFlag collects --web-login values; the first replaces the file's.
+type webLoginFlag struct {
+	apps *[]WebLoginApp
+	set  bool
+}
+
+func (f *webLoginFlag) String() string { return "" }
+func (f *webLoginFlag) Set(v string) error {
+	if !f.set {
+		*f.apps = nil
+		f.set = true
+	}
+	for _, one := range strings.Split(v, ";") {
+		if strings.TrimSpace(one) == "" {
+			continue
+		}
+		a, err := ParseWebLoginApp(one)
+		if err != nil {
+			return err
+		}
+		*f.apps = append(*f.apps, a)
+	}
+	return nil
+}
+
+func (w *WebLogin) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&w.AuthorizeBase, "oauth-authorize-base", w.AuthorizeBase, "WeChat authorize `URL` base (the simulator's URL for tests)")
+	fs.DurationVar(&w.Wait, "oauth-wait", w.Wait, "how long the OAuth callback waits for the code job's result")
+	fs.Var(&webLoginFlag{apps: &w.Apps}, "web-login", "web login for an app: `appid=ID,callback_base=URL,return_to=URL|URL[,website=true]` (repeatable; ';' separates several)")
+}
+
+// Validate checks the web-login settings, naming the first bad field.
+func (w WebLogin) Validate() error {
+	if u, err := url.Parse(w.AuthorizeBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("web_login.authorize_base: %q, want an http(s) URL", w.AuthorizeBase)
+	}
+	if w.Wait < 100*time.Millisecond || w.Wait > time.Minute {
+		return fmt.Errorf("web_login.wait: %v, want 100ms to 1m", w.Wait)
+	}
+	seen := map[string]bool{}
+	for i, a := range w.Apps {
+		if !appIDRe.MatchString(a.AppID) {
+			return fmt.Errorf("web_login.apps[%d].appid: %q, want 1-64 letters, digits, _ or -", i, a.AppID)
+		}
+		if seen[a.AppID] {
+			return fmt.Errorf("web_login.apps[%d].appid: %s appears twice", i, a.AppID)
+		}
+		seen[a.AppID] = true
+		if u, err := url.Parse(a.CallbackBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			return fmt.Errorf("web_login.apps[%d].callback_base: %q, want an http(s) URL without query", i, a.CallbackBase)
+		}
+		if len(a.ReturnTo) == 0 {
+			return fmt.Errorf("web_login.apps[%d].return_to: empty, want at least one allowed URL prefix", i)
+		}
+		for j, r := range a.ReturnTo {
+			if u, err := url.Parse(r); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+				return fmt.Errorf("web_login.apps[%d].return_to[%d]: %q, want an http(s) origin and path prefix", i, j, r)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWebLoginFromFileEnvAndFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "wxhub.yaml")
+	os.WriteFile(file, []byte(`
+web_login:
+  wait: 3s
+  apps:
+    - appid: wxfile
+      callback_base: https://login.example.com
+      return_to: [https://shop.example.com/account/]
+`), 0o600)
+	load := func(args []string, e map[string]string) *Config {
+		t.Helper()
+		c, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), FlagsServer|FlagsWebLogin, append([]string{"--config", file}, args...), env(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(false); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := load(nil, nil)
+	want := []WebLoginApp{{AppID: "wxfile", CallbackBase: "https://login.example.com", ReturnTo: []string{"https://shop.example.com/account/"}}}
+	if !reflect.DeepEqual(c.WebLogin.Apps, want) || c.WebLogin.Wait != 3*time.Second || c.WebLogin.AuthorizeBase != "https://open.weixin.qq.com" {
+		t.Fatalf("from the file: %+v", c.WebLogin)
+	}
+	c = load([]string{"--web-login", "appid=wxflag,callback_base=http://127.0.0.1:8092,return_to=http://127.0.0.1:8092/demo/|http://localhost:8092/demo/,website=true"},
+		map[string]string{"WXHUB_OAUTH_AUTHORIZE_BASE": "http://127.0.0.1:8091", "WXHUB_OAUTH_WAIT": "2s"})
+	want = []WebLoginApp{{AppID: "wxflag", Website: true, CallbackBase: "http://127.0.0.1:8092", ReturnTo: []string{"http://127.0.0.1:8092/demo/", "http://localhost:8092/demo/"}}}
+	if !reflect.DeepEqual(c.WebLogin.Apps, want) || c.WebLogin.Wait != 2*time.Second || c.WebLogin.AuthorizeBase != "http://127.0.0.1:8091" {
+		t.Fatalf("from flags and env: %+v", c.WebLogin)
+	}
+	c = load(nil, map[string]string{"WXHUB_WEB_LOGIN": "appid=wxa,callback_base=https://a.example.com,return_to=https://a.example.com/;appid=wxb,callback_base=https://b.example.com,return_to=https://b.example.com/x"})
+	if len(c.WebLogin.Apps) != 2 || c.WebLogin.Apps[1].AppID != "wxb" {
+		t.Fatalf("from WXHUB_WEB_LOGIN: %+v", c.WebLogin.Apps)
+	}
+}
+
+func TestWebLoginValidateNamesTheField(t *testing.T) {
+	ok := WebLoginApp{AppID: "wxa", CallbackBase: "https://login.example.com", ReturnTo: []string{"https://shop.example.com/"}}
+	cases := []struct {
+		name string
+		edit func(*WebLogin)
+		want string
+	}{
+		{"bad authorize base", func(w *WebLogin) { w.AuthorizeBase = "open.weixin.qq.com" }, "web_login.authorize_base"},
+		{"wait too short", func(w *WebLogin) { w.Wait = time.Millisecond }, "web_login.wait"},
+		{"bad appid", func(w *WebLogin) { w.Apps[0].AppID = "a b" }, "web_login.apps[0].appid"},
+		{"twice", func(w *WebLogin) { w.Apps = append(w.Apps, ok) }, "appears twice"},
+		{"no callback base", func(w *WebLogin) { w.Apps[0].CallbackBase = "" }, "web_login.apps[0].callback_base"},
+		{"no return_to", func(w *WebLogin) { w.Apps[0].ReturnTo = nil }, "web_login.apps[0].return_to"},
+		{"relative return_to", func(w *WebLogin) { w.Apps[0].ReturnTo = []string{"/shop/"} }, "web_login.apps[0].return_to[0]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := DefaultWebLogin()
+			w.Apps = []WebLoginApp{ok}
+			c.edit(&w)
+			if err := w.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Validate: %v, want it to name %s", err, c.want)
+			}
+		})
+	}
+	if _, err := ParseWebLoginApp("appid=wxa,colour=blue"); err == nil || !strings.Contains(err.Error(), "unknown key") {
+		t.Fatalf("unknown key: %v", err)
+	}
+}
