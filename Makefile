@@ -9,8 +9,11 @@ TESTFLAGS ?= -race -count=1 -timeout 9m
 
 all: build
 
+# --version reports the VCS revision: Go stamps it in a clone (-buildvcs);
+# the -X fallback covers git worktrees and GOFLAGS=-buildvcs=false.
+REV      ?= $(shell git rev-parse HEAD 2>/dev/null)
 build:
-	$(GO) build -o $(BIN) ./cmd/wxhub
+	$(GO) build -buildvcs=auto -ldflags "-X main.buildRevision=$(REV)" -o $(BIN) ./cmd/wxhub
 
 run: build
 	./$(BIN) run

@@ -3,7 +3,9 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -43,6 +45,11 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if port > 0 {
+		if err := checkPortFree(net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+			return nil, err
+		}
+	}
 	var tmpDir string
 	if cfg.StoreDir == "" {
 		d, err := os.MkdirTemp("", "wxhub-nats-")
@@ -76,7 +83,17 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	e := &Embedded{srv: srv, tmpDir: tmpDir}
 	if !srv.ReadyForConnections(10 * time.Second) {
 		e.Shutdown()
+		if port > 0 {
+			// Taken between the check and the server's listen?
+			if err := checkPortFree(net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
+				return nil, err
+			}
+		}
 		return nil, errors.New("broker: embedded nats-server not ready after 10s")
+	}
+	if !srv.JetStreamEnabled() {
+		e.Shutdown()
+		return nil, fmt.Errorf("broker: embedded nats-server started without JetStream (store %s)", cfg.StoreDir)
 	}
 	return e, nil
 }

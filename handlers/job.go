@@ -39,7 +39,8 @@ type job struct {
 	// is done (storing an OAuth outcome, publishing the result, writing
 	// the done record): not cancelled when the worker stops, but over at
 	// startedAt + JobTimeout + FinishTimeout, below the AckWait.
-	finish context.Context
+	finish   context.Context
+	rejected bool // ended as bad input: counted as outcome invalid, not failed
 }
 
 func (h *Handlers) newJob(msg *message.Message, bare, subject string) *job {

@@ -140,7 +140,11 @@ func (h *Handlers) publishFailureBytes(j *job, b []byte, fe events.FailureError)
 		return err
 	}
 	h.stats.failed.Add(1)
-	h.observe(j, metrics.OutcomeFailed)
+	if j.rejected {
+		h.observe(j, metrics.OutcomeInvalid)
+	} else {
+		h.observe(j, metrics.OutcomeFailed)
+	}
 	h.log.Info("job failed", append(j.logAttrs(), "kind", fe.Kind, "errcode", fe.ErrCode, "retryable", fe.Retryable, "reason", fe.ErrMsg)...)
 	return nil
 }
@@ -154,10 +158,11 @@ func (h *Handlers) reject(j *job, kind, reason string) error {
 	}
 	dl := map[string]string{events.HeaderDeadLetterReason: kind + ": " + headerSafe(reason)}
 	if _, err := h.publish(j, h.subjects.DeadLetter(j.bare), j.msg.Payload, dl); err != nil {
+		h.observe(j, metrics.OutcomeRetry)
 		return err
 	}
 	h.stats.invalid.Add(1)
-	metrics.JobsTotal.WithLabelValues(j.bare, metrics.OutcomeInvalid).Inc()
+	j.rejected = true // one outcome per delivery: invalid, once the failure is out
 	return h.publishFailure(j, h.failure(j, events.FailureError{Kind: kind, ErrMsg: reason}))
 }
 

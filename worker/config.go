@@ -16,8 +16,9 @@ import (
 	"github.com/wxhub/wxhub/wechat"
 )
 
-// App is a configured WeChat app: appid and AppSecret (the secret is
-// needed to exchange OAuth codes).
+// App is a configured WeChat app: appid and AppSecret. The secret is
+// needed only to exchange OAuth codes: without it, oauth.code.received
+// jobs for the app end as kind config, user.lookup jobs work.
 type App = handlers.App
 
 // Config configures a Worker. Conn, WeChat and at least one App are
@@ -150,8 +151,8 @@ func (c Config) Validate() error {
 		return err
 	}
 	for i, a := range c.Apps {
-		if a.AppID == "" || a.Secret == "" {
-			return fmt.Errorf("worker: apps[%d]: appid and secret required", i)
+		if a.AppID == "" {
+			return fmt.Errorf("worker: apps[%d]: appid required", i)
 		}
 	}
 	return nil

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -211,5 +213,76 @@ func TestOAuthBadCode(t *testing.T) {
 	f := failureOf(t, res.get("oauth-bad")[0])
 	if f.Error.Kind != events.KindWeChat || f.Error.ErrCode != 40029 || f.Error.Retryable {
 		t.Fatalf("failure %+v", f)
+	}
+}
+
+// TestWorkerWithoutSecret: a worker given no AppSecret serves user.lookup,
+// and ends an OAuth job for the app as kind config naming the missing
+// setting, without calling WeChat.
+func TestWorkerWithoutSecret(t *testing.T) {
+	h := newHarness(t, 1)
+	h.holder.rotate()
+	res := h.follow(events.StreamResults)
+	h.startWorker("w", func(c *worker.Config) { c.Apps[0].Secret = "" })
+	code, err := h.sim.IssueCode(testApp, openID(0), "snsapi_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, _ := json.Marshal(events.OAuthCodeReceived{JobID: "oauth-nosecret", AppID: testApp, Code: code})
+	h.publishJob(events.SubjectOAuthCodeReceived, job, "", nil)
+	h.lookup("lookup-nosecret", 0)
+	res.waitIDs(t, 2, 20*time.Second)
+	f := failureOf(t, res.get("oauth-nosecret")[0])
+	if f.Error.Kind != events.KindConfig || f.Error.Retryable || !strings.Contains(f.Error.ErrMsg, "WXHUB_SECRET_"+strings.ToUpper(testApp)) {
+		t.Fatalf("failure %+v, want kind config naming WXHUB_SECRET_%s", f, strings.ToUpper(testApp))
+	}
+	if p := profileOf(t, res.get("lookup-nosecret")[0]); p.OpenID != openID(0) {
+		t.Fatalf("lookup profile %+v", p)
+	}
+	if n := h.sim.Stats().TotalCalls("/sns/oauth2/access_token"); n != 0 {
+		t.Fatalf("%d code exchanges without a secret", n)
+	}
+}
+
+// TestEachJobCountsUnderOneOutcome: wxhub_jobs_total counts a bad job
+// under invalid only, an unknown appid under invalid only, a permanent
+// WeChat error under failed only, a good job under success only.
+func TestEachJobCountsUnderOneOutcome(t *testing.T) {
+	h := newHarness(t, 1)
+	h.holder.rotate()
+	res := h.follow(events.StreamResults)
+	h.startWorker("w", nil)
+	count := func(outcome string) float64 {
+		var m dto.Metric
+		if err := metrics.JobsTotal.WithLabelValues(events.SubjectUserLookup, outcome).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	outcomes := []string{metrics.OutcomeSuccess, metrics.OutcomeFailed, metrics.OutcomeInvalid, metrics.OutcomeRetry}
+	before := map[string]float64{}
+	for _, o := range outcomes {
+		before[o] = count(o)
+	}
+	h.lookup("count-ok", 0)
+	h.publishJob(events.SubjectUserLookup, []byte(`{"job_id":"count-bad",`), "count-bad", nil)
+	unknown, _ := json.Marshal(events.UserLookup{JobID: "count-unknown", AppID: "wxnotconfigured", OpenID: openID(0)})
+	h.publishJob(events.SubjectUserLookup, unknown, "count-unknown", nil)
+	stranger, _ := json.Marshal(events.UserLookup{JobID: "count-stranger", AppID: testApp, OpenID: "o-not-a-follower"})
+	h.publishJob(events.SubjectUserLookup, stranger, "count-stranger", nil)
+	res.waitIDs(t, 4, 20*time.Second)
+	// The counter moves just after the result is stored: wait for all 4.
+	waitFor(t, 10*time.Second, "4 jobs counted", func() bool {
+		n := 0.0
+		for _, o := range outcomes {
+			n += count(o) - before[o]
+		}
+		return n >= 4
+	})
+	want := map[string]float64{metrics.OutcomeSuccess: 1, metrics.OutcomeFailed: 1, metrics.OutcomeInvalid: 2, metrics.OutcomeRetry: 0}
+	for _, o := range outcomes {
+		if got := count(o) - before[o]; got != want[o] {
+			t.Errorf("outcome %s counted %v times, want %v", o, got, want[o])
+		}
 	}
 }

@@ -176,7 +176,8 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*worker.Config) {}, ""},
 		{"no conn", func(c *worker.Config) { c.Conn = nil }, "Conn"},
 		{"no apps", func(c *worker.Config) { c.Apps = nil }, "app"},
-		{"no secret", func(c *worker.Config) { c.Apps[0].Secret = "" }, "secret"},
+		{"no secret is fine (OAuth jobs end as config)", func(c *worker.Config) { c.Apps[0].Secret = "" }, ""},
+		{"no appid", func(c *worker.Config) { c.Apps[0].AppID = "" }, "appid"},
 		{"job timeout above ack wait", func(c *worker.Config) { c.AckWait, c.JobTimeout = time.Second, 2*time.Second }, "AckWait"},
 		{"max ack pending below concurrency", func(c *worker.Config) { c.Concurrency, c.MaxAckPending = 100, 10 }, "MaxAckPending"},
 	}

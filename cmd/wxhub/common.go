@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -73,6 +76,55 @@ func connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, 
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// connectWait is connect for a long-running role: the first connection
+// is retried with exponential backoff for up to cfg.NATS.ConnectTimeout,
+// each failed attempt logged, so a role started a moment before its NATS
+// server (systemd, Kubernetes) just waits for it. Bad configuration and
+// refused credentials are not retried.
+func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	if err := cfg.NATS.Conn(name).Validate(); err != nil {
+		return nil, nil, usageError{err}
+	}
+	deadline := time.Now().Add(cfg.NATS.ConnectTimeout)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 250 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	for attempt := 1; ; attempt++ {
+		nc, js, err := connect(cfg, name)
+		if err == nil {
+			if attempt > 1 {
+				log.Info("connected to NATS", "url", redactURLs(cfg.NATS.URL), "attempt", attempt)
+			}
+			return nc, js, nil
+		}
+		wait := b.NextBackOff()
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || time.Now().Add(wait).After(deadline) {
+			if attempt > 1 {
+				return nil, nil, fmt.Errorf("%w (gave up after %d attempts in %v; --nats-connect-timeout)", err, attempt, cfg.NATS.ConnectTimeout)
+			}
+			return nil, nil, err
+		}
+		log.Warn("NATS not reachable yet, retrying", "url", redactURLs(cfg.NATS.URL), "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// redactURLs hides passwords in a comma-separated list of NATS URLs.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // provision creates the streams and buckets (idempotent).

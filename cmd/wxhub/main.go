@@ -84,6 +84,10 @@ func run(ctx context.Context, env *cmdEnv, args []string) int {
 		}
 		return exitOK
 	}
+	if args[0] == "--version" || args[0] == "-version" || args[0] == "version" {
+		printVersion(env.stdout)
+		return exitOK
+	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -111,7 +115,7 @@ func run(ctx context.Context, env *cmdEnv, args []string) int {
 }
 
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: wxhub <command> [flags]   (wxhub <command> -h for its flags)")
+	fmt.Fprintln(w, "usage: wxhub <command> [flags]   (wxhub <command> -h for its flags; wxhub --version)")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)

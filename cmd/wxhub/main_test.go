@@ -27,6 +27,8 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"invalid config names the field", []string{"worker", "--concurrency", "0", "--app", "appid=wxa,secret=s"}, nil, exitUsage, "worker.concurrency"},
 		{"worker without apps", []string{"worker"}, nil, exitUsage, "apps"},
 		{"holder app without secret", []string{"holder", "--app", "appid=wxa"}, nil, exitUsage, "apps[0].secret"},
+		{"empty nats-url", []string{"lookup", "--nats-url", "", "--appid", "wxa", "--openid", "o"}, nil, exitUsage, "nats-url: empty"},
+		{"empty nats-url for a role", []string{"worker", "--nats-url", "", "--app", "appid=wxa"}, nil, exitUsage, "nats-url: empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -137,7 +137,9 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 	if err != nil {
 		return err
 	}
-	if err := serverConfig(env, cfg, true); err != nil {
+	// Only the holder fetches tokens with the AppSecret; a worker needs it
+	// for OAuth jobs alone and ends them as kind config without it.
+	if err := serverConfig(env, cfg, flags&config.FlagsHolder != 0); err != nil {
 		return err
 	}
 	if len(cfg.Apps) == 0 {
@@ -152,7 +154,7 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 // presence and SIGTERM handled once by runner.Runner) until ctx ends.
 // started, if set, is called with the ops address once all roles run.
 func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.Logger, started func(opsAddr string), builds ...roleBuilder) error {
-	nc, js, err := connect(cfg, connName)
+	nc, js, err := connectWait(ctx, cfg, connName, log)
 	if err != nil {
 		return err
 	}

@@ -44,6 +44,11 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	if port == 0 {
 		port = -1
 	}
+	unlock, err := lockDataDir(cfg.Run.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: host, Port: port, StoreDir: filepath.Join(cfg.Run.DataDir, "nats"), ServerName: "wxhub-embedded"})
 	if err != nil {
 		return err
@@ -99,12 +104,18 @@ func printTry(env *cmdEnv, cfg *config.Config, opsAddr string, demo bool, d wech
 	if demo && len(d.OpenIDs) > 0 {
 		appid, openid = d.AppID, d.OpenIDs[0]
 	}
-	fmt.Fprintf(w, "  ./bin/wxhub lookup --appid %s --openid %s\n", appid, openid)
-	fmt.Fprintf(w, "  ./bin/wxhub token get --appid %s\n", appid)
-	fmt.Fprintln(w, "  ./bin/wxhub status")
+	// Client commands default to the default --nats-listen; anywhere else
+	// they must be told, or they talk to whatever listens there.
+	natsFlag := ""
+	if cfg.NATS.URL != config.DefaultNATSURL {
+		natsFlag = " --nats-url " + cfg.NATS.URL
+	}
+	fmt.Fprintf(w, "  ./bin/wxhub lookup%s --appid %s --openid %s\n", natsFlag, appid, openid)
+	fmt.Fprintf(w, "  ./bin/wxhub token get%s --appid %s\n", natsFlag, appid)
+	fmt.Fprintf(w, "  ./bin/wxhub status%s\n", natsFlag)
 	if demo {
 		fmt.Fprintf(w, "  code=$(curl -s -X POST %s/_sim/codes -d '{\"appid\":\"%s\",\"openid\":\"%s\",\"scope\":\"snsapi_userinfo\"}' | sed 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/')\n", cfg.WeChatBaseURL, appid, openid)
-		fmt.Fprintf(w, "  ./bin/wxhub oauth --appid %s --code \"$code\"\n", appid)
+		fmt.Fprintf(w, "  ./bin/wxhub oauth%s --appid %s --code \"$code\"\n", natsFlag, appid)
 	}
 	fmt.Fprintln(w, "\nStop with Ctrl-C or kill -TERM: in-flight jobs finish first.")
 }

@@ -41,6 +41,9 @@ type NATS struct {
 	TLSCA    string `yaml:"tls_ca"`
 	TLSCert  string `yaml:"tls_cert"`
 	TLSKey   string `yaml:"tls_key"`
+	// ConnectTimeout bounds how long a long-running role retries its
+	// first connection (a role may start before its NATS server does).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
 // Conn converts to a broker.ConnConfig.
@@ -99,7 +102,7 @@ type Config struct {
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		NATS:            NATS{URL: DefaultNATSURL},
+		NATS:            NATS{URL: DefaultNATSURL, ConnectTimeout: time.Minute},
 		Replicas:        1,
 		DuplicateWindow: 10 * time.Minute,
 		WeChatBaseURL:   "https://api.weixin.qq.com",

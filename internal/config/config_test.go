@@ -123,6 +123,9 @@ func TestLoadErrors(t *testing.T) {
 		{"bad env value", nil, map[string]string{"WXHUB_CONCURRENCY": "lots"}, "WXHUB_CONCURRENCY"},
 		{"bad app flag", []string{"--app", "wxa"}, nil, "key=value"},
 		{"secret never echoed", []string{"--app", "appid=a,secret=TOPSECRET,bogus=1"}, nil, "bogus"},
+		{"empty nats-url", []string{"--nats-url", ""}, nil, "nats-url: empty"},
+		{"blank NATS_URL-style env", nil, map[string]string{"WXHUB_NATS_URL": " "}, "nats-url: empty"},
+		{"negative connect timeout", []string{"--nats-connect-timeout", "-1s"}, nil, "nats-connect-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,6 +137,41 @@ func TestLoadErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "TOPSECRET") {
 				t.Fatalf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestNATSURLFallback: NATS_URL (the nats CLI's variable) is used only when
+// neither --nats-url, WXHUB_NATS_URL nor the config file sets the URL.
+func TestNATSURLFallback(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wxhub.yaml")
+	if err := os.WriteFile(file, []byte("nats: {url: \"nats://file:4222\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"default", nil, nil, DefaultNATSURL},
+		{"NATS_URL alone", nil, map[string]string{"NATS_URL": "nats://cli:4222"}, "nats://cli:4222"},
+		{"WXHUB_NATS_URL wins", nil, map[string]string{"NATS_URL": "nats://cli:4222", "WXHUB_NATS_URL": "nats://wx:4222"}, "nats://wx:4222"},
+		{"flag wins", []string{"--nats-url", "nats://flag:4222"}, map[string]string{"NATS_URL": "nats://cli:4222"}, "nats://flag:4222"},
+		{"file wins over NATS_URL", []string{"--config", file}, map[string]string{"NATS_URL": "nats://cli:4222"}, "nats://file:4222"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c, err := Load(fs, FlagsNATS, tt.args, env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.NATS.URL != tt.want {
+				t.Fatalf("nats url = %q, want %q", c.NATS.URL, tt.want)
 			}
 		})
 	}

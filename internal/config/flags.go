@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -91,6 +92,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.NATS.TLSKey, "nats-tls-key", c.NATS.TLSKey, "client key `file` for NATS mutual TLS")
 		fs.StringVar(&c.Prefix, "prefix", c.Prefix, "subject `prefix`, e.g. wx.")
 	}
+	if roles&FlagsNATS != 0 && roles&FlagsServer != 0 {
+		fs.DurationVar(&c.NATS.ConnectTimeout, "nats-connect-timeout", c.NATS.ConnectTimeout, "keep retrying the first NATS connection this long (0: try once)")
+	}
 	if roles&FlagsServer != 0 {
 		fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
 		fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "duplicate window of the job and result streams (longer than --ack-wait)")
@@ -129,7 +133,12 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		if f.Name == "app" {
 			name = "WXHUB_APPS"
 		}
-		if v := getenv(name); v != "" {
+		v := getenv(name)
+		if v == "" && f.Name == "nats-url" && c.NATS.URL == DefaultNATSURL {
+			// The nats CLI's convention, below WXHUB_NATS_URL and the file.
+			v = getenv("NATS_URL")
+		}
+		if v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
 				envErr = fmt.Errorf("%s: %w", name, err)
 			}
@@ -143,6 +152,12 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	}
 	if apps.err != nil {
 		return nil, apps.err
+	}
+	if roles&FlagsNATS != 0 && strings.TrimSpace(c.NATS.URL) == "" {
+		return nil, errors.New("nats-url: empty (give nats://host:port, comma-separated for a cluster)")
+	}
+	if c.NATS.ConnectTimeout < 0 {
+		return nil, errors.New("nats-connect-timeout: must not be negative")
 	}
 	return &c, nil
 }

@@ -25,16 +25,19 @@ func init() {
 // Job outcomes (label outcome of JobsTotal).
 const (
 	OutcomeSuccess = "success" // user.profile published
-	OutcomeFailed  = "failed"  // user.profile.failed published
+	OutcomeFailed  = "failed"  // user.profile.failed published (not for bad input)
 	OutcomeRetry   = "retry"   // nak'd for redelivery
-	OutcomeInvalid = "invalid" // rejected as bad input (also counted as failed)
+	OutcomeInvalid = "invalid" // bad input or unknown appid: dead letter and user.profile.failed published
 	// OutcomeDuplicate: a delivery of a job that already had its result
 	// (done record, or the stream reported the result a duplicate).
 	OutcomeDuplicate = "duplicate"
 )
 
 var (
-	// JobsTotal counts handled job deliveries by subject and outcome.
+	// JobsTotal counts handled job deliveries by subject and outcome:
+	// each delivery under exactly one outcome, so a job counts once under
+	// a terminal outcome (success, failed, invalid) plus once under retry
+	// per delivery that was nak'd.
 	JobsTotal = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "wxhub_jobs_total",
 		Help: "Job deliveries handled, by job subject and outcome (success, failed, retry, invalid).",
