@@ -59,7 +59,7 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 		return h.reject(j, events.KindConfig, fmt.Sprintf("appid %s is not configured on this worker", oc.AppID))
 	}
 	if app.Secret == "" {
-		return h.reject(ctx, j, events.KindConfig, fmt.Sprintf("appid %s has no AppSecret on this worker, and exchanging an OAuth code needs it: set WXHUB_SECRET_%s or the app's secret_file", oc.AppID, strings.ToUpper(oc.AppID)))
+		return h.reject(j, events.KindConfig, fmt.Sprintf("appid %s has no AppSecret on this worker, and exchanging an OAuth code needs it: set WXHUB_SECRET_%s or the app's secret_file", oc.AppID, strings.ToUpper(oc.AppID)))
 	}
 	key := OAuthKey(oc.AppID, oc.Code)
 

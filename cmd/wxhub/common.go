@@ -6,9 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -18,6 +16,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/redact"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -96,7 +95,7 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 		nc, js, err := connect(cfg, name)
 		if err == nil {
 			if attempt > 1 {
-				log.Info("connected to NATS", "url", redactURLs(cfg.NATS.URL), "attempt", attempt)
+				log.Info("connected to NATS", "url", redact.URL(cfg.NATS.URL), "attempt", attempt)
 			}
 			return nc, js, nil
 		}
@@ -107,24 +106,13 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 			}
 			return nil, nil, err
 		}
-		log.Warn("NATS not reachable yet, retrying", "url", redactURLs(cfg.NATS.URL), "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		log.Warn("NATS not reachable yet, retrying", "url", redact.URL(cfg.NATS.URL), "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, nil, err
 		case <-time.After(wait):
 		}
 	}
-}
-
-// redactURLs hides passwords in a comma-separated list of NATS URLs.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // provision creates the streams and buckets (idempotent).
