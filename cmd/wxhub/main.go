@@ -3,7 +3,7 @@
 // embedded NATS server, plus client commands for people and scripts.
 //
 //	wxhub run                              everything in one process (embedded NATS)
-//	wxhub holder | worker | sim            one role each, for production
+//	wxhub holder | worker | gateway | sim  one role each, for production
 //	wxhub lookup --appid A --openid O      publish a user.lookup job, print the result
 //	wxhub oauth --appid A --code C         publish an oauth.code.received job, print the result
 //	wxhub token get|invalidate --appid A   token metadata / report a rejected token
@@ -61,6 +61,7 @@ func commands() []command {
 		{"run", "run everything in one process on an embedded NATS server (the zero-setup default)", cmdRun},
 		{"holder", "run the token holder against an existing NATS", cmdHolder},
 		{"worker", "run job workers against an existing NATS", cmdWorker},
+		{"gateway", "serve WeChat's API to existing SDKs: tokens from wxhub, every other call relayed", cmdGateway},
 		{"sim", "run the WeChat API simulator", cmdSim},
 		{"lookup", "publish a user.lookup job and print its result", cmdLookup},
 		{"oauth", "publish an oauth.code.received job and print its result", cmdOAuth},

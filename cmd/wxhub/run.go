@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -19,7 +20,7 @@ import (
 // one process, and the simulator with a demo app when no app is configured.
 func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	var prefix string
-	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun, args, func(fs *flag.FlagSet) {
+	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun|config.FlagsGateway, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&prefix, "prefix", "", "subject `prefix`, e.g. wx.")
 	})
 	if err != nil {
@@ -84,9 +85,22 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "wxhub: no app configured, so using the WeChat simulator at %s with demo app %s (followers: %v)\n", cfg.WeChatBaseURL, demoApp.AppID, demoApp.OpenIDs)
 	}
 
+	if err := cfg.ResolveClientKeys(env.getenv); err != nil {
+		return usageError{err}
+	}
+	demoKeyFile := ""
+	if len(cfg.Gateway.Clients) == 0 {
+		c, file, err := demoClient(cfg.Run.DataDir)
+		if err != nil {
+			return err
+		}
+		cfg.Gateway.Clients, demoKeyFile = []config.Client{c}, file
+	}
+	var gw *gateway.Gateway
 	err = serve(ctx, cfg, "wxhub-run", log, func(opsAddr string) {
 		printTry(env, cfg, opsAddr, demo, demoApp)
-	}, holderRole, workerRole)
+		printGatewayTry(env, cfg, gw, demoKeyFile, demo, demoApp)
+	}, holderRole, workerRole, gatewayRole(nil, func(g *gateway.Gateway) { gw = g }))
 	// The roles are stopped (gateway and workers drained while the holder
 	// still ran); the simulator and NATS go last.
 	stopSim()

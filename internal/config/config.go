@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,6 +82,115 @@ type Run struct {
 	SimLatency time.Duration `yaml:"sim_latency"`
 }
 
+// Gateway configures the WeChat-compatible relay (`wxhub gateway`).
+type Gateway struct {
+	Listen  string   `yaml:"listen"`   // HTTP front address
+	TLSCert string   `yaml:"tls_cert"` // certificate file: HTTPS when set with tls_key
+	TLSKey  string   `yaml:"tls_key"`
+	Clients []Client `yaml:"clients"`
+}
+
+// Client is a business system allowed to use the gateway. Its key comes,
+// in rising precedence, from key (inline), key_file or
+// WXHUB_CLIENT_KEY_<NAME> (upper case, '-' and '.' as '_').
+type Client struct {
+	Name      string   `yaml:"name"`
+	Key       string   `yaml:"key,omitempty"`
+	KeyFile   string   `yaml:"key_file,omitempty"`
+	AppIDs    []string `yaml:"appids"`          // "*" for every app
+	Paths     []string `yaml:"paths,omitempty"` // path prefixes; none: every path
+	Rate      float64  `yaml:"rate,omitempty"`  // calls per second; 0: unlimited
+	Burst     int      `yaml:"burst,omitempty"`
+	RealToken bool     `yaml:"real_token,omitempty"` // the real token instead of a handle
+}
+
+// ClientKeyEnv is the environment variable holding a client's key.
+func ClientKeyEnv(name string) string {
+	return "WXHUB_CLIENT_KEY_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(name))
+}
+
+// ResolveClientKeys fills each client's Key from its environment variable
+// or key_file.
+func (c *Config) ResolveClientKeys(getenv func(string) string) error {
+	for i := range c.Gateway.Clients {
+		cl := &c.Gateway.Clients[i]
+		if v := getenv(ClientKeyEnv(cl.Name)); v != "" {
+			cl.Key = v
+			continue
+		}
+		if cl.KeyFile != "" {
+			b, err := os.ReadFile(cl.KeyFile)
+			if err != nil {
+				return fmt.Errorf("gateway.clients[%d].key_file: %w", i, err)
+			}
+			cl.Key = strings.TrimSpace(string(b))
+			if cl.Key == "" {
+				return fmt.Errorf("gateway.clients[%d].key_file: %s is empty", i, cl.KeyFile)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseClient parses the --client flag form
+// "name=N,key_file=F,appids=A|B,paths=/cgi-bin/|/sns/,rate=R,burst=B,real_token=true"
+// (also key=K).
+func ParseClient(s string) (Client, error) {
+	var c Client
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return c, fmt.Errorf("client %q: want key=value pairs (name=..., key_file=..., appids=...)", redactClient(s))
+		}
+		var err error
+		switch k {
+		case "name":
+			c.Name = v
+		case "key":
+			c.Key = v
+		case "key_file":
+			c.KeyFile = v
+		case "appids":
+			c.AppIDs = splitList(v)
+		case "paths":
+			c.Paths = splitList(v)
+		case "rate":
+			c.Rate, err = strconv.ParseFloat(v, 64)
+		case "burst":
+			c.Burst, err = strconv.Atoi(v)
+		case "real_token":
+			c.RealToken, err = strconv.ParseBool(v)
+		default:
+			return c, fmt.Errorf("client %q: unknown key %q (want name, key, key_file, appids, paths, rate, burst, real_token)", redactClient(s), k)
+		}
+		if err != nil {
+			return c, fmt.Errorf("client %q: %s: %w", redactClient(s), k, err)
+		}
+	}
+	return c, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, "|") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// redactClient hides a key=... value in a --client flag for error messages.
+func redactClient(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if strings.HasPrefix(strings.TrimSpace(p), "key=") {
+			parts[i] = "key=[redacted]"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 // Config is the whole configuration.
 type Config struct {
 	NATS     NATS   `yaml:"nats"`
@@ -95,6 +205,7 @@ type Config struct {
 	Holder          Holder        `yaml:"holder"`
 	Worker          Worker        `yaml:"worker"`
 	Run             Run           `yaml:"run"`
+	Gateway         Gateway       `yaml:"gateway"`
 	Apps            []App         `yaml:"apps"`
 	WebLogin        WebLogin      `yaml:"web_login"`
 }
@@ -112,6 +223,7 @@ func Default() Config {
 		Worker:          Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
 		Run:             Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
 		WebLogin:        DefaultWebLogin(),
+		Gateway:         Gateway{Listen: "127.0.0.1:8092"},
 	}
 }
 

@@ -18,7 +18,37 @@ const (
 	FlagsWorker                     // --concurrency, --max-deliver, --ack-wait
 	FlagsRun                        // --nats-listen, --data-dir, --sim-*
 	FlagsWebLogin                   // --web-login, --oauth-*
+	FlagsGateway                    // --gateway-listen, --gateway-tls-*, --client
 )
+
+// clientsFlag collects --client values, like appsFlag.
+type clientsFlag struct {
+	clients *[]Client
+	set     bool
+	err     error
+}
+
+func (f *clientsFlag) String() string { return "" }
+func (f *clientsFlag) Set(v string) error {
+	if !f.set {
+		*f.clients = nil
+		f.set = true
+	}
+	for _, one := range strings.Split(v, ";") {
+		if strings.TrimSpace(one) == "" {
+			continue
+		}
+		c, err := ParseClient(one)
+		if err != nil {
+			if f.err == nil {
+				f.err = fmt.Errorf("--client: %w", err)
+			}
+			return nil
+		}
+		*f.clients = append(*f.clients, c)
+	}
+	return nil
+}
 
 // appsFlag collects --app values. It keeps a parse error to itself,
 // because the flag package would quote the value (and a secret in it).
@@ -78,6 +108,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		}
 	}
 	apps := &appsFlag{apps: &c.Apps}
+	clients := &clientsFlag{clients: &c.Gateway.Clients}
 	var configPath string
 	fs.StringVar(&configPath, "config", path, "YAML configuration `file` (env WXHUB_CONFIG)")
 	if roles&FlagsNATS != 0 {
@@ -124,6 +155,12 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	if roles&FlagsWebLogin != 0 {
 		c.WebLogin.addFlags(fs)
 	}
+	if roles&FlagsGateway != 0 {
+		fs.StringVar(&c.Gateway.Listen, "gateway-listen", c.Gateway.Listen, "`address` of the WeChat-compatible gateway")
+		fs.StringVar(&c.Gateway.TLSCert, "gateway-tls-cert", c.Gateway.TLSCert, "certificate `file`: the gateway serves HTTPS")
+		fs.StringVar(&c.Gateway.TLSKey, "gateway-tls-key", c.Gateway.TLSKey, "private key `file` of --gateway-tls-cert")
+		fs.Var(clients, "client", "a gateway client as `name=N,key_file=F,appids=A|B,paths=/cgi-bin/|/sns/,rate=R,burst=B,real_token=false` (repeatable; ';' separates several; key from WXHUB_CLIENT_KEY_<NAME>)")
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" || envErr != nil {
@@ -132,6 +169,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		name := EnvName(f.Name)
 		if f.Name == "app" {
 			name = "WXHUB_APPS"
+		}
+		if f.Name == "client" {
+			name = "WXHUB_CLIENTS"
 		}
 		v := getenv(name)
 		if v == "" && f.Name == "nats-url" && c.NATS.URL == DefaultNATSURL {
@@ -152,6 +192,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	}
 	if apps.err != nil {
 		return nil, apps.err
+	}
+	if clients.err != nil {
+		return nil, clients.err
 	}
 	if roles&FlagsNATS != 0 && strings.TrimSpace(c.NATS.URL) == "" {
 		return nil, errors.New("nats-url: empty (give nats://host:port, comma-separated for a cluster)")

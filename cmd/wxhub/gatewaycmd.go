@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wxhub/wxhub/gateway"
+	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/runner"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+	"github.com/wxhub/wxhub/worker"
+)
+
+// cmdGateway runs the WeChat-compatible gateway against an existing NATS.
+func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
+	cfg, _, err := parseConfig(env, "gateway", config.FlagsNATS|config.FlagsServer|config.FlagsGateway, args, nil)
+	if err != nil {
+		return err
+	}
+	if err := serverConfig(env, cfg, false); err != nil {
+		return err
+	}
+	if err := cfg.ResolveClientKeys(env.getenv); err != nil {
+		return usageError{err}
+	}
+	if len(cfg.Apps) == 0 {
+		return usagef("apps: none configured (use --app appid=... ; a secret is needed only for /sns/oauth2/access_token)")
+	}
+	log := newLogger(env, cfg.Log).With("role", "gateway")
+	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(nil, nil))
+}
+
+// gatewayRole builds the gateway role. mount adds handlers on its front
+// (e.g. the web login); started, if set, receives the gateway once it
+// listens.
+func gatewayRole(mount map[string]http.Handler, started func(*gateway.Gateway)) roleBuilder {
+	return func(p *process) (runner.Role, error) {
+		cfg := p.cfg
+		log := p.roleLogger("gateway")
+		tokens := worker.NewTokenCache(log)
+		id := "gateway-" + hostnameID()
+		apps := make([]gateway.App, len(cfg.Apps))
+		for i, a := range cfg.Apps {
+			apps[i] = gateway.App{AppID: a.AppID, Secret: a.Secret}
+		}
+		clients := make([]gateway.Client, len(cfg.Gateway.Clients))
+		for i, c := range cfg.Gateway.Clients {
+			clients[i] = gateway.Client{Name: c.Name, Key: c.Key, AppIDs: c.AppIDs, Paths: c.Paths,
+				Rate: c.Rate, Burst: c.Burst, RealToken: c.RealToken}
+		}
+		gw, err := gateway.New(gateway.Config{
+			Tokens:      tokens,
+			Invalidator: worker.NewInvalidator(p.js, cfg.Prefix, id, 0),
+			BaseURL:     cfg.WeChatBaseURL,
+			Apps:        apps, Clients: clients,
+			Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey,
+			Mount:  mount,
+			Logger: log,
+		})
+		if err != nil {
+			return runner.Role{}, usageError{err}
+		}
+		return runner.Role{
+			Name: "gateway",
+			Start: func(ctx context.Context) error {
+				if err := gw.Start(ctx); err != nil {
+					return usageError{err}
+				}
+				if started != nil {
+					started(gw)
+				}
+				return nil
+			},
+			// The token watch outlives the HTTP front: calls draining on
+			// SIGTERM may still wait for a newer token.
+			Run: func(ctx context.Context) error {
+				wctx, stopWatch := context.WithCancel(context.Background())
+				watched := make(chan error, 1)
+				go func() { watched <- tokens.Watch(wctx, p.js) }()
+				gctx, stopGateway := context.WithCancel(ctx)
+				defer stopGateway()
+				served := make(chan error, 1)
+				go func() { served <- gw.Run(gctx) }()
+				var err error
+				select {
+				case err = <-served:
+				case err = <-watched:
+					stopGateway()
+					err = errors.Join(err, <-served)
+					watched <- nil
+				}
+				stopWatch()
+				<-watched
+				return err
+			},
+			Ready:  gw.Ready,
+			Status: func() any { return processStatus{Role: "gateway", ID: id} },
+		}, nil
+	}
+}
+
+// demoClient is the client `wxhub run` configures when none is: every
+// app, every path, its key kept in the data folder (mode 0600) so that it
+// survives restarts and is never printed.
+func demoClient(dataDir string) (config.Client, string, error) {
+	file, err := filepath.Abs(filepath.Join(dataDir, "gateway-demo-client.key"))
+	if err != nil {
+		return config.Client{}, "", err
+	}
+	key, err := os.ReadFile(file)
+	if err != nil || len(strings.TrimSpace(string(key))) < 16 {
+		var b [24]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return config.Client{}, "", err
+		}
+		key = []byte(hex.EncodeToString(b[:]))
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return config.Client{}, "", fmt.Errorf("demo client key: %w", err)
+		}
+		if err := os.WriteFile(file, append(key, '\n'), 0o600); err != nil {
+			return config.Client{}, "", fmt.Errorf("demo client key: %w", err)
+		}
+	}
+	return config.Client{Name: "demo", Key: strings.TrimSpace(string(key)), AppIDs: []string{"*"}}, file, nil
+}
+
+// printGatewayTry says how to point an SDK at the gateway, with curl
+// commands that work when pasted (tested).
+func printGatewayTry(env *cmdEnv, cfg *config.Config, gw *gateway.Gateway, keyFile string, demo bool, d wechatsim.DemoApp) {
+	if gw == nil {
+		return
+	}
+	w := env.stdout
+	appid, openid := "<appid>", "<openid>"
+	if len(cfg.Apps) > 0 {
+		appid = cfg.Apps[0].AppID
+	}
+	if demo && len(d.OpenIDs) > 0 {
+		openid = d.OpenIDs[0]
+	}
+	fmt.Fprintf(w, "\nGateway for existing WeChat SDKs: %s\n", gw.URL())
+	fmt.Fprintln(w, "  Set your SDK's API base URL to it and give it the client key as the AppSecret.")
+	secret := "<client key>"
+	if keyFile != "" {
+		fmt.Fprintf(w, "  Demo client \"demo\": its key is in %s\n", keyFile)
+		secret = "$(cat " + shellQuote(keyFile) + ")"
+	}
+	fmt.Fprintf(w, "  token=$(curl -s \"%s/cgi-bin/token?grant_type=client_credential&appid=%s&secret=%s\" | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n", gw.URL(), appid, secret)
+	fmt.Fprintf(w, "  curl -s \"%s/cgi-bin/user/info?access_token=$token&openid=%s&lang=zh_CN\"\n", gw.URL(), openid)
+}
+
+// shellQuote quotes s for sh inside double quotes' $(...).
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

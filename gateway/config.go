@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// Tokens is where the gateway reads each app's current global token: an
+// in-memory cache fed by a watch of wx_tokens (worker.TokenCache). The
+// gateway never fetches a token itself.
+type Tokens interface {
+	Current(appid string) (events.TokenRecord, bool)
+	WaitNewer(ctx context.Context, appid string, version uint64) (events.TokenRecord, error)
+}
+
+// Invalidator reports a token WeChat rejected (token.invalidated), at most
+// once per version and interval (worker.Invalidator).
+type Invalidator interface {
+	Invalidate(ctx context.Context, appid string, version uint64, errcode int) error
+}
+
+// App is an app the gateway serves. Secret (the AppSecret) is needed only
+// to exchange OAuth codes (/sns/oauth2/access_token).
+type App struct {
+	AppID  string
+	Secret string
+}
+
+// Client is a business system allowed to use the gateway.
+type Client struct {
+	// Name identifies the client in metrics and logs ([A-Za-z0-9_.-]).
+	Name string
+	// Key is what the client sends as `secret` to the token endpoints and
+	// /sns/oauth2/access_token, in place of the AppSecret.
+	Key string
+	// AppIDs the client may use; "*" means every configured app.
+	AppIDs []string
+	// Paths are the path prefixes the client may call (e.g. "/cgi-bin/user/",
+	// "/sns/"); empty means every path.
+	Paths []string
+	// Rate limits the client's calls per second (token endpoints
+	// included), with Burst; 0 means unlimited.
+	Rate  float64
+	Burst int
+	// RealToken gives the client the real access_token instead of a
+	// handle. At most one client per app may have it (relayed calls with
+	// the real token are counted under that client).
+	RealToken bool
+}
+
+// Config configures a Gateway. Tokens, BaseURL, Apps and Clients are
+// required.
+type Config struct {
+	Tokens      Tokens
+	Invalidator Invalidator // nil: rejected tokens are not reported
+	// BaseURL is WeChat's (https://api.weixin.qq.com) or the simulator's.
+	BaseURL string
+	Apps    []App
+	Clients []Client
+	// Listen is the address of the HTTP front (default 127.0.0.1:8092);
+	// TLSCert and TLSKey (files) turn on HTTPS.
+	Listen          string
+	TLSCert, TLSKey string
+	// Mount adds handlers on the same front (ServeMux patterns such as
+	// "/oauth/"); they take precedence over the relay for their paths.
+	Mount map[string]http.Handler
+	// MaxRequestBody and MaxResponseBody bound the bodies relayed
+	// (default 20 MiB and 64 MiB; WeChat's media limits are 10-20 MB).
+	MaxRequestBody  int64
+	MaxResponseBody int64
+	// TokenWait bounds the wait for a token: a newer one after WeChat
+	// rejected ours, or a first one (default 10 s).
+	TokenWait time.Duration
+	// Retries of idempotent GETs answered -1, 5xx or failing on the
+	// network (default 3 attempts in all, 100 ms doubling).
+	Attempts     int
+	RetryInitial time.Duration
+	// CallTimeout bounds one call to WeChat including retries (default 30 s).
+	CallTimeout time.Duration
+	// DrainTimeout bounds the wait for in-flight calls on shutdown
+	// (default 30 s).
+	DrainTimeout time.Duration
+	// AnonymousRate limits calls that carry no wxhub credential (user-token
+	// /sns calls) per second, all together (default 100, burst 200).
+	AnonymousRate float64
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+var clientNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8092"
+	}
+	if c.MaxRequestBody <= 0 {
+		c.MaxRequestBody = 20 << 20
+	}
+	if c.MaxResponseBody <= 0 {
+		c.MaxResponseBody = 64 << 20
+	}
+	if c.TokenWait <= 0 {
+		c.TokenWait = 10 * time.Second
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 3
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 100 * time.Millisecond
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 30 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.AnonymousRate <= 0 {
+		c.AnonymousRate = 100
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first thing wrong with c, naming the field.
+func (c Config) Validate() error {
+	if c.Tokens == nil {
+		return errors.New("gateway: Tokens is required")
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("gateway: base URL %q: want http(s)://host", c.BaseURL)
+	}
+	if len(c.Apps) == 0 {
+		return errors.New("gateway: no app configured")
+	}
+	apps := map[string]bool{}
+	for _, a := range c.Apps {
+		apps[a.AppID] = true
+	}
+	if len(c.Clients) == 0 {
+		return errors.New("gateway: no client configured (clients: name, key, appids)")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("gateway: tls_cert and tls_key go together")
+	}
+	names := map[string]bool{}
+	realFor := map[string]string{}
+	for i, cl := range c.Clients {
+		switch {
+		case !clientNameRe.MatchString(cl.Name):
+			return fmt.Errorf("gateway.clients[%d].name: %q, want 1-64 letters, digits, _ . or -", i, cl.Name)
+		case names[cl.Name]:
+			return fmt.Errorf("gateway.clients[%d].name: %s appears twice", i, cl.Name)
+		case len(cl.Key) < 16:
+			return fmt.Errorf("gateway.clients[%d].key: missing or shorter than 16 characters for client %s (set key_file, or WXHUB_CLIENT_KEY_%s)", i, cl.Name, EnvName(cl.Name))
+		case len(cl.AppIDs) == 0:
+			return fmt.Errorf("gateway.clients[%d].appids: none for client %s (list them, or \"*\")", i, cl.Name)
+		case cl.Rate < 0 || cl.Burst < 0:
+			return fmt.Errorf("gateway.clients[%d].rate: must not be negative", i)
+		}
+		names[cl.Name] = true
+		for _, id := range cl.AppIDs {
+			if id != "*" && !apps[id] {
+				return fmt.Errorf("gateway.clients[%d].appids: %s is not a configured app", i, id)
+			}
+		}
+		for _, p := range cl.Paths {
+			if !strings.HasPrefix(p, "/") {
+				return fmt.Errorf("gateway.clients[%d].paths: %q must start with /", i, p)
+			}
+		}
+		if cl.RealToken {
+			for _, a := range c.Apps {
+				if !clientAllows(cl.AppIDs, a.AppID) {
+					continue
+				}
+				if other, ok := realFor[a.AppID]; ok {
+					return fmt.Errorf("gateway.clients[%d].real_token: %s and %s both get the real token of %s; at most one client per app may", i, other, cl.Name, a.AppID)
+				}
+				realFor[a.AppID] = cl.Name
+			}
+		}
+	}
+	return nil
+}
+
+// EnvName is the suffix of the environment variable holding a client's
+// key: WXHUB_CLIENT_KEY_<EnvName(name)> (upper case, '-' and '.' as '_').
+func EnvName(client string) string {
+	return strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(client))
+}
+
+func clientAllows(appids []string, appid string) bool {
+	for _, id := range appids {
+		if id == "*" || id == appid {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Gateway is the WeChat-compatible front. Make one with New, then either
+// Start and Run it (its own listener) or mount Handler elsewhere and call
+// Follow to keep its handles current.
+type Gateway struct {
+	cfg     Config
+	base    *url.URL
+	log     *slog.Logger
+	apps    map[string]App
+	clients []*client
+	handles *handleTable
+	relay   http.Handler
+	paths   pathLabels
+	anon    *rate.Limiter
+	handler http.Handler
+
+	ln       net.Listener
+	srv      *http.Server
+	started  atomic.Bool
+	stopping atomic.Bool
+}
+
+// New checks cfg and returns a Gateway; nothing is served until Run.
+func New(cfg Config) (*Gateway, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	base, _ := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	g := &Gateway{
+		cfg: cfg, base: base, log: cfg.Logger,
+		apps: map[string]App{}, handles: newHandleTable(),
+		anon: rate.NewLimiter(rate.Limit(cfg.AnonymousRate), int(2*cfg.AnonymousRate)+1),
+	}
+	for _, a := range cfg.Apps {
+		g.apps[a.AppID] = a
+	}
+	for _, c := range cfg.Clients {
+		g.clients = append(g.clients, newClient(c))
+	}
+	g.relay = g.newRelay()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/cgi-bin/token", g.serveToken)
+	mux.HandleFunc("/cgi-bin/stable_token", g.serveStableToken)
+	mux.HandleFunc("/sns/oauth2/access_token", g.serveOAuthExchange)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", g.serveReadyz)
+	mux.HandleFunc("/", g.serveRelay)
+	for pattern, h := range cfg.Mount {
+		mux.Handle(pattern, h)
+	}
+	g.handler = mux
+	return g, nil
+}
+
+// Handler is the gateway's HTTP front: WeChat's paths, /healthz, /readyz
+// and the mounted handlers.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Addr is the address Start bound ("" before).
+func (g *Gateway) Addr() string {
+	if g.ln == nil {
+		return ""
+	}
+	return g.ln.Addr().String()
+}
+
+// URL is the base URL to give SDKs (after Start).
+func (g *Gateway) URL() string {
+	scheme := "http"
+	if g.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + g.Addr()
+}
+
+// Start binds the listener (and loads the TLS certificate), so that a bad
+// address fails before anything runs.
+func (g *Gateway) Start(context.Context) error {
+	if g.ln != nil {
+		return errors.New("gateway: Start called twice")
+	}
+	ln, err := net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
+	}
+	if g.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(g.cfg.TLSCert, g.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway: TLS certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	g.ln = ln
+	return nil
+}
+
+// Follow keeps the handle table current for every app until ctx ends. Run
+// calls it; call it yourself only when serving Handler without Run.
+func (g *Gateway) Follow(ctx context.Context) {
+	var wg sync.WaitGroup
+	for id := range g.apps {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.follow(ctx, id) }()
+	}
+	wg.Wait()
+}
+
+// Run serves until ctx ends, then stops accepting calls and lets the ones
+// in flight finish (up to DrainTimeout) before returning nil. Start must
+// have been called (Run calls it if not).
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.started.CompareAndSwap(false, true) {
+		return errors.New("gateway: Run called twice")
+	}
+	if g.ln == nil {
+		if err := g.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil { // the runner releases what Start took
+		g.ln.Close()
+		return nil
+	}
+	fctx, stopFollow := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() { defer close(followed); g.Follow(fctx) }()
+	defer func() { stopFollow(); <-followed }()
+
+	g.srv = &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.srv.Serve(g.ln) }()
+	g.log.Info("gateway serving", "url", g.URL(), "apps", len(g.apps), "clients", len(g.clients), "wechat", g.base.Host)
+	select {
+	case err := <-served:
+		return fmt.Errorf("gateway: %w", err)
+	case <-ctx.Done():
+	}
+	g.stopping.Store(true)
+	g.log.Info("gateway draining in-flight calls")
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
+	defer cancel()
+	err := g.srv.Shutdown(sctx)
+	<-served
+	if err != nil {
+		return fmt.Errorf("gateway: drain: %w", err)
+	}
+	g.log.Info("gateway stopped")
+	return nil
+}
+
+// Ready returns nil when the gateway holds an unexpired token for every
+// configured app, else which it lacks.
+func (g *Gateway) Ready() error {
+	if g.stopping.Load() {
+		return errors.New("stopping")
+	}
+	now := g.cfg.Now()
+	var missing []string
+	for _, a := range g.cfg.Apps {
+		if rec, ok := g.cfg.Tokens.Current(a.AppID); !ok || !rec.Fresh(now, 0) {
+			missing = append(missing, a.AppID)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no unexpired token for %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func (g *Gateway) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	if err := g.Ready(); err != nil {
+		http.Error(w, "gateway: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "gateway: ok")
+}

@@ -1,0 +1,360 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// The relay forwards every other path to WeChat with an
+// httputil.ReverseProxy: Rewrite points the request at the base URL,
+// the Transport (retryTransport) puts the real token in and applies the
+// retry policy, ErrorHandler answers WeChat-shaped when WeChat cannot be
+// reached. Bodies pass through unchanged.
+//
+// Retry policy, per call:
+//   - 40001, 40014, 42001 (the token was rejected, so the call was not
+//     executed): report token.invalidated for the version used, wait up
+//     to TokenWait for a newer token, repeat once, whatever the method;
+//   - -1, HTTP 5xx or a network error: repeat with backoff only an
+//     idempotent GET (not /sns/oauth2/access_token: a code is used up
+//     even by a -1); a POST is repeated only when the connection could
+//     not even be opened (it never reached WeChat);
+//   - anything else: WeChat's answer, unchanged.
+
+// call is one relayed request, carried in its context.
+type call struct {
+	client     string // for metrics and logs
+	appid      string
+	useToken   bool   // the query's access_token is replaced by the real one
+	idempotent bool   // may be repeated after -1 or a network error
+	rawQuery   string // the outbound query, token excluded when useToken
+	body       []byte // nil: no body
+
+	mu        sync.Mutex
+	token     events.TokenRecord
+	errcode   string
+	attempts  int
+	tokenWait bool
+}
+
+type callKey struct{}
+
+func callOf(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+func (c *call) outQuery() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.useToken {
+		return c.rawQuery
+	}
+	return setParam(c.rawQuery, "access_token", c.token.AccessToken)
+}
+
+// setParam replaces (or appends) one parameter of a raw query and keeps
+// every other byte of it as the client sent it.
+func setParam(raw, name, value string) string {
+	pair := name + "=" + url.QueryEscape(value)
+	if raw == "" {
+		return pair
+	}
+	parts := strings.Split(raw, "&")
+	found := false
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+			if found {
+				parts[i] = ""
+				continue
+			}
+			parts[i] = pair
+			found = true
+		}
+	}
+	if !found {
+		parts = append(parts, pair)
+	}
+	out := parts[:0]
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "&")
+}
+
+func (g *Gateway) newRelay() http.Handler {
+	base := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: g.cfg.CallTimeout,
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(g.base)
+			pr.Out.URL.RawQuery = callOf(pr.In.Context()).outQuery()
+			// Let the transport ask for gzip and undo it, so that the
+			// retry policy can read WeChat's errcode.
+			pr.Out.Header.Del("Accept-Encoding")
+		},
+		Transport:    &retryTransport{g: g, base: base},
+		ErrorHandler: g.relayError,
+		ErrorLog:     nil,
+	}
+}
+
+var errTooLarge = errors.New("response body over the gateway's limit")
+
+// relayError answers when WeChat could not be reached (after the retries
+// allowed) or its answer was too large.
+func (g *Gateway) relayError(w http.ResponseWriter, r *http.Request, err error) {
+	c := callOf(r.Context())
+	c.mu.Lock()
+	c.errcode = "transport"
+	c.mu.Unlock()
+	g.log.Warn("gateway: WeChat call failed", "client", c.client, "method", r.Method, "path", r.URL.Path,
+		"query", scrubQuery(r.URL.RawQuery), "err", describe(err))
+	why := "WeChat unreachable"
+	if errors.Is(err, errTooLarge) {
+		why = "WeChat's answer is over the size limit"
+	}
+	g.writeError(w, errSystem, why)
+}
+
+// describe says what failed without the URL (its query holds the token
+// or the AppSecret).
+func describe(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// retryTransport sends a call with the real token and applies the retry
+// policy.
+type retryTransport struct {
+	g    *Gateway
+	base http.RoundTripper
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := callOf(req.Context())
+	g := t.g
+	ctx := req.Context()
+	backoff := g.cfg.RetryInitial
+	transient := 0
+	for {
+		out := req.Clone(ctx)
+		out.URL.RawQuery = c.outQuery()
+		if c.body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(c.body))
+			out.ContentLength = int64(len(c.body))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(c.body)), nil }
+		} else {
+			out.Body = nil
+			out.ContentLength = 0
+		}
+		c.mu.Lock()
+		c.attempts++
+		c.mu.Unlock()
+		resp, err := t.base.RoundTrip(out)
+		if err != nil {
+			if transient+1 < g.cfg.Attempts && (c.idempotent || neverSent(err)) && ctx.Err() == nil {
+				transient++
+				g.retried(c, "transient", describe(err))
+				if !sleep(ctx, backoff) {
+					return nil, err
+				}
+				backoff *= 2
+				continue
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 500 && c.idempotent && transient+1 < g.cfg.Attempts {
+			drain(resp)
+			transient++
+			g.retried(c, "transient", resp.Status)
+			if !sleep(ctx, backoff) {
+				return nil, ctx.Err()
+			}
+			backoff *= 2
+			continue
+		}
+		if resp.ContentLength > g.cfg.MaxResponseBody {
+			drain(resp)
+			return nil, errTooLarge
+		}
+		code, err := peekErrcode(resp)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.errcode = errcodeLabel(code)
+		retriedToken := c.tokenWait
+		c.mu.Unlock()
+		switch {
+		case isTokenError(code) && c.useToken && !retriedToken:
+			c.mu.Lock()
+			c.tokenWait = true
+			used := c.token
+			c.mu.Unlock()
+			newer, err := g.newerToken(ctx, c, used, code)
+			if err != nil {
+				g.log.Warn("gateway: no newer token in time; answering WeChat's error", "client", c.client, "appid", c.appid,
+					"version", used.Version, "errcode", code, "err", err)
+				return limitBody(resp, g.cfg.MaxResponseBody), nil
+			}
+			drain(resp)
+			c.mu.Lock()
+			c.token = newer
+			c.mu.Unlock()
+			g.retried(c, "token", fmt.Sprint(code))
+			continue
+		case code == errSystem && c.idempotent && transient+1 < g.cfg.Attempts:
+			drain(resp)
+			transient++
+			g.retried(c, "transient", "errcode -1")
+			if !sleep(ctx, backoff) {
+				return nil, ctx.Err()
+			}
+			backoff *= 2
+			continue
+		}
+		return limitBody(resp, g.cfg.MaxResponseBody), nil
+	}
+}
+
+// newerToken reports the rejected version and waits for the next one.
+func (g *Gateway) newerToken(ctx context.Context, c *call, used events.TokenRecord, code int) (events.TokenRecord, error) {
+	if inv := g.cfg.Invalidator; inv != nil {
+		if err := inv.Invalidate(ctx, c.appid, used.Version, code); err != nil {
+			g.log.Warn("gateway: could not report a rejected token", "appid", c.appid, "version", used.Version, "err", err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, g.cfg.TokenWait)
+	defer cancel()
+	return g.cfg.Tokens.WaitNewer(wctx, c.appid, used.Version)
+}
+
+func (g *Gateway) retried(c *call, reason, what string) {
+	retriesTotal.WithLabelValues(c.client, reason).Inc()
+	g.log.Info("gateway: repeating a WeChat call", "client", c.client, "appid", c.appid, "reason", reason, "after", what)
+}
+
+func isTokenError(code int) bool { return code == 40001 || code == 40014 || code == 42001 }
+
+// neverSent reports a failure to open the connection: the request cannot
+// have reached WeChat, so even a POST may be repeated.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// peekLimit is the largest answer read to find an errcode; WeChat's JSON
+// answers are far smaller, media downloads are not JSON.
+const peekLimit = 256 << 10
+
+// peekErrcode reads a JSON (or text) answer to find its errcode (0 when
+// none) and puts the bytes back; other answers (media) are not read.
+func peekErrcode(resp *http.Response) (int, error) {
+	if !jsonish(resp.Header.Get("Content-Type")) || resp.ContentLength > peekLimit {
+		return 0, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit+1))
+	if err != nil {
+		resp.Body.Close()
+		return 0, err
+	}
+	if len(buf) > peekLimit {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
+		return 0, nil
+	}
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(buf))
+	var e struct {
+		ErrCode int `json:"errcode"`
+	}
+	_ = json.Unmarshal(buf, &e)
+	return e.ErrCode, nil
+}
+
+func jsonish(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return strings.Contains(mt, "json") || strings.HasPrefix(mt, "text/")
+}
+
+// limitBody makes the copy to the client fail past max bytes.
+func limitBody(resp *http.Response, max int64) *http.Response {
+	resp.Body = &limitedBody{rc: resp.Body, left: max}
+	return resp
+}
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		if n, err := l.rc.Read(one[:]); n == 0 && err == io.EOF {
+			return 0, io.EOF
+		}
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.rc.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+func (l *limitedBody) Close() error { return l.rc.Close() }

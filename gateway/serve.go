@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// snsUserPaths carry the user's own OAuth token (or refresh token), not a
+// wxhub credential: they are relayed as they are, under the anonymous
+// rate limit. (/sns/oauth2/access_token is the exception: see
+// serveOAuthExchange.)
+func userTokenPath(path string) bool {
+	return strings.HasPrefix(path, "/sns/")
+}
+
+// serveRelay relays a WeChat API call made with a handle (or, for a
+// RealToken client, the real token).
+func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	tok := queryParam(r.URL.RawQuery, "access_token")
+	b, known := g.handles.lookup(tok)
+	if !known && userTokenPath(r.URL.Path) {
+		g.passThrough(w, r, start)
+		return
+	}
+	switch {
+	case tok == "":
+		g.writeError(w, errTokenMissing, "")
+		g.record(clientUnknown, r, errTokenMissing, start, 1)
+		return
+	case !known:
+		g.writeError(w, errInvalidToken, "not a handle this gateway gave; fetch the token again")
+		g.record(clientUnknown, r, errInvalidToken, start, 1)
+		return
+	}
+	c := b.client
+	if !c.allowsPath(r.URL.Path) {
+		g.writeError(w, errUnauthorized, "path not allowed for this client")
+		g.record(c.Name, r, errUnauthorized, start, 1)
+		return
+	}
+	if !c.allow() {
+		g.writeError(w, errMinuteQuota, "client rate limit")
+		g.record(c.Name, r, errMinuteQuota, start, 1)
+		return
+	}
+	rec, err := g.freshToken(r.Context(), b.appid)
+	if err != nil {
+		g.writeError(w, errSystem, "no token available yet")
+		g.record(c.Name, r, errSystem, start, 1)
+		return
+	}
+	cl := &call{client: c.Name, appid: b.appid, useToken: true, token: rec,
+		idempotent: r.Method == http.MethodGet || r.Method == http.MethodHead, rawQuery: r.URL.RawQuery}
+	g.forward(w, r, cl, start)
+}
+
+// serveOAuthExchange relays /sns/oauth2/access_token with the client key
+// in `secret` replaced by the AppSecret. It is never repeated: WeChat
+// counts a code as used even when it answers -1.
+func (g *Gateway) serveOAuthExchange(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	appid := queryParam(r.URL.RawQuery, "appid")
+	c, code, why := g.authorize(appid, queryParam(r.URL.RawQuery, "secret"))
+	switch {
+	case code != 0:
+	case !c.allowsPath(r.URL.Path):
+		code, why = errUnauthorized, "path not allowed for this client"
+	case g.apps[appid].Secret == "":
+		code, why = errSecret, "no AppSecret configured on the gateway for this app"
+	case !c.allow():
+		code, why = errMinuteQuota, "client rate limit"
+	}
+	if code != 0 {
+		g.writeError(w, code, why)
+		g.record(clientName(c), r, code, start, 1)
+		return
+	}
+	cl := &call{client: c.Name, appid: appid, rawQuery: setParam(r.URL.RawQuery, "secret", g.apps[appid].Secret)}
+	g.forward(w, r, cl, start)
+}
+
+// passThrough relays a call carrying the user's own token.
+func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, start time.Time) {
+	if !g.anon.Allow() {
+		g.writeError(w, errMinuteQuota, "rate limit of calls without a client")
+		g.record(clientAnonymous, r, errMinuteQuota, start, 1)
+		return
+	}
+	cl := &call{client: clientAnonymous, rawQuery: r.URL.RawQuery,
+		idempotent: r.Method == http.MethodGet && r.URL.Path != "/sns/oauth2/access_token"}
+	g.forward(w, r, cl, start)
+}
+
+// forward reads the body (bounded) and hands the call to the proxy.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, start time.Time) {
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody))
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			g.writeError(w, errTooBig, "request body over the gateway's limit")
+			g.record(cl.client, r, errTooBig, start, 1)
+			return
+		}
+		if err != nil {
+			g.record(cl.client, r, errSystem, start, 1)
+			return // the client went away
+		}
+		if len(body) > 0 || r.ContentLength == 0 && r.Method == http.MethodPost {
+			cl.body = body
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, cl), g.cfg.CallTimeout)
+	defer cancel()
+	g.relay.ServeHTTP(w, r.WithContext(ctx))
+	cl.mu.Lock()
+	code, attempts := cl.errcode, cl.attempts
+	cl.mu.Unlock()
+	g.recordLabel(cl.client, r, code, start, attempts)
+}
+
+// queryParam returns the first value of name in a raw query.
+func queryParam(raw, name string) string {
+	for raw != "" {
+		var p string
+		p, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(p, "=")
+		if k == name {
+			if uv, err := unescape(v); err == nil {
+				return uv
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// record counts a call answered by the gateway itself.
+func (g *Gateway) record(client string, r *http.Request, code int, start time.Time, attempts int) {
+	g.recordLabel(client, r, errcodeLabel(code), start, attempts)
+}
+
+func (g *Gateway) recordLabel(client string, r *http.Request, code string, start time.Time, attempts int) {
+	if code == "" {
+		code = "0"
+	}
+	d := time.Since(start)
+	path := "other"
+	if client != clientUnknown {
+		path = g.paths.label(r.URL.Path)
+	} else if knownPath(r.URL.Path) {
+		path = r.URL.Path
+	}
+	callsTotal.WithLabelValues(client, path, code).Inc()
+	callDuration.WithLabelValues(client, path).Observe(d.Seconds())
+	if g.log.Enabled(r.Context(), -4) { // debug: build nothing below the level
+		g.log.Debug("gateway call", "client", client, "method", r.Method, "path", r.URL.Path,
+			"query", scrubQuery(r.URL.RawQuery), "errcode", code, "attempts", attempts, "duration", d)
+	}
+}
+
+// knownPath: paths worth a label even from an unauthenticated caller.
+func knownPath(p string) bool {
+	switch p {
+	case "/cgi-bin/token", "/cgi-bin/stable_token", "/sns/oauth2/access_token":
+		return true
+	}
+	return false
+}
