@@ -104,7 +104,7 @@ func TestRunLookupAndCleanStop(t *testing.T) {
 	bin := wxhubBinary(t)
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0",
-		"--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+		"--http-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -179,6 +179,20 @@ func TestRunLookupAndCleanStop(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %d, want %q in:\n%s", path, resp.StatusCode, want, body)
 		}
+	}
+
+	// The gateway's printed curl commands work when pasted into a shell:
+	// a handle (not the real token) for the token, a profile for user/info.
+	gwURL := out.wait(t, regexp.MustCompile(`Gateway for existing WeChat SDKs: (\S+)`), 5*time.Second)[1]
+	tokenCmd := out.wait(t, regexp.MustCompile(`^  (token=\$\(curl .*)$`), 5*time.Second)[1]
+	userCmd := out.wait(t, regexp.MustCompile(`^  (curl -s "\S+/cgi-bin/user/info.*)$`), 5*time.Second)[1]
+	sh := exec.CommandContext(ctx, "sh", "-c", tokenCmd+"\necho \"token:$token\"\n"+userCmd)
+	shOut, err := sh.CombinedOutput()
+	if err != nil || !strings.Contains(string(shOut), `"openid":"`+openid+`"`) || !regexp.MustCompile(`token:wxh1_\S+`).Match(shOut) {
+		t.Fatalf("pasted gateway commands: %v\n%s\n%s", err, tokenCmd+"\n"+userCmd, shOut)
+	}
+	if !strings.HasPrefix(gwURL, "http://127.0.0.1:") {
+		t.Fatalf("the gateway should listen on loopback: %s", gwURL)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

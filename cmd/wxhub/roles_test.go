@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -35,7 +37,7 @@ func TestProductionRoles(t *testing.T) {
 		args := append([]string{role, "--nats-url", nats.URL, "--wechat-base-url", api.URL,
 			"--http-listen", "127.0.0.1:0", "--app", "appid=wxroles", "--log-format", "json"}, extra...)
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXROLES=roles-secret")
+		cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXROLES=roles-secret", "WXHUB_CLIENT_KEY_SHOP=roles-client-key-0123")
 		stderr, _ := cmd.StderrPipe()
 		log := &lockedBuffer{}
 		if err := cmd.Start(); err != nil {
@@ -62,11 +64,36 @@ func TestProductionRoles(t *testing.T) {
 	if err := json.Unmarshal(out, &p); err != nil || p["openid"] != "oRoles" {
 		t.Fatalf("profile %s: %v", out, err)
 	}
+	// The gateway as its own process: an SDK's token request and a call.
+	gateway, gatewayLog, gatewayDone, gatewayBuf := start("gateway", "--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxroles")
+	gwURL := gatewayLog.wait(t, regexp.MustCompile(`"msg":"gateway serving".*"url":"(http://[^"]+)"`), 30*time.Second)[1]
+	resp, err := http.Get(gwURL + "/cgi-bin/token?grant_type=client_credential&appid=wxroles&secret=roles-client-key-0123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if !strings.HasPrefix(tok.AccessToken, "wxh1_") {
+		t.Fatalf("gateway token answer: %+v", tok)
+	}
+	resp, err = http.Get(gwURL + "/cgi-bin/user/info?access_token=" + tok.AccessToken + "&openid=oRoles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"openid":"oRoles"`) {
+		t.Fatalf("user/info through the gateway process: %s", body)
+	}
+
 	for name, r := range map[string]struct {
 		cmd  *exec.Cmd
 		done chan error
 		log  *lockedBuffer
-	}{"worker": {worker, workerDone, workerBuf}, "holder": {holder, holderDone, holderBuf}} {
+	}{"worker": {worker, workerDone, workerBuf}, "holder": {holder, holderDone, holderBuf}, "gateway": {gateway, gatewayDone, gatewayBuf}} {
 		if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -78,8 +105,8 @@ func TestProductionRoles(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s did not stop within 30s of SIGTERM", name)
 		}
-		if strings.Contains(r.log.String(), "roles-secret") {
-			t.Errorf("%s logged the AppSecret", name)
+		if strings.Contains(r.log.String(), "roles-secret") || strings.Contains(r.log.String(), "roles-client-key-0123") {
+			t.Errorf("%s logged the AppSecret or a client key", name)
 		}
 	}
 }
