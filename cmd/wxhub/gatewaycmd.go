@@ -37,12 +37,22 @@ func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
 	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(nil, nil))
 }
 
-// gatewayRole builds the gateway role. mount adds handlers on its front
-// (e.g. the web login); started, if set, receives the gateway once it
-// listens.
-func gatewayRole(mount map[string]http.Handler, started func(*gateway.Gateway)) roleBuilder {
+// mounter returns handlers to serve on the gateway's front, by ServeMux
+// pattern (e.g. "/oauth/" for the web login); nil adds none.
+type mounter func(p *process) (map[string]http.Handler, error)
+
+// gatewayRole builds the gateway role. mount adds handlers on its front;
+// started, if set, receives the gateway once it listens.
+func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 	return func(p *process) (runner.Role, error) {
 		cfg := p.cfg
+		var mounted map[string]http.Handler
+		if mount != nil {
+			var err error
+			if mounted, err = mount(p); err != nil {
+				return runner.Role{}, err
+			}
+		}
 		log := p.roleLogger("gateway")
 		tokens := worker.NewTokenCache(log)
 		id := "gateway-" + hostnameID()
@@ -61,7 +71,7 @@ func gatewayRole(mount map[string]http.Handler, started func(*gateway.Gateway)) 
 			BaseURL:     cfg.WeChatBaseURL,
 			Apps:        apps, Clients: clients,
 			Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey,
-			Mount:  mount,
+			Mount:  mounted,
 			Logger: log,
 		})
 		if err != nil {

@@ -43,7 +43,7 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 	}
 	api := httptest.NewServer(sim)
 	defer api.Close()
-	env := append(os.Environ(), "WXHUB_SECRET_WXREDACT=redact-secret")
+	env := append(os.Environ(), "WXHUB_SECRET_WXREDACT=redact-secret", "WXHUB_CLIENT_KEY_SHOP=redact-client-key-0123")
 
 	var outputs []string
 	check := func(what, out string) {
@@ -51,6 +51,9 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 		outputs = append(outputs, out)
 		if strings.Contains(out, password) {
 			t.Errorf("%s printed the NATS password:\n%s", what, out)
+		}
+		if strings.Contains(out, "redact-client-key-0123") {
+			t.Errorf("%s printed a gateway client key:\n%s", what, out)
 		}
 	}
 	// Long-running roles: started, ready, stopped with SIGTERM.
@@ -83,6 +86,7 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 	}
 	stopHolder := startRole("holder", regexp.MustCompile(`"msg":"token refreshed"`))
 	stopWorker := startRole("worker", regexp.MustCompile(`"msg":"worker running"`), "--concurrency", "2")
+	stopGateway := startRole("gateway", regexp.MustCompile(`"msg":"gateway serving"`), "--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxredact")
 
 	// Client commands, succeeding and failing.
 	run := func(args ...string) {
@@ -106,7 +110,10 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 	run("status", "--nats-url", "nats://"+user+":"+password+"@bad host:4222")
 	run("holder", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0")
 	run("worker", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0")
+	run("gateway", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0",
+		"--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxredact")
 	run("status", "-h")
+	stopGateway()
 	stopWorker()
 	stopHolder()
 	if all := strings.Join(outputs, "\n"); !strings.Contains(all, user+":xxxxx@") {

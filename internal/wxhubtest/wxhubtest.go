@@ -73,7 +73,7 @@ type Run struct {
 func StartRun(t testing.TB, args ...string) *Run {
 	t.Helper()
 	base := []string{"run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0",
-		"--http-listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "data")}
+		"--http-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "data")}
 	cmd := exec.Command(Binary(t), append(base, args...)...)
 	cmd.Env = os.Environ()
 	stdout, err := cmd.StdoutPipe()
