@@ -22,6 +22,13 @@ type TokenRecord struct {
 	Version     uint64    `json:"version"`
 	Mode        string    `json:"mode"`
 	Holder      string    `json:"holder,omitempty"`
+	// Reason is why the holder fetched this token (a token.refreshed
+	// reason); "invalidated" tells a new leader that reports against this
+	// version within the conflict window mean another system fetches.
+	Reason string `json:"reason,omitempty"`
+	// LastForcedAt is when the holders last made a forced refresh of this
+	// app (reports, manual): its rate limit survives a failover.
+	LastForcedAt time.Time `json:"last_forced_at,omitzero"`
 }
 
 // Fresh reports whether the token has more than margin left at now.

@@ -46,6 +46,7 @@ type app struct {
 	quotaUsed  int64
 	nextTry    time.Time // holder clock, for Status
 	lastErr    string
+	lockouts   []Lockout // the token loop's view, for Status
 
 	// Owned by the token loop.
 	bo           *backoff.ExponentialBackOff
@@ -53,19 +54,28 @@ type app struct {
 	blockedUntil time.Time // holder clock: no fetch before (45009)
 	forced       *forcedNeed
 	lastForcedAt time.Time // holder clock
-	forcedVer    uint64    // version produced by the last refresh for a report
-	acceptedVer  uint64    // version whose report caused a refresh
-	conflictVer  uint64    // version a conflict was announced for
-	conflictAt   time.Time
-	reserveWarn  string // China day the reserve warning was logged
-	termReason   string // reason of the term's first fetch; "" once one succeeded
-	jitterVer    uint64
-	jitter       time.Duration
+	lastManualAt time.Time // holder clock
+	// forceBlockedUntil: WeChat answered 45009 to a stable_token
+	// force_refresh call; forced calls wait for the China day to turn.
+	forceBlockedUntil time.Time
+	forceUsed         int64  // today's stable_token force_refresh count, as last seen
+	forcedVer         uint64 // version produced by the last refresh for a report
+	acceptedVer       uint64 // version whose report caused a refresh
+	conflictVer       uint64 // version a conflict was announced for
+	conflictAt        time.Time
+	reserveWarn       string // China day the reserve warning was logged
+	termReason        string // reason of the term's first fetch; "" once one succeeded
+	jitterVer         uint64
+	jitter            time.Duration
 }
 
 type forcedNeed struct {
 	reason  string
 	version uint64 // the version the need is about
+	// normal: a stable_token app out of force_refresh calls answers the
+	// report with a normal call instead (new token only in the current
+	// one's last 5 minutes).
+	normal bool
 }
 
 func newApp(h *Holder, a App, secret string) *app {
@@ -163,6 +173,7 @@ func (a *app) status() AppStatus {
 		FetchesToday:  a.quotaUsed,
 		NextAttemptAt: a.nextTry,
 		LastError:     a.lastErr,
+		Lockouts:      a.lockoutsNow(),
 	}
 }
 

@@ -188,6 +188,13 @@ type Config struct {
 	// ConfigRetryInterval spaces retries after configuration errors
 	// (40013, 40125, 40164) and other permanent answers. 0 means 5 min.
 	ConfigRetryInterval time.Duration
+	// MaxClockSkew bounds this holder's clock (Now) against the NATS
+	// server's, measured from JetStream message timestamps every
+	// LeaseTTL: beyond it the holder refuses to lead (log line, metric
+	// wxhub_holder_clock_offset_seconds, lockout clock_skew, /readyz).
+	// 0 means 30 s; negative turns the check off (tests with a simulated
+	// clock).
+	MaxClockSkew time.Duration
 	// Logger for the holder; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -238,6 +245,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
 	}
 }
 

@@ -66,6 +66,8 @@ type Holder struct {
 	// Timeout, LeaseTTL/3). A call starts only while more than
 	// fetchTimeout+fetchMargin (LeaseTTL/10) of the lease is left.
 	fetchTimeout, fetchMargin time.Duration
+
+	skew clockCheck
 }
 
 // hooks let tests pause or observe the holder at chosen points. All nil in
@@ -95,6 +97,7 @@ func New(cfg Config) (*Holder, error) {
 		apps:    make(map[string]*app, len(cfg.Apps)),
 		stopped: make(chan struct{}),
 	}
+	h.skew.bound = cfg.MaxClockSkew
 	h.fetchTimeout = min(cfg.WeChat.Timeout(), cfg.LeaseTTL/3)
 	h.fetchMargin = cfg.LeaseTTL / 10
 	for _, a := range cfg.Apps {
@@ -148,6 +151,12 @@ func (h *Holder) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if h.skew.bound > 0 {
+		if err := h.probeClock(ctx); err != nil {
+			h.log.Warn("measuring the clock offset to the NATS server failed; not leading until it succeeds", "error", err)
+		}
+		wg.Go(func() { h.clockLoop(runCtx) })
+	}
 	wg.Go(func() { h.watchTokens(runCtx) })
 	for _, id := range h.order {
 		a := h.apps[id]
@@ -183,6 +192,10 @@ type AppStatus struct {
 	NextAttemptAt time.Time
 	// LastError is the last fetch error (free of secrets), "" after a success.
 	LastError string
+	// Lockouts lists what stops refreshes of the app now, as this holder
+	// sees it (the leader knows them all; a standby only not_leading and
+	// clock_skew).
+	Lockouts []Lockout
 }
 
 // Status returns the state of every app, in configuration order.
@@ -247,6 +260,13 @@ func (h *Holder) onInvalidated(m *nats.Msg) {
 	}
 	a, ok := h.apps[r.AppID]
 	if !ok {
+		return
+	}
+	if !a.leaseValid() {
+		// A standby does not keep reports for a term it may never have:
+		// a new leader judges only reports of its own term, plus what the
+		// stored record says.
+		metrics.TokenInvalidations.WithLabelValues(r.AppID, decisionStandby).Inc()
 		return
 	}
 	a.addReport(r.Version)

@@ -45,6 +45,7 @@ func (a *app) leaseLoop(ctx context.Context) {
 		cancelTerm = cancel
 		a.mu.Lock()
 		a.leader, a.leaseRev, a.validUntil, a.leaderID, a.term = true, rev, a.leaseDeadline(sent), a.h.cfg.ID, termCtx
+		clear(a.pending) // judged: only reports of this term
 		a.mu.Unlock()
 		metrics.HolderLeader.WithLabelValues(a.id).Set(1)
 		a.log.Info("became token leader", "lease_revision", rev)
@@ -57,6 +58,9 @@ func (a *app) leaseLoop(ctx context.Context) {
 		}
 	}
 	tryAcquire := func() {
+		if !a.h.skew.mayLead() {
+			return // clock skew: refuse to lead (logged by the probe)
+		}
 		sent := time.Now()
 		rev, err := a.h.leases.Create(ctx, a.id, []byte(cfg.ID), jetstream.KeyTTL(cfg.LeaseTTL))
 		switch {
@@ -192,6 +196,16 @@ func (a *app) leaseLoop(ctx context.Context) {
 			if leader && !a.leaseValid() {
 				stepDown("lease lapsed before it could be renewed")
 			}
+			if leader && !a.h.skew.mayLead() {
+				a.mu.Lock()
+				rev := a.leaseRev
+				a.mu.Unlock()
+				stepDown("clock skew beyond the bound")
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_ = a.h.leases.Purge(rctx, a.id, jetstream.LastRevision(rev), jetstream.PurgeTTL(time.Minute))
+				cancel()
+			}
+			a.lockoutMetric()
 		case <-deadline.C:
 			if leader && !a.leaseValid() {
 				stepDown("lease lapsed before it could be renewed")

@@ -74,7 +74,8 @@ func TestStableTokenMode(t *testing.T) {
 	e.report(app.AppID, 3, 1)
 	waitRefreshed(t, e, app.AppID, 4)
 
-	// The day's 20 forced refreshes are used up: reports stop forcing.
+	// The day's 20 forced refreshes are used up: reports fall back to a
+	// normal call (which returns the current token: nothing stored).
 	key := events.QuotaKey(app.AppID, e.clock.Now()) + forceSuffix
 	ent, err := e.quota.Get(ctx, key)
 	if err != nil {
@@ -88,19 +89,22 @@ func TestStableTokenMode(t *testing.T) {
 	}
 	e.clock.Advance(time.Minute)
 	e.report(app.AppID, 4, 1)
-	eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionQuotaReserve] == 1 })
+	eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionFallback] == 1 })
 	r.waitEvals(t, 5)
 
 	st := e.sim.Stats()
 	if n := st.CallCount(wechatsim.PathToken, app.AppID); n != 0 {
 		t.Errorf("/cgi-bin/token calls = %d, want 0", n)
 	}
-	if n := st.CallCount(wechatsim.PathStableToken, app.AppID); n != 4 {
-		t.Errorf("/cgi-bin/stable_token calls = %d, want 4", n)
+	if n := st.CallCount(wechatsim.PathStableToken, app.AppID); n != 5 {
+		t.Errorf("/cgi-bin/stable_token calls = %d, want 5", n)
+	}
+	if rec, _ := e.record(app.AppID); rec.Version != 4 {
+		t.Errorf("version %d after the fallback call, want 4 (unchanged token not stored)", rec.Version)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := []bool{false, false, true, true}
+	want := []bool{false, false, true, true, false}
 	if len(forcedCalls) != len(want) {
 		t.Fatalf("force_refresh of the calls = %v, want %v", forcedCalls, want)
 	}

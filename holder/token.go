@@ -22,6 +22,11 @@ const (
 	decisionRateLimited  = "rate_limited"
 	decisionQuotaReserve = "quota_reserve"
 	decisionConflict     = "conflict"
+	// decisionStandby: the report reached a holder that does not lead.
+	decisionStandby = "standby"
+	// decisionFallback: a stable_token app out of force_refresh calls
+	// answers the report with a normal call.
+	decisionFallback = "fallback"
 )
 
 // errUnchanged: stable_token answered with the token we already have.
@@ -69,6 +74,23 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	if used, err := a.readQuota(ctx, a.h.cfg.Now(), false); err == nil {
 		a.setQuotaUsed(used)
 	}
+	if a.stable() {
+		if used, err := a.readQuota(ctx, a.h.cfg.Now(), true); err == nil {
+			a.forceUsed = used
+		}
+	}
+	// What the previous leader knew survives in the record: whether this
+	// token was fetched for a report (conflict detection) and when the
+	// last forced refresh was (its rate limit).
+	if rec, _ := a.record(); rec.Version > 0 {
+		if rec.Reason == events.ReasonInvalidated && rec.Version > a.forcedVer {
+			a.forcedVer = rec.Version
+		}
+		if rec.LastForcedAt.After(a.lastForcedAt) {
+			a.lastForcedAt = rec.LastForcedAt
+		}
+	}
+	defer a.setLockouts(nil)
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
@@ -85,6 +107,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		if a.evaluate(ctx) && ctx.Err() != nil {
 			return
 		}
+		a.setLockouts(a.computeLockouts(a.h.cfg.Now()))
 		if f := a.h.hooks.evaluated; f != nil {
 			f(a.id)
 		}
@@ -112,7 +135,10 @@ func (a *app) evaluate(ctx context.Context) bool {
 	forced := false
 	switch {
 	case a.forced != nil:
-		reason, forced = a.forced.reason, true
+		if a.stable() && !a.forced.normal && now.Before(a.forceBlockedUntil) {
+			a.forced.normal = true // WeChat refuses forced calls today
+		}
+		reason, forced = a.forced.reason, !a.forced.normal
 	case !rec.Fresh(now, 0) || !now.Before(a.refreshAt(rec)):
 		reason = events.ReasonScheduled
 		if a.termReason != "" {
@@ -124,8 +150,9 @@ func (a *app) evaluate(ctx context.Context) bool {
 	if !a.mayFetch(now) {
 		return false
 	}
-	if err := a.refresh(ctx, reason, forced); err == nil {
-		a.forced = nil
+	err := a.refresh(ctx, reason, forced)
+	if err == nil || (a.forced != nil && a.forced.normal && errors.Is(err, errUnchanged)) {
+		a.forced = nil // a normal fallback call is tried once
 	}
 	return true
 }
@@ -162,6 +189,14 @@ func (a *app) handleReports(ctx context.Context) {
 		case !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < a.minForceInterval():
 			count(decisionRateLimited, n)
 			a.log.Info("report rate-limited", "version", v, "last_forced_at", a.lastForcedAt, "reports", n)
+		case a.stable() && (now.Before(a.forceBlockedUntil) || a.reserveReached(ctx, now)):
+			count(decisionFallback, 1)
+			if n > 1 {
+				count(decisionDuplicate, n-1)
+			}
+			a.acceptedVer = v
+			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v, normal: true}
+			a.log.Info("token reported invalid; force_refresh calls exhausted today, trying a normal stable_token call", "version", v, "reports", n)
 		case a.reserveReached(ctx, now):
 			count(decisionQuotaReserve, n)
 		default:
@@ -199,6 +234,9 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 		a.log.Warn("reading wx_quota failed; assuming the reserve is reached", "error", err)
 		return true
 	}
+	if a.stable() {
+		a.forceUsed = used
+	}
 	limit := int64(a.h.cfg.QuotaDailyLimit - a.h.cfg.QuotaReserve)
 	what := "daily quota reserve"
 	if a.stable() {
@@ -214,20 +252,37 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 	return true
 }
 
-// manualRefresh serves Holder.Refresh: a forced refresh now, subject to
-// the same limits as invalidations.
+// manualRefresh serves Holder.Refresh: a forced refresh now (reason
+// manual), never a report. It has its own rate limit (one per
+// MinForceInterval) and is not subject to conflict detection: an
+// operator's refresh is not another system fetching. Refusals name the
+// lockout (RefusedError).
 func (a *app) manualRefresh(ctx context.Context) error {
 	now := a.h.cfg.Now()
+	cfg := &a.h.cfg
+	midnight := events.NextChinaMidnight(now)
 	switch {
 	case !a.leaseValid():
 		return ErrNotLeader
+	case now.Before(a.blockedUntil):
+		return refused(ErrBackingOff, LockoutQuotaExhausted, a.blockedUntil, "WeChat answered 45009 (daily quota): no fetch until the China day turns")
 	case !a.mayFetch(now):
-		return fmt.Errorf("%w until %s", ErrBackingOff, a.status().NextAttemptAt.Format(time.RFC3339))
-	case !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < a.minForceInterval():
-		return ErrRateLimited
+		return refused(ErrBackingOff, LockoutBackoff, a.status().NextAttemptAt, "the last fetch failed: "+a.status().LastError)
+	case !a.lastManualAt.IsZero() && now.Sub(a.lastManualAt) < cfg.MinForceInterval:
+		return refused(ErrRateLimited, "rate_limited", a.lastManualAt.Add(cfg.MinForceInterval),
+			fmt.Sprintf("one manual refresh per %v per app", cfg.MinForceInterval))
+	case a.stable() && !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < StableForceMinInterval:
+		return refused(ErrRateLimited, "rate_limited", a.lastForcedAt.Add(StableForceMinInterval),
+			"WeChat returns the same stable_token within 30 s of a force_refresh")
+	case a.stable() && now.Before(a.forceBlockedUntil):
+		return refused(ErrQuotaReserve, LockoutForceExhausted, a.forceBlockedUntil, "WeChat answered 45009 to force_refresh; scheduled refreshes go on")
 	case a.reserveReached(ctx, now):
-		return ErrQuotaReserve
+		if a.stable() {
+			return refused(ErrQuotaReserve, LockoutForceLimit, midnight, fmt.Sprintf("%d force_refresh calls used today; scheduled refreshes go on", StableForceDailyLimit))
+		}
+		return refused(ErrQuotaReserve, LockoutQuotaReserve, midnight, fmt.Sprintf("daily quota down to the reserve of %d; scheduled refreshes go on", cfg.QuotaReserve))
 	}
+	a.lastManualAt = now
 	return a.refresh(ctx, events.ReasonManual, true)
 }
 
@@ -262,6 +317,9 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 		return err // the term ended: nothing was fetched
 	}
 	a.setQuotaUsed(used)
+	if forced && a.stable() {
+		a.forceUsed++
+	}
 	if !a.leaseRoom() {
 		return errLeaseShort
 	}
@@ -286,7 +344,7 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 		if ctx.Err() != nil && wechat.Classify(err) == wechat.ClassNone {
 			return err
 		}
-		return a.failed(ctx, reason, err)
+		return a.failed(ctx, reason, forced, err)
 	}
 	if tok.Token == rec.AccessToken {
 		// stable_token outside its last 5 minutes, or a forced call within
@@ -300,13 +358,15 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	version := max(rec.Version, a.maxVersion) + 1
 	a.mu.Unlock()
 	next := events.TokenRecord{
-		AppID:       a.id,
-		AccessToken: tok.Token,
-		ExpiresAt:   now.Add(tok.ExpiresIn), // from before the call: errs early
-		FetchedAt:   now,
-		Version:     version,
-		Mode:        a.mode,
-		Holder:      a.h.cfg.ID,
+		AppID:        a.id,
+		AccessToken:  tok.Token,
+		ExpiresAt:    now.Add(tok.ExpiresIn), // from before the call: errs early
+		FetchedAt:    now,
+		Version:      version,
+		Mode:         a.mode,
+		Holder:       a.h.cfg.ID,
+		Reason:       reason,
+		LastForcedAt: a.lastForcedAt,
 	}
 	newRev, err := a.write(ctx, next, rev)
 	if err != nil {
@@ -411,7 +471,7 @@ func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (ui
 
 // failed handles a failed fetch: it sets the backoff gates by the error's
 // class, publishes token.refresh_failed and never touches the stored token.
-func (a *app) failed(ctx context.Context, reason string, err error) error {
+func (a *app) failed(ctx context.Context, reason string, forced bool, err error) error {
 	nowClock := a.h.cfg.Now()
 	code := wechat.ErrCode(err)
 	class := wechat.Classify(err)
@@ -420,14 +480,26 @@ func (a *app) failed(ctx context.Context, reason string, err error) error {
 	}
 	var wait time.Duration
 	next := time.Time{}
-	switch class {
-	case wechat.ClassQuota:
+	msg := err.Error()
+	switch {
+	case class == wechat.ClassQuota && a.stable() && forced:
+		// WeChat's 20 force_refresh calls a day are used (perhaps
+		// elsewhere): only forced calls stop; reports fall back to normal
+		// calls and scheduled refreshes go on.
+		a.forceBlockedUntil = events.NextChinaMidnight(nowClock)
+		a.markForceExhausted(ctx, nowClock)
+		wait = a.bo.NextBackOff()
+		msg = fmt.Sprintf("stable_token force_refresh answered 45009: forced refreshes are exhausted until the China day turns (%s); reports fall back to force_refresh=false calls and scheduled refreshes go on (%v)",
+			a.forceBlockedUntil.Format(time.RFC3339), err)
+		a.log.Error("stable_token forced refreshes exhausted (45009) until the China day turns; scheduled refreshes go on",
+			"forced_until", a.forceBlockedUntil, "error", err)
+	case class == wechat.ClassQuota:
 		a.blockedUntil = events.NextChinaMidnight(nowClock)
 		wait = a.bo.NextBackOff()
 		next = a.blockedUntil
 		a.log.Error("daily token quota exhausted (45009): no fetch until the China day turns",
 			"next_attempt_at", next, "error", err)
-	case wechat.ClassConfig, wechat.ClassPermanent, wechat.ClassBug:
+	case class == wechat.ClassConfig, class == wechat.ClassPermanent, class == wechat.ClassBug:
 		wait = a.h.cfg.ConfigRetryInterval
 		a.log.Error("token fetch refused; check the app's configuration (appid, secret, IP whitelist)",
 			"errcode", code, "retry_in", wait, "error", err)
@@ -444,7 +516,6 @@ func (a *app) failed(ctx context.Context, reason string, err error) error {
 		label = "transport"
 	}
 	metrics.TokenRefreshFailures.WithLabelValues(a.id, label).Inc()
-	msg := err.Error()
 	a.mu.Lock()
 	a.nextTry, a.lastErr = next, msg
 	a.mu.Unlock()

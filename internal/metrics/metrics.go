@@ -95,6 +95,20 @@ var (
 		Help: "Global access_token fetches used today (China day) by appid.",
 	}, []string{"appid"})
 
+	// TokenLockout is 1 while a lockout state stops refreshes of an app
+	// (holder.Lockout* states: not_leading, conflict, quota_reserve,
+	// force_limit, force_exhausted, quota_exhausted, backoff, clock_skew).
+	TokenLockout = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_token_lockout",
+		Help: "1 while the state stops refreshes of the app's token, as seen by this holder (not_leading, conflict, quota_reserve, force_limit, force_exhausted, quota_exhausted, backoff, clock_skew).",
+	}, []string{"appid", "state"})
+
+	// HolderClockOffset is the holder's clock minus the NATS server's.
+	HolderClockOffset = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_holder_clock_offset_seconds",
+		Help: "This holder's clock minus the NATS server's, measured from JetStream message timestamps; beyond the bound (30 s) the holder refuses to lead.",
+	}, []string{"holder"})
+
 	// HolderLeader is 1 while this process leads the appid.
 	HolderLeader = f.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wxhub_holder_leader",

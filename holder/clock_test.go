@@ -1,0 +1,84 @@
+package holder
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
+)
+
+// A holder 10 minutes ahead and one 10 minutes behind the NATS server's
+// clock measure their offset, refuse to lead (log line, metric, lockout,
+// /readyz reason), and leave the app to a holder with a good clock: the
+// stored expires_at is right by the server's clock, so no reader holds a
+// token it believes valid after WeChat expired it. When the good holder
+// dies, the skewed ones still do not lead: not_leading shows.
+func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	skewed := func(id string, off time.Duration) Config {
+		c := e.config(id, app)
+		c.Now = func() time.Time { return time.Now().Add(off) }
+		c.MaxClockSkew = 0 // the default bound, 30 s
+		c.LeaseTTL = 2 * time.Second
+		return c
+	}
+	ahead := e.start(skewed("ahead", 10*time.Minute), nil)
+	behind := e.start(skewed("behind", -10*time.Minute), nil)
+	for _, r := range []*running{ahead, behind} {
+		eventually(t, 5*time.Second, r.h.ID()+" measures its clock", func() bool { _, ok := r.h.ClockOffset(); return ok })
+		off, _ := r.h.ClockOffset()
+		if d := off.Abs() - 10*time.Minute; d.Abs() > 5*time.Second {
+			t.Errorf("%s: offset %v, want ±10m", r.h.ID(), off)
+		}
+		if r.h.ClockSkewError() == nil {
+			t.Errorf("%s: no /readyz reason", r.h.ID())
+		}
+		var m dto.Metric
+		_ = metrics.HolderClockOffset.WithLabelValues(r.h.ID()).Write(&m)
+		if v := m.GetGauge().GetValue(); v < 590 && v > -590 {
+			t.Errorf("%s: wxhub_holder_clock_offset_seconds = %v", r.h.ID(), v)
+		}
+		if lockoutOf(r.h.Status()[0], LockoutClockSkew) == nil {
+			t.Errorf("%s: no clock_skew lockout: %+v", r.h.ID(), r.h.Status()[0].Lockouts)
+		}
+	}
+	if !containsLog(e.logs.String(), "ERROR", "clock skew") {
+		t.Error("no error log line about the clock skew")
+	}
+	time.Sleep(time.Second) // ample lease-loop rounds in which to (wrongly) acquire
+	if _, err := e.tokens.Get(context.Background(), app.AppID); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a skewed holder stored a token (err %v)", err)
+	}
+	if ahead.leader(app.AppID) || behind.leader(app.AppID) || e.fetches(app.AppID) != 0 {
+		t.Fatal("a skewed holder leads or fetched")
+	}
+
+	good := e.start(skewed("good", 0), nil)
+	waitRefreshed(t, e, app.AppID, 1)
+	rec, _ := e.record(app.AppID)
+	if rec.Holder != "good" {
+		t.Fatalf("token stored by %q, want good", rec.Holder)
+	}
+	if d := time.Until(rec.ExpiresAt) - 7200*time.Second; d.Abs() > 5*time.Second {
+		t.Errorf("expires_at is %v off the server's clock", d)
+	}
+	if off, ok := good.h.ClockOffset(); !ok || off.Abs() > time.Second || good.h.ClockSkewError() != nil {
+		t.Errorf("good holder: offset %v measured %v, skew error %v", off, ok, good.h.ClockSkewError())
+	}
+
+	good.kill(t)
+	eventually(t, 10*time.Second, "not_leading shows on the skewed holders", func() bool {
+		return lockoutOf(ahead.h.Status()[0], LockoutNotLeading) != nil && lockoutOf(behind.h.Status()[0], LockoutNotLeading) != nil
+	})
+	if ahead.leader(app.AppID) || behind.leader(app.AppID) || e.fetches(app.AppID) != 1 {
+		t.Error("a skewed holder took over")
+	}
+}
