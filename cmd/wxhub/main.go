@@ -8,6 +8,8 @@
 //	wxhub oauth --appid A --code C         publish an oauth.code.received job, print the result
 //	wxhub token get|invalidate --appid A   token metadata / report a rejected token
 //	wxhub status                           tokens, quota, leaders, job backlog
+//	wxhub result --job-id J                a past job's stored result
+//	wxhub deadletters list|show|replay     rejected jobs; publish a fixed one again
 //
 // Exit status: 0 success, 1 failure (including a user.profile.failed
 // result), 2 usage or configuration error.
@@ -53,6 +55,7 @@ type command struct {
 // cmdEnv is what a command sees of the process: handy for tests.
 type cmdEnv struct {
 	stdout, stderr io.Writer
+	stdin          io.Reader // nil in tests that need none
 	getenv         func(string) string
 }
 
@@ -67,12 +70,14 @@ func commands() []command {
 		{"oauth", "publish an oauth.code.received job and print its result", cmdOAuth},
 		{"token", "token get|invalidate --appid A: token metadata, or report a rejected token", cmdToken},
 		{"status", "tokens, quota and leaders per app; backlog per job subject", cmdStatus},
+		{"result", "result --job-id J: print a past job's stored result", cmdResult},
+		{"deadletters", "deadletters list|show|replay: browse rejected jobs, publish a fixed one again", cmdDeadLetters},
 	}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, &cmdEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	code := run(ctx, &cmdEnv{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}, os.Args[1:])
 	stop()
 	os.Exit(code)
 }
@@ -119,7 +124,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: wxhub <command> [flags]   (wxhub <command> -h for its flags; wxhub --version)")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery flag can also be set as WXHUB_<FLAG> (e.g. WXHUB_NATS_URL) or in a YAML file given with --config.")
 }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/config"
+)
+
+// cmdResult prints the stored result of a past job from WX_RESULTS: exit
+// 0 for user.profile, 1 for user.profile.failed or when there is none.
+//
+// It looks the job up in wx_done first (one KV read and one stream read);
+// a user without access to wx_done, or a job without a done record, makes
+// it scan the results of the last --since instead.
+func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
+	var jobID string
+	var since time.Duration
+	cfg, _, err := parseConfig(env, "result", config.FlagsNATS, args, func(fs *flag.FlagSet) {
+		fs.StringVar(&jobID, "job-id", "", "the job's `id` (its job_id, else its Nats-Msg-Id, else invalid-<seq>) (required)")
+		fs.DurationVar(&since, "since", 24*time.Hour, "how far back to scan WX_RESULTS when the job has no done record")
+	})
+	if err != nil {
+		return err
+	}
+	if jobID == "" {
+		return usagef("--job-id is required")
+	}
+	nc, js, err := connect(cfg, "wxhub-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	subs := events.NewSubjects(cfg.Prefix)
+	m, err := findResult(ctx, js, subs, jobID, since)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("no result for job %s in %s (results are kept 24 h; scanned the last %v): it may still be waiting or running (wxhub status), or was never published", jobID, events.StreamResults, since)
+	}
+	printJSON(env, m.Data)
+	if m.Subject == subs.UserProfileFailed {
+		return errFailed
+	}
+	return nil
+}
+
+// findResult returns the stored result of jobID, or nil if there is none.
+func findResult(ctx context.Context, js jetstream.JetStream, subs events.Subjects, jobID string, since time.Duration) (*jetstream.RawStreamMsg, error) {
+	stream, err := js.Stream(ctx, events.StreamResults)
+	if err != nil {
+		return nil, fmt.Errorf("results stream %s: %w", events.StreamResults, err)
+	}
+	if kv, err := js.KeyValue(ctx, events.BucketDone); err == nil {
+		if ent, err := kv.Get(ctx, events.DoneKey(jobID)); err == nil {
+			var rec events.DoneRecord
+			if json.Unmarshal(ent.Value(), &rec) == nil && rec.ResultSeq > 0 {
+				m, err := stream.GetMsg(ctx, rec.ResultSeq)
+				if err == nil && resultIDOf(m.Header, m.Data) == jobID {
+					return m, nil
+				}
+			}
+		}
+	}
+	start := time.Now().Add(-since)
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subs.Results(),
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results consumer: %w", err)
+	}
+	for {
+		batch, err := cons.FetchNoWait(512)
+		if err != nil {
+			return nil, fmt.Errorf("results fetch: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if resultIDOf(m.Headers(), m.Data()) == jobID {
+				meta, _ := m.Metadata()
+				raw := &jetstream.RawStreamMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+				if meta != nil {
+					raw.Sequence, raw.Time = meta.Sequence.Stream, meta.Timestamp
+				}
+				return raw, nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("results fetch: %w", err)
+		}
+		if n == 0 {
+			return nil, nil
+		}
+	}
+}
+
+// resultIDOf is a result's id: its Nats-Msg-Id, else its job_id.
+func resultIDOf(h nats.Header, data []byte) string {
+	if id := h.Get(events.HeaderMsgID); id != "" {
+		return id
+	}
+	return jobIDOf(data)
+}
+
+// printJSON prints data indented, or as it is when it is not JSON.
+func printJSON(env *cmdEnv, data []byte) {
+	var pretty json.RawMessage = data
+	out, err := json.MarshalIndent(pretty, "", "  ")
+	if err != nil {
+		out = data
+	}
+	fmt.Fprintln(env.stdout, string(out))
+}
