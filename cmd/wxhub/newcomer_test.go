@@ -98,7 +98,7 @@ func TestTryLinesNameTheNATSURL(t *testing.T) {
 func TestSecondRunOnSamePortOrDataDir(t *testing.T) {
 	bin := wxhubBinary(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
-	first := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--data-dir", dataDir)
+	first := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0", "--data-dir", dataDir)
 	stdout, _ := first.StdoutPipe()
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestSecondRunOnSamePortOrDataDir(t *testing.T) {
 			var stdout, stderr lockedBuffer
 			env := &cmdEnv{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
 			start := time.Now()
-			code := run(context.Background(), env, append([]string{"run", "--sim-listen", "127.0.0.1:0", "--http-listen", ""}, tt.args...))
+			code := run(context.Background(), env, append([]string{"run", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0"}, tt.args...))
 			if code != exitFailure {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitFailure, stderr.String())
 			}

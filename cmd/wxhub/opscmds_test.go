@@ -26,7 +26,7 @@ import (
 // job_id.
 func TestResultAndDeadLetters(t *testing.T) {
 	bin := wxhubBinary(t)
-	proc := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "",
+	proc := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
 		"--data-dir", filepath.Join(t.TempDir(), "data"))
 	stdout, _ := proc.StdoutPipe()
 	if err := proc.Start(); err != nil {
