@@ -20,7 +20,7 @@ import (
 
 // cmdGateway runs the WeChat-compatible gateway against an existing NATS.
 func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
-	cfg, _, err := parseConfig(env, "gateway", config.FlagsNATS|config.FlagsServer|config.FlagsGateway, args, nil)
+	cfg, _, err := parseConfig(env, "gateway", config.FlagsNATS|config.FlagsServer|config.FlagsGateway|config.FlagsWebLogin, args, nil)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,8 @@ func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
 		return usagef("apps: none configured (use --app appid=... ; a secret is needed only for /sns/oauth2/access_token)")
 	}
 	log := newLogger(env, cfg.Log).With("role", "gateway")
-	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(nil, nil))
+	wl := &webLogin{}
+	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(wl.mount, nil))
 }
 
 // mounter returns handlers to serve on the gateway's front, by ServeMux

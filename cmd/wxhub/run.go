@@ -20,7 +20,7 @@ import (
 // one process, and the simulator with a demo app when no app is configured.
 func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	var prefix string
-	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun|config.FlagsGateway, args, func(fs *flag.FlagSet) {
+	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun|config.FlagsGateway|config.FlagsWebLogin, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&prefix, "prefix", "", "subject `prefix`, e.g. wx.")
 	})
 	if err != nil {
@@ -82,6 +82,9 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 			return fmt.Errorf("simulator: %w", err)
 		}
 		cfg.Apps = []config.App{{AppID: demoApp.AppID, Secret: demoApp.Secret}}
+		// The demo app's web login: the simulator's authorize pages, back
+		// to the demo shop page on the gateway's front (see webLogin).
+		cfg.WebLogin.AuthorizeBase = cfg.WeChatBaseURL
 		fmt.Fprintf(env.stdout, "wxhub: no app configured, so using the WeChat simulator at %s with demo app %s (followers: %v)\n", cfg.WeChatBaseURL, demoApp.AppID, demoApp.OpenIDs)
 	}
 
@@ -97,10 +100,20 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 		cfg.Gateway.Clients, demoKeyFile = []config.Client{c}, file
 	}
 	var gw *gateway.Gateway
+	wl := &webLogin{}
+	if demo {
+		wl.demoApp = demoApp.AppID
+	}
 	err = serve(ctx, cfg, "wxhub-run", log, func(opsAddr string) {
 		printTry(env, cfg, opsAddr, demo, demoApp)
 		printGatewayTry(env, cfg, gw, demoKeyFile, demo, demoApp)
-	}, holderRole, workerRole, gatewayRole(nil, func(g *gateway.Gateway) { gw = g }))
+		printWebLoginTry(env, gw, wl, demo, demoApp)
+	}, holderRole, workerRole, gatewayRole(wl.mount, func(g *gateway.Gateway) {
+		gw = g
+		if err := wl.started(g); err != nil {
+			log.Error("web login: cannot configure the demo app", "err", err)
+		}
+	}))
 	// The roles are stopped (gateway and workers drained while the holder
 	// still ran); the simulator and NATS go last.
 	stopSim()

@@ -9,7 +9,8 @@ import (
 )
 
 // WebLogin configures the web-login front door (/oauth/authorize and
-// /oauth/callback, package gateway/weblogin).
+// /oauth/callback, package gateway/weblogin), served on the gateway's
+// HTTP front (--gateway-listen).
 type WebLogin struct {
 	// AuthorizeBase is WeChat's authorize host: https://open.weixin.qq.com,
 	// or the simulator's URL.

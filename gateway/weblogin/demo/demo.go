@@ -34,9 +34,11 @@ const keep = 1024
 type Config struct {
 	AppID string
 	// LoginBase is where wxhub's web login answers (its /oauth/authorize),
-	// e.g. http://127.0.0.1:8080.
+	// e.g. http://127.0.0.1:8092; "" means the origin the page was
+	// requested on (the page shares the web login's front).
 	LoginBase string
-	// SelfURL is this page's absolute URL: the return_to it asks for.
+	// SelfURL is this page's absolute URL: the return_to it asks for; ""
+	// means the URL it was requested on, without the query.
 	SelfURL string
 	// Prefix is the subject prefix.
 	Prefix string
@@ -65,8 +67,8 @@ type Page struct {
 // New subscribes to the result subjects on nc and returns the page.
 // Close unsubscribes.
 func New(nc *nats.Conn, cfg Config) (*Page, error) {
-	if cfg.AppID == "" || cfg.LoginBase == "" || cfg.SelfURL == "" {
-		return nil, errors.New("demo: AppID, LoginBase and SelfURL are required")
+	if cfg.AppID == "" {
+		return nil, errors.New("demo: AppID is required")
 	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = 5 * time.Second
@@ -144,10 +146,25 @@ func (p *Page) lookup(ctx context.Context, id string) (result, bool) {
 	}
 }
 
-// LoginURL is the link the page shows for scope.
-func (p *Page) LoginURL(scope, state string) string {
-	return p.cfg.LoginBase + "/oauth/authorize?" + url.Values{
-		"appid": {p.cfg.AppID}, "scope": {scope}, "return_to": {p.cfg.SelfURL}, "state": {state},
+// LoginURL is the link the page shows for scope, for a page requested
+// as r.
+func (p *Page) LoginURL(r *http.Request, scope, state string) string {
+	base, self := p.cfg.LoginBase, p.cfg.SelfURL
+	if base == "" || self == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		origin := scheme + "://" + r.Host
+		if base == "" {
+			base = origin
+		}
+		if self == "" {
+			self = origin + r.URL.Path
+		}
+	}
+	return base + "/oauth/authorize?" + url.Values{
+		"appid": {p.cfg.AppID}, "scope": {scope}, "return_to": {self}, "state": {state},
 	}.Encode()
 }
 
@@ -189,8 +206,8 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v.JobID == "" && v.Error == "" {
 		state := rand.Text()
 		http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: state, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, MaxAge: 600})
-		v.LoginUserInfo = p.LoginURL("snsapi_userinfo", state)
-		v.LoginBs = p.LoginURL("snsapi_base", state)
+		v.LoginUserInfo = p.LoginURL(r, "snsapi_userinfo", state)
+		v.LoginBs = p.LoginURL(r, "snsapi_base", state)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = page.Execute(w, v)
