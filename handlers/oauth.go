@@ -172,7 +172,9 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 	}
 
 	p := h.identityProfile(j, tok.OpenID, tok.Scope, tok.UnionID, tok.IsSnapshotUser)
-	if hasScope(tok.Scope, "snsapi_userinfo") {
+	// snsapi_login (website apps, /connect/qrconnect) entitles
+	// /sns/userinfo as snsapi_userinfo does.
+	if hasScope(tok.Scope, "snsapi_userinfo") || hasScope(tok.Scope, "snsapi_login") {
 		var ui wechat.SNSUserInfo
 		err := h.retryTransient(ctx, func(ctx context.Context) error {
 			var err error

@@ -2,6 +2,7 @@ package weblogin_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
@@ -20,7 +22,10 @@ import (
 	"github.com/wxhub/wxhub/worker"
 )
 
-const websiteApp = "wxweb0000000000a"
+const (
+	websiteApp    = "wxweb0000000000a"
+	websiteSecret = "websecret0000000000000000000000a"
+)
 
 // loginEnv is the whole flow on real parts: embedded JetStream, the
 // simulator behind a real HTTP server, a real worker, and the web-login
@@ -62,7 +67,10 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 	e := &loginEnv{nats: brokertest.Start(t)}
 	e.sim = wechatsim.New(wechatsim.WithLogger(quiet()))
 	e.demoApp = e.sim.SeedDemo()
-	e.sim.AddApp(websiteApp, "websecret0000000000000000000000a")
+	e.sim.AddApp(websiteApp, websiteSecret)
+	if err := e.sim.AddSNSUser(websiteApp, wechatsim.Follower{OpenID: "oWeb_user1", Nickname: "网站用户"}); err != nil {
+		t.Fatal(err)
+	}
 	e.sim.SetOAuthDomains(websiteApp, "127.0.0.1")
 	e.sim.SetWebsiteApp(websiteApp, true)
 	simSrv := httptest.NewServer(e.sim)
@@ -75,7 +83,7 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 	}
 	w, err := worker.New(worker.Config{
 		Conn: e.nats.Conn(t), WeChat: wc, ID: "test-worker", Logger: quiet(),
-		Apps: []worker.App{{AppID: e.demoApp.AppID, Secret: e.demoApp.Secret}},
+		Apps: []worker.App{{AppID: e.demoApp.AppID, Secret: e.demoApp.Secret}, {AppID: websiteApp, Secret: websiteSecret}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -168,5 +176,38 @@ func noFollow() *http.Client {
 	return &http.Client{
 		Timeout:       30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// profiles follows user.profile and returns the profile of job id, or
+// fails after 20 s.
+func (e *loginEnv) profiles(t *testing.T) func(id string) events.UserProfile {
+	t.Helper()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := e.nats.NC.ChanSubscribe(events.SubjectUserProfile, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := e.nats.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func(id string) events.UserProfile {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case m := <-ch:
+				var p events.UserProfile
+				if err := json.Unmarshal(m.Data, &p); err != nil {
+					t.Fatal(err)
+				}
+				if p.JobID == id {
+					return p
+				}
+			case <-deadline:
+				t.Fatalf("no user.profile for job %s within 20 s", id)
+			}
+		}
 	}
 }

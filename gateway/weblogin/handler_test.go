@@ -269,3 +269,76 @@ func TestCallbackTimesOutBoundedAndSaysSo(t *testing.T) {
 		t.Fatalf("result %s is not for job %s", m.Data(), q.Get("wxhub_job"))
 	}
 }
+
+// The consent page's form, answered over HTTP: returns the simulator's
+// redirect (to the callback).
+func consent(t *testing.T, consentURL string, cookies []*http.Cookie, action string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, consentURL, nil)
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := noFollow().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="ticket" value="([^"]+)"`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("no consent form at %s: %d\n%s", consentURL, resp.StatusCode, b)
+	}
+	reply, _ := url.Parse(consentURL)
+	reply.Path, reply.RawQuery = wechatsim.PathConnectReply, ""
+	resp, err = noFollow().PostForm(reply.String(), url.Values{"ticket": {m[1]}, "action": {action}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Location")
+}
+
+func TestWebsiteAppLoginThroughQRConnectGetsTheProfile(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	profile := e.profiles(t)
+	if err := e.sim.LogIn(websiteApp, wechatsim.LoggedInUser{OpenID: "oWeb_user1"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := get(t, e.authorize(url.Values{"appid": {websiteApp}, "return_to": {e.demoURL}, "state": {"w1"}}))
+	cbURL := consent(t, resp.Header.Get("Location"), nil, "allow")
+	resp, _ = get(t, cbURL)
+	q := query(t, resp.Header.Get("Location"))
+	if q.Has("error") || q.Get("wxhub_job") == "" {
+		t.Fatalf("website login: %q", resp.Header.Get("Location"))
+	}
+	p := profile(q.Get("wxhub_job"))
+	if p.OpenID != "oWeb_user1" || p.Scope != "snsapi_login" || p.Nickname != "网站用户" {
+		t.Fatalf("profile %+v: want the website user's nickname (snsapi_login entitles sns/userinfo)", p)
+	}
+}
+
+// "A snapshot-page visitor: virtual openid, is_snapshotuser 1 in user.profile".
+func TestSnapshotUserProfileIsMarked(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	profile := e.profiles(t)
+	resp, _ := get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_userinfo"}, "return_to": {e.demoURL}}))
+	req, _ := http.NewRequest(http.MethodGet, resp.Header.Get("Location"), nil)
+	req.AddCookie(&http.Cookie{Name: wechatsim.CookieOpenID, Value: e.demoApp.OpenIDs[1]})
+	req.AddCookie(&http.Cookie{Name: wechatsim.CookieSnapshot, Value: "1"})
+	resp, err := noFollow().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("snapshot visitor: %d, want a silent redirect", resp.StatusCode)
+	}
+	resp, _ = get(t, resp.Header.Get("Location"))
+	q := query(t, resp.Header.Get("Location"))
+	p := profile(q.Get("wxhub_job"))
+	if p.IsSnapshotUser != 1 || p.OpenID != wechatsim.VirtualOpenID(e.demoApp.AppID, e.demoApp.OpenIDs[1]) || p.Nickname != "" {
+		t.Fatalf("profile %+v: want is_snapshotuser 1, the virtual openid and no profile fields", p)
+	}
+}
