@@ -163,6 +163,16 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 			Replicas:    t.Replicas,
 			TTL:         10 * time.Minute,
 		},
+		{
+			// Per-record TTL (the refresh_token's remaining life) needs
+			// LimitMarkerTTL; no bucket TTL: key check records live on.
+			Bucket:         events.BucketVault,
+			Description:    "users' OAuth tokens, AES-256-GCM encrypted, by appid.openid (per-key TTL)",
+			History:        1,
+			Storage:        jetstream.FileStorage,
+			Replicas:       t.Replicas,
+			LimitMarkerTTL: time.Minute,
+		},
 	}
 }
 

@@ -38,6 +38,9 @@ const (
 	// BucketLoginState holds web-login states (gateway/weblogin): key =
 	// the nonce sent to WeChat as state, TTL 10 minutes, used once.
 	BucketLoginState = "wx_login_state"
+	// BucketVault keeps users' OAuth tokens, AES-256-GCM encrypted (see
+	// package handlers/vault); only workers and the vault admin may read it.
+	BucketVault = "wx_vault"
 )
 
 // JetStream stream names (stream names cannot contain dots).

@@ -1,0 +1,55 @@
+// Package vault keeps users' OAuth tokens (the access_token and
+// refresh_token of /sns/oauth2/access_token) encrypted in the NATS KV
+// bucket wx_vault, so that a worker can fetch a user's current profile
+// (/sns/userinfo) for as long as the refresh_token lives, without a new
+// login.
+//
+// # Records
+//
+// One record per user, under the key u.<appid>.<openid>. The value is an
+// Envelope: {"v":1,"kid":"<key id>","nonce":"...","ct":"..."}, where ct is
+// the AES-256-GCM encryption (crypto/cipher, 12-byte random nonce) of the
+// JSON of Tokens: access_token, refresh_token, scope, unionid,
+// is_snapshotuser and the two expiry instants. The GCM additional data is
+// "wx_vault/v1/<appid>/<openid>", so a record copied under another user's
+// key does not decrypt: records cannot be swapped. Nothing but the key id
+// is in clear text, and the key itself only names the user (appid and
+// openid are not credentials).
+//
+// Every record carries a per-message TTL (the bucket has LimitMarkerTTL):
+// the refresh_token's remaining life, 30 days after the login by default
+// (180 days for mobile apps, configurable per app). When it lapses the
+// server deletes the record; the tokens are useless by then.
+//
+// # Keys
+//
+// A Keyring holds one or more 32-byte keys, each with an id. The newest
+// (the last one listed) encrypts; every one decrypts. Rotation: add a new
+// key at the end of the ring on every process, restart them, then run
+// Rotate (wxhub vault rotate), which re-encrypts every record under the
+// newest key and retires the older keys' check records; the old keys can
+// then be removed from the ring.
+//
+// A wrong or missing key must never look like an empty vault. Open keeps
+// a check record per key id, k.<key id>, holding a known text encrypted
+// under that key: Open fails when a configured key does not decrypt its
+// check record (a wrong key file), and when the bucket has a check record
+// for a key id that is not configured (records written under a key this
+// process does not have). Open writes the check record of the newest key
+// the first time it is used.
+//
+// # Refreshing, once
+//
+// Fresh returns a record whose access_token is valid, calling the given
+// refresh function (GET /sns/oauth2/refresh_token) when it has expired.
+// Concurrent callers for one user, in one process or many, refresh once:
+// the refresher holds a short lock key l.<appid>.<openid> (created with a
+// TTL, so a dead refresher's lock lapses) and the others watch the user's
+// keys until the refreshed record is written.
+//
+// # What never leaves the process
+//
+// The tokens are in clear only in memory. Tokens' LogValue redacts them,
+// errors from this package never contain them, and nothing here publishes
+// an event or a metric with them.
+package vault

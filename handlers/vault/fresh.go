@@ -1,0 +1,139 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// RefreshFunc renews a user's tokens with the refresh_token: in production
+// wechat.Client.RefreshOAuthToken for the user's appid.
+type RefreshFunc func(ctx context.Context, refreshToken string) (wechat.OAuthToken, error)
+
+// FreshRequest asks Fresh for a user's usable tokens.
+type FreshRequest struct {
+	AppID, OpenID string
+	// Margin: an access_token with less than this left counts as expired.
+	Margin time.Duration
+	// Rejected, when set, is an access_token WeChat has just refused
+	// (42001, 40001, 40014): a record still holding it is refreshed even
+	// if our clock says it is valid.
+	Rejected string
+	// RefreshTTL is the life of a NEW refresh_token, should WeChat return
+	// a different one (30 days for web apps).
+	RefreshTTL time.Duration
+	// Refresh calls WeChat.
+	Refresh RefreshFunc
+}
+
+// Fresh returns the user's record with a usable access_token, refreshing
+// it (once for all concurrent callers, across processes) when it has
+// expired; refreshed says whether this call did the refresh. It fails with
+// ErrNotFound when there is no record, ErrRefreshExpired when the
+// refresh_token has expired by our clock, and with Refresh's error
+// (typically a *wechat.APIError: 40030, 42002, 42007 mean the user must
+// authorize again) when WeChat refused.
+func (v *Vault) Fresh(ctx context.Context, req FreshRequest) (rec Record, refreshed bool, err error) {
+	if err := checkUser(req.AppID, req.OpenID); err != nil {
+		return Record{}, false, err
+	}
+	for range 5 {
+		rec, err := v.Get(ctx, req.AppID, req.OpenID)
+		if err != nil {
+			return Record{}, false, err
+		}
+		now := v.opts.Now()
+		if !rec.Tokens.RefreshValid(now) {
+			return rec, false, ErrRefreshExpired
+		}
+		if rec.Tokens.AccessValid(now, req.Margin) && (req.Rejected == "" || rec.Tokens.AccessToken != req.Rejected) {
+			return rec, false, nil
+		}
+		rec, refreshed, err = v.refreshOnce(ctx, req, rec)
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		return rec, refreshed, err
+	}
+	return Record{}, false, fmt.Errorf("vault: the record kept changing while refreshing")
+}
+
+var errRetry = errors.New("vault: look again")
+
+// refreshOnce takes the user's lock and refreshes, or waits for whoever
+// holds it; errRetry means "read the record again".
+func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) (Record, bool, error) {
+	// Watch before taking the lock, so a release in between is not missed.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	w, err := v.kv.Watch(wctx, "*."+req.AppID+"."+req.OpenID, jetstream.UpdatesOnly(), jetstream.MetaOnly())
+	if err != nil {
+		return Record{}, false, fmt.Errorf("vault: watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+
+	lk := lockKey(req.AppID, req.OpenID)
+	lockRev, err := v.kv.Create(ctx, lk, []byte(v.opts.Owner), jetstream.KeyTTL(v.opts.LockTTL))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Someone else refreshes: wait for their record or their release.
+		timer := time.NewTimer(v.opts.LockTTL + time.Second)
+		defer timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return Record{}, false, ctx.Err()
+			case <-timer.C:
+				return Record{}, false, errRetry
+			case e, ok := <-w.Updates():
+				if !ok {
+					return Record{}, false, errRetry
+				}
+				if e == nil {
+					continue
+				}
+				if e.Key() == lk && e.Operation() == jetstream.KeyValuePut {
+					continue // a new lock; its release comes later
+				}
+				return Record{}, false, errRetry
+			}
+		}
+	}
+	if err != nil {
+		return Record{}, false, fmt.Errorf("vault: refresh lock: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := v.kv.Purge(rctx, lk, jetstream.LastRevision(lockRev), jetstream.PurgeTTL(time.Minute)); err != nil &&
+			!errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongLastSeq(err) {
+			v.opts.Logger.Warn("vault: releasing a refresh lock failed; it lapses by itself", "appid", req.AppID, "openid", req.OpenID, "err", err)
+		}
+	}()
+
+	// Under the lock: has someone refreshed since we looked?
+	cur, err := v.Get(ctx, req.AppID, req.OpenID)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if cur.Revision != seen.Revision {
+		return Record{}, false, errRetry
+	}
+	tok, err := req.Refresh(ctx, cur.Tokens.RefreshToken)
+	if err != nil {
+		return cur, false, err
+	}
+	if tok.OpenID != "" && tok.OpenID != req.OpenID {
+		return cur, false, fmt.Errorf("vault: refresh answered for another openid")
+	}
+	nt := FromExchange(tok, v.opts.Now(), req.RefreshTTL, &cur.Tokens)
+	rec, err := v.StoreIf(ctx, req.AppID, req.OpenID, nt, cur.Revision)
+	if err != nil {
+		return Record{}, true, err
+	}
+	return rec, true, nil
+}

@@ -1,0 +1,295 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+)
+
+// Errors of Open: a keyring that does not fit the bucket.
+var (
+	// ErrWrongKey: a configured key does not decrypt its own check record.
+	ErrWrongKey = errors.New("vault: wrong key")
+	// ErrMissingKey: the bucket holds records under a key id the keyring
+	// does not have.
+	ErrMissingKey = errors.New("vault: missing key")
+	// ErrBadUser: appid or openid is not of the form the schemas allow.
+	ErrBadUser = errors.New("vault: appid and openid must be 1-64 letters, digits, _ or -")
+)
+
+// Key prefixes in the bucket.
+const (
+	userPrefix  = "u."
+	lockPrefix  = "l."
+	checkPrefix = "k."
+	checkText   = "wxhub vault key check"
+)
+
+var userIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Options tune a Vault; the zero value means the defaults on each field.
+type Options struct {
+	// Bucket is the KV bucket; "" means events.BucketVault (wx_vault).
+	Bucket string
+	// Now is the clock for token expiries; nil means time.Now.
+	Now func() time.Time
+	// LockTTL bounds how long a refresher holds a user's refresh lock
+	// (and how long the others wait for it). 0 means 20 s.
+	LockTTL time.Duration
+	// Owner names this process in refresh locks; "" means "vault".
+	Owner string
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Vault is the encrypted token store on a KV bucket. It is safe for
+// concurrent use.
+type Vault struct {
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	ring *Keyring
+	opts Options
+}
+
+// Open binds a Vault to the bucket (it must exist: provisioning creates
+// it) and checks the keyring against it (see the package doc): a wrong
+// key is ErrWrongKey, a key the bucket needs but the ring lacks is
+// ErrMissingKey. On success the newest key's check record exists.
+func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Options) (*Vault, error) {
+	if ring == nil || len(ring.keys) == 0 {
+		return nil, ErrNoKeys
+	}
+	if opts.Bucket == "" {
+		opts.Bucket = events.BucketVault
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = 20 * time.Second
+	}
+	if opts.Owner == "" {
+		opts.Owner = "vault"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	kv, err := js.KeyValue(ctx, opts.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("vault: bucket %s: %w", opts.Bucket, err)
+	}
+	v := &Vault{js: js, kv: kv, ring: ring, opts: opts}
+	if err := v.checkKeys(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Keyring returns the vault's keyring.
+func (v *Vault) Keyring() *Keyring { return v.ring }
+
+func userKey(appid, openid string) string { return userPrefix + appid + "." + openid }
+func lockKey(appid, openid string) string { return lockPrefix + appid + "." + openid }
+
+func checkUser(appid, openid string) error {
+	if !userIDRe.MatchString(appid) || !userIDRe.MatchString(openid) {
+		return ErrBadUser
+	}
+	return nil
+}
+
+func checkAD(id string) []byte { return []byte("wx_vault/v1/keycheck/" + id) }
+
+// checkKeys compares the ring with the bucket's check records.
+func (v *Vault) checkKeys(ctx context.Context) error {
+	stored, err := v.keys(ctx, checkPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("vault: listing key check records: %w", err)
+	}
+	current := v.ring.Current()
+	haveCurrent := false
+	for _, k := range stored {
+		id := k[len(checkPrefix):]
+		if !v.ring.Has(id) {
+			return fmt.Errorf("%w: bucket %s holds records encrypted under key %q, which is not in the keyring (add it; after `wxhub vault rotate` it may be removed)",
+				ErrMissingKey, v.opts.Bucket, id)
+		}
+		if err := v.verifyCheck(ctx, id); err != nil {
+			return err
+		}
+		haveCurrent = haveCurrent || id == current
+	}
+	if haveCurrent {
+		return nil
+	}
+	env, err := v.ring.seal([]byte(checkText), checkAD(current))
+	if err != nil {
+		return err
+	}
+	b, err := marshalEnvelope(env)
+	if err != nil {
+		return err
+	}
+	if _, err := v.kv.Create(ctx, checkPrefix+current, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) { // another process wrote it meanwhile
+			return v.verifyCheck(ctx, current)
+		}
+		return fmt.Errorf("vault: writing the key check record for %q: %w", current, err)
+	}
+	v.opts.Logger.Info("vault key check record written", "bucket", v.opts.Bucket, "kid", current)
+	return nil
+}
+
+func (v *Vault) verifyCheck(ctx context.Context, id string) error {
+	e, err := v.kv.Get(ctx, checkPrefix+id)
+	if err != nil {
+		return fmt.Errorf("vault: reading the key check record for %q: %w", id, err)
+	}
+	env, err := unmarshalEnvelope(e.Value())
+	if err == nil {
+		if env.KeyID != id {
+			err = fmt.Errorf("%w: check record names key %q", ErrCorrupt, env.KeyID)
+		} else {
+			var pt []byte
+			pt, err = v.ring.open(env, checkAD(id))
+			if err == nil && string(pt) != checkText {
+				err = ErrCorrupt
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: key %q does not decrypt its check record in bucket %s (is the key file the one these records were written with?): %w",
+			ErrWrongKey, id, v.opts.Bucket, err)
+	}
+	return nil
+}
+
+// keys lists the bucket's keys matching filter.
+func (v *Vault) keys(ctx context.Context, filter string) ([]string, error) {
+	kl, err := v.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	defer kl.Stop()
+	var out []string
+	for k := range kl.Keys() {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// Get returns a user's record, or ErrNotFound.
+func (v *Vault) Get(ctx context.Context, appid, openid string) (Record, error) {
+	if err := checkUser(appid, openid); err != nil {
+		return Record{}, err
+	}
+	e, err := v.kv.Get(ctx, userKey(appid, openid))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("vault: get: %w", err)
+	}
+	t, kid, err := v.ring.openTokens(appid, openid, e.Value())
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: e.Revision()}, nil
+}
+
+// Store writes a user's tokens (replacing any record), encrypted under the
+// newest key, with a TTL of the refresh_token's remaining life. Tokens
+// whose refresh_token has already expired are not stored
+// (ErrRefreshExpired).
+func (v *Vault) Store(ctx context.Context, appid, openid string, t Tokens) (Record, error) {
+	return v.store(ctx, appid, openid, t, nil)
+}
+
+// StoreIf is Store only if the record is still at revision rev (0: only
+// if there is none); otherwise it fails with an error matching
+// jetstream.ErrKeyRevisionMismatch.
+func (v *Vault) StoreIf(ctx context.Context, appid, openid string, t Tokens, rev uint64) (Record, error) {
+	return v.store(ctx, appid, openid, t, &rev)
+}
+
+func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *uint64) (Record, error) {
+	if err := checkUser(appid, openid); err != nil {
+		return Record{}, err
+	}
+	ttl := t.RefreshExpiresAt.Sub(v.opts.Now())
+	if ttl < time.Second || t.RefreshToken == "" {
+		return Record{}, ErrRefreshExpired
+	}
+	ttl = ttl.Truncate(time.Second)
+	b, kid, err := v.ring.sealTokens(appid, openid, t)
+	if err != nil {
+		return Record{}, err
+	}
+	popts := []jetstream.PublishOpt{jetstream.WithMsgTTL(ttl)}
+	if rev != nil {
+		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(*rev))
+	}
+	msg := &nats.Msg{Subject: "$KV." + v.opts.Bucket + "." + userKey(appid, openid), Data: b}
+	ack, err := v.js.PublishMsg(ctx, msg, popts...)
+	if err != nil {
+		if isWrongLastSeq(err) {
+			return Record{}, fmt.Errorf("vault: store: %w", jetstream.ErrKeyRevisionMismatch)
+		}
+		return Record{}, fmt.Errorf("vault: store: %w", err)
+	}
+	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: ack.Sequence}, nil
+}
+
+// Forget deletes a user's record (all revisions) and reports whether
+// there was one.
+func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool, err error) {
+	if err := checkUser(appid, openid); err != nil {
+		return false, err
+	}
+	_, err = v.kv.Get(ctx, userKey(appid, openid))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return false, fmt.Errorf("vault: forget: %w", err)
+	default:
+		existed = true
+	}
+	if err := v.kv.Purge(ctx, userKey(appid, openid), jetstream.PurgeTTL(time.Minute)); err != nil {
+		return existed, fmt.Errorf("vault: forget: %w", err)
+	}
+	return existed, nil
+}
+
+func marshalEnvelope(e Envelope) ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("vault: encode envelope: %w", err)
+	}
+	return b, nil
+}
+
+func unmarshalEnvelope(b []byte) (Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Envelope{}, fmt.Errorf("%w: not an envelope", ErrCorrupt)
+	}
+	return e, nil
+}
+
+func isWrongLastSeq(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
