@@ -28,6 +28,7 @@ func (s *Sim) adminMux() *http.ServeMux {
 		s.LogOut(r.URL.Query().Get("appid"))
 		w.WriteHeader(http.StatusNoContent)
 	})
+	m.HandleFunc("POST /_sim/grants/revoke", s.adminRevokeGrant)
 	m.HandleFunc("GET /_sim/faults", func(w http.ResponseWriter, r *http.Request) {
 		adminJSON(w, http.StatusOK, struct {
 			Faults []Fault `json:"faults"`
@@ -103,6 +104,7 @@ type addAppBody struct {
 	Secret          string `json:"secret"`
 	TokenDailyLimit *int   `json:"token_daily_limit"`
 	Bound           *bool  `json:"bound_to_open_platform"`
+	RefreshDays     *int   `json:"refresh_token_days"`
 }
 
 func (s *Sim) adminAddApp(w http.ResponseWriter, r *http.Request) {
@@ -121,6 +123,9 @@ func (s *Sim) adminAddApp(w http.ResponseWriter, r *http.Request) {
 	case b.TokenDailyLimit != nil && *b.TokenDailyLimit < 0:
 		badRequest(w, errors.New("token_daily_limit must not be negative"))
 		return
+	case b.RefreshDays != nil && *b.RefreshDays < 1:
+		badRequest(w, errors.New("refresh_token_days must be at least 1"))
+		return
 	}
 	s.AddApp(b.AppID, b.Secret)
 	if b.TokenDailyLimit != nil {
@@ -128,6 +133,9 @@ func (s *Sim) adminAddApp(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.Bound != nil {
 		s.SetBoundToOpenPlatform(b.AppID, *b.Bound)
+	}
+	if b.RefreshDays != nil {
+		_ = s.SetRefreshLifetime(b.AppID, time.Duration(*b.RefreshDays)*24*time.Hour)
 	}
 	adminJSON(w, http.StatusCreated, struct {
 		AppID string `json:"appid"`

@@ -34,6 +34,16 @@
 //     a code that is used is reported as 40163 even once it has expired.
 //   - A fault with both count and rate fires on that fraction of matching
 //     calls and removes itself after count firings.
+//   - Users' OAuth tokens follow the sim clock: an access_token lives
+//     7200 s; /sns/oauth2/refresh_token on an unexpired one keeps its
+//     value and extends it to 7200 s from now, on an expired one issues a
+//     new value; the refresh_token itself is never extended and answers
+//     42002 once 30 days (SetRefreshLifetime, e.g. 180 for mobile apps)
+//     have passed since the login.
+//   - RevokeGrant ends a user's grants: "revoked" (the user cancelled)
+//     makes their access tokens answer 40001 and refresh tokens 40030;
+//     "reset" (password change) makes both answer 42007. A later login
+//     starts a new grant.
 //   - Unknown paths answer a plain-text 404.
 //   - The browser pages /connect/oauth2/authorize and /connect/qrconnect
 //     (open.weixin.qq.com) check, in this order: parameter order (appid,
@@ -64,13 +74,14 @@
 // JSON over HTTP under /_sim/ (never delayed, never faulted). Bad input
 // answers 400 {"error":"..."} naming the problem; a wrong method 405.
 //
-//	POST   /_sim/apps      {"appid","secret","token_daily_limit"?,"bound_to_open_platform"?} → 201 {"appid"}
+//	POST   /_sim/apps      {"appid","secret","token_daily_limit"?,"bound_to_open_platform"?,"refresh_token_days"?} → 201 {"appid"}
 //	POST   /_sim/followers {"appid","openid",...Follower fields,"follower"?} → 201 {"appid","openid"}
 //	                       ("follower":false records an SNS-only user, see AddSNSUser)
 //	POST   /_sim/codes     {"appid","openid","scope","is_snapshotuser"?} → 200 {"code"}
 //	POST   /_sim/oauth/apps {"appid","domains":[...],"website"?} → 200 (OAuth domains, website app)
 //	POST   /_sim/oauth/user {"appid"?,"openid","is_snapshotuser"?} → 200 (the logged-in user; no appid: every app)
 //	DELETE /_sim/oauth/user?appid=A → 204
+//	POST   /_sim/grants/revoke {"appid","openid","how"?: "revoked"|"reset"} → 200 {"revoked": n}
 //	GET    /_sim/faults    → 200 {"faults":[...]}
 //	POST   /_sim/faults    Fault → 201 Fault
 //	DELETE /_sim/faults    → 204

@@ -113,6 +113,8 @@ type app struct {
 	lastForce  time.Time
 	people     map[string]*person
 	oauth      oauthSettings
+	// refreshLifetime of new grants; 0 means 30 days.
+	refreshLifetime time.Duration
 }
 
 // person is a follower or a user known only through OAuth (SNS profile).

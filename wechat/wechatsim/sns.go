@@ -37,6 +37,7 @@ type userToken struct {
 	openid    string
 	scope     string
 	expiresAt atomic.Int64 // unix nanoseconds
+	revoked   atomic.Int32 // errcode once the grant was revoked (RevokeGrant)
 }
 
 // refreshToken is a user's OAuth refresh_token; user changes under
@@ -47,6 +48,7 @@ type refreshToken struct {
 	expiresAt time.Time
 	snapshot  bool
 	user      *userToken
+	revoked   int // errcode once the grant was revoked (RevokeGrant)
 }
 
 // CodeRequest describes an authorization code to issue: the user openid
@@ -166,7 +168,7 @@ func (s *Sim) handleOAuthToken(w http.ResponseWriter, r *http.Request, now time.
 	}
 	c.used = true
 	ut := s.newUserToken(a, c.openid, c.scope, now)
-	rt := &refreshToken{value: randomToken("86_", 104), app: a, expiresAt: now.Add(refreshLifetime), snapshot: c.snapshot, user: ut}
+	rt := &refreshToken{value: randomToken("86_", 104), app: a, expiresAt: now.Add(a.refreshTTL()), snapshot: c.snapshot, user: ut}
 	s.refresh[rt.value] = rt
 	s.userMu.Unlock()
 	writeJSON(w, s.oauthAnswer(rt, ut, now))
@@ -201,6 +203,10 @@ func (s *Sim) handleOAuthRefresh(w http.ResponseWriter, r *http.Request, now tim
 		s.userMu.Unlock()
 		return a, codeInvalidRefresh
 	}
+	if rt.revoked != 0 {
+		s.userMu.Unlock()
+		return a, rt.revoked
+	}
 	if !now.Before(rt.expiresAt) {
 		s.userMu.Unlock()
 		return a, codeRefreshExpired
@@ -232,6 +238,9 @@ func (s *Sim) userAuth(r *http.Request, now time.Time) (*userToken, int) {
 	s.userMu.RUnlock()
 	if ut == nil {
 		return nil, codeInvalidCred
+	}
+	if c := ut.revoked.Load(); c != 0 {
+		return ut, int(c)
 	}
 	if now.UnixNano() >= ut.expiresAt.Load() {
 		return ut, codeTokenExpired

@@ -14,51 +14,52 @@ import (
 
 // WeChat error codes the simulator answers.
 const (
-	codeSystemError     = -1
-	codeInvalidCred     = 40001
-	codeInvalidGrant    = 40002
-	codeInvalidOpenID   = 40003
-	codeInvalidAppID    = 40013
-	codeInvalidToken    = 40014
-	codeInvalidCode     = 40029
-	codeInvalidRefresh  = 40030
-	codeInvalidListSize = 40032
-	codeInvalidSecret   = 40125
-	codeCodeUsed        = 40163
-	codeTokenMissing    = 41001
-	codeMissingCode     = 41008
-	codeTokenExpired    = 42001
-	codeRefreshExpired  = 42002
-	codeRequirePOST     = 43002
-	codeDailyQuota      = 45009
-	codeDataFormat      = 47001
-	codeUnauthorized    = 48001
+	codeSystemError        = -1
+	codeInvalidCred        = 40001
+	codeInvalidGrant       = 40002
+	codeInvalidOpenID      = 40003
+	codeInvalidAppID       = 40013
+	codeInvalidToken       = 40014
+	codeInvalidCode        = 40029
+	codeInvalidRefresh     = 40030
+	codeInvalidListSize    = 40032
+	codeInvalidSecret      = 40125
+	codeCodeUsed           = 40163
+	codeTokenMissing       = 41001
+	codeMissingCode        = 41008
+	codeTokenExpired       = 42001
+	codeRefreshExpired     = 42002
+	codeTokenRefreshBroken = 42007
+	codeRequirePOST        = 43002
+	codeDailyQuota         = 45009
+	codeDataFormat         = 47001
+	codeUnauthorized       = 48001
 )
 
 var errMessages = map[int]string{
-	codeSystemError:     "system error",
-	codeInvalidCred:     "invalid credential, access_token is invalid or not latest, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r",
-	codeInvalidGrant:    "invalid grant_type",
-	codeInvalidOpenID:   "invalid openid",
-	codeInvalidAppID:    "invalid appid",
-	codeInvalidToken:    "invalid access_token",
-	codeInvalidCode:     "invalid code",
-	codeInvalidRefresh:  "invalid refresh_token",
-	codeInvalidListSize: "invalid openid list size",
-	codeInvalidSecret:   "invalid appsecret",
-	40164:               "invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in whitelist",
-	codeCodeUsed:        "code been used",
-	codeTokenMissing:    "access_token missing",
-	codeMissingCode:     "missing code",
-	codeTokenExpired:    "access_token expired",
-	codeRefreshExpired:  "refresh_token expired",
-	42007:               "access_token and refresh_token exception",
-	codeRequirePOST:     "require POST method",
-	codeDailyQuota:      "reach max api daily quota limit",
-	45011:               "api minute-quota reach limit mustslower retry next minute",
-	codeDataFormat:      "data format error",
-	codeUnauthorized:    "api unauthorized",
-	50001:               "user unauthorized",
+	codeSystemError:        "system error",
+	codeInvalidCred:        "invalid credential, access_token is invalid or not latest, could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r",
+	codeInvalidGrant:       "invalid grant_type",
+	codeInvalidOpenID:      "invalid openid",
+	codeInvalidAppID:       "invalid appid",
+	codeInvalidToken:       "invalid access_token",
+	codeInvalidCode:        "invalid code",
+	codeInvalidRefresh:     "invalid refresh_token",
+	codeInvalidListSize:    "invalid openid list size",
+	codeInvalidSecret:      "invalid appsecret",
+	40164:                  "invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in whitelist",
+	codeCodeUsed:           "code been used",
+	codeTokenMissing:       "access_token missing",
+	codeMissingCode:        "missing code",
+	codeTokenExpired:       "access_token expired",
+	codeRefreshExpired:     "refresh_token expired",
+	codeTokenRefreshBroken: "access_token and refresh_token exception",
+	codeRequirePOST:        "require POST method",
+	codeDailyQuota:         "reach max api daily quota limit",
+	45011:                  "api minute-quota reach limit mustslower retry next minute",
+	codeDataFormat:         "data format error",
+	codeUnauthorized:       "api unauthorized",
+	50001:                  "user unauthorized",
 }
 
 // ErrMsg returns the errmsg WeChat sends for code, without the rid suffix.
