@@ -31,6 +31,9 @@ var fullyPopulated = map[string]any{
 	events.SubjectOAuthCodeReceived: events.OAuthCodeReceived{
 		JobID: "cb:2025-03-14:42", AppID: "wx0123456789abcdef", Code: "061AbCdE0xYz~!@#$%^&*()", State: "STATE123", Lang: "zh_TW",
 	},
+	events.SubjectOAuthUserInfo: events.OAuthUserInfo{
+		JobID: "refresh-42", AppID: "wx0123456789abcdef", OpenID: "oAbC-dEf_0123456789abcdefghij", Lang: "zh_CN",
+	},
 	events.SubjectUserProfile: events.UserProfile{
 		JobID: "job-1", AppID: "wx0123456789abcdef", OpenID: "oAbC-dEf_0123456789abcdefghij",
 		Source: events.SourceSNSUserInfo, UnionID: "o6_bmasdasdsad6_2sgVt7hMZOPfL",
@@ -65,6 +68,7 @@ var fullyPopulated = map[string]any{
 var minimal = map[string]any{
 	events.SubjectUserLookup:         events.UserLookup{JobID: "j", AppID: "a", OpenID: "o"},
 	events.SubjectOAuthCodeReceived:  events.OAuthCodeReceived{JobID: "j", AppID: "a", Code: "c"},
+	events.SubjectOAuthUserInfo:      events.OAuthUserInfo{JobID: "j", AppID: "a", OpenID: "o"},
 	events.SubjectUserProfile:        events.UserProfile{JobID: "j", AppID: "a", OpenID: "o", Source: events.SourceSNSOAuth2},
 	events.SubjectUserProfileFailed:  events.UserProfileFailed{JobSubject: events.SubjectUserLookup, Error: events.FailureError{Kind: events.KindInvalidJob}},
 	events.SubjectTokenRefreshed:     events.TokenRefreshed{AppID: "a", Reason: events.ReasonStartup},

@@ -33,6 +33,14 @@ func DecodeOAuthCodeReceived(data []byte) (OAuthCodeReceived, error) {
 	return v, err
 }
 
+// DecodeOAuthUserInfo checks data against the oauth.userinfo schema (see
+// Validate) and decodes it.
+func DecodeOAuthUserInfo(data []byte) (OAuthUserInfo, error) {
+	var v OAuthUserInfo
+	err := decode(SubjectOAuthUserInfo, data, &v)
+	return v, err
+}
+
 // Decode checks data against the schema of the bare subject name (see
 // Validate) and then decodes it into v, a pointer to the subject's Go
 // payload type (UserLookup for user.lookup, TokenInvalidated for

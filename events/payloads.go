@@ -21,6 +21,17 @@ type OAuthCodeReceived struct {
 	Lang  string `json:"lang,omitempty"`
 }
 
+// OAuthUserInfo is the job on oauth.userinfo: fetch the profile of a user
+// who logged in with snsapi_userinfo, with the tokens kept in the vault
+// (GET /sns/userinfo, refreshing the user's access_token when it has
+// expired). A user without a usable grant fails with kind reauthorize.
+type OAuthUserInfo struct {
+	JobID  string `json:"job_id"`
+	AppID  string `json:"appid"`
+	OpenID string `json:"openid"`
+	Lang   string `json:"lang,omitempty"`
+}
+
 // Profile sources.
 const (
 	SourceUserInfo    = "user.info"
@@ -65,6 +76,11 @@ const (
 	KindConfig           = "config"
 	KindTimeout          = "timeout"
 	KindInternal         = "internal"
+	// KindReauthorize: the user has no usable grant any more (no vault
+	// record, refresh_token expired or revoked: 40030, 42002, 42007, or a
+	// snsapi_base grant): send them through the login again. Never
+	// retryable.
+	KindReauthorize = "reauthorize"
 )
 
 // FailureError describes why a job failed.

@@ -2,8 +2,11 @@ package events
 
 // Bare subject names, without any configured prefix.
 const (
-	SubjectUserLookup         = "user.lookup"
-	SubjectOAuthCodeReceived  = "oauth.code.received"
+	SubjectUserLookup        = "user.lookup"
+	SubjectOAuthCodeReceived = "oauth.code.received"
+	// SubjectOAuthUserInfo is the job "fetch this user's profile again with
+	// the OAuth tokens in the vault" (apps with the vault on).
+	SubjectOAuthUserInfo      = "oauth.userinfo"
 	SubjectUserProfile        = "user.profile"
 	SubjectUserProfileFailed  = "user.profile.failed"
 	SubjectTokenRefreshed     = "token.refreshed"
@@ -68,6 +71,7 @@ type Subjects struct {
 	Prefix             string
 	UserLookup         string
 	OAuthCodeReceived  string
+	OAuthUserInfo      string
 	UserProfile        string
 	UserProfileFailed  string
 	TokenRefreshed     string
@@ -93,6 +97,7 @@ func NewSubjects(prefix string) Subjects {
 		Prefix:             prefix,
 		UserLookup:         prefix + SubjectUserLookup,
 		OAuthCodeReceived:  prefix + SubjectOAuthCodeReceived,
+		OAuthUserInfo:      prefix + SubjectOAuthUserInfo,
 		UserProfile:        prefix + SubjectUserProfile,
 		UserProfileFailed:  prefix + SubjectUserProfileFailed,
 		TokenRefreshed:     prefix + SubjectTokenRefreshed,
@@ -108,7 +113,9 @@ func NewSubjects(prefix string) Subjects {
 }
 
 // Jobs returns the job subjects.
-func (s Subjects) Jobs() []string { return []string{s.UserLookup, s.OAuthCodeReceived} }
+func (s Subjects) Jobs() []string {
+	return []string{s.UserLookup, s.OAuthCodeReceived, s.OAuthUserInfo}
+}
 
 // Results returns the public result subjects: the subjects results are
 // stored under in WX_RESULTS (filter a consumer on them) and republished

@@ -109,7 +109,7 @@ func validate(subject string, data []byte) (any, error) {
 }
 
 func isJob(subject string) bool {
-	return subject == SubjectUserLookup || subject == SubjectOAuthCodeReceived
+	return subject == SubjectUserLookup || subject == SubjectOAuthCodeReceived || subject == SubjectOAuthUserInfo
 }
 
 // parseJSON decodes exactly one JSON value, keeping numbers exact. Its

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -16,6 +17,12 @@ import (
 type App struct {
 	AppID  string
 	Secret string
+	// Vault keeps this app's users' OAuth tokens in the vault after each
+	// login (Config.Vault), which oauth.userinfo jobs need. Off by default.
+	Vault bool
+	// RefreshTTL is the life of this app's refresh_tokens from the login:
+	// 0 means 30 days (web apps); mobile apps get 180 days from WeChat.
+	RefreshTTL time.Duration
 }
 
 // LogValue keeps the secret out of logs.
@@ -51,7 +58,10 @@ type Config struct {
 	OAuth     OAuthStore
 	// Done keeps the done record of every finished job (wx_done).
 	Done DoneStore
-	Apps []App
+	// Vault keeps users' OAuth tokens for the apps with Vault on; nil
+	// when no app has it.
+	Vault *vault.Vault
+	Apps  []App
 	// Prefix of every subject (see events.NewSubjects).
 	Prefix string
 	// MaxDeliver is the consumer's MaxDeliver: on that delivery a job
@@ -153,6 +163,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("handlers: apps[%d]: appid %s listed twice", i, a.AppID)
 		}
 		seen[a.AppID] = true
+		if a.Vault && c.Vault == nil {
+			return fmt.Errorf("handlers: apps[%d]: %s has the vault on but no Vault is configured", i, a.AppID)
+		}
 	}
 	return nil
 }

@@ -85,11 +85,10 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 		case rec.JobID == j.jobID && j.d.Delivered > 1:
 			// Our own earlier delivery, over by now (a delivery ends
 			// below its AckWait), left the code unfinished.
-			if rec.State == OAuthExchanged {
-				// The user's token died with that delivery: the stored
-				// identity is all there is.
-				p := h.identityProfile(j, rec.OpenID, rec.Scope, rec.UnionID, rec.IsSnapshotUser)
-				return h.finishOAuth(j, key, rec, rev, p)
+			if rec.State == OAuthExchanged || rec.State == OAuthUserInfoPending {
+				// The user's token died with that delivery unless the
+				// vault keeps it; else the stored identity is all there is.
+				return h.pendingUserInfo(ctx, j, oc, app, key, rec, rev)
 			}
 			// It died before WeChat answered (or its answer was lost):
 			// ask again; WeChat answers, or says the code was used.
@@ -171,6 +170,7 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 		rev = nrev
 	}
 
+	stored := h.storeInVault(j, app, tok)
 	p := h.identityProfile(j, tok.OpenID, tok.Scope, tok.UnionID, tok.IsSnapshotUser)
 	// snsapi_login (website apps, /connect/qrconnect) entitles
 	// /sns/userinfo as snsapi_userinfo does.
@@ -181,6 +181,16 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 			ui, err = h.cfg.WeChat.SNSUserInfo(ctx, tok.AccessToken, tok.OpenID, oc.Lang)
 			return err
 		})
+		if err != nil && stored && h.retryLater(j, err) {
+			// The vault has the token: this job's redelivery tries
+			// /sns/userinfo again rather than settle for the identity.
+			pending := claim
+			pending.State = OAuthUserInfoPending
+			if _, serr := h.cfg.OAuth.Update(j.finish, key, pending, rev); serr == nil {
+				h.log.Info("sns/userinfo failed after the exchange; retrying later with the stored token", append(j.logAttrs(), "errcode", wechat.ErrCode(err))...)
+				return h.settle(ctx, j, err)
+			}
+		}
 		if err != nil {
 			h.log.Warn("sns/userinfo failed after the exchange; publishing the identity only",
 				append(j.logAttrs(), "errcode", wechat.ErrCode(err), "err", err)...)

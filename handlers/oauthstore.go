@@ -13,7 +13,10 @@ import (
 const (
 	OAuthClaimed   = "claimed"   // a worker is exchanging the code
 	OAuthExchanged = "exchanged" // the code was exchanged; the result is not stored yet
-	OAuthDone      = "done"      // Result holds the terminal result
+	// OAuthUserInfoPending: exchanged, the user's tokens are in the vault,
+	// and /sns/userinfo is to be tried again by a later delivery.
+	OAuthUserInfoPending = "userinfo_pending"
+	OAuthDone            = "done" // Result holds the terminal result
 )
 
 // OAuthRecord is what the wx_oauth bucket keeps about one code. It never

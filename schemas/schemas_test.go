@@ -18,6 +18,7 @@ import (
 var allSubjects = []string{
 	events.SubjectUserLookup,
 	events.SubjectOAuthCodeReceived,
+	events.SubjectOAuthUserInfo,
 	events.SubjectUserProfile,
 	events.SubjectUserProfileFailed,
 	events.SubjectTokenRefreshed,
