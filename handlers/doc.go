@@ -24,12 +24,17 @@
 // OAuth rules: a code is exchanged at most once. Before exchanging, the
 // handler claims the code in the OAuthStore (key: hex sha256(appid+code));
 // after, it stores the outcome, and a redelivery republishes the stored
-// result. The user's access_token and refresh_token live only in the
-// memory of the job that exchanged the code: they are never stored,
-// published or logged. If /sns/userinfo keeps failing after a successful
-// exchange, the job ends with the identity-only profile (source
-// "sns.oauth2": openid, unionid, scope), because the code cannot be
-// exchanged again.
+// result. The user's access_token and refresh_token are never published or
+// logged; they are stored only for apps with the vault on, encrypted (see
+// userinfo.go and package handlers/vault). Without the vault, if
+// /sns/userinfo keeps failing after a successful exchange, the job ends
+// with the identity-only profile (source "sns.oauth2": openid, unionid,
+// scope), because the code cannot be exchanged again; with it, the job is
+// retried later with the stored token.
+//
+// OAuthUserInfo handles oauth.userinfo: the profile of a user who logged
+// in before, from /sns/userinfo with the vault's tokens; kind reauthorize
+// when the user must log in again.
 //
 // Bad input (not JSON, too large, schema violations, unknown appid) ends in
 // a user.profile.failed with kind invalid_job or config and a message that

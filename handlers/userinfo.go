@@ -201,7 +201,7 @@ func (h *Handlers) storeInVault(j *job, app App, tok wechat.OAuthToken) bool {
 	if !app.Vault || h.cfg.Vault == nil {
 		return false
 	}
-	t := vault.FromExchange(tok, h.cfg.Now(), app.refreshTTL(), nil)
+	t := vault.FromExchange(tok, h.cfg.Vault.Now(), app.refreshTTL(), nil)
 	if _, err := h.cfg.Vault.Store(j.finish, app.AppID, tok.OpenID, t); err != nil {
 		h.log.Warn("cannot store the user's tokens in the vault", append(j.logAttrs(), "err", err)...)
 		return false

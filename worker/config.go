@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/handlers"
+	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	// Apps the worker serves; jobs for any other appid fail with kind
 	// config.
 	Apps []App
+	// Vault keeps users' OAuth tokens for the apps with Vault on (open it
+	// with vault.Open); nil when no app has it.
+	Vault *vault.Vault
 	// Prefix of every subject, e.g. "wx." (see events.NewSubjects).
 	Prefix string
 	// Topology is provisioned at start (idempotent); its Prefix is

@@ -53,6 +53,7 @@ func (w *Worker) ensureConsumers(ctx context.Context) error {
 	for _, js := range []struct{ bare, subject string }{
 		{events.SubjectUserLookup, w.subjects.UserLookup},
 		{events.SubjectOAuthCodeReceived, w.subjects.OAuthCodeReceived},
+		{events.SubjectOAuthUserInfo, w.subjects.OAuthUserInfo},
 	} {
 		cfg := w.consumerConfig(js.bare, js.subject)
 		c, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)

@@ -48,6 +48,7 @@ func (w *Worker) jobConsumers() []jobConsumer {
 	for _, c := range []struct{ bare, subject string }{
 		{events.SubjectUserLookup, w.subjects.UserLookup},
 		{events.SubjectOAuthCodeReceived, w.subjects.OAuthCodeReceived},
+		{events.SubjectOAuthUserInfo, w.subjects.OAuthUserInfo},
 	} {
 		out = append(out, jobConsumer{bare: c.bare, subject: c.subject, name: ConsumerName(c.bare)})
 	}

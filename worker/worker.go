@@ -78,6 +78,7 @@ func New(cfg Config) (*Worker, error) {
 		Publisher:       NewPublisher(js),
 		OAuth:           NewKVOAuthStore(js),
 		Done:            w.done,
+		Vault:           cfg.Vault,
 		Apps:            cfg.Apps,
 		Prefix:          cfg.Prefix,
 		MaxDeliver:      cfg.MaxDeliver,
@@ -190,6 +191,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}{
 		{w.subjects.UserLookup, w.h.UserLookup},
 		{w.subjects.OAuthCodeReceived, w.h.OAuthCode},
+		{w.subjects.OAuthUserInfo, w.h.OAuthUserInfo},
 	} {
 		for i := range w.cfg.Concurrency {
 			router.AddNoPublisherHandler(fmt.Sprintf("%s#%02d", hd.subject, i), hd.subject, sub, hd.fn)
@@ -223,7 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: router: %w", err)
 	}
 	w.ready.Store(true)
-	w.log.Info("worker running", "subjects", []string{w.subjects.UserLookup, w.subjects.OAuthCodeReceived},
+	w.log.Info("worker running", "subjects", w.subjects.Jobs(),
 		"concurrency", w.cfg.Concurrency, "ack_wait", w.cfg.AckWait, "max_deliver", w.cfg.MaxDeliver)
 
 	select {

@@ -56,6 +56,26 @@ func cmdLookup(ctx context.Context, env *cmdEnv, args []string) error {
 	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).UserLookup, j, job)
 }
 
+func cmdUserInfo(ctx context.Context, env *cmdEnv, args []string) error {
+	var j jobFlags
+	var openid string
+	cfg, _, err := parseConfig(env, "userinfo", config.FlagsNATS, args, func(fs *flag.FlagSet) {
+		j.register(fs)
+		fs.StringVar(&openid, "openid", "", "the user's `openid` (required; they logged in with snsapi_userinfo)")
+	})
+	if err != nil {
+		return err
+	}
+	if j.appid == "" || openid == "" {
+		return usagef("--appid and --openid are required")
+	}
+	if j.jobID == "" {
+		j.jobID = newJobID()
+	}
+	job := events.OAuthUserInfo{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
+	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).OAuthUserInfo, j, job)
+}
+
 func cmdOAuth(ctx context.Context, env *cmdEnv, args []string) error {
 	var j jobFlags
 	var code, state string

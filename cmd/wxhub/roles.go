@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
@@ -93,10 +94,17 @@ func workerRole(p *process) (runner.Role, error) {
 	cfg := p.cfg
 	apps := make([]worker.App, len(cfg.Apps))
 	for i, a := range cfg.Apps {
-		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret}
+		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret, Vault: a.Vault, RefreshTTL: time.Duration(a.RefreshDays) * 24 * time.Hour}
+	}
+	var v *vault.Vault
+	if vaultApps(cfg) {
+		var err error
+		if v, err = openVault(context.Background(), p.js, cfg, hostnameID(), p.roleLogger("worker")); err != nil {
+			return runner.Role{}, err
+		}
 	}
 	w, err := worker.New(worker.Config{
-		Conn: p.nc, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix,
+		Conn: p.nc, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix, Vault: v,
 		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow},
 		Concurrency: cfg.Worker.Concurrency, MaxDeliver: cfg.Worker.MaxDeliver,
 		AckWait: cfg.Worker.AckWait, JobTimeout: cfg.Worker.AckWait * 3 / 4,

@@ -94,6 +94,9 @@ func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Optio
 	return v, nil
 }
 
+// Now is the vault's clock (Options.Now): token expiries are on it.
+func (v *Vault) Now() time.Time { return v.opts.Now() }
+
 // Keyring returns the vault's keyring.
 func (v *Vault) Keyring() *Keyring { return v.ring }
 

@@ -29,6 +29,22 @@ type App struct {
 	Secret     string `yaml:"secret,omitempty"`
 	SecretFile string `yaml:"secret_file,omitempty"`
 	Mode       string `yaml:"mode,omitempty"` // token (default) or stable_token
+	// Vault keeps this app's users' OAuth tokens, encrypted, in wx_vault
+	// (needs vault keys on the workers). Off by default.
+	Vault bool `yaml:"vault,omitempty"`
+	// RefreshDays is the life of the app's refresh_tokens: 0 means 30
+	// (web apps); WeChat gives mobile apps 180.
+	RefreshDays int `yaml:"refresh_days,omitempty"`
+}
+
+// Vault configures the user-token vault's keys.
+type Vault struct {
+	// KeysFile is the keyring file: lines "<id>:<base64 of 32 bytes>",
+	// oldest first; the last key encrypts. WXHUB_VAULT_KEYS (the same text,
+	// ';' may separate keys) takes precedence.
+	KeysFile string `yaml:"keys_file"`
+	// Keys is the keyring text, read by ResolveSecrets; never in a file.
+	Keys string `yaml:"-"`
 }
 
 // NATS says how to reach NATS.
@@ -206,6 +222,7 @@ type Config struct {
 	Worker          Worker        `yaml:"worker"`
 	Run             Run           `yaml:"run"`
 	Gateway         Gateway       `yaml:"gateway"`
+	Vault           Vault         `yaml:"vault"`
 	Apps            []App         `yaml:"apps"`
 	WebLogin        WebLogin      `yaml:"web_login"`
 }
@@ -263,8 +280,23 @@ func ParseApp(s string) (App, error) {
 			a.SecretFile = v
 		case "mode":
 			a.Mode = v
+		case "vault":
+			switch v {
+			case "on", "true":
+				a.Vault = true
+			case "off", "false":
+				a.Vault = false
+			default:
+				return a, fmt.Errorf("app %q: vault=%q, want on or off", redactApp(s), v)
+			}
+		case "refresh_days":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return a, fmt.Errorf("app %q: refresh_days=%q, want a number of days", redactApp(s), v)
+			}
+			a.RefreshDays = n
 		default:
-			return a, fmt.Errorf("app %q: unknown key %q (want appid, secret, secret_file, mode)", redactApp(s), k)
+			return a, fmt.Errorf("app %q: unknown key %q (want appid, secret, secret_file, mode, vault, refresh_days)", redactApp(s), k)
 		}
 	}
 	return a, nil
@@ -285,6 +317,16 @@ func redactApp(s string) string {
 // case) or its secret_file, in that order of precedence over an inline
 // secret. getenv is os.Getenv in production.
 func (c *Config) ResolveSecrets(getenv func(string) string) error {
+	if v := getenv("WXHUB_VAULT_KEYS"); v != "" {
+		c.Vault.Keys = v
+	} else if c.Vault.KeysFile != "" {
+		b, err := os.ReadFile(c.Vault.KeysFile)
+		if err != nil {
+			return fmt.Errorf("vault.keys_file: %w", err)
+		}
+		c.Vault.Keys = string(b)
+		clear(b)
+	}
 	for i := range c.Apps {
 		a := &c.Apps[i]
 		if v := getenv("WXHUB_SECRET_" + strings.ToUpper(a.AppID)); v != "" {
@@ -361,6 +403,9 @@ func (c Config) Validate(needSecrets bool) error {
 		case "", events.ModeToken, events.ModeStableToken:
 		default:
 			return fmt.Errorf("apps[%d].mode: %q, want token or stable_token", i, a.Mode)
+		}
+		if a.RefreshDays < 0 || a.RefreshDays > 365 {
+			return fmt.Errorf("apps[%d].refresh_days: %d, want 1 to 365 (0: 30)", i, a.RefreshDays)
 		}
 		if needSecrets && a.Secret == "" {
 			return fmt.Errorf("apps[%d].secret: missing for %s (set secret_file, or WXHUB_SECRET_%s)", i, a.AppID, strings.ToUpper(a.AppID))

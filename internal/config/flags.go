@@ -19,6 +19,7 @@ const (
 	FlagsRun                        // --nats-listen, --data-dir, --sim-*
 	FlagsWebLogin                   // --web-login, --oauth-*
 	FlagsGateway                    // --gateway-listen, --gateway-tls-*, --client
+	FlagsVault                      // --vault-keys-file (also with FlagsWorker)
 )
 
 // clientsFlag collects --client values, like appsFlag.
@@ -133,7 +134,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "`address` for /metrics, /healthz and /readyz (empty: off)")
 		fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json")
 		fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error")
-		fs.Var(apps, "app", "an app as `appid=ID,secret_file=FILE,mode=token|stable_token` (repeatable; ';' separates several)")
+		fs.Var(apps, "app", "an app as `appid=ID,secret_file=FILE,mode=token|stable_token,vault=on,refresh_days=30` (repeatable; ';' separates several)")
 	}
 	if roles&FlagsHolder != 0 {
 		fs.StringVar(&c.Holder.ID, "holder-id", c.Holder.ID, "holder `id` (default: hostname-pid)")
@@ -145,6 +146,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs in flight per worker process")
 		fs.IntVar(&c.Worker.MaxDeliver, "max-deliver", c.Worker.MaxDeliver, "deliveries of a job before it fails as retryable")
 		fs.DurationVar(&c.Worker.AckWait, "ack-wait", c.Worker.AckWait, "redeliver a job not acked within this time")
+	}
+	if roles&(FlagsWorker|FlagsVault) != 0 {
+		fs.StringVar(&c.Vault.KeysFile, "vault-keys-file", c.Vault.KeysFile, "user-token vault keyring `file` (lines id:base64key, newest last; env WXHUB_VAULT_KEYS holds the text itself)")
 	}
 	if roles&FlagsRun != 0 {
 		fs.StringVar(&c.Run.NATSListen, "nats-listen", c.Run.NATSListen, "embedded NATS `address`")
