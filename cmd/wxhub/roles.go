@@ -92,6 +92,7 @@ func holderReady(h *holder.Holder) func() error {
 
 func workerRole(p *process) (runner.Role, error) {
 	cfg := p.cfg
+	exportBacklog(p.js) // wxhub_consumer_* and wxhub_stream_* on /metrics
 	apps := make([]worker.App, len(cfg.Apps))
 	for i, a := range cfg.Apps {
 		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret, Vault: a.Vault, RefreshTTL: time.Duration(a.RefreshDays) * 24 * time.Hour}

@@ -55,9 +55,9 @@ type Run struct {
 	// NATSURL is the embedded server's client URL, OpsAddr the host:port of
 	// /metrics, /healthz and /readyz.
 	NATSURL, OpsAddr string
-	// AppID and OpenID are the demo app and its first follower (demo runs
-	// only).
-	AppID, OpenID string
+	// AppID and OpenID are the demo app and its first follower, SimURL
+	// the simulator's base URL (demo runs only).
+	AppID, OpenID, SimURL string
 
 	cmd    *exec.Cmd
 	out    *Lines
@@ -101,8 +101,8 @@ func StartRun(t testing.TB, args ...string) *Run {
 		}
 	})
 	r.NATSURL = r.Wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), 90*time.Second)[1]
-	if m := r.out.find(regexp.MustCompile(`demo app (\S+) \(followers: \[(\S+)`)); m != nil {
-		r.AppID, r.OpenID = m[1], strings.TrimSuffix(m[2], "]")
+	if m := r.out.find(regexp.MustCompile(`simulator at (\S+) with demo app (\S+) \(followers: \[(\S+)`)); m != nil {
+		r.SimURL, r.AppID, r.OpenID = m[1], m[2], strings.TrimSuffix(m[3], "]")
 	}
 	if m := r.out.find(regexp.MustCompile(`Metrics: http://(\S+)/metrics`)); m != nil {
 		r.OpsAddr = m[1]
