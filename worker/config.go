@@ -46,9 +46,8 @@ type Config struct {
 	// ID names this worker in logs, token.invalidated and OAuth claims;
 	// "" means hostname-pid-random.
 	ID string
-	// Concurrency is how many jobs of each job subject this process runs
-	// at once (user.lookup and oauth.code.received each get this many
-	// pull subscriptions). 0 means 64.
+	// Concurrency is how many jobs this process runs at once, all job
+	// subjects together (one budget; see the package doc). 0 means 64.
 	Concurrency int
 	// AckWait of the durable consumers: a delivery not acked by then is
 	// redelivered. 0 means 60 s. Must exceed JobTimeout.
@@ -69,8 +68,9 @@ type Config struct {
 	// 0 means 5.
 	MaxDeliver int
 	// MaxAckPending of each durable consumer: the jobs in flight across
-	// ALL worker processes. Keep it above Concurrency × processes, or
-	// more processes add no capacity. 0 means 1024.
+	// ALL worker processes. Keep it above 1.5 × Concurrency × processes
+	// (a process also holds up to Concurrency/2 jobs per subject waiting
+	// for a slot), or more processes add no capacity. 0 means 1024.
 	MaxAckPending int
 	// TokenWait bounds a job's wait for a newer token (or a first one).
 	// 0 means 20 s.

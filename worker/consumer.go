@@ -2,17 +2,19 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
@@ -24,9 +26,9 @@ func ConsumerName(bareSubject string) string {
 	return "wxhub-worker-" + strings.ReplaceAll(bareSubject, ".", "-")
 }
 
-// MaxWaiting is the durable consumers' limit on waiting pull requests:
-// Concurrency × processes must stay below it. JetStream cannot update it
-// on an existing consumer, so it never changes.
+// MaxWaiting is the durable consumers' limit on waiting pull requests (a
+// process keeps one or two per job subject). JetStream cannot update it on
+// an existing consumer, so it never changes.
 const MaxWaiting = 4096
 
 // consumerConfig is the durable pull consumer of one job subject.
@@ -40,9 +42,9 @@ func (w *Worker) consumerConfig(bare, subject string) jetstream.ConsumerConfig {
 		AckWait:       w.cfg.AckWait,
 		MaxDeliver:    w.cfg.MaxDeliver,
 		MaxAckPending: w.cfg.MaxAckPending,
-		// Every idle slot of every process is one waiting pull request.
-		// The server refuses to change MaxWaiting later, so it is a
-		// constant: room for 64 processes at the default Concurrency.
+		// Each process keeps a few pull requests waiting per job
+		// subject. The server refuses to change MaxWaiting later, so it
+		// is a constant.
 		MaxWaiting: MaxWaiting,
 	}
 }
@@ -65,82 +67,217 @@ func (w *Worker) ensureConsumers(ctx context.Context) error {
 	return nil
 }
 
-// resourceInitializer hands watermill-nats the durable consumer made by
-// ensureConsumers (watermill-nats' own initializers ignore
-// ConfigureConsumer), wrapped so the worker sees every delivery.
-func (w *Worker) resourceInitializer(_ context.Context, _ jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-	c, ok := w.consumers[topic]
-	if !ok {
-		return nil, nil, fmt.Errorf("worker: no consumer for %s", topic)
+// jobSubscriber is the Watermill message.Subscriber of the job subjects.
+// Each Subscribe runs one nats.go Consume on the topic's durable consumer
+// (batched pulls of up to pullBatch messages), and every subscription of
+// the process draws from one in-flight budget of Concurrency slots: a
+// delivery takes a slot before it goes to the router and gives it back
+// when it is settled (acked or nak'd in settleMiddleware).
+//
+// The Consume callback blocks while no slot is free, and nats.go counts a
+// message as delivered (and pulls more) only when the callback returns,
+// so a process holds at most Concurrency jobs in work plus pullBatch per
+// job subject waiting for a slot. A waiting delivery's AckWait runs, so
+// when a job starts later than extendAfter after it was delivered or
+// published, its AckWait is restarted (InProgress) first: a job's AckWait
+// always covers its JobTimeout.
+type jobSubscriber struct {
+	w           *Worker
+	tasks       chan *delivery                // to the pool of Concurrency long-lived job goroutines
+	consumers   map[string]jetstream.Consumer // by subject, on the job connection
+	slots       chan struct{}                 // the in-flight budget: one token per job being worked on
+	pullBatch   int
+	extendAfter time.Duration
+
+	stopOnce sync.Once
+	stopCh   chan struct{} // closed by drain: no new jobs
+	closing  chan struct{} // closed by Close
+
+	mu     sync.RWMutex // held for reading while a delivery is sent to the router
+	closed bool
+	outs   []chan *message.Message
+	ccs    []jetstream.ConsumeContext
+}
+
+var _ message.Subscriber = (*jobSubscriber)(nil)
+
+// newJobSubscriber binds the durable consumers (made by ensureConsumers)
+// on the job connection conn.
+func newJobSubscriber(ctx context.Context, w *Worker, conn *nats.Conn) (*jobSubscriber, error) {
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return nil, fmt.Errorf("worker: jetstream for jobs: %w", err)
 	}
-	return &trackedConsumer{Consumer: c, w: w}, nil, nil
+	consumers := map[string]jetstream.Consumer{}
+	for subject, made := range w.consumers {
+		c, err := js.Consumer(ctx, events.StreamJobs, made.CachedInfo().Name)
+		if err != nil {
+			return nil, fmt.Errorf("worker: bind consumer for %s: %w", subject, err)
+		}
+		consumers[subject] = c
+	}
+	s := &jobSubscriber{
+		w:           w,
+		tasks:       make(chan *delivery),
+		consumers:   consumers,
+		slots:       make(chan struct{}, w.cfg.Concurrency),
+		pullBatch:   max(1, w.cfg.Concurrency/2),
+		extendAfter: max((w.cfg.AckWait-w.cfg.JobTimeout)/2, time.Millisecond),
+		stopCh:      make(chan struct{}),
+		closing:     make(chan struct{}),
+	}
+	for range w.cfg.Concurrency {
+		go s.runJobs()
+	}
+	return s, nil
 }
 
-// trackedConsumer wraps every delivery: it counts the callbacks in flight
-// (the ack or nak is sent inside the callback, so zero in flight means
-// every delivery is settled), refuses new deliveries while stopping (nak
-// at once, so another process takes them), and remembers each consume
-// context so Run can stop pulling.
-type trackedConsumer struct {
-	jetstream.Consumer
-	w *Worker
-}
-
-func (c *trackedConsumer) Consume(handler jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
-	cc, err := c.Consumer.Consume(func(m jetstream.Msg) {
-		c.w.inflight.add(1)
-		defer c.w.inflight.add(-1)
-		if c.w.stopping.Load() {
-			_ = m.Nak()
+// runJobs is one goroutine of the job pool. The router starts a goroutine
+// per message, whose stack grows anew for every job (HTTP client, JSON,
+// NATS publish: about a tenth of the worker's CPU); the pool's goroutines
+// keep their grown stacks, and the router's goroutine only waits.
+func (s *jobSubscriber) runJobs() {
+	for {
+		select {
+		case d := <-s.tasks:
+			d.runTask()
+		case <-s.closing:
 			return
 		}
-		dm := &deliveryMsg{Msg: m, w: c.w}
-		defer func() {
-			if dm.uuid != "" {
-				c.w.deliveries.Delete(dm.uuid)
-			}
-		}()
-		handler(dm)
-	}, opts...)
+	}
+}
+
+func (d *delivery) runTask() {
+	defer close(d.done)
+	defer func() {
+		if r := recover(); r != nil {
+			d.panicked = fmt.Sprintf("%v\n%s", r, debug.Stack())
+		}
+	}()
+	d.out, d.err = d.next(d.msg)
+}
+
+// run runs next(msg) on a pool goroutine (inline once the subscriber is
+// closed) and re-raises a panic on the caller's goroutine.
+func (d *delivery) run(next message.HandlerFunc, msg *message.Message) ([]*message.Message, error) {
+	d.next, d.msg, d.done = next, msg, make(chan struct{})
+	select {
+	case d.s.tasks <- d:
+		<-d.done
+	case <-d.s.closing:
+		d.runTask()
+	}
+	if d.panicked != nil {
+		panic(d.panicked)
+	}
+	return d.out, d.err
+}
+
+// Subscribe starts pulling topic's jobs; the channel closes with Close.
+func (s *jobSubscriber) Subscribe(_ context.Context, topic string) (<-chan *message.Message, error) {
+	c, ok := s.consumers[topic]
+	if !ok {
+		return nil, fmt.Errorf("worker: no consumer for %s", topic)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("worker: subscriber closed")
+	}
+	out := make(chan *message.Message)
+	cc, err := c.Consume(func(m jetstream.Msg) { s.deliver(m, out) },
+		jetstream.PullMaxMessages(s.pullBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.w.log.Warn("pulling jobs", "subject", topic, "err", err)
+		}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("worker: consume %s: %w", topic, err)
 	}
-	c.w.ccMu.Lock()
-	c.w.consumeCtxs = append(c.w.consumeCtxs, cc)
-	c.w.ccMu.Unlock()
-	return cc, nil
+	s.outs = append(s.outs, out)
+	s.ccs = append(s.ccs, cc)
+	return out, nil
 }
 
-// deliveryMsg is one delivery; NakWithDelay uses the delay its handler
-// asked for (handlers.RetryError) instead of watermill-nats' fixed one.
-type deliveryMsg struct {
-	jetstream.Msg
-	w     *Worker
-	uuid  string
-	delay atomic.Int64 // time.Duration
-}
-
-func (m *deliveryMsg) NakWithDelay(time.Duration) error {
-	d := time.Duration(m.delay.Load())
-	if d <= 0 || m.w.stopping.Load() {
-		return m.Msg.Nak()
+// drain stops pulling; deliveries that arrive or wait for a slot are
+// nak'd at once for another process.
+func (s *jobSubscriber) drain() {
+	s.stopOnce.Do(func() { close(s.stopCh) })
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, cc := range s.ccs {
+		cc.Drain()
 	}
-	return m.Msg.NakWithDelay(d)
 }
 
-// handlerDelay makes watermill-nats call NakWithDelay on every nak, so
-// deliveryMsg decides the delay.
-type handlerDelay struct{}
+// Close stops pulling and closes the router's channels.
+func (s *jobSubscriber) Close() error {
+	s.drain()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return nil
+	}
+	close(s.closing)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, cc := range s.ccs {
+		cc.Stop()
+	}
+	for _, out := range s.outs {
+		close(out)
+	}
+	return nil
+}
 
-func (handlerDelay) WaitTime(uint64) time.Duration { return time.Nanosecond }
+// deliver is the Consume callback: it waits for a slot, restarts the
+// AckWait of a job that waited, and hands the job to the router.
+func (s *jobSubscriber) deliver(m jetstream.Msg, out chan<- *message.Message) {
+	w := s.w
+	w.inflight.add(1)
+	if w.stopping.Load() {
+		s.refuse(m)
+		return
+	}
+	arrived := time.Now()
+	select {
+	case s.slots <- struct{}{}:
+		w.working.Add(1)
+	case <-s.stopCh:
+		s.refuse(m)
+		return
+	}
+	wm, md := s.message(m)
+	if time.Since(arrived) > s.extendAfter || (md != nil && time.Since(md.Timestamp) > s.extendAfter) {
+		_ = m.InProgress()
+	}
+	d := &delivery{Context: w.hardStop, m: m, s: s}
+	wm.SetContext(d)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		d.settle(false, 0)
+		return
+	}
+	select {
+	case out <- wm:
+	case <-s.closing:
+		d.settle(false, 0)
+	}
+}
 
-// unmarshaler turns a delivery into a Watermill message with a fresh UUID
-// per delivery (jobs from business systems carry none), the headers as
+// refuse naks a delivery that gets no slot (the worker is stopping).
+func (s *jobSubscriber) refuse(m jetstream.Msg) {
+	_ = m.Nak()
+	s.w.inflight.add(-1)
+}
+
+// message turns a delivery into a Watermill message with a fresh id per
+// delivery (jobs from business systems carry none), the headers as
 // metadata, and the delivery facts the handlers need.
-type unmarshaler struct{ w *Worker }
-
-func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
-	wm := message.NewMessage(watermill.NewUUID(), m.Data())
+func (s *jobSubscriber) message(m jetstream.Msg) (*message.Message, *jetstream.MsgMetadata) {
+	wm := message.NewMessage(nuid.Next(), m.Data())
 	for k, v := range m.Headers() {
 		if len(v) == 0 || strings.HasPrefix(k, "Nats-") || k == "_watermill_message_uuid" {
 			continue
@@ -151,46 +288,89 @@ func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 	if id := m.Headers().Get(events.HeaderMsgID); id != "" {
 		wm.Metadata.Set(handlers.MetaMsgID, id)
 	}
-	if md, err := m.Metadata(); err == nil {
-		wm.Metadata.Set(handlers.MetaDelivered, strconv.FormatUint(md.NumDelivered, 10))
-		wm.Metadata.Set(handlers.MetaStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	md, err := m.Metadata()
+	if err != nil {
+		return wm, nil
 	}
-	if dm, ok := m.(*deliveryMsg); ok {
-		dm.uuid = wm.UUID
-		u.w.deliveries.Store(wm.UUID, dm)
-	}
-	return wm, nil
+	wm.Metadata.Set(handlers.MetaDelivered, strconv.FormatUint(md.NumDelivered, 10))
+	wm.Metadata.Set(handlers.MetaStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	return wm, md
 }
 
-// settleMiddleware gives each job a context that is also cancelled when
-// the shutdown grace runs out, and passes a handler's retry delay to the
-// delivery before the router naks it.
+// delivery is one job in work: the Watermill message's context (w.hardStop,
+// cancelled when the shutdown grace runs out), and what settles it.
+type delivery struct {
+	context.Context
+	m       jetstream.Msg
+	s       *jobSubscriber
+	settled atomic.Bool
+
+	// The job's run on the pool (run).
+	next     message.HandlerFunc
+	msg      *message.Message
+	out      []*message.Message
+	err      error
+	panicked any
+	done     chan struct{}
+}
+
+type deliveryKey struct{}
+
+func (d *delivery) Value(key any) any {
+	if key == (deliveryKey{}) {
+		return d
+	}
+	return d.Context.Value(key)
+}
+
+// settle acks (ok) or naks the delivery, with delay unless the worker is
+// stopping, then frees its slot. Only the first call counts.
+func (d *delivery) settle(ok bool, delay time.Duration) {
+	if !d.settled.CompareAndSwap(false, true) {
+		return
+	}
+	w := d.s.w
+	var err error
+	switch {
+	case ok:
+		err = d.m.DoubleAck(context.WithoutCancel(d.Context))
+	case delay <= 0 || w.stopping.Load():
+		err = d.m.Nak()
+	default:
+		err = d.m.NakWithDelay(delay)
+	}
+	if err != nil {
+		w.log.Warn("settling a job delivery failed; it will be redelivered after AckWait", "ack", ok, "err", err)
+	}
+	<-d.s.slots
+	w.working.Add(-1)
+	w.inflight.add(-1)
+}
+
+// settleMiddleware settles each job as its handler returns: ack on
+// success, nak with the handler's retry delay (handlers.RetryError), else
+// with NakDelayMin; a panicking handler's job is nak'd at once.
 func (w *Worker) settleMiddleware(next message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		ctx, cancel := context.WithCancel(msg.Context())
-		stop := context.AfterFunc(w.hardStop, cancel)
-		defer stop()
-		defer cancel()
-		msg.SetContext(ctx)
-		out, err := next(msg)
+	return func(msg *message.Message) (out []*message.Message, err error) {
+		d, _ := msg.Context().Value(deliveryKey{}).(*delivery)
+		if d == nil {
+			return next(msg)
+		}
+		defer d.settle(false, 0) // after a panic; no-op once settled
+		out, err = d.run(next, msg)
 		if err == nil {
+			d.settle(true, 0)
 			return out, nil
 		}
-		d, retry := handlers.RetryDelay(err)
+		delay, retry := handlers.RetryDelay(err)
 		if !retry {
-			d = w.h.NakDelayMin()
+			d.settle(false, w.h.NakDelayMin())
+			return out, err
 		}
-		if v, found := w.deliveries.Load(msg.UUID); found {
-			v.(*deliveryMsg).delay.Store(int64(d))
-		}
-		if retry {
-			// An ordinary retry, already logged by the handler: nak here
-			// so the router does not log it as a handler error (its
-			// later Ack is then ignored).
-			msg.Nack()
-			return nil, nil
-		}
-		return out, err
+		// An ordinary retry, already logged by the handler: not a
+		// handler error for the router to log.
+		d.settle(false, delay)
+		return nil, nil
 	}
 }
 
@@ -230,5 +410,3 @@ func (c *counter) load() int {
 	defer c.mu.Unlock()
 	return c.n
 }
-
-var _ wmjs.Delay = handlerDelay{}

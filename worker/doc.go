@@ -1,5 +1,5 @@
 // Package worker runs wxhub's job workers: a Watermill router over
-// watermill-nats/v2 JetStream subscriptions that feeds user.lookup and
+// batched JetStream pull subscriptions that feeds user.lookup and
 // oauth.code.received jobs to package handlers and publishes their
 // results.
 //
@@ -16,23 +16,27 @@
 //
 // # Concurrency without the prefetch trap
 //
-// watermill-nats' JetStream subscriber runs one nats.go Consume per
-// Subscribe, and its callback blocks until the router acks or naks the
-// message: one subscription handles one job at a time. nats.go would
-// still prefetch 500 messages per subscription, and those would wait in
-// the client while their AckWait runs out and then be delivered twice.
-// So the worker adds Concurrency router handlers per job subject (64 by
-// default), each its own pull subscription on the shared durable with
-// PullMaxMessages(1): nats.go asks for the next message only after the
-// callback (job plus ack) returned, so a process holds exactly as many
-// jobs as it works on, and each job's AckWait starts when its work
-// starts. JobTimeout bounds a job's work and must be shorter than AckWait.
+// Concurrency is per process: one budget of Concurrency slots shared by
+// every job subject. The worker's own Watermill subscriber runs one
+// nats.go Consume per job subject with batched pulls (PullMaxMessages
+// Concurrency/2; nats.go pulls again when half of that is left). Its
+// callback takes a slot before it hands the job to the router, and
+// blocks while none is free; nats.go counts a message as delivered, and
+// pulls more, only when the callback returns. So a process holds at most
+// Concurrency jobs in work plus Concurrency/2 per job subject waiting for
+// a slot, never the 500 nats.go would prefetch by default. A waiting
+// job's AckWait runs, so a job whose work starts more than
+// (AckWait − JobTimeout)/2 after it was delivered or published first
+// restarts its AckWait (InProgress): every job gets a full AckWait for
+// its JobTimeout, which must be shorter than AckWait. The handlers run on
+// a pool of Concurrency long-lived goroutines (the router's goroutine per
+// message waits for them), so their grown stacks are kept between jobs.
 //
 // # Acks, retries and results
 //
 // A handler returning nil acks (synchronously, DoubleAck); a
-// *handlers.RetryError naks with the delay it carries (the delivery
-// wrapper replaces watermill-nats' fixed nak delay); the last delivery
+// *handlers.RetryError naks with the delay it carries; any other error
+// naks with NakDelayMin; a panic naks at once; the last delivery
 // never naks but publishes a failure with retryable=true. Results go
 // through Publisher (JetStream publish with Nats-Msg-Id = job_id), so a
 // second terminal result for a job is dropped by the stream.
@@ -87,6 +91,6 @@
 // router and its own job connection, and returns nil.
 //
 // The job subscriptions use a second NATS connection dialled with
-// Config.Conn's options, because watermill-nats' subscriber drains its
-// connection when it closes; Config.Conn itself is never closed.
+// Config.Conn's options, so job traffic does not queue behind results, KV
+// and token events; Config.Conn itself is never closed.
 package worker

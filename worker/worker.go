@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,16 +29,15 @@ type Worker struct {
 	h        *handlers.Handlers
 	log      *slog.Logger
 
-	consumers   map[string]jetstream.Consumer // by subject
-	ccMu        sync.Mutex
-	consumeCtxs []jetstream.ConsumeContext
-	inflight    *counter
-	deliveries  sync.Map // watermill message UUID → *deliveryMsg
-	stopping    atomic.Bool
-	hardStop    context.Context
-	hardCancel  context.CancelFunc
-	ready       atomic.Bool
-	started     atomic.Bool
+	consumers  map[string]jetstream.Consumer // by subject
+	jobs       *jobSubscriber
+	inflight   *counter     // deliveries held and not yet settled
+	working    atomic.Int64 // jobs being worked on (slots taken)
+	stopping   atomic.Bool
+	hardStop   context.Context
+	hardCancel context.CancelFunc
+	ready      atomic.Bool
+	started    atomic.Bool
 
 	connMu  sync.Mutex
 	subConn *nats.Conn
@@ -109,8 +107,9 @@ func (w *Worker) Tokens() *TokenCache { return w.tokens }
 // Stats returns what this worker's handlers did so far.
 func (w *Worker) Stats() handlers.Stats { return w.h.Stats() }
 
-// InFlight returns the number of deliveries being handled now.
-func (w *Worker) InFlight() int { return w.inflight.load() }
+// InFlight returns the number of jobs being worked on now (at most
+// Concurrency).
+func (w *Worker) InFlight() int { return int(w.working.Load()) }
 
 // Ready reports whether the worker takes jobs and has loaded the tokens
 // (for /readyz).
@@ -164,22 +163,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.subConn = subConn
 	w.connMu.Unlock()
 
-	wmLog := newWMLogger(w.log)
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:                subConn,
-		Logger:              wmLog,
-		AckWaitTimeout:      w.cfg.AckWait,
-		ResourceInitializer: w.resourceInitializer,
-		NakDelay:            handlerDelay{},
-		// One message per pull subscription: the next pull is sent only
-		// after the callback (the job and its ack) returns, so nothing
-		// waits in a client buffer while its AckWait runs.
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
-		Unmarshaler:    unmarshaler{w: w},
-	})
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sub, err := newJobSubscriber(bctx, w, subConn)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("worker: subscriber: %w", err)
+		return err
 	}
+	w.jobs = sub
+	wmLog := newWMLogger(w.log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.ShutdownGrace + 15*time.Second}, wmLog)
 	if err != nil {
 		return fmt.Errorf("worker: router: %w", err)
@@ -193,9 +184,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		{w.subjects.OAuthCodeReceived, w.h.OAuthCode},
 		{w.subjects.OAuthUserInfo, w.h.OAuthUserInfo},
 	} {
-		for i := range w.cfg.Concurrency {
-			router.AddNoPublisherHandler(fmt.Sprintf("%s#%02d", hd.subject, i), hd.subject, sub, hd.fn)
-		}
+		router.AddNoPublisherHandler(hd.subject, hd.subject, sub, hd.fn)
 	}
 
 	// Jobs whose worker died on their last delivery: hear the advisories
@@ -245,11 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) stop(router *message.Router, routerErr <-chan error) {
 	w.ready.Store(false)
 	w.stopping.Store(true)
-	w.ccMu.Lock()
-	for _, cc := range w.consumeCtxs {
-		cc.Drain() // no more pulls; anything already here is nak'd
-	}
-	w.ccMu.Unlock()
+	w.jobs.drain() // no more pulls; anything already here is nak'd
 	n := w.inflight.load()
 	w.log.Info("worker stopping", "in_flight", n, "grace", w.cfg.ShutdownGrace)
 	grace := time.NewTimer(w.cfg.ShutdownGrace)

@@ -146,8 +146,7 @@ func lookupPayload(appid string) func(string) []byte {
 	}
 }
 
-// startWorkers starts n worker processes and waits until all their job
-// slots wait for work.
+// startWorkers starts n worker processes and waits until they all pull.
 func (e *env) startWorkers(ctx context.Context, name string, n, conc int, app harness.App, baseURL func(i int) string) ([]*harness.Proc, error) {
 	var procs []*harness.Proc
 	for i := range n {
@@ -160,7 +159,8 @@ func (e *env) startWorkers(ctx context.Context, name string, n, conc int, app ha
 		}
 		procs = append(procs, p)
 	}
-	if err := harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), n*conc, 60*time.Second, procs...); err != nil {
+	// Each worker keeps one batched pull request waiting when idle.
+	if err := harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), n, 60*time.Second, procs...); err != nil {
 		stopAll(procs)
 		return nil, err
 	}

@@ -180,7 +180,8 @@ func (e *env) startRoles(ctx context.Context) error {
 	// Every role must still be running once the workers are ready: a
 	// holder that exited at start would make the takeover fault meaningless.
 	alive := append(slices.Collect(maps.Values(e.hold)), e.work...)
-	return harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), nWorkers*concurrency, 90*time.Second, alive...)
+	// Each worker keeps one batched pull request waiting when idle.
+	return harness.WaitPulls(ctx, e.js, worker.ConsumerName(events.SubjectUserLookup), nWorkers, 90*time.Second, alive...)
 }
 
 // load publishes the jobs at a steady rate while the faults run, then
