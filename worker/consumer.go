@@ -80,7 +80,7 @@ func (w *Worker) ensureConsumers(ctx context.Context) error {
 // job subject waiting for a slot. A waiting delivery's AckWait runs, so
 // when a job starts later than extendAfter after it was delivered or
 // published, its AckWait is restarted (InProgress) first: a job's AckWait
-// always covers its JobTimeout.
+// always covers its JobTimeout + FinishTimeout.
 type jobSubscriber struct {
 	w           *Worker
 	tasks       chan *delivery                // to the pool of Concurrency long-lived job goroutines
@@ -122,7 +122,7 @@ func newJobSubscriber(ctx context.Context, w *Worker, conn *nats.Conn) (*jobSubs
 		consumers:   consumers,
 		slots:       make(chan struct{}, w.cfg.Concurrency),
 		pullBatch:   max(1, w.cfg.Concurrency/2),
-		extendAfter: max((w.cfg.AckWait-w.cfg.JobTimeout)/2, time.Millisecond),
+		extendAfter: max((w.cfg.AckWait-w.cfg.JobTimeout-w.cfg.FinishTimeout)/2, time.Millisecond),
 		stopCh:      make(chan struct{}),
 		closing:     make(chan struct{}),
 	}
@@ -333,7 +333,9 @@ func (d *delivery) settle(ok bool, delay time.Duration) {
 	var err error
 	switch {
 	case ok:
-		err = d.m.DoubleAck(context.WithoutCancel(d.Context))
+		// A plain ack: the job's done record is written, so a lost ack
+		// costs one redelivery that ends at the done record.
+		err = d.m.Ack()
 	case delay <= 0 || w.stopping.Load():
 		err = d.m.Nak()
 	default:

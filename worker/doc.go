@@ -26,15 +26,18 @@
 // Concurrency jobs in work plus Concurrency/2 per job subject waiting for
 // a slot, never the 500 nats.go would prefetch by default. A waiting
 // job's AckWait runs, so a job whose work starts more than
-// (AckWait − JobTimeout)/2 after it was delivered or published first
-// restarts its AckWait (InProgress): every job gets a full AckWait for
-// its JobTimeout, which must be shorter than AckWait. The handlers run on
+// (AckWait − JobTimeout − FinishTimeout)/2 after it was delivered or
+// published first restarts its AckWait (InProgress): every job gets a
+// full AckWait for its JobTimeout + FinishTimeout, which must be shorter
+// than AckWait. The handlers run on
 // a pool of Concurrency long-lived goroutines (the router's goroutine per
 // message waits for them), so their grown stacks are kept between jobs.
 //
 // # Acks, retries and results
 //
-// A handler returning nil acks (synchronously, DoubleAck); a
+// A handler returning nil acks (a plain ack: the job's done record is
+// already written, so a lost ack costs a redelivery that ends at the done
+// record, without a WeChat call or a second result); a
 // *handlers.RetryError naks with the delay it carries; any other error
 // naks with NakDelayMin; a panic naks at once; the last delivery
 // never naks but publishes a failure with retryable=true. Results go

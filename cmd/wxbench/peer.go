@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,8 +37,13 @@ const peerCommand = "peer-worker"
 //   - one result per job: the user.profile is published with
 //     Nats-Msg-Id = job_id and the stream's PubAck is awaited before the
 //     job is acked, so a redelivery after a lost ack is deduplicated;
-//   - the job is acked only after its result is stored (a plain Ack: a
-//     lost ack costs one deduplicated redelivery);
+//   - the contract's done record: a job whose wx_done record exists is
+//     acked without a WeChat call, and the record is written after the
+//     result is stored (what makes a redelivery past the duplicate window
+//     harmless);
+//   - the job is acked only after its result and done record are stored
+//     (a plain Ack: a lost ack costs one redelivery that ends at the
+//     done record);
 //   - SIGTERM stops pulling, lets the jobs in hand finish and acks them.
 //
 // It pulls in batches: one MessagesContext per process with
@@ -51,6 +57,7 @@ const peerCommand = "peer-worker"
 // nak'd after 1 s.
 type peer struct {
 	js      jetstream.JetStream
+	done    jetstream.KeyValue
 	client  *http.Client
 	base    string
 	appid   string
@@ -89,6 +96,9 @@ func runPeer(ctx context.Context, natsURL, base, appid string, conc int) error {
 		results: events.NewSubjects("").StoredUserProfile}
 	kv, err := js.KeyValue(ctx, events.BucketTokens)
 	if err != nil {
+		return err
+	}
+	if p.done, err = js.KeyValue(ctx, events.BucketDone); err != nil {
 		return err
 	}
 	watch, err := kv.Watch(ctx, appid)
@@ -165,6 +175,12 @@ func (p *peer) run(m jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
+	key := events.DoneKey(lk.JobID)
+	if _, err := p.done.Get(ctx, key); err == nil {
+		return nil // finished before: ack, no second result
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
 	lang := lk.Lang
 	if lang == "" {
 		lang = "zh_CN"
@@ -197,8 +213,15 @@ func (p *peer) run(m jetstream.Msg) error {
 		return err
 	}
 	nm := &nats.Msg{Subject: p.results, Data: out, Header: nats.Header{events.HeaderMsgID: {lk.JobID}, events.HeaderCorrelationID: {lk.JobID}}}
-	if _, err := p.js.PublishMsg(ctx, nm); err != nil {
+	ack, err := p.js.PublishMsg(ctx, nm)
+	if err != nil {
 		return err
 	}
-	return nil
+	rec, err := json.Marshal(events.DoneRecord{JobID: lk.JobID, JobSubject: m.Subject(), ResultSubject: events.SubjectUserProfile,
+		ResultSeq: ack.Sequence, DoneAt: time.Now().UTC(), By: "peer"})
+	if err != nil {
+		return err
+	}
+	_, err = p.done.Put(ctx, key, rec)
+	return err
 }
