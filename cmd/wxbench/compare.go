@@ -308,10 +308,10 @@ func (e *env) judgePeer() {
 		cell := fmt.Sprintf("latency %dms, 1×%d", r.LatencyMS, r.Concurrency)
 		if r.LatencyMS == 0 {
 			e.report.Targets = append(e.report.Targets, target{Name: "wxhub jobs/s ÷ peer, " + cell, Want: "≥ 0.90",
-				Got: fmt.Sprintf("%.2f", r.JobsPerS), Met: r.JobsPerS >= 0.9})
+				Got: fmt.Sprintf("%.3f", r.JobsPerS), Met: r.JobsPerS >= 0.9})
 		} else {
 			e.report.Targets = append(e.report.Targets, target{Name: "wxhub worker CPU per job ÷ peer, " + cell, Want: "≤ 1.20",
-				Got: fmt.Sprintf("%.2f", r.CPUPerJob), Met: r.CPUPerJob > 0 && r.CPUPerJob <= 1.2})
+				Got: fmt.Sprintf("%.3f", r.CPUPerJob), Met: r.CPUPerJob > 0 && r.CPUPerJob <= 1.2})
 			if r.Concurrency <= 64 {
 				e.report.Targets = append(e.report.Targets, target{Name: "wxhub p99 added over the HTTP baseline, " + cell, Want: "≤ 5ms",
 					Got: fmt.Sprintf("%.1fms", r.P99AddedMS), Met: r.P99AddedMS <= 5, Detail: fmt.Sprintf("peer: %.1fms", r.PeerAddedMS)})
