@@ -89,9 +89,10 @@ type jobSubscriber struct {
 	pullBatch   int
 	extendAfter time.Duration
 
-	stopOnce sync.Once
-	stopCh   chan struct{} // closed by drain: no new jobs
-	closing  chan struct{} // closed by Close
+	stopOnce  sync.Once
+	stopCh    chan struct{} // closed by drain: no new jobs
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close
 
 	mu     sync.RWMutex // held for reading while a delivery is sent to the router
 	closed bool
@@ -209,25 +210,23 @@ func (s *jobSubscriber) drain() {
 	}
 }
 
-// Close stops pulling and closes the router's channels.
+// Close stops pulling and closes the router's channels. Every router
+// handler calls it (concurrently) as the router closes; the first call
+// does the work.
 func (s *jobSubscriber) Close() error {
 	s.drain()
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
-		return nil
-	}
-	close(s.closing)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	for _, cc := range s.ccs {
-		cc.Stop()
-	}
-	for _, out := range s.outs {
-		close(out)
-	}
+	s.closeOnce.Do(func() {
+		close(s.closing) // unblocks deliveries waiting to reach the router
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.closed = true
+		for _, cc := range s.ccs {
+			cc.Stop()
+		}
+		for _, out := range s.outs {
+			close(out)
+		}
+	})
 	return nil
 }
 
