@@ -342,3 +342,24 @@ func TestSnapshotUserProfileIsMarked(t *testing.T) {
 		t.Fatalf("profile %+v: want is_snapshotuser 1, the virtual openid and no profile fields", p)
 	}
 }
+
+// The business's own check, as the demo page does it: a finished login
+// passed off on another browser (login CSRF) carries a state that browser
+// was never given, so the page refuses it and shows no profile.
+func TestDemoPageRefusesALoginStartedElsewhere(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	// The attacker starts and finishes a login in their own browser, but
+	// stops before opening the final URL...
+	cbURL := e.login(t, "snsapi_base", e.demoURL, "attacker-state")
+	resp, _ := get(t, cbURL)
+	final := resp.Header.Get("Location")
+	if !strings.Contains(final, "wxhub_job=") {
+		t.Fatalf("attacker's login: %q", final)
+	}
+	// ...and sends it to the victim, whose browser has no such state.
+	resp, body := get(t, final)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="state-check">The state that came back is not the one`) || strings.Contains(body, `id="openid"`) {
+		t.Fatalf("the demo page accepted a login started elsewhere:\n%s", body)
+	}
+}
