@@ -160,6 +160,8 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 			continue
 		case wechat.IsTokenInvalid(err):
 			return ui, rec, &reauthorizeError{reason: "WeChat rejects the refreshed token", err: err}
+		case grantDead(wechat.ErrCode(err)):
+			return ui, rec, h.vaultError(ctx, app.AppID, openid, err)
 		case wechat.ErrCode(err) == wechat.CodeAPIUnauthorized:
 			return ui, rec, &reauthorizeError{reason: "the grant does not allow /sns/userinfo", err: err}
 		}
@@ -177,8 +179,8 @@ func (h *Handlers) vaultError(ctx context.Context, appid, openid string, err err
 		out = &reauthorizeError{reason: "no stored OAuth grant for this user (never stored, expired or forgotten)"}
 	case errors.Is(err, vault.ErrRefreshExpired):
 		out, forget = &reauthorizeError{reason: "the refresh_token has expired"}, true
-	case code == wechat.CodeInvalidRefresh || code == wechat.CodeRefreshExpired || code == wechat.CodeTokenException:
-		out, forget = &reauthorizeError{reason: "WeChat refused the refresh_token", err: err}, true
+	case grantDead(code):
+		out, forget = &reauthorizeError{reason: "WeChat says the grant is no longer valid", err: err}, true
 	case errors.Is(err, vault.ErrDecrypt), errors.Is(err, vault.ErrUnknownKey), errors.Is(err, vault.ErrCorrupt):
 		return &vaultBrokenError{err: err}
 	case !fromWeChat(err) && ctx.Err() == nil:
@@ -250,4 +252,10 @@ func (h *Handlers) retryLater(j *job, err error) bool {
 	}
 	_, retry := classify(err)
 	return retry
+}
+
+// grantDead: WeChat's codes for a grant that no refresh can revive (40030
+// invalid refresh_token, 42002 expired, 42007 both tokens invalid).
+func grantDead(code int) bool {
+	return code == wechat.CodeInvalidRefresh || code == wechat.CodeRefreshExpired || code == wechat.CodeTokenException
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,9 @@ import (
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
+
+// noVaultApp is served by the vault harness's worker with the vault off.
+const noVaultApp = "wxnovault00000001"
 
 // lockedBuffer collects a run's log output (every level) to search it.
 type lockedBuffer struct {
@@ -56,6 +60,7 @@ func newVaultHarness(t *testing.T) *vaultHarness {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h := &harness{t: t, env: brokertest.Start(t), sim: wechatsim.New(wechatsim.WithClock(clock), wechatsim.WithLogger(log))}
 	h.sim.AddApp(testApp, testSecret)
+	h.sim.AddApp(noVaultApp, testSecret)
 	srv := httptest.NewServer(h.sim)
 	t.Cleanup(srv.Close)
 	var err error
@@ -80,7 +85,7 @@ func newVaultHarness(t *testing.T) *vaultHarness {
 	}
 	vh := &vaultHarness{harness: h, clock: clock, vault: v, logs: logs, ring: ring}
 	h.startWorker("w-vault", func(c *worker.Config) {
-		c.Apps = []worker.App{{AppID: testApp, Secret: testSecret, Vault: true}}
+		c.Apps = []worker.App{{AppID: testApp, Secret: testSecret, Vault: true}, {AppID: noVaultApp, Secret: testSecret}}
 		c.Vault = v
 		c.Logger = log
 		c.MaxDeliver = 4
@@ -338,5 +343,57 @@ func TestVaultExchangeRetriesUserInfoWithStoredToken(t *testing.T) {
 	}
 	if n := vh.sim.Stats().CallCount(wechat.PathOAuthToken, testApp); n != 1 {
 		t.Fatalf("code exchanged %d times", n)
+	}
+}
+
+// The user must authorize again after a snsapi_base login or a password
+// change (42007); a job for an app without the vault, and a malformed job,
+// end like any bad job: one failure and a dead letter.
+func TestVaultUserInfoFailures(t *testing.T) {
+	vh := newVaultHarness(t)
+	dead := vh.follow(events.StreamDeadLetters)
+
+	code, err := vh.sim.IssueCode(testApp, "oBase", wechatsim.ScopeBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(events.OAuthCodeReceived{JobID: "login-base", AppID: testApp, Code: code})
+	vh.publishJob(events.SubjectOAuthCodeReceived, b, "login-base", nil)
+	if p := vh.profile("login-base"); p.Source != events.SourceSNSOAuth2 {
+		t.Fatalf("snsapi_base login: %+v", p)
+	}
+	vh.userinfo("base-userinfo", "oBase")
+	if f := vh.failure("base-userinfo"); f.Error.Kind != events.KindReauthorize || f.Error.Retryable {
+		t.Fatalf("snsapi_base grant: %+v", f.Error)
+	}
+
+	if err := vh.sim.AddSNSUser(testApp, wechatsim.Follower{OpenID: "oDave", Nickname: "Dave"}); err != nil {
+		t.Fatal(err)
+	}
+	vh.login("login-dave", "oDave")
+	if _, err := vh.sim.RevokeGrant(testApp, "oDave", wechatsim.GrantReset); err != nil {
+		t.Fatal(err)
+	}
+	// Dave's token is unexpired by our clock; WeChat answers 42007 to it
+	// and to the refresh.
+	vh.userinfo("dave-reset", "oDave")
+	if f := vh.failure("dave-reset"); f.Error.Kind != events.KindReauthorize || f.Error.Retryable || f.Error.ErrCode != wechat.CodeTokenException {
+		t.Fatalf("42007: %+v", f.Error)
+	}
+
+	b, _ = json.Marshal(events.OAuthUserInfo{JobID: "no-vault", AppID: noVaultApp, OpenID: "oX"})
+	vh.publishJob(events.SubjectOAuthUserInfo, b, "no-vault", nil)
+	if f := vh.failure("no-vault"); f.Error.Kind != events.KindConfig || f.Error.Retryable || f.JobSubject != events.SubjectOAuthUserInfo {
+		t.Fatalf("app without the vault: %+v", f)
+	}
+	vh.publishJob(events.SubjectOAuthUserInfo, []byte(`{"job_id":"bad-userinfo","appid":"`+testApp+`","openid":"oX","access_token":"sneaky"}`), "bad-userinfo", nil)
+	if f := vh.failure("bad-userinfo"); f.Error.Kind != events.KindInvalidJob || !strings.Contains(f.Error.ErrMsg, "/access_token: unknown property") {
+		t.Fatalf("bad job: %+v", f.Error)
+	}
+	dead.waitIDs(t, 2, 10*time.Second)
+	for _, id := range []string{"no-vault", "bad-userinfo"} {
+		if got := dead.get(id); len(got) != 1 || got[0].Subject != "deadletter."+events.SubjectOAuthUserInfo {
+			t.Fatalf("dead letters of %s: %+v", id, got)
+		}
 	}
 }
