@@ -61,20 +61,22 @@ var fullyPopulated = map[string]any{
 	events.SubjectTokenConflict: events.TokenConflict{
 		AppID: "wx0123456789abcdef", Version: 9, Detail: "3 reports against a token fetched 2s ago",
 	},
+	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "wx0123456789abcdef", Requester: "wxhub-cli@ops-1"},
 }
 
 // minimal holds, per subject, a value with only the required fields set
 // (and the others at their zero value).
 var minimal = map[string]any{
-	events.SubjectUserLookup:         events.UserLookup{JobID: "j", AppID: "a", OpenID: "o"},
-	events.SubjectOAuthCodeReceived:  events.OAuthCodeReceived{JobID: "j", AppID: "a", Code: "c"},
-	events.SubjectOAuthUserInfo:      events.OAuthUserInfo{JobID: "j", AppID: "a", OpenID: "o"},
-	events.SubjectUserProfile:        events.UserProfile{JobID: "j", AppID: "a", OpenID: "o", Source: events.SourceSNSOAuth2},
-	events.SubjectUserProfileFailed:  events.UserProfileFailed{JobSubject: events.SubjectUserLookup, Error: events.FailureError{Kind: events.KindInvalidJob}},
-	events.SubjectTokenRefreshed:     events.TokenRefreshed{AppID: "a", Reason: events.ReasonStartup},
-	events.SubjectTokenInvalidated:   events.TokenInvalidated{AppID: "a"},
-	events.SubjectTokenRefreshFailed: events.TokenRefreshFailed{AppID: "a"},
-	events.SubjectTokenConflict:      events.TokenConflict{AppID: "a"},
+	events.SubjectUserLookup:          events.UserLookup{JobID: "j", AppID: "a", OpenID: "o"},
+	events.SubjectOAuthCodeReceived:   events.OAuthCodeReceived{JobID: "j", AppID: "a", Code: "c"},
+	events.SubjectOAuthUserInfo:       events.OAuthUserInfo{JobID: "j", AppID: "a", OpenID: "o"},
+	events.SubjectUserProfile:         events.UserProfile{JobID: "j", AppID: "a", OpenID: "o", Source: events.SourceSNSOAuth2},
+	events.SubjectUserProfileFailed:   events.UserProfileFailed{JobSubject: events.SubjectUserLookup, Error: events.FailureError{Kind: events.KindInvalidJob}},
+	events.SubjectTokenRefreshed:      events.TokenRefreshed{AppID: "a", Reason: events.ReasonStartup},
+	events.SubjectTokenInvalidated:    events.TokenInvalidated{AppID: "a"},
+	events.SubjectTokenRefreshFailed:  events.TokenRefreshFailed{AppID: "a"},
+	events.SubjectTokenConflict:       events.TokenConflict{AppID: "a"},
+	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "a"},
 }
 
 func TestEverySubjectHasAGoType(t *testing.T) {

@@ -139,6 +139,30 @@ type TokenRefreshFailed struct {
 	NextAttemptAt time.Time `json:"next_attempt_at"`
 }
 
+// TokenRefreshRequest asks the app's leading holder for a manual refresh
+// (reason manual): core NATS request/reply on wxhub.token.refresh, sent by
+// `wxhub token invalidate`. It is not a report: it never counts towards
+// conflict detection; it has its own rate limit. Only the leader answers,
+// with a TokenRefreshReply; no answer means no holder leads the app.
+type TokenRefreshRequest struct {
+	AppID     string `json:"appid"`
+	Requester string `json:"requester,omitempty"`
+}
+
+// TokenRefreshReply is the leader's answer to a TokenRefreshRequest: the
+// new version, or why no refresh was made (Refused: a lockout state such
+// as conflict, quota_reserve, force_limit, backoff, rate_limited, with
+// when it ends), or an error.
+type TokenRefreshReply struct {
+	AppID     string    `json:"appid"`
+	Version   uint64    `json:"version,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Holder    string    `json:"holder,omitempty"`
+	Refused   string    `json:"refused,omitempty"` // the lockout state
+	Until     time.Time `json:"until,omitzero"`
+	Error     string    `json:"error,omitempty"` // one line, names the state when refused
+}
+
 // TokenConflict is published by the holder when reports arrive against a
 // token it fetched moments ago: another system is fetching tokens for this
 // appid and knocking ours out.

@@ -27,6 +27,12 @@ const (
 	// subscribers, so a duplicate publish, dropped by the stream, never
 	// reaches anyone.
 	SubjectStoredResultPrefix = "wxhub.result."
+	// SubjectTokenRefreshRequest is the request/reply subject on which
+	// the app's leading holder answers a manual refresh request
+	// (TokenRefreshRequest → TokenRefreshReply; `wxhub token
+	// invalidate`). Not a report: no conflict detection, its own rate
+	// limit.
+	SubjectTokenRefreshRequest = "wxhub.token.refresh"
 )
 
 // KV bucket names.
@@ -78,7 +84,9 @@ type Subjects struct {
 	TokenInvalidated   string
 	TokenRefreshFailed string
 	TokenConflict      string
-	DeadLetterPrefix   string
+	// TokenRefreshRequest: manual refresh requests (request/reply).
+	TokenRefreshRequest string
+	DeadLetterPrefix    string
 	// StoredUserProfile and StoredUserProfileFailed are the internal
 	// subjects results are published to (see SubjectStoredResultPrefix).
 	StoredUserProfile       string
@@ -94,17 +102,18 @@ func NewSubjects(prefix string) Subjects {
 		prefix += "."
 	}
 	return Subjects{
-		Prefix:             prefix,
-		UserLookup:         prefix + SubjectUserLookup,
-		OAuthCodeReceived:  prefix + SubjectOAuthCodeReceived,
-		OAuthUserInfo:      prefix + SubjectOAuthUserInfo,
-		UserProfile:        prefix + SubjectUserProfile,
-		UserProfileFailed:  prefix + SubjectUserProfileFailed,
-		TokenRefreshed:     prefix + SubjectTokenRefreshed,
-		TokenInvalidated:   prefix + SubjectTokenInvalidated,
-		TokenRefreshFailed: prefix + SubjectTokenRefreshFailed,
-		TokenConflict:      prefix + SubjectTokenConflict,
-		DeadLetterPrefix:   prefix + SubjectDeadLetterPrefix,
+		Prefix:              prefix,
+		UserLookup:          prefix + SubjectUserLookup,
+		OAuthCodeReceived:   prefix + SubjectOAuthCodeReceived,
+		OAuthUserInfo:       prefix + SubjectOAuthUserInfo,
+		UserProfile:         prefix + SubjectUserProfile,
+		UserProfileFailed:   prefix + SubjectUserProfileFailed,
+		TokenRefreshed:      prefix + SubjectTokenRefreshed,
+		TokenInvalidated:    prefix + SubjectTokenInvalidated,
+		TokenRefreshFailed:  prefix + SubjectTokenRefreshFailed,
+		TokenConflict:       prefix + SubjectTokenConflict,
+		TokenRefreshRequest: prefix + SubjectTokenRefreshRequest,
+		DeadLetterPrefix:    prefix + SubjectDeadLetterPrefix,
 
 		StoredUserProfile:       prefix + SubjectStoredResultPrefix + SubjectUserProfile,
 		StoredUserProfileFailed: prefix + SubjectStoredResultPrefix + SubjectUserProfileFailed,

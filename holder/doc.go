@@ -75,8 +75,11 @@
 //     chosen per version, but never earlier than half-way through the token's
 //     life. Time here is Config.Now, the clock WeChat's expiry follows.
 //   - token.invalidated, reason "invalidated". Every holder subscribes; only
-//     the leader judges. Reports are coalesced per app and judged by the app's
-//     single loop (metric wxhub_token_invalidations_total, label decision):
+//     the leader keeps and judges them: a standby drops them (decision
+//     "standby"), so a new leader judges only the reports of its own term,
+//     plus what the stored record says. Reports are coalesced per app and
+//     judged by the app's single loop (metric wxhub_token_invalidations_total,
+//     label decision):
 //     version != current: "stale"; reports arriving for a version whose
 //     refresh is pending or done: "duplicate"; the current version was itself
 //     fetched because of a report less than ConflictWindow (default 10 min)
@@ -85,10 +88,17 @@
 //     token keeps failing); quota down to the reserve: "quota_reserve";
 //     otherwise the first report is "accepted" and the rest "duplicate": one
 //     refresh however many reports arrive. A report accepted while fetching
-//     backs off is carried out when the backoff allows.
-//   - Refresh (manual), reason "manual": forced, subject to the same
-//     MinForceInterval and quota reserve (ErrRateLimited, ErrQuotaReserve,
-//     ErrBackingOff), leader only (ErrNotLeader).
+//     backs off is carried out when the backoff allows. A stable_token app
+//     out of force_refresh calls answers a report with one normal call
+//     instead ("fallback").
+//   - Refresh (manual), reason "manual": an operator's request (also over
+//     NATS: request/reply on wxhub.token.refresh, answered by the leader
+//     only, see events.TokenRefreshRequest), never a report, so never a
+//     conflict. Its own rate limit is one per MinForceInterval (stable_token
+//     also 30 s after any forced call); the quota reserve, 45009 and the
+//     backoff apply. Refusals are *RefusedError naming the lockout and
+//     matching ErrRateLimited, ErrQuotaReserve or ErrBackingOff; leader
+//     only (ErrNotLeader).
 //
 // # Conflicts
 //
@@ -100,8 +110,10 @@
 // token.conflict (once per version and window) and logs an error, and does
 // not refetch for that version until ConflictWindow has passed since its
 // fetch (a bounded fight of at most one forced fetch per window, while the
-// operator fixes the other system). Conflict tracking is in memory: a new
-// leader refreshes once more before it can detect one.
+// operator fixes the other system). The token record carries why it was
+// fetched (Reason) and the last forced refresh (LastForcedAt), so a new
+// leader detects the conflict and keeps the rate limit: a failover buys no
+// extra forced fetch.
 //
 // # Quota
 //
@@ -111,7 +123,8 @@
 // reaches QuotaDailyLimit-QuotaReserve (2000-200), forced refreshes stop;
 // scheduled ones go on. 45009 stops every fetch until the China day turns
 // (events.NextChinaMidnight by Config.Now), after which attempts are spaced
-// by the exponential backoff. -1, 45011, HTTP 5xx, network errors and
+// by the exponential backoff; for a stable_token force_refresh call it
+// stops forced calls only (see below). -1, 45011, HTTP 5xx, network errors and
 // timeouts are retried with exponential backoff (cenkalti/backoff/v4,
 // RetryInitial 1 s to RetryMax 5 min, real time). 40013, 40125, 40164 and
 // other permanent answers are retried every ConfigRetryInterval (5 min),
@@ -130,6 +143,29 @@
 // max(MinForceInterval, 30 s) apart and at most 20 a China day, counted in
 // wx_quota under "appid.YYYYMMDD.force"; the general reserve does not apply
 // to stable_token apps (their normal calls do not use the 2000/day quota).
+// WeChat's force limit is separate from normal calls: a 45009 on a forced
+// call blocks forced calls only, until the China day turns (recorded in
+// the .force key for successors); token.refresh_failed says forced
+// refreshes are exhausted, reports fall back to a normal call and
+// scheduled refreshes go on.
+//
+// # Clock skew
+//
+// Token lifetimes use Config.Now. Every LeaseTTL each holder publishes to
+// its own key "clock.<id>" in wx_leases (per-message TTL) and reads the
+// stored message's server timestamp back: its offset is Now at the middle
+// of the round trip minus that stamp. Beyond MaxClockSkew (30 s) it refuses
+// to lead (a leader steps down and releases its lease), logs an error and
+// reports it in the metric wxhub_holder_clock_offset_seconds, the lockout
+// clock_skew and ClockSkewError (for /readyz).
+//
+// # Lockouts
+//
+// Every state that stops refreshes is a Lockout (not_leading, conflict,
+// quota_reserve, force_limit, force_exhausted, quota_exhausted, backoff,
+// clock_skew) with its end and a one-line detail: in AppStatus.Lockouts
+// (`wxhub status`), the metric wxhub_token_lockout{appid,state}, and the
+// refusals of Refresh.
 //
 // # Events, logs, metrics
 //
@@ -140,5 +176,6 @@
 // (wechat.Fingerprint), never a token or AppSecret; App formats without its
 // secret. Metrics: wxhub_token_expires_at_seconds, _token_refreshes_total,
 // _token_refresh_failures_total, _token_invalidations_total,
-// _token_quota_used, _holder_leader.
+// _token_quota_used, _token_lockout, _holder_leader,
+// _holder_clock_offset_seconds.
 package holder

@@ -150,6 +150,11 @@ func (h *Holder) Run(ctx context.Context) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	msub, err := h.cfg.Conn.Subscribe(h.subj.TokenRefreshRequest, h.onRefreshRequest(runCtx))
+	if err != nil {
+		return fmt.Errorf("holder: subscribe %s: %w", h.subj.TokenRefreshRequest, err)
+	}
+	defer func() { _ = msub.Unsubscribe() }()
 	var wg sync.WaitGroup
 	if h.skew.bound > 0 {
 		if err := h.probeClock(ctx); err != nil {
@@ -247,6 +252,45 @@ func (h *Holder) Refresh(ctx context.Context, appid string) error {
 		return ctx.Err()
 	case <-h.stopped:
 		return ErrStopped
+	}
+}
+
+// onRefreshRequest answers manual refresh requests (wxhub.token.refresh,
+// request/reply) for the apps this holder leads; standbys stay silent, so
+// the requester hears from the leader only, or from nobody when no holder
+// leads. The answer is the new version or a one-line refusal naming the
+// lockout.
+func (h *Holder) onRefreshRequest(ctx context.Context) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		var req events.TokenRefreshRequest
+		if m.Reply == "" || json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		a, ok := h.apps[req.AppID]
+		if !ok || !a.leaseValid() {
+			return
+		}
+		a.log.Info("manual refresh requested", "requester", req.Requester)
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			err := h.Refresh(rctx, req.AppID)
+			reply := events.TokenRefreshReply{AppID: req.AppID, Holder: h.cfg.ID}
+			var re *RefusedError
+			switch {
+			case err == nil:
+				rec, _ := a.record()
+				reply.Version, reply.ExpiresAt = rec.Version, rec.ExpiresAt
+			case errors.As(err, &re):
+				reply.Refused, reply.Until, reply.Error = re.State, re.Until, err.Error()
+			case errors.Is(err, ErrNotLeader):
+				reply.Refused, reply.Error = LockoutNotLeading, "refresh refused: "+LockoutNotLeading+": this holder lost the lease; ask again"
+			default:
+				reply.Error = err.Error()
+			}
+			data, _ := json.Marshal(reply)
+			_ = m.Respond(data)
+		}()
 	}
 }
 

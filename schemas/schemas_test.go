@@ -25,6 +25,7 @@ var allSubjects = []string{
 	events.SubjectTokenInvalidated,
 	events.SubjectTokenRefreshFailed,
 	events.SubjectTokenConflict,
+	events.SubjectTokenRefreshRequest,
 }
 
 func TestNamesCoverEverySubject(t *testing.T) {

@@ -19,12 +19,14 @@ const statusSubject = events.SubjectStatus
 
 // processStatus is one process's reply.
 type processStatus struct {
-	Role     string          `json:"role"`
-	ID       string          `json:"id"`
-	InFlight *int            `json:"in_flight,omitempty"`
-	Handled  *int64          `json:"handled,omitempty"`
-	Leads    []string        `json:"leads,omitempty"`
-	Stats    json.RawMessage `json:"stats,omitempty"`
+	Role     string   `json:"role"`
+	ID       string   `json:"id"`
+	InFlight *int     `json:"in_flight,omitempty"`
+	Handled  *int64   `json:"handled,omitempty"`
+	Leads    []string `json:"leads,omitempty"`
+	// Lockouts per appid, as this holder sees them (holders only).
+	Lockouts map[string][]holder.Lockout `json:"lockouts,omitempty"`
+	Stats    json.RawMessage             `json:"stats,omitempty"`
 }
 
 func workerPresence(w *worker.Worker) func() any {
@@ -42,6 +44,12 @@ func holderPresence(h *holder.Holder) func() any {
 		for _, a := range h.Status() {
 			if a.Leader {
 				ps.Leads = append(ps.Leads, a.AppID)
+			}
+			if len(a.Lockouts) > 0 {
+				if ps.Lockouts == nil {
+					ps.Lockouts = map[string][]holder.Lockout{}
+				}
+				ps.Lockouts[a.AppID] = a.Lockouts
 			}
 		}
 		return ps

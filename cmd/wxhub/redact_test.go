@@ -108,10 +108,10 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 	run("status", "--nats-url", refused)
 	run("lookup", "--nats-url", refused, "--appid", "wxredact", "--openid", "oRedact")
 	run("status", "--nats-url", "nats://"+user+":"+password+"@bad host:4222")
-	run("holder", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0")
-	run("worker", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0")
+	run("holder", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0", "--nats-connect-timeout", "0")
+	run("worker", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0", "--nats-connect-timeout", "0")
 	run("gateway", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0",
-		"--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxredact")
+		"--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxredact", "--nats-connect-timeout", "0")
 	run("status", "-h")
 	stopGateway()
 	stopWorker()

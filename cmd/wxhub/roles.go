@@ -69,6 +69,9 @@ func holderRole(p *process) (runner.Role, error) {
 // the last fetch error (free of secrets).
 func holderReady(h *holder.Holder) func() error {
 	return func() error {
+		if err := h.ClockSkewError(); err != nil {
+			return err // refuses to lead: say why
+		}
 		if h.Ready() {
 			return nil
 		}

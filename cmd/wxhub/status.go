@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
 )
 
@@ -43,6 +44,7 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	mergeLockouts(&st)
 	sort.Slice(st.Processes, func(i, k int) bool {
 		a, b := st.Processes[i], st.Processes[k]
 		return a.Role < b.Role || a.Role == b.Role && a.ID < b.ID
@@ -62,9 +64,9 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APPID\tVERSION\tMODE\tEXPIRES IN\tFETCHES TODAY\tQUOTA LEFT\tLEADER")
+	fmt.Fprintln(tw, "APPID\tVERSION\tMODE\tEXPIRES IN\tFETCHES TODAY\tQUOTA LEFT\tLEADER\tLOCKOUTS")
 	for _, a := range st.Apps {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", a.AppID, a.Version, a.Mode, a.ExpiresIn, a.FetchesToday, a.QuotaLeft, a.Leader)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", a.AppID, a.Version, a.Mode, a.ExpiresIn, a.FetchesToday, a.QuotaLeft, a.Leader, lockoutSummary(a.Lockouts))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "JOB SUBJECT\tCONSUMER\tPENDING\tIN FLIGHT\tREDELIVERED\tWORKERS\tWAITING PULLS")
@@ -99,6 +101,9 @@ type appStatus struct {
 	FetchesToday int       `json:"fetches_today"`
 	QuotaLeft    int       `json:"quota_left"`
 	Leader       string    `json:"leader"`
+	// Lockouts: what stops refreshes of the app now (the leading
+	// holder's view; not_leading when no holder holds the lease).
+	Lockouts []holder.Lockout `json:"lockouts"`
 }
 
 type jobStatus struct {
@@ -166,4 +171,53 @@ func collectStatus(ctx context.Context, js jetstream.JetStream) (statusReport, e
 	}
 	sort.Slice(st.Jobs, func(i, k int) bool { return st.Jobs[i].Subject < st.Jobs[k].Subject })
 	return st, nil
+}
+
+// mergeLockouts fills each app's lockouts from the reply of the holder
+// that leads it; with no leader, the app is not_leading, plus any holder
+// that refuses to lead because of clock skew.
+func mergeLockouts(st *statusReport) {
+	for i := range st.Apps {
+		a := &st.Apps[i]
+		a.Lockouts = []holder.Lockout{}
+		var leader *processStatus
+		for k := range st.Processes {
+			if p := &st.Processes[k]; p.Role == "holder" && p.ID == a.Leader {
+				leader = p
+			}
+		}
+		if leader != nil {
+			a.Lockouts = append(a.Lockouts, leader.Lockouts[a.AppID]...)
+			continue
+		}
+		detail := "no holder holds the lease for this appid: nobody refreshes its token"
+		if a.Leader != "-" {
+			detail = "the lease is held by " + a.Leader + ", which does not answer: it may have died (a standby takes over when the lease lapses)"
+		}
+		a.Lockouts = append(a.Lockouts, holder.Lockout{State: holder.LockoutNotLeading, Detail: detail})
+		for _, p := range st.Processes {
+			for _, l := range p.Lockouts[a.AppID] {
+				if l.State == holder.LockoutClockSkew {
+					l.Detail = "holder " + p.ID + ": " + l.Detail
+					a.Lockouts = append(a.Lockouts, l)
+				}
+			}
+		}
+	}
+}
+
+// lockoutSummary is the LOCKOUTS column: "-" or "state until HH:MM:SSZ, ...".
+func lockoutSummary(ls []holder.Lockout) string {
+	if len(ls) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(ls))
+	for _, l := range ls {
+		p := l.State
+		if !l.Until.IsZero() {
+			p += " until " + l.Until.UTC().Format(time.RFC3339)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -31,8 +33,8 @@ type tokenView struct {
 }
 
 func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
-	if len(args) == 0 || (args[0] != "get" && args[0] != "invalidate") {
-		return usagef("want `wxhub token get --appid A [--show-token]` or `wxhub token invalidate --appid A`")
+	if len(args) == 0 || (args[0] != "get" && args[0] != "invalidate" && args[0] != "refresh") {
+		return usagef("want `wxhub token get --appid A [--show-token]` or `wxhub token invalidate --appid A` (alias: refresh)")
 	}
 	sub := args[0]
 	var appid string
@@ -58,6 +60,9 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if sub != "get" {
+		return requestRefresh(ctx, env, nc, cfg, appid, timeout)
+	}
 	kv, err := js.KeyValue(ctx, events.BucketTokens)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", events.BucketTokens, err)
@@ -66,7 +71,7 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if sub == "get" {
+	{
 		v := tokenView{AppID: rec.AppID, Version: rec.Version, Mode: rec.Mode, FetchedAt: rec.FetchedAt,
 			ExpiresAt: rec.ExpiresAt, ExpiresIn: time.Until(rec.ExpiresAt).Round(time.Second).String(),
 			Holder: rec.Holder, Fingerprint: wechat.Fingerprint(rec.AccessToken)}
@@ -77,7 +82,6 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 		fmt.Fprintln(env.stdout, string(out))
 		return nil
 	}
-	return invalidateAndWait(ctx, env, nc, js, cfg, rec)
 }
 
 func readToken(ctx context.Context, kv jetstream.KeyValue, appid string) (events.TokenRecord, error) {
@@ -95,33 +99,37 @@ func readToken(ctx context.Context, kv jetstream.KeyValue, appid string) (events
 	return rec, nil
 }
 
-// invalidateAndWait reports the current token as rejected and waits for
-// the holder's token.refreshed with a newer version.
-func invalidateAndWait(ctx context.Context, env *cmdEnv, nc *nats.Conn, js jetstream.JetStream, cfg *config.Config, rec events.TokenRecord) error {
+// requestRefresh asks the app's leading holder for a manual refresh
+// (wxhub.token.refresh, request/reply; reason manual). It is not a report
+// of a rejected token, so it never trips conflict detection. A refusal is
+// printed as one line naming the lockout (conflict, quota_reserve,
+// force_limit, force_exhausted, quota_exhausted, backoff, rate_limited,
+// not_leading).
+func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, cfg *config.Config, appid string, timeout time.Duration) error {
 	subs := events.NewSubjects(cfg.Prefix)
-	refreshed := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(subs.TokenRefreshed, refreshed)
-	if err != nil {
-		return err
+	host, _ := os.Hostname()
+	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host})
+	fmt.Fprintf(env.stderr, "asking the holder leading %s for a manual refresh...\n", appid)
+	m, err := nc.RequestWithContext(ctx, subs.TokenRefreshRequest, req)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		fmt.Fprintf(env.stderr, "refresh refused: %s: no holder is running on this NATS (start `wxhub holder` or `wxhub run`)\n", holder.LockoutNotLeading)
+		return errFailed
+	case errors.Is(err, context.DeadlineExceeded):
+		fmt.Fprintf(env.stderr, "refresh refused: %s: no holder leads %s (no answer within %v; is it configured with this app? see `wxhub status`)\n", holder.LockoutNotLeading, appid, timeout)
+		return errFailed
+	case err != nil:
+		return fmt.Errorf("request %s: %w", subs.TokenRefreshRequest, err)
 	}
-	defer sub.Unsubscribe()
-	report, _ := json.Marshal(events.TokenInvalidated{AppID: rec.AppID, Version: rec.Version, ErrCode: wechat.CodeInvalidCredential, Reporter: "wxhub-cli"})
-	if _, err := js.Publish(ctx, subs.TokenInvalidated, report); err != nil {
-		return fmt.Errorf("publish %s: %w", subs.TokenInvalidated, err)
+	var reply events.TokenRefreshReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return fmt.Errorf("unreadable answer from the holder: %w", err)
 	}
-	fmt.Fprintf(env.stderr, "reported version %d of %s as rejected; waiting for the holder...\n", rec.Version, rec.AppID)
-	for {
-		select {
-		case m := <-refreshed:
-			var ev events.TokenRefreshed
-			if json.Unmarshal(m.Data, &ev) == nil && ev.AppID == rec.AppID && ev.Version > rec.Version {
-				out, _ := json.MarshalIndent(ev, "", "  ")
-				fmt.Fprintln(env.stdout, string(out))
-				return nil
-			}
-		case <-ctx.Done():
-			fmt.Fprintf(env.stderr, "no new token yet: the holder refreshes at most once per 30 s per app and ignores reports against a token it fetched moments ago (see its log / token.conflict)\n")
-			return errFailed
-		}
+	if reply.Error != "" {
+		fmt.Fprintln(env.stderr, reply.Error)
+		return errFailed
 	}
+	out, _ := json.MarshalIndent(reply, "", "  ")
+	fmt.Fprintln(env.stdout, string(out))
+	return nil
 }
