@@ -384,3 +384,42 @@ func TestRecordsSurviveNATSRestart(t *testing.T) {
 		}
 	}
 }
+
+// A refresher that died holding the lock does not block the user for
+// good: the lock lapses with its TTL and the next caller refreshes.
+func TestFreshAfterADeadRefreshersLockLapses(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t)
+	c := &clock{now: time.Now()}
+	ctx := context.Background()
+	r := ring(t, keyLine(t, "k1"))
+	v, err := vault.Open(ctx, env.JS, r, vault.Options{Now: c.Now, LockTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Store(ctx, "wxapp", "oAlice", tokens(c, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(3 * time.Hour)
+	// The dead refresher's lock, as it left it.
+	kv, err := env.JS.KeyValue(ctx, events.BucketVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "l.wxapp.oAlice", []byte("dead-worker"), jetstream.KeyTTL(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var calls atomic.Int32
+	rec, refreshed, err := v.Fresh(ctx, vault.FreshRequest{AppID: "wxapp", OpenID: "oAlice", RefreshTTL: time.Hour,
+		Refresh: func(context.Context, string) (wechat.OAuthToken, error) {
+			calls.Add(1)
+			return wechat.OAuthToken{AccessToken: "86_ACCESS_AFTER_LAPSE", ExpiresIn: 2 * time.Hour, OpenID: "oAlice"}, nil
+		}})
+	if err != nil || !refreshed || calls.Load() != 1 || rec.Tokens.AccessToken != "86_ACCESS_AFTER_LAPSE" {
+		t.Fatalf("after the lapse: refreshed=%v calls=%d err=%v", refreshed, calls.Load(), err)
+	}
+	if waited := time.Since(start); waited < time.Second || waited > 10*time.Second {
+		t.Fatalf("waited %v for a 2 s lock", waited)
+	}
+}
