@@ -62,7 +62,7 @@ func holderRole(p *process) (runner.Role, error) {
 	if err != nil {
 		return runner.Role{}, usageError{err}
 	}
-	return runner.Role{Name: "holder", Run: h.Run, Ready: holderReady(h), Status: holderPresence(h)}, nil
+	return runner.Role{Name: "holder", Run: h.Run, Ready: both(holderJetStreamReady(p.js), holderReady(h)), Status: holderPresence(h)}, nil
 }
 
 // holderReady: every app has an unexpired token; else which do not, and
@@ -129,7 +129,7 @@ func workerRole(p *process) (runner.Role, error) {
 			return errors.New("tokens not loaded yet")
 		}
 	}
-	return runner.Role{Name: "worker", Run: w.Run, Ready: ready, Status: workerPresence(w)}, nil
+	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(p.js), ready), Status: workerPresence(w)}, nil
 }
 
 // cmdHolder runs the token holder against an existing NATS.

@@ -108,7 +108,7 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 		printTry(env, cfg, opsAddr, demo, demoApp)
 		printGatewayTry(env, cfg, gw, demoKeyFile, demo, demoApp)
 		printWebLoginTry(env, gw, wl, demo, demoApp)
-	}, holderRole, workerRole, gatewayRole(wl.mount, func(g *gateway.Gateway) {
+	}, embeddedServerRole(srv), holderRole, workerRole, gatewayRole(wl.mount, func(g *gateway.Gateway) {
 		gw = g
 		if err := wl.started(g); err != nil {
 			log.Error("web login: cannot configure the demo app", "err", err)
