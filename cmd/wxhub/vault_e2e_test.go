@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,24 +25,6 @@ import (
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // vaultRun is a `wxhub run` process with the vault on, against an
 // in-process simulator on a manual clock; logs collects every line any
 // wxhub process wrote.
@@ -53,7 +34,7 @@ type vaultRun struct {
 	dir     string
 	keys    string
 	simURL  string
-	logs    *syncBuffer
+	logs    *lockedBuffer
 	cmd     *exec.Cmd
 	exited  chan error
 	natsURL string
@@ -230,7 +211,7 @@ func TestVaultEndToEndWithRealProcesses(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	dir := t.TempDir()
-	r := &vaultRun{t: t, bin: wxhubBinary(t), dir: dir, keys: filepath.Join(dir, "vault.keys"), simURL: srv.URL, logs: &syncBuffer{}}
+	r := &vaultRun{t: t, bin: wxhubBinary(t), dir: dir, keys: filepath.Join(dir, "vault.keys"), simURL: srv.URL, logs: &lockedBuffer{}}
 	r.appendKey("k1")
 	r.start()
 
