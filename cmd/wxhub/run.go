@@ -128,6 +128,9 @@ func printTry(env *cmdEnv, cfg *config.Config, opsAddr string, demo bool, d wech
 	}
 	fmt.Fprintln(w, "\nTry, in another terminal:")
 	appid, openid := "<appid>", "<openid>"
+	if len(cfg.Apps) > 0 {
+		appid = cfg.Apps[0].AppID
+	}
 	if demo && len(d.OpenIDs) > 0 {
 		appid, openid = d.AppID, d.OpenIDs[0]
 	}
