@@ -22,61 +22,37 @@ const (
 	FlagsVault                      // --vault-keys-file (also with FlagsWorker)
 )
 
-// clientsFlag collects --client values, like appsFlag.
-type clientsFlag struct {
-	clients *[]Client
-	set     bool
-	err     error
+// listFlag collects the values of a repeatable flag whose value may hold
+// several items separated by ';' (--app, --client, --web-login): the first
+// use replaces the list from the file. It keeps a parse error to itself,
+// because the flag package would quote the value (and a secret in it);
+// Load reports it.
+type listFlag[T any] struct {
+	name  string
+	items *[]T
+	parse func(string) (T, error)
+	set   bool
+	err   error
 }
 
-func (f *clientsFlag) String() string { return "" }
-func (f *clientsFlag) Set(v string) error {
+func (f *listFlag[T]) String() string { return "" }
+func (f *listFlag[T]) Set(v string) error {
 	if !f.set {
-		*f.clients = nil
+		*f.items = nil
 		f.set = true
 	}
 	for _, one := range strings.Split(v, ";") {
 		if strings.TrimSpace(one) == "" {
 			continue
 		}
-		c, err := ParseClient(one)
+		x, err := f.parse(one)
 		if err != nil {
 			if f.err == nil {
-				f.err = fmt.Errorf("--client: %w", err)
+				f.err = fmt.Errorf("--%s: %w", f.name, err)
 			}
 			return nil
 		}
-		*f.clients = append(*f.clients, c)
-	}
-	return nil
-}
-
-// appsFlag collects --app values. It keeps a parse error to itself,
-// because the flag package would quote the value (and a secret in it).
-type appsFlag struct {
-	apps *[]App
-	set  bool
-	err  error
-}
-
-func (f *appsFlag) String() string { return "" }
-func (f *appsFlag) Set(v string) error {
-	if !f.set { // the first --app replaces apps from the file
-		*f.apps = nil
-		f.set = true
-	}
-	for _, one := range strings.Split(v, ";") {
-		if strings.TrimSpace(one) == "" {
-			continue
-		}
-		a, err := ParseApp(one)
-		if err != nil {
-			if f.err == nil {
-				f.err = fmt.Errorf("--app: %w", err)
-			}
-			return nil
-		}
-		*f.apps = append(*f.apps, a)
+		*f.items = append(*f.items, x)
 	}
 	return nil
 }
@@ -108,8 +84,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 			return nil, err
 		}
 	}
-	apps := &appsFlag{apps: &c.Apps}
-	clients := &clientsFlag{clients: &c.Gateway.Clients}
+	apps := &listFlag[App]{name: "app", items: &c.Apps, parse: ParseApp}
+	clients := &listFlag[Client]{name: "client", items: &c.Gateway.Clients, parse: ParseClient}
+	webLogins := &listFlag[WebLoginApp]{name: "web-login", items: &c.WebLogin.Apps, parse: ParseWebLoginApp}
 	var configPath string
 	fs.StringVar(&configPath, "config", path, "YAML configuration `file` (env WXHUB_CONFIG)")
 	if roles&FlagsNATS != 0 {
@@ -157,7 +134,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.DurationVar(&c.Run.SimLatency, "sim-latency", c.Run.SimLatency, "simulated WeChat round trip")
 	}
 	if roles&FlagsWebLogin != 0 {
-		c.WebLogin.addFlags(fs)
+		c.WebLogin.addFlags(fs, webLogins)
 	}
 	if roles&FlagsGateway != 0 {
 		fs.StringVar(&c.Gateway.Listen, "gateway-listen", c.Gateway.Listen, "`address` of the WeChat-compatible gateway")
@@ -199,6 +176,9 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	}
 	if clients.err != nil {
 		return nil, clients.err
+	}
+	if webLogins.err != nil {
+		return nil, webLogins.err
 	}
 	if roles&FlagsNATS != 0 && strings.TrimSpace(c.NATS.URL) == "" {
 		return nil, errors.New("nats-url: empty (give nats://host:port, comma-separated for a cluster)")

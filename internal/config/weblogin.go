@@ -76,35 +76,10 @@ func ParseWebLoginApp(s string) (WebLoginApp, error) {
 	return a, nil
 }
 
-// webLoginFlag collects --web-login values; the first replaces the file's.
-type webLoginFlag struct {
-	apps *[]WebLoginApp
-	set  bool
-}
-
-func (f *webLoginFlag) String() string { return "" }
-func (f *webLoginFlag) Set(v string) error {
-	if !f.set {
-		*f.apps = nil
-		f.set = true
-	}
-	for _, one := range strings.Split(v, ";") {
-		if strings.TrimSpace(one) == "" {
-			continue
-		}
-		a, err := ParseWebLoginApp(one)
-		if err != nil {
-			return err
-		}
-		*f.apps = append(*f.apps, a)
-	}
-	return nil
-}
-
-func (w *WebLogin) addFlags(fs *flag.FlagSet) {
+func (w *WebLogin) addFlags(fs *flag.FlagSet, apps flag.Value) {
 	fs.StringVar(&w.AuthorizeBase, "oauth-authorize-base", w.AuthorizeBase, "WeChat authorize `URL` base (the simulator's URL for tests)")
 	fs.DurationVar(&w.Wait, "oauth-wait", w.Wait, "how long the OAuth callback waits for the code job's result")
-	fs.Var(&webLoginFlag{apps: &w.Apps}, "web-login", "web login for an app: `appid=ID,callback_base=URL,return_to=URL|URL[,website=true]` (repeatable; ';' separates several)")
+	fs.Var(apps, "web-login", "web login for an app: `appid=ID,callback_base=URL,return_to=URL|URL[,website=true]` (repeatable; ';' separates several)")
 }
 
 // Validate checks the web-login settings, naming the first bad field.

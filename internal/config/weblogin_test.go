@@ -77,3 +77,10 @@ func TestWebLoginValidateNamesTheField(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
+
+func TestWebLoginFlagErrorNamesTheFlag(t *testing.T) {
+	_, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), FlagsWebLogin, []string{"--web-login", "appid=wxa,colour=blue"}, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "--web-login") || !strings.Contains(err.Error(), `unknown key "colour"`) {
+		t.Fatalf("Load: %v", err)
+	}
+}
