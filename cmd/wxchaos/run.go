@@ -237,12 +237,7 @@ func (e *env) load(ctx context.Context) error {
 	}
 	out := tr.Outcome()
 	e.report.Outcome = out
-	if out.Duplicates != 0 {
-		e.report.Failures = append(e.report.Failures, fmt.Sprintf("%d duplicate results (want 0)", out.Duplicates))
-	}
-	if out.Lost != 0 {
-		e.report.Failures = append(e.report.Failures, fmt.Sprintf("%d lost jobs (want 0)", out.Lost))
-	}
+	e.report.Failures = append(e.report.Failures, out.Failures()...)
 	e.analyse(tr.Jobs())
 	return nil
 }
@@ -557,6 +552,9 @@ func (e *env) print() {
 	}
 	t.Add("duplicates", o.Duplicates, verdict(o.Duplicates == 0, "= 0"))
 	t.Add("lost", o.Lost, verdict(o.Lost == 0, "= 0"))
+	t.Add("results seen by a core subscriber", o.CoreResults, "")
+	t.Add("duplicates seen by a core subscriber", o.CoreDuplicates, verdict(o.CoreDuplicates == 0, "= 0"))
+	t.Add("jobs a core subscriber missed (it was disconnected)", o.CoreMissed, "")
 	t.Add("token fetches (/cgi-bin/token)", r.TokenFetches, "")
 	t.Add("latency p50 / p99 / max (all jobs)", fmt.Sprintf("%s / %s / %s", r.Latency.P50, r.Latency.P99, r.Latency.Max), "")
 	t.Add("latency p99 before the first fault", r.Steady.P99, "")

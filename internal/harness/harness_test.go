@@ -212,7 +212,9 @@ func TestSimServerAttributesCallsToWorkers(t *testing.T) {
 
 // respond answers every user.lookup job like a worker would: one result
 // per job_id, or a failure for openid "bad", nothing for "lost", and
-// two results (the second without Nats-Msg-Id) for "twice".
+// two results (the second without Nats-Msg-Id) for "twice", a second
+// publish the stream drops as a duplicate for "dedupe", and a stray core
+// publish of the result on the public subject for "core-twice".
 func respond(t *testing.T, nc *nats.Conn, js jetstream.JetStream) {
 	t.Helper()
 	s := events.NewSubjects("")
@@ -232,11 +234,19 @@ func respond(t *testing.T, nc *nats.Conn, js jetstream.JetStream) {
 		default:
 			b, _ := json.Marshal(events.UserProfile{JobID: job.JobID, AppID: job.AppID, OpenID: job.OpenID, Source: events.SourceUserInfo, CompletedAt: time.Now()})
 			_, _ = js.Publish(ctx, s.StoredUserProfile, b, jetstream.WithMsgID(job.JobID))
-			if job.OpenID == "twice" {
+			switch job.OpenID {
+			case "twice": // stored twice: both readers count a duplicate
 				_, _ = js.Publish(ctx, s.StoredUserProfile, b)
+			case "dedupe": // dropped by the stream: nobody sees it
+				_, _ = js.Publish(ctx, s.StoredUserProfile, b, jetstream.WithMsgID(job.JobID))
+			case "core-twice": // a stray core publish: only the core subscriber sees it
+				_ = nc.Publish(s.UserProfile, b)
 			}
 		}
 	})
+	if err == nil {
+		err = nc.Flush() // subscribed before the first job
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +277,7 @@ func TestTrackerCountsOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Stop()
-	for _, o := range []string{"o1", "o2", "bad", "twice", "lost"} {
+	for _, o := range []string{"o1", "o2", "bad", "twice", "lost", "dedupe", "core-twice"} {
 		if _, err := tr.Publish(ctx, events.SubjectUserLookup, 5*time.Second, lookup(o)); err != nil {
 			t.Fatal(err)
 		}
@@ -278,10 +288,21 @@ func TestTrackerCountsOutcomes(t *testing.T) {
 	if err := tr.CatchUp(ctx, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if err := tr.WaitCore(ctx, 8, 10*time.Second); err != nil {
+		t.Fatalf("%v: %+v %+v", err, tr.Outcome(), tr.Jobs())
+	}
 	got := tr.Outcome()
-	want := Outcome{Published: 5, Results: 5, Resolved: 4, Duplicates: 1, Lost: 1, ByOutcome: map[string]int{OutcomeOK: 3, events.KindWeChat: 1}}
+	want := Outcome{Published: 7, Results: 7, Resolved: 6, Duplicates: 1, Lost: 1, ByOutcome: map[string]int{OutcomeOK: 5, events.KindWeChat: 1},
+		CoreResults: 8, CoreDuplicates: 2, CoreMissed: 1}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("outcome = %+v, want %+v", got, want)
+	}
+	if f := got.Failures(); len(f) != 3 || !strings.Contains(f[0], "1 duplicate results in WX_RESULTS") ||
+		!strings.Contains(f[1], "1 lost") || !strings.Contains(f[2], "2 duplicate results seen by a core subscriber") {
+		t.Fatalf("failures = %q", f)
+	}
+	if f := (Outcome{Published: 3, Resolved: 3, CoreMissed: 2}).Failures(); len(f) != 0 {
+		t.Fatalf("a core subscriber that missed results is not a failure: %q", f)
 	}
 	// Reading the stream again gives the same counts.
 	if err := tr.Recount(ctx, 10*time.Second); err != nil {
@@ -291,7 +312,7 @@ func TestTrackerCountsOutcomes(t *testing.T) {
 		t.Fatalf("outcome after Recount = %+v, want %+v", again, want)
 	}
 	jobs := tr.Jobs()
-	if jobs[0].ID != "run1-0" || jobs[0].Latency() <= 0 || jobs[4].Latency() != 0 {
+	if jobs[0].ID != "run1-0" || jobs[0].Latency() <= 0 || jobs[4].Latency() != 0 || jobs[0].Core != 1 || jobs[6].Core != 2 {
 		t.Fatalf("jobs = %+v", jobs)
 	}
 }

@@ -21,9 +21,11 @@ import (
 const OutcomeOK = "ok"
 
 // Tracker follows the jobs of one run: it names them (RunID-<n>), records
-// when each was published, and reads WX_RESULTS from the end of the stream
-// as it was at Start with an ordered consumer, counting every terminal
-// result per job_id (the Nats-Msg-Id header). Results of other runs are
+// when each was published, and counts every terminal result per job_id
+// (the Nats-Msg-Id header) twice over: as a stream reader (WX_RESULTS from
+// the end of the stream as it was at Start, with an ordered consumer) and
+// as a core NATS subscriber to user.profile and user.profile.failed (what
+// business systems that just subscribe see). Results of other runs are
 // ignored. Methods are safe for concurrent use.
 type Tracker struct {
 	RunID string
@@ -31,6 +33,7 @@ type Tracker struct {
 	js      jetstream.JetStream
 	subj    events.Subjects
 	cc      jetstream.ConsumeContext
+	subs    []*nats.Subscription // core subscriptions
 	startSq uint64
 
 	mu       sync.Mutex
@@ -47,6 +50,7 @@ type jobState struct {
 	pub     time.Time
 	first   time.Time
 	results int32
+	core    int32 // results seen by the core subscriber
 	acked   bool
 	outcome string
 }
@@ -62,7 +66,8 @@ type JobRecord struct {
 	Published time.Time // zero if never published
 	Acked     bool      // the jobs stream acknowledged the publish
 	First     time.Time // first terminal result received; zero if none
-	Results   int       // terminal results received
+	Results   int       // terminal results read from the stream
+	Core      int       // terminal results seen by the core subscriber
 	Outcome   string    // OutcomeOK or the failure kind of the first result
 }
 
@@ -80,8 +85,22 @@ func NewTracker(js jetstream.JetStream, prefix, runID string) *Tracker {
 	return &Tracker{RunID: runID, js: js, subj: events.NewSubjects(prefix)}
 }
 
-// Start begins reading results published from now on.
+// Start begins reading results published from now on, from the stream
+// and as a core subscriber.
 func (t *Tracker) Start(ctx context.Context) error {
+	for _, subj := range t.subj.Results() {
+		sub, err := t.js.Conn().Subscribe(subj, t.onCore)
+		if err != nil {
+			t.Stop()
+			return fmt.Errorf("harness: subscribe %s: %w", subj, err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		t.subs = append(t.subs, sub)
+	}
+	if err := t.js.Conn().FlushTimeout(10 * time.Second); err != nil {
+		t.Stop()
+		return fmt.Errorf("harness: subscribe: %w", err)
+	}
 	var info *jetstream.StreamInfo
 	err := retry(ctx, 30*time.Second, func() error {
 		s, err := t.js.Stream(ctx, events.StreamResults)
@@ -122,6 +141,29 @@ func (t *Tracker) Stop() {
 	if t.cc != nil {
 		t.cc.Stop()
 	}
+	for _, s := range t.subs {
+		_ = s.Unsubscribe()
+	}
+	t.subs = nil
+}
+
+// onCore counts a result seen by the core subscriber.
+func (t *Tracker) onCore(m *nats.Msg) {
+	id := m.Header.Get(events.HeaderMsgID)
+	if id == "" {
+		var p struct {
+			JobID string `json:"job_id"`
+		}
+		_ = json.Unmarshal(m.Data, &p)
+		id = p.JobID
+	}
+	i, ok := t.index(id)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ok && i < len(t.jobs) {
+		t.jobs[i].core++
+	}
+	t.notifyLocked()
 }
 
 // OnFirstResult sets a function called (outside the tracker's lock) when a
@@ -301,6 +343,18 @@ func (t *Tracker) WaitResolved(ctx context.Context, timeout time.Duration) error
 	})
 }
 
+// WaitCore waits until the core subscriber has seen at least n results of
+// this run, or timeout.
+func (t *Tracker) WaitCore(ctx context.Context, n int, timeout time.Duration) error {
+	return t.waitUntil(ctx, timeout, func() bool {
+		got := 0
+		for _, j := range t.jobs {
+			got += int(j.core)
+		}
+		return got >= n
+	})
+}
+
 // resolvedAcceptedLocked counts acknowledged jobs with a result.
 func (t *Tracker) resolvedAcceptedLocked() int {
 	if t.resolved < t.accepted {
@@ -350,7 +404,7 @@ func (t *Tracker) Jobs() []JobRecord {
 	defer t.mu.Unlock()
 	out := make([]JobRecord, len(t.jobs))
 	for i, j := range t.jobs {
-		out[i] = JobRecord{ID: t.JobID(i), Published: j.pub, Acked: j.acked, First: j.first, Results: int(j.results), Outcome: j.outcome}
+		out[i] = JobRecord{ID: t.JobID(i), Published: j.pub, Acked: j.acked, First: j.first, Results: int(j.results), Core: int(j.core), Outcome: j.outcome}
 	}
 	return out
 }
@@ -364,6 +418,31 @@ type Outcome struct {
 	Duplicates    int            `json:"duplicates"`     // terminal results beyond the first, per job_id
 	Lost          int            `json:"lost"`           // published jobs without a terminal result
 	ByOutcome     map[string]int `json:"by_outcome"`     // "ok" or the failure kind → jobs
+	// What the core subscriber saw: results, results beyond the first per
+	// job_id (must be 0: results are republished only once stored), and
+	// published jobs it saw no result for (it misses results while it is
+	// disconnected, e.g. while its NATS node is down).
+	CoreResults    int `json:"core_results"`
+	CoreDuplicates int `json:"core_duplicates"`
+	CoreMissed     int `json:"core_missed"`
+}
+
+// Failures lists what breaks "exactly one result per job" in o: a
+// duplicate for a stream reader, a lost job, or a duplicate seen by the
+// core subscriber. A result the core subscriber missed is not one (it
+// misses what is published while it is disconnected).
+func (o Outcome) Failures() []string {
+	var f []string
+	if o.Duplicates != 0 {
+		f = append(f, fmt.Sprintf("%d duplicate results in WX_RESULTS (want 0)", o.Duplicates))
+	}
+	if o.Lost != 0 {
+		f = append(f, fmt.Sprintf("%d lost jobs (want 0)", o.Lost))
+	}
+	if o.CoreDuplicates != 0 {
+		f = append(f, fmt.Sprintf("%d duplicate results seen by a core subscriber (want 0)", o.CoreDuplicates))
+	}
+	return f
 }
 
 // Outcome returns the counts as of now.
@@ -376,8 +455,15 @@ func (t *Tracker) Outcome() Outcome {
 		if j.results > 1 {
 			o.Duplicates += int(j.results) - 1
 		}
+		o.CoreResults += int(j.core)
+		if j.core > 1 {
+			o.CoreDuplicates += int(j.core) - 1
+		}
 		if !j.acked {
 			continue
+		}
+		if j.core == 0 {
+			o.CoreMissed++
 		}
 		o.Published++
 		if j.results == 0 {

@@ -33,7 +33,9 @@ type RoleConfig struct {
 	// Replicas for streams and buckets; 0 means 1.
 	Replicas int
 	// Extra arguments, e.g. "--concurrency", "64".
-	Args   []string
+	Args []string
+	// Env is added to the child's environment (e.g. WXHUB_TEST_FAULT).
+	Env    []string
 	LogDir string
 }
 
@@ -51,6 +53,7 @@ func StartRole(cfg RoleConfig) (*Proc, error) {
 		env = append(env, "WXHUB_SECRET_"+strings.ToUpper(a.AppID)+"="+a.Secret)
 	}
 	args = append(args, cfg.Args...)
+	env = append(env, cfg.Env...)
 	return StartProc(ProcConfig{Name: cfg.Name, Path: cfg.Bin, Args: args, Env: env, LogDir: cfg.LogDir})
 }
 
