@@ -100,12 +100,15 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		{
 			Name:        events.StreamDeadLetters,
 			Description: "wxhub dead letters: original bytes of rejected jobs",
-			Subjects:    []string{s.DeadLetterPrefix + ">"},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    t.Replicas,
-			MaxAge:      7 * 24 * time.Hour,
-			Duplicates:  t.DuplicateWindow,
+			// Stored first, then republished, as the results.
+			Subjects:         []string{s.StoredDeadLetterPrefix + ">"},
+			SubjectTransform: &jetstream.SubjectTransformConfig{Source: s.StoredDeadLetterPrefix + ">", Destination: s.DeadLetterPrefix + ">"},
+			RePublish:        &jetstream.RePublish{Source: s.DeadLetterPrefix + ">", Destination: s.DeadLetterPrefix + ">"},
+			Retention:        jetstream.LimitsPolicy,
+			Storage:          jetstream.FileStorage,
+			Replicas:         t.Replicas,
+			MaxAge:           7 * 24 * time.Hour,
+			Duplicates:       t.DuplicateWindow,
 		},
 	}
 }

@@ -33,6 +33,11 @@ const (
 	// invalidate`). Not a report: no conflict detection, its own rate
 	// limit.
 	SubjectTokenRefreshRequest = "wxhub.token.refresh"
+	// SubjectStoredDeadLetterPrefix is followed by a job subject, e.g.
+	// "wxhub.deadletter.user.lookup": the internal subject dead letters
+	// are published to. WX_DEADLETTERS stores them as deadletter.<job
+	// subject> and then republishes them there, as WX_RESULTS does.
+	SubjectStoredDeadLetterPrefix = "wxhub.deadletter."
 )
 
 // KV bucket names.
@@ -93,6 +98,8 @@ type Subjects struct {
 	StoredUserProfileFailed string
 	// StoredResultPrefix is Prefix + SubjectStoredResultPrefix.
 	StoredResultPrefix string
+	// StoredDeadLetterPrefix is Prefix + SubjectStoredDeadLetterPrefix.
+	StoredDeadLetterPrefix string
 }
 
 // NewSubjects returns the subject names under prefix. An empty prefix gives
@@ -118,6 +125,7 @@ func NewSubjects(prefix string) Subjects {
 		StoredUserProfile:       prefix + SubjectStoredResultPrefix + SubjectUserProfile,
 		StoredUserProfileFailed: prefix + SubjectStoredResultPrefix + SubjectUserProfileFailed,
 		StoredResultPrefix:      prefix + SubjectStoredResultPrefix,
+		StoredDeadLetterPrefix:  prefix + SubjectStoredDeadLetterPrefix,
 	}
 }
 
@@ -145,4 +153,10 @@ func (s Subjects) Tokens() []string {
 // DeadLetter returns the dead-letter subject for a job subject.
 func (s Subjects) DeadLetter(jobSubject string) string {
 	return s.DeadLetterPrefix + jobSubject
+}
+
+// StoredDeadLetter returns the internal subject to publish a job's dead
+// letter to (see SubjectStoredDeadLetterPrefix).
+func (s Subjects) StoredDeadLetter(jobSubject string) string {
+	return s.StoredDeadLetterPrefix + jobSubject
 }

@@ -23,7 +23,8 @@ func (h *Handlers) retryTransient(ctx context.Context, op func(context.Context) 
 	err := backoff.Retry(func() error {
 		err := op(ctx)
 		last = err
-		if err != nil && (!wechat.IsTransient(err) || wechat.ErrCode(err) == wechat.CodeMinuteQuota) {
+		var spent *codeSpentError
+		if err != nil && (!wechat.IsTransient(err) || wechat.ErrCode(err) == wechat.CodeMinuteQuota || errors.As(err, &spent)) {
 			return backoff.Permanent(err)
 		}
 		return err

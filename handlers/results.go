@@ -157,7 +157,7 @@ func (h *Handlers) reject(j *job, kind, reason string) error {
 		reason = reason[:4000] + "..."
 	}
 	dl := map[string]string{events.HeaderDeadLetterReason: kind + ": " + headerSafe(reason)}
-	if _, err := h.publish(j, h.subjects.DeadLetter(j.bare), j.msg.Payload, dl); err != nil {
+	if _, err := h.publish(j, h.subjects.StoredDeadLetter(j.bare), j.msg.Payload, dl); err != nil {
 		h.observe(j, metrics.OutcomeRetry)
 		return err
 	}

@@ -261,7 +261,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 		log.Info("job that used all its deliveries already had a result")
 	} else {
 		dl := map[string]string{events.HeaderDeadLetterReason: events.KindTimeout + ": " + reason}
-		if _, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.DeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)); err != nil {
+		if _, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredDeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)); err != nil {
 			// The failure is out; without the dead letter now, a retry
 			// would see the failure as a duplicate and skip it.
 			log.Error("failure published but the dead letter was not", "err", err)
