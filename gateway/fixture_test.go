@@ -41,7 +41,7 @@ const (
 // env is real NATS, the simulator as WeChat, a holder keeping the tokens
 // and a gateway serving over real HTTP.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	sim     *wechatsim.Sim
 	api     *httptest.Server
 	holder  *holder.Holder
@@ -113,12 +113,12 @@ var mediaBytes = func() []byte {
 }()
 
 // startEnv starts everything; the gateway stops at the end of the test.
-func startEnv(t *testing.T, opts ...envOption) *env {
+func startEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	return startEnvWith(t, nil, opts...)
 }
 
-func startEnvWith(t *testing.T, arrived chan<- struct{}, opts ...envOption) *env {
+func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env {
 	t.Helper()
 	nats := brokertest.Start(t)
 	nc := nats.Conn(t)
@@ -272,7 +272,7 @@ func (e *env) assertNoLeak(where string, texts ...string) {
 	}
 }
 
-func scrapeMetrics(t *testing.T) string {
+func scrapeMetrics(t testing.TB) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

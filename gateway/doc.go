@@ -1,0 +1,63 @@
+// Package gateway is wxhub's WeChat-compatible front: it answers at
+// WeChat's API paths, so that an existing SDK (EasyWeChat, WxJava,
+// wechatpy, silenceper/wechat, node SDKs) uses wxhub by changing its API
+// base URL, with no code change.
+//
+// # Token endpoints that never fetch
+//
+// GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=K and
+// POST /cgi-bin/stable_token answer {"access_token":H,"expires_in":N}
+// from the holder's token in wx_tokens (kept in memory by a KV watch,
+// Config.Tokens). K is a client key (Config.Clients), never the
+// AppSecret; N is the token's real remaining life. H is a handle, an
+// opaque per-client value (handles.go: HMAC-SHA256 of the client and app
+// keyed with the real token), unless the client has RealToken. Any number
+// of SDK processes cost zero WeChat token fetches. Refusals are
+// WeChat's: 40002 grant_type, 40013 unknown appid, 40125 wrong key or an
+// app the client may not use, 45011 over the client's rate, -1 when no
+// token is available within TokenWait. force_refresh is ignored.
+//
+// # The relay
+//
+// Every other path is forwarded to Config.BaseURL by an
+// httputil.ReverseProxy (relay.go) with the handle replaced by the
+// current real token; headers and bodies (JSON, multipart uploads, binary
+// downloads) pass unchanged, within MaxRequestBody and MaxResponseBody.
+// A handle of any of the last three token versions stays valid and is
+// relayed with the current token, so a rotation fails no call; an
+// unknown one is answered 40001 (the SDK fetches a new token). Retry
+// policy: 40001/40014/42001 → token.invalidated for the version used
+// (Config.Invalidator), wait up to TokenWait for a newer token, repeat
+// once (the call was not executed); -1, HTTP 5xx and network errors →
+// repeated with backoff (Attempts, RetryInitial) for idempotent GETs
+// only; a POST is repeated only when its connection could not even be
+// opened. Otherwise the SDK gets WeChat's answer unchanged.
+//
+// /sns/oauth2/access_token?appid=A&secret=K&code=C gets K replaced by the
+// AppSecret (Config.Apps) and is never repeated (a code is used up even
+// by -1). Other /sns calls carry the user's own token: they pass through
+// unchanged, without a client, under AnonymousRate.
+//
+// # Clients, logs, metrics
+//
+// A client has a name, a key (compared in constant time on SHA-256
+// sums), the appids and path prefixes it may use (48001 for another
+// path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
+// registry: wxhub_gateway_calls_total{client,path,errcode},
+// wxhub_gateway_call_duration_seconds{client,path} and
+// wxhub_gateway_retries_total{client,reason}; at most 200 path values,
+// then "other". Logs (debug per call, info for retries, warn for
+// failures) carry the query with every token, secret, key, code and
+// ticket value replaced by [redacted]; never a handle, token, key or
+// AppSecret.
+//
+// # Operations
+//
+// The gateway holds no state of its own: run any number of replicas
+// behind a load balancer (handles are the same on every replica). Start
+// binds Listen (HTTPS with TLSCert and TLSKey); Run serves until its
+// context ends, then lets the calls in flight finish (DrainTimeout).
+// /healthz and /readyz on the same front (ready once every configured
+// app has an unexpired token). Config.Mount adds handlers on the front,
+// such as the web login under /oauth/ (package weblogin).
+package gateway
