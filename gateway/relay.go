@@ -312,6 +312,9 @@ func peekErrcode(resp *http.Response) (int, error) {
 	}
 	resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(buf))
+	if !bytes.Contains(buf, []byte(`"errcode"`)) { // most successes: no decoding
+		return 0, nil
+	}
 	var e struct {
 		ErrCode int `json:"errcode"`
 	}

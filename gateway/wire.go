@@ -24,6 +24,7 @@ const (
 	errMinuteQuota  = 45011 // the client's rate limit
 	errBadJSON      = 47001
 	errUnauthorized = 48001 // a path the client may not call
+	errTooBig       = 45001 // the request body is over the gateway's limit
 )
 
 var errMsgs = map[int]string{
@@ -37,6 +38,7 @@ var errMsgs = map[int]string{
 	errMinuteQuota:  "api minute-quota reach limit mustslower retry next minute",
 	errBadJSON:      "data format error",
 	errUnauthorized: "api unauthorized",
+	errTooBig:       "multimedia file size out of limit",
 }
 
 // rid is a request id in WeChat's form: unix time in hex, then two random
@@ -90,9 +92,5 @@ func scrubQuery(raw string) string {
 	}
 	return q.Encode()
 }
-
-const errTooBig = 45001 // the request body is over the gateway's limit
-
-func init() { errMsgs[errTooBig] = "multimedia file size out of limit" }
 
 func unescape(s string) (string, error) { return url.QueryUnescape(s) }

@@ -176,3 +176,33 @@ func TestNATSURLFallback(t *testing.T) {
 		})
 	}
 }
+
+func TestParseClientAndKeys(t *testing.T) {
+	c, err := ParseClient("name=shop,key_file=/k,appids=wxa|wxb,paths=/cgi-bin/|/sns/,rate=2.5,burst=5,real_token=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "shop" || c.KeyFile != "/k" || len(c.AppIDs) != 2 || c.AppIDs[1] != "wxb" || len(c.Paths) != 2 || c.Rate != 2.5 || c.Burst != 5 || !c.RealToken {
+		t.Fatalf("parsed %+v", c)
+	}
+	for _, bad := range []string{"name=a,key=SECRETKEY123,bogus=1", "name=a,key=SECRETKEY123,rate=fast", "name=a,key=SECRETKEY123,oops"} {
+		_, err := ParseClient(bad)
+		if err == nil || strings.Contains(err.Error(), "SECRETKEY123") {
+			t.Errorf("ParseClient(%q) = %v: want an error without the key", "…", err)
+		}
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "k")
+	if err := os.WriteFile(file, []byte("from-file-key-0123456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	cfg.Gateway.Clients = []Client{{Name: "shop-1", KeyFile: file}, {Name: "b.c", Key: "inline"}, {Name: "d", KeyFile: file}}
+	env := map[string]string{"WXHUB_CLIENT_KEY_B_C": "from-env", "WXHUB_CLIENT_KEY_D": "env-wins"}
+	if err := cfg.ResolveClientKeys(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{cfg.Gateway.Clients[0].Key, cfg.Gateway.Clients[1].Key, cfg.Gateway.Clients[2].Key}; got[0] != "from-file-key-0123456" || got[1] != "from-env" || got[2] != "env-wins" {
+		t.Fatalf("keys %q", got)
+	}
+}

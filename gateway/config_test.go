@@ -1,0 +1,55 @@
+package gateway_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/wxhub/wxhub/gateway"
+	"github.com/wxhub/wxhub/worker"
+)
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	base := func() gateway.Config {
+		return gateway.Config{Tokens: worker.NewTokenCache(nil), BaseURL: "http://127.0.0.1:1",
+			Apps: []gateway.App{{AppID: appA}, {AppID: appB}}, Clients: clients()}
+	}
+	tests := []struct {
+		name   string
+		change func(*gateway.Config)
+		want   string
+	}{
+		{"ok", func(*gateway.Config) {}, ""},
+		{"no clients", func(c *gateway.Config) { c.Clients = nil }, "no client"},
+		{"no apps", func(c *gateway.Config) { c.Apps = nil }, "no app"},
+		{"bad base URL", func(c *gateway.Config) { c.BaseURL = "api.weixin.qq.com" }, "base URL"},
+		{"short key", func(c *gateway.Config) { c.Clients[0].Key = "short" }, "clients[0].key"},
+		{"bad name", func(c *gateway.Config) { c.Clients[1].Name = "a b" }, "clients[1].name"},
+		{"twice", func(c *gateway.Config) { c.Clients[1].Name = "shop" }, "appears twice"},
+		{"unknown app", func(c *gateway.Config) { c.Clients[0].AppIDs = []string{"wxnope"} }, "not a configured app"},
+		{"no appids", func(c *gateway.Config) { c.Clients[0].AppIDs = nil }, "clients[0].appids"},
+		{"path", func(c *gateway.Config) { c.Clients[0].Paths = []string{"cgi-bin"} }, "must start with /"},
+		{"two real-token clients of an app", func(c *gateway.Config) { c.Clients[0].RealToken = true }, "at most one client per app"},
+		{"tls half", func(c *gateway.Config) { c.TLSCert = "x.pem" }, "tls_cert and tls_key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.change(&c)
+			_, err := gateway.New(c)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("New: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("New: %v, want %q", err, tt.want)
+			}
+			if err != nil {
+				for _, k := range []string{keyShop, keyOther, keyReal} {
+					if strings.Contains(err.Error(), k) {
+						t.Fatal("the error shows a key")
+					}
+				}
+			}
+		})
+	}
+}
