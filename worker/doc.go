@@ -35,14 +35,19 @@
 //
 // # Acks, retries and results
 //
-// A handler returning nil acks (a plain ack: the job's done record is
-// already written, so a lost ack costs a redelivery that ends at the done
-// record, without a WeChat call or a second result); a
-// *handlers.RetryError naks with the delay it carries; any other error
-// naks with NakDelayMin; a panic naks at once; the last delivery
+// A handler returning nil acks (synchronously, DoubleAck); a
+// *handlers.RetryError naks with the delay it carries (the delivery
+// wrapper replaces watermill-nats' fixed nak delay); the last delivery
 // never naks but publishes a failure with retryable=true. Results go
-// through Publisher (JetStream publish with Nats-Msg-Id = job_id), so a
-// second terminal result for a job is dropped by the stream.
+// through Publisher to the internal stored subjects with Nats-Msg-Id = the
+// result id and no other headers but the correlation id; WX_RESULTS stores
+// them as user.profile / user.profile.failed and republishes them there
+// (broker.Topology), so a second terminal result for a job is dropped
+// before anyone sees it. KVDoneStore keeps the wx_done records that end
+// later deliveries of a finished job. Config.Validate refuses settings in
+// which a delivery can outlive its AckWait (JobTimeout + FinishTimeout),
+// the duplicate window is not longer than AckWait, or a job's deliveries
+// do not fit in the jobs' max age.
 //
 // # Jobs whose worker died on their last delivery
 //
@@ -54,10 +59,10 @@
 // durable consumers (AdvisoryMaxDeliveries.WX_JOBS.<consumer>). For each
 // advisory it reads the job from the stream by sequence and publishes a
 // user.profile.failed with kind timeout, retryable=true and attempts =
-// MaxDeliver, under the job's Nats-Msg-Id (its job_id, or
-// "invalid-<stream seq>" for an unreadable job); if the stream reports the
-// publish as a duplicate, the job already had its terminal result and
-// nothing more is done. Otherwise the job's bytes go to the dead-letter
+// MaxDeliver, under the job's result id (handlers.ResultID), unless the
+// job has a done record (its result is stored: the message is only
+// deleted); if the stream reports the publish as a duplicate, the job
+// already had its terminal result and nothing more is done. Otherwise the job's bytes go to the dead-letter
 // subject with a Wx-Dead-Letter-Reason header. Then the message is
 // deleted from WX_JOBS. All of this is idempotent: several processes may
 // end the same job, one result survives the dedupe.
@@ -75,9 +80,8 @@
 // NATS permissions: the worker's user must be allowed to subscribe to
 // $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.WX_JOBS.> and to publish
 // $JS.API.STREAM.MSG.DELETE.WX_JOBS. Without the delete permission the
-// failure and dead letter are still published, the job stays in WX_JOBS,
-// and a sweep of another process may publish a second failure once the
-// dedupe window has passed.
+// failure and dead letter are still published and the job stays in
+// WX_JOBS; its done record keeps later sweeps from publishing again.
 //
 // # Tokens
 //
