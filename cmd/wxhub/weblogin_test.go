@@ -3,11 +3,16 @@ package main
 import (
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,4 +89,90 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 	if err := run.Stop(t, 60*time.Second); err != nil {
 		t.Fatalf("wxhub run after SIGTERM: %v", err)
 	}
+}
+
+// TestGatewayServesWebLogin: `wxhub gateway --web-login ...` against a
+// running NATS serves /oauth/authorize on its front, redirecting to the
+// configured authorize host with WeChat's parameters.
+func TestGatewayServesWebLogin(t *testing.T) {
+	t.Parallel()
+	run := wxhubtest.StartRun(t) // NATS (provisioned) and the simulator
+	simURL := run.Wait(t, regexp.MustCompile(`using the WeChat simulator at (http://\S+) `), 5*time.Second)[1]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // a free port for the gateway (the callback base must name it)
+	base := "http://" + addr
+	cmd := exec.Command(wxhubtest.Binary(t), "gateway", "--nats-url", run.NATSURL, "--http-listen", "",
+		"--gateway-listen", addr, "--app", "appid="+run.AppID, "--oauth-authorize-base", simURL,
+		"--client", "name=shop,appids="+run.AppID,
+		"--web-login", "appid="+run.AppID+",callback_base="+base+",return_to="+base+"/shop/")
+	cmd.Env = append(os.Environ(), "WXHUB_CLIENT_KEY_SHOP=shop-key-0123456789abcdef")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	authorize := base + "/oauth/authorize?" + url.Values{"appid": {run.AppID}, "scope": {"snsapi_base"}, "return_to": {base + "/shop/x"}}.Encode()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := noFollow.Get(authorize)
+		if err == nil {
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			want := simURL + "/connect/oauth2/authorize?appid=" + run.AppID + "&redirect_uri=" + url.QueryEscape(base+"/oauth/callback") + "&response_type=code&scope=snsapi_base&state="
+			if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, want) || !strings.HasSuffix(loc, "#wechat_redirect") {
+				t.Fatalf("authorize on the gateway: %d %q, want %s...#wechat_redirect", resp.StatusCode, loc, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not answer within 60 s: %v\n%s", err, out.String())
+		}
+		select { // no readiness event from another process: poll with a deadline
+		case err := <-exited:
+			t.Fatalf("wxhub gateway exited: %v\n%s", err, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("wxhub gateway after SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("wxhub gateway did not stop within 60 s of SIGTERM\n%s", out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's two output streams.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
