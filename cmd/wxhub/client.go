@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -172,45 +171,17 @@ func jobIDOf(data []byte) string {
 	return v.JobID
 }
 
-// findStoredResult scans the results of the last dedupe window for job_id.
+// findStoredResult looks for job_id's stored result (done record, else
+// the results of the last dedupe window): a duplicate job was published at
+// most one window ago, so its result cannot be older.
 func findStoredResult(ctx context.Context, js jetstream.JetStream, subs events.Subjects, jobID string) (*nats.Msg, error) {
 	stream, err := js.Stream(ctx, events.StreamResults)
 	if err != nil {
 		return nil, fmt.Errorf("results stream: %w", err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("results stream: %w", err)
+	m, err := findResult(ctx, js, subs, jobID, stream.CachedInfo().Config.Duplicates+time.Minute)
+	if err != nil || m == nil {
+		return nil, err
 	}
-	if info.State.Msgs == 0 {
-		return nil, nil
-	}
-	start := time.Now().Add(-info.Config.Duplicates - time.Minute)
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: subs.Results(),
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("results consumer: %w", err)
-	}
-	for {
-		batch, err := cons.FetchNoWait(256)
-		if err != nil {
-			return nil, fmt.Errorf("results fetch: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if m.Headers().Get(events.HeaderMsgID) == jobID || jobIDOf(m.Data()) == jobID {
-				return &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("results fetch: %w", err)
-		}
-		if n == 0 {
-			return nil, nil // not stored yet: wait for it live
-		}
-	}
+	return &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}, nil
 }

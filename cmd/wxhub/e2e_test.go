@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -17,34 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
-// buildBinary compiles wxhub once per test binary run.
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-func wxhubBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "wxhub-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "wxhub")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build wxhub: %v", buildErr)
-	}
-	return binPath
-}
+// wxhubBinary is the wxhub binary built from this checkout, once per
+// test binary run.
+func wxhubBinary(t *testing.T) string { return wxhubtest.Binary(t) }
 
 // lineWaiter scans a process's output for lines matching patterns.
 type lineWaiter struct {

@@ -100,7 +100,9 @@ func StartRun(t testing.TB, args ...string) *Run {
 			t.Logf("wxhub run stderr:\n%s", r.stderr.String())
 		}
 	})
-	r.NATSURL = r.Wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), 90*time.Second)[1]
+	// The banner ends with the "Stop with" line: everything above is out.
+	r.Wait(t, regexp.MustCompile(`^Stop with Ctrl-C`), 90*time.Second)
+	r.NATSURL = r.Wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), time.Second)[1]
 	if m := r.out.find(regexp.MustCompile(`simulator at (\S+) with demo app (\S+) \(followers: \[(\S+)`)); m != nil {
 		r.SimURL, r.AppID, r.OpenID = m[1], m[2], strings.TrimSuffix(m[3], "]")
 	}
