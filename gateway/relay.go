@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -120,7 +121,7 @@ func (g *Gateway) newRelay() http.Handler {
 		},
 		Transport:    &retryTransport{g: g, base: base},
 		ErrorHandler: g.relayError,
-		ErrorLog:     nil,
+		ErrorLog:     slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 }
 

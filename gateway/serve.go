@@ -21,6 +21,12 @@ func userTokenPath(path string) bool {
 // RealToken client, the real token).
 func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if userTokenPath(r.URL.Path) && queryParam(r.URL.RawQuery, "secret") != "" {
+		// Another secret exchange, such as a mini program's
+		// /sns/jscode2session: the client key stands for the AppSecret.
+		g.serveOAuthExchange(w, r)
+		return
+	}
 	tok := queryParam(r.URL.RawQuery, "access_token")
 	b, known := g.handles.lookup(tok)
 	if !known && userTokenPath(r.URL.Path) {
@@ -59,8 +65,9 @@ func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, cl, start)
 }
 
-// serveOAuthExchange relays /sns/oauth2/access_token with the client key
-// in `secret` replaced by the AppSecret. It is never repeated: WeChat
+// serveOAuthExchange relays /sns/oauth2/access_token (and any other /sns
+// call carrying `secret`, such as /sns/jscode2session) with the client
+// key in `secret` replaced by the AppSecret. It is never repeated: WeChat
 // counts a code as used even when it answers -1.
 func (g *Gateway) serveOAuthExchange(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
