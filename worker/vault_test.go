@@ -51,6 +51,7 @@ type vaultHarness struct {
 	vault *vault.Vault
 	logs  *lockedBuffer
 	ring  *vault.Keyring
+	log   *slog.Logger
 }
 
 func newVaultHarness(t *testing.T) *vaultHarness {
@@ -83,14 +84,20 @@ func newVaultHarness(t *testing.T) *vaultHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vh := &vaultHarness{harness: h, clock: clock, vault: v, logs: logs, ring: ring}
-	h.startWorker("w-vault", func(c *worker.Config) {
+	vh := &vaultHarness{harness: h, clock: clock, vault: v, logs: logs, ring: ring, log: log}
+	vh.startVaultWorker("w-vault", v)
+	return vh
+}
+
+// startVaultWorker starts one more worker process (own connection, own
+// Vault) with the vault on for testApp.
+func (vh *vaultHarness) startVaultWorker(id string, v *vault.Vault) {
+	vh.startWorker(id, func(c *worker.Config) {
 		c.Apps = []worker.App{{AppID: testApp, Secret: testSecret, Vault: true}, {AppID: noVaultApp, Secret: testSecret}}
 		c.Vault = v
-		c.Logger = log
+		c.Logger = vh.log
 		c.MaxDeliver = 4
 	})
-	return vh
 }
 
 func (vh *vaultHarness) login(jobID, openid string) events.UserProfile {
@@ -200,10 +207,24 @@ func streamBytes(t *testing.T, js jetstream.JetStream, stream string) [][]byte {
 }
 
 // The scenario: a login, 3 hours later a fresh profile with one
-// refresh for two concurrent jobs, 31 days later a reauthorize failure; a
+// refresh for two concurrent jobs on two worker processes, 31 days later a reauthorize failure; a
 // revoked grant; and no user token in clear in any stream or log.
 func TestVaultLoginThen3hProfileOneRefreshThen31dReauthorize(t *testing.T) {
 	vh := newVaultHarness(t)
+	// A second worker process with its own connection and Vault: the two
+	// concurrent jobs below may land on either.
+	nc := vh.env.Conn(t)
+	js2, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v2, err := vault.Open(ctx, js2, vh.ring, vault.Options{Now: vh.clock.Now, Owner: "test-2", Logger: vh.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh.startVaultWorker("w-vault-2", v2)
 	secrets := map[string]bool{}
 	if err := vh.sim.AddSNSUser(testApp, wechatsim.Follower{OpenID: "oAlice", UnionID: "uAlice", Nickname: "Alice"}); err != nil {
 		t.Fatal(err)
