@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/harness"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -300,5 +303,28 @@ func TestRedeliveryAfterDuplicateWindowNoSecondResult(t *testing.T) {
 		if j.Results != 1 || j.Core != 1 || j.Outcome != harness.OutcomeOK {
 			t.Errorf("job %s: %d results in the stream, %d seen by a core subscriber, outcome %q; want 1, 1, ok", j.ID, j.Results, j.Core, j.Outcome)
 		}
+	}
+}
+
+// `wxhub lookup` with an openid that makes the job oversized gets its
+// failure at once, under its job_id (the job's Nats-Msg-Id: its body is
+// too large to be read), instead of waiting for a result that never comes.
+func TestLookupOfAnOversizedJobFailsUnderItsJobID(t *testing.T) {
+	t.Parallel()
+	run := wxhubtest.StartRun(t)
+	start := time.Now()
+	cmd := exec.Command(wxhubtest.Binary(t), "lookup", "--nats-url", run.NATSURL, "--appid", run.AppID,
+		"--openid", strings.Repeat("o", events.MaxJobSize), "--job-id", "big-lookup", "--timeout", "25s")
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit %v, want status 1; output %s", err, out)
+	}
+	var f events.UserProfileFailed
+	if err := json.Unmarshal(out, &f); err != nil || f.JobID != "big-lookup" || f.Error.Kind != events.KindInvalidJob {
+		t.Fatalf("printed %s (%v), want an invalid_job failure for big-lookup", out, err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("took %v", d)
 	}
 }
