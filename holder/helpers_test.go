@@ -218,7 +218,7 @@ func (e *testEnv) report(appid string, version uint64, n int) {
 // decisions is how many reports the holders judged for appid, by decision.
 func decisions(appid string) map[string]int {
 	out := map[string]int{}
-	for _, d := range []string{decisionAccepted, decisionStale, decisionDuplicate, decisionRateLimited, decisionQuotaReserve, decisionConflict, decisionStandby, decisionFallback} {
+	for _, d := range allDecisions {
 		var m dto.Metric
 		if err := metrics.TokenInvalidations.WithLabelValues(appid, d).Write(&m); err != nil {
 			panic(err)

@@ -166,6 +166,9 @@ func (h *Holder) Run(ctx context.Context) error {
 	for _, id := range h.order {
 		a := h.apps[id]
 		metrics.HolderLeader.WithLabelValues(id).Set(0)
+		for _, d := range allDecisions {
+			metrics.TokenInvalidations.WithLabelValues(id, d) // every series exists from the start, at 0
+		}
 		wg.Go(func() { a.tokenLoop(runCtx) })
 		wg.Go(func() { a.leaseLoop(runCtx) })
 	}
@@ -286,7 +289,7 @@ func (h *Holder) onRefreshRequest(ctx context.Context) nats.MsgHandler {
 			case errors.Is(err, ErrNotLeader):
 				reply.Refused, reply.Error = LockoutNotLeading, "refresh refused: "+LockoutNotLeading+": this holder lost the lease; ask again"
 			default:
-				reply.Error = err.Error()
+				reply.Error = "refresh failed: " + err.Error() + " (the holder retries by its rules; see `wxhub status`)"
 			}
 			data, _ := json.Marshal(reply)
 			_ = m.Respond(data)

@@ -29,6 +29,10 @@ const (
 	decisionFallback = "fallback"
 )
 
+// allDecisions lists every decision label.
+var allDecisions = []string{decisionAccepted, decisionStale, decisionDuplicate, decisionRateLimited,
+	decisionQuotaReserve, decisionConflict, decisionStandby, decisionFallback}
+
 // errUnchanged: stable_token answered with the token we already have.
 var errUnchanged = errors.New("holder: stable_token returned the current token unchanged")
 
