@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,28 @@ func TestCorrelationID(t *testing.T) {
 			})(m)
 			if seen != tt.want {
 				t.Fatalf("correlation id %q, want %q", seen, tt.want)
+			}
+		})
+	}
+}
+
+func TestResultID(t *testing.T) {
+	tests := []struct {
+		name, payload, header string
+		want                  string
+	}{
+		{"body job_id", `{"job_id":"j1","appid":"wx1","openid":"o1"}`, "h1", "j1"},
+		{"body job_id of an invalid job", `{"job_id":"j1","openid":42}`, "h1", "j1"},
+		{"not JSON: the header", `oops`, "h1", "h1"},
+		{"malformed body job_id: the header", `{"job_id":"a b"}`, "h1", "h1"},
+		{"oversized: the header", `{"job_id":"j1","pad":"` + strings.Repeat("x", events.MaxJobSize) + `"}`, "h1", "h1"},
+		{"no usable header", `oops`, "not an id", "invalid-7"},
+		{"no header", `oops`, "", "invalid-7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ResultID([]byte(tt.payload), tt.header, 7); got != tt.want {
+				t.Fatalf("ResultID = %q, want %q", got, tt.want)
 			}
 		})
 	}
