@@ -29,7 +29,7 @@ const (
 	OutcomeRetry   = "retry"   // nak'd for redelivery
 	OutcomeInvalid = "invalid" // bad input or unknown appid: dead letter and user.profile.failed published
 	// OutcomeDuplicate: a delivery of a job that already had its result
-	// (done record, or the stream reported the result a duplicate).
+	// (it has a done record): acked with no WeChat call and no result.
 	OutcomeDuplicate = "duplicate"
 )
 
@@ -40,7 +40,7 @@ var (
 	// per delivery that was nak'd.
 	JobsTotal = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "wxhub_jobs_total",
-		Help: "Job deliveries handled, by job subject and outcome (success, failed, retry, invalid).",
+		Help: "Job deliveries handled, by job subject and outcome (success, failed, retry, invalid, duplicate).",
 	}, []string{"subject", "outcome"})
 
 	// JobDuration observes the time from delivery to ack/nak.
