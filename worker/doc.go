@@ -1,14 +1,14 @@
 // Package worker runs wxhub's job workers: a Watermill router over
-// batched JetStream pull subscriptions that feeds user.lookup and
-// oauth.code.received jobs to package handlers and publishes their
-// results.
+// batched JetStream pull subscriptions that feeds user.lookup,
+// oauth.code.received and oauth.userinfo jobs to package handlers and
+// publishes their results.
 //
 // # Topology
 //
 // At start Run provisions the streams and buckets (broker.Provision,
 // idempotent) and creates or updates one durable pull consumer per job
 // subject on the WX_JOBS stream (ConsumerName: wxhub-worker-user-lookup,
-// wxhub-worker-oauth-code-received) with explicit AckWait, MaxDeliver,
+// wxhub-worker-oauth-code-received, wxhub-worker-oauth-userinfo) with explicit AckWait, MaxDeliver,
 // MaxAckPending and MaxWaiting. Every worker process binds to the same
 // durables, so starting another process adds capacity; JetStream hands
 // each job to one of them. The duplicate window is the streams' (10
