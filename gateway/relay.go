@@ -121,9 +121,19 @@ func (g *Gateway) newRelay() http.Handler {
 		},
 		Transport:    &retryTransport{g: g, base: base},
 		ErrorHandler: g.relayError,
+		BufferPool:   bufferPool{},
 		ErrorLog:     slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 }
+
+// bufferPool recycles the proxy's 32 KiB copy buffers (one per answer
+// otherwise).
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 var errTooLarge = errors.New("response body over the gateway's limit")
 
