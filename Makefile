@@ -5,7 +5,7 @@ BIN      ?= bin/wxhub
 PKGS     ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 9m
 
-.PHONY: all build run test vet bench chaos fuzz clean
+.PHONY: all build run test vet bench chaos fuzz clean grants
 
 all: build
 
@@ -25,6 +25,11 @@ test:
 
 vet:
 	$(GO) vet $(PKGS)
+
+# Regenerate the NATS grants in deploy/nats/accounts.inc, the Helm values,
+# README.md and docs/security.md from the tables in broker/grants.
+grants:
+	$(GO) test ./deploy -run '^TestShippedGrantsAreGenerated$$' -count=1 -args -update
 
 clean:
 	rm -rf bin .wxhub

@@ -23,6 +23,9 @@ type ConnConfig struct {
 	TLSCA     string // CA bundle to verify the server
 	TLSCert   string // client certificate (mutual TLS)
 	TLSKey    string // client key (mutual TLS)
+	// InboxPrefix replaces "_INBOX" in reply subjects: each role may
+	// subscribe to its own inbox only (grants.Role.InboxPrefix).
+	InboxPrefix string
 }
 
 // Validate reports the first configuration error, naming the field.
@@ -50,6 +53,9 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))

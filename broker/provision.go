@@ -2,12 +2,15 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -30,7 +33,30 @@ type Topology struct {
 	JobMaxAge time.Duration
 	// ResultMaxAge bounds how long results are kept; 0 means 24h.
 	ResultMaxAge time.Duration
+
+	// The workers' durable consumers (one per job subject). Workers bind
+	// to them and refuse to start when their own AckWait or MaxDeliver
+	// differ, so provision with the workers' settings.
+
+	// AckWait: a delivery not acked by then is redelivered; 0 means 60s.
+	AckWait time.Duration
+	// MaxDeliver: deliveries of a job before it fails; 0 means 5.
+	MaxDeliver int
+	// MaxAckPending: jobs in flight across all workers per job subject;
+	// 0 means 1024.
+	MaxAckPending int
 }
+
+// Defaults of the workers' durable consumers.
+const (
+	DefaultAckWait       = 60 * time.Second
+	DefaultMaxDeliver    = 5
+	DefaultMaxAckPending = 1024
+	// MaxWaiting is the durables' limit on waiting pull requests (a
+	// worker process keeps one or two per job subject). JetStream cannot
+	// change it on an existing consumer, so it never changes.
+	MaxWaiting = 4096
+)
 
 func (t *Topology) setDefaults() {
 	if t.Replicas <= 0 {
@@ -45,6 +71,38 @@ func (t *Topology) setDefaults() {
 	if t.ResultMaxAge <= 0 {
 		t.ResultMaxAge = 24 * time.Hour
 	}
+	if t.AckWait <= 0 {
+		t.AckWait = DefaultAckWait
+	}
+	if t.MaxDeliver <= 0 {
+		t.MaxDeliver = DefaultMaxDeliver
+	}
+	if t.MaxAckPending <= 0 {
+		t.MaxAckPending = DefaultMaxAckPending
+	}
+}
+
+// ConsumerConfigs returns the durable pull consumers of WX_JOBS, one per
+// job subject (events.WorkerConsumer).
+func (t Topology) ConsumerConfigs() []jetstream.ConsumerConfig {
+	t.setDefaults()
+	s := events.NewSubjects(t.Prefix)
+	var out []jetstream.ConsumerConfig
+	for _, bare := range events.NewSubjects("").Jobs() {
+		subject := s.Prefix + bare
+		out = append(out, jetstream.ConsumerConfig{
+			Durable:       events.WorkerConsumer(bare),
+			Description:   "wxhub workers: " + subject,
+			FilterSubject: subject,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       t.AckWait,
+			MaxDeliver:    t.MaxDeliver,
+			MaxAckPending: t.MaxAckPending,
+			MaxWaiting: MaxWaiting,
+		})
+	}
+	return out
 }
 
 // StreamConfigs returns the configuration of wxhub's four streams.
@@ -179,11 +237,12 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 	}
 }
 
-// Provision creates or updates every stream and bucket. It is idempotent:
-// every process calls it at start, often several at once against a
-// cluster that may still be electing its JetStream leaders, so it retries
-// failed steps with exponential backoff until ctx ends (give it a
-// deadline).
+// Provision creates or updates every stream, bucket and durable consumer.
+// It is the admin's act (`wxhub provision`, and `wxhub run` on its
+// embedded server): no other role's grant allows it (package grants). It
+// is idempotent, and since it may run while a cluster is still electing
+// its JetStream leaders, it retries failed steps with exponential backoff
+// until ctx ends (give it a deadline).
 func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, sc := range t.StreamConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
@@ -203,7 +262,72 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 			return fmt.Errorf("broker: bucket %s: %w", kc.Bucket, err)
 		}
 	}
+	for _, cc := range t.ConsumerConfigs() {
+		err := retry(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cc)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("broker: consumer %s on %s: %w", cc.Durable, events.StreamJobs, err)
+		}
+	}
 	return nil
+}
+
+// ErrNotProvisioned is wrapped by Bind's error when a stream, bucket or
+// consumer a role needs does not exist.
+var ErrNotProvisioned = errors.New("not provisioned")
+
+// Bind checks that every stream, bucket and durable consumer that role's
+// grant names exists (package grants), using only the calls the grant
+// allows. Roles start at the same time as `wxhub provision`, so it looks
+// again with backoff until ctx ends; then its error names everything
+// still missing and wraps ErrNotProvisioned.
+func Bind(ctx context.Context, js jetstream.JetStream, role grants.Role) error {
+	streams, consumers := grants.Uses(role)
+	var missing []string
+	var last error
+	check := func(ctx context.Context) error {
+		missing, last = missing[:0], nil
+		for _, st := range streams {
+			_, err := js.Stream(ctx, st)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				missing = append(missing, describeStream(st))
+			case err != nil:
+				last = fmt.Errorf("%s: %w", describeStream(st), err)
+			}
+		}
+		for _, c := range consumers {
+			_, err := js.Consumer(ctx, c.Stream, c.Durable)
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+				missing = append(missing, "consumer "+c.Durable+" on "+c.Stream)
+			case err != nil:
+				last = fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
+			}
+		}
+		if len(missing) > 0 {
+			return ErrNotProvisioned
+		}
+		return last
+	}
+	err := retry(ctx, check)
+	if len(missing) > 0 {
+		return fmt.Errorf("broker: %s: %w on this NATS: %s (run `wxhub provision` with admin credentials first)",
+			role, ErrNotProvisioned, strings.Join(missing, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("broker: %s: bind: %w", role, err)
+	}
+	return nil
+}
+
+func describeStream(name string) string {
+	if b, ok := strings.CutPrefix(name, "KV_"); ok {
+		return "bucket " + b
+	}
+	return "stream " + name
 }
 
 // retry runs op until it succeeds or ctx ends; each attempt gets at most

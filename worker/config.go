@@ -40,8 +40,9 @@ type Config struct {
 	Vault *vault.Vault
 	// Prefix of every subject, e.g. "wx." (see events.NewSubjects).
 	Prefix string
-	// Topology is provisioned at start (idempotent); its Prefix is
-	// replaced by Prefix. Use the same Topology in every process.
+	// Topology is what Provision creates (the admin's act: tests and
+	// `wxhub run`; Run only binds). Its Prefix, AckWait, MaxDeliver and
+	// MaxAckPending are replaced by this Config's.
 	Topology broker.Topology
 	// ID names this worker in logs, token.invalidated and OAuth claims;
 	// "" means hostname-pid-random.
@@ -135,6 +136,9 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	c.Topology.Prefix = c.Prefix
+	c.Topology.AckWait = c.AckWait
+	c.Topology.MaxDeliver = c.MaxDeliver
+	c.Topology.MaxAckPending = c.MaxAckPending
 }
 
 // Validate reports the first configuration error.

@@ -16,40 +16,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 )
 
 // ConsumerName is the durable consumer shared by every worker process for
-// a bare job subject, e.g. "wxhub-worker-user-lookup".
-func ConsumerName(bareSubject string) string {
-	return "wxhub-worker-" + strings.ReplaceAll(bareSubject, ".", "-")
-}
+// a bare job subject, e.g. "wxhub-worker-user-lookup"
+// (events.WorkerConsumer).
+func ConsumerName(bareSubject string) string { return events.WorkerConsumer(bareSubject) }
 
 // MaxWaiting is the durable consumers' limit on waiting pull requests (a
-// process keeps one or two per job subject). JetStream cannot update it on
-// an existing consumer, so it never changes.
-const MaxWaiting = 4096
+// process keeps one or two per job subject; broker.MaxWaiting).
+const MaxWaiting = broker.MaxWaiting
 
-// consumerConfig is the durable pull consumer of one job subject.
-func (w *Worker) consumerConfig(bare, subject string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName(bare),
-		Description:   "wxhub workers: " + subject,
-		FilterSubject: subject,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.cfg.AckWait,
-		MaxDeliver:    w.cfg.MaxDeliver,
-		MaxAckPending: w.cfg.MaxAckPending,
-		// Each process keeps a few pull requests waiting per job
-		// subject. The server refuses to change MaxWaiting later, so it
-		// is a constant.
-		MaxWaiting: MaxWaiting,
-	}
-}
-
-// ensureConsumers creates or updates the durable consumers (idempotent).
+// ensureConsumers binds to the durable consumers the admin provisioned
+// and checks they deliver the way this worker expects.
 func (w *Worker) ensureConsumers(ctx context.Context) error {
 	w.consumers = map[string]jetstream.Consumer{}
 	for _, js := range []struct{ bare, subject string }{
@@ -57,10 +39,15 @@ func (w *Worker) ensureConsumers(ctx context.Context) error {
 		{events.SubjectOAuthCodeReceived, w.subjects.OAuthCodeReceived},
 		{events.SubjectOAuthUserInfo, w.subjects.OAuthUserInfo},
 	} {
-		cfg := w.consumerConfig(js.bare, js.subject)
-		c, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
+		name := ConsumerName(js.bare)
+		c, err := w.js.Consumer(ctx, events.StreamJobs, name)
 		if err != nil {
-			return fmt.Errorf("worker: consumer %s: %w", cfg.Durable, err)
+			return fmt.Errorf("worker: consumer %s on %s: %w (run `wxhub provision` with admin credentials first)", name, events.StreamJobs, err)
+		}
+		got := c.CachedInfo().Config
+		if got.FilterSubject != js.subject || got.AckWait != w.cfg.AckWait || got.MaxDeliver != w.cfg.MaxDeliver {
+			return fmt.Errorf("worker: consumer %s on %s has filter %s, ack_wait %v, max_deliver %d but this worker has %s, %v, %d: provision with the workers' settings (`wxhub provision --ack-wait %v --max-deliver %d`)",
+				name, events.StreamJobs, got.FilterSubject, got.AckWait, got.MaxDeliver, js.subject, w.cfg.AckWait, w.cfg.MaxDeliver, w.cfg.AckWait, w.cfg.MaxDeliver)
 		}
 		w.consumers[js.subject] = c
 	}

@@ -5,11 +5,15 @@
 //
 // # Topology
 //
-// At start Run provisions the streams and buckets (broker.Provision,
-// idempotent) and creates or updates one durable pull consumer per job
-// subject on the WX_JOBS stream (ConsumerName: wxhub-worker-user-lookup,
-// wxhub-worker-oauth-code-received, wxhub-worker-oauth-userinfo) with explicit AckWait, MaxDeliver,
-// MaxAckPending and MaxWaiting. Every worker process binds to the same
+// The admin provisions the streams, buckets and one durable pull consumer
+// per job subject on the WX_JOBS stream (ConsumerName:
+// wxhub-worker-user-lookup, wxhub-worker-oauth-code-received,
+// wxhub-worker-oauth-userinfo) with
+// explicit AckWait, MaxDeliver, MaxAckPending and MaxWaiting (`wxhub
+// provision`, or Provision here); the worker's NATS grant cannot create
+// or change any of them (package broker/grants). Run only binds: it fails
+// naming what is missing, or a durable whose AckWait or MaxDeliver differ
+// from the worker's own. Every worker process binds to the same
 // durables, so starting another process adds capacity; JetStream hands
 // each job to one of them. The duplicate window is the streams' (10
 // minutes by default, broker.Topology.DuplicateWindow).

@@ -102,6 +102,14 @@ func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorke
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Workers only bind: provision as the admin would, with this worker's
+	// consumer settings.
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = worker.Provision(pctx, h.env.JS, cfg)
+	pcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{Worker: w, cancel: cancel, done: make(chan struct{}), nc: nc}
 	go func() {

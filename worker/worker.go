@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 )
@@ -122,7 +123,9 @@ func (w *Worker) Ready() bool {
 	}
 }
 
-// Run provisions the streams, buckets and durable consumers, then handles
+// Run binds to the streams, buckets and durable consumers (made by
+// Provision or `wxhub provision`; it fails naming what is missing, or a
+// consumer whose AckWait or MaxDeliver differ from cfg's), then handles
 // jobs until ctx is cancelled. Then it stops taking jobs (new deliveries
 // are nak'd for other processes), lets the jobs in flight finish for up to
 // ShutdownGrace, cancels the rest (nak'd for immediate redelivery, or a
@@ -135,7 +138,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.hardCancel()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := broker.Provision(pctx, w.js, w.cfg.Topology)
+	err := broker.Bind(pctx, w.js, grants.Worker)
 	if err == nil {
 		err = w.ensureConsumers(pctx)
 	}

@@ -118,7 +118,7 @@ func run(ctx context.Context, o options) (int, error) {
 	if err := harness.WaitFor(ctx, 60*time.Second, 500*time.Millisecond, func() bool {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		return broker.Provision(pctx, js, broker.Topology{Replicas: 3}) == nil
+		return broker.Provision(pctx, js, broker.Topology{Replicas: 3, AckWait: ackWait}) == nil
 	}); err != nil {
 		return 1, fmt.Errorf("provision with 3 replicas: %w", err)
 	}

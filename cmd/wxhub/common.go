@@ -65,7 +65,9 @@ func newLogger(env *cmdEnv, l config.Log) *slog.Logger {
 
 // connect dials NATS and returns the connection and its JetStream context.
 func connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := broker.Connect(cfg.NATS.Conn(name))
+	cc := cfg.NATS.Conn(name)
+	cc.InboxPrefix = inboxPrefix(name)
+	nc, err := broker.Connect(cc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -115,11 +117,13 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 	}
 }
 
-// provision creates the streams and buckets (idempotent).
+// provision creates the streams, buckets and consumers (idempotent): only
+// `wxhub run` does, on its embedded server (see cmdProvision).
 func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return broker.Provision(ctx, js, broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow})
+	return broker.Provision(ctx, js, broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
+		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver})
 }
 
 // newWeChatClient returns a client that records latency and errcodes.

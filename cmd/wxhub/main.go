@@ -64,6 +64,7 @@ type cmdEnv struct {
 func commands() []command {
 	return []command{
 		{"run", "run everything in one process on an embedded NATS server (the zero-setup default)", cmdRun},
+		{"provision", "create or update every stream, bucket and consumer on an existing NATS (admin credentials)", cmdProvision},
 		{"holder", "run the token holder against an existing NATS", cmdHolder},
 		{"worker", "run job workers against an existing NATS", cmdWorker},
 		{"gateway", "serve WeChat's API to existing SDKs: tokens from wxhub, every other call relayed", cmdGateway},

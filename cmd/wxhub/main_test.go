@@ -29,6 +29,9 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"holder app without secret", []string{"holder", "--app", "appid=wxa"}, nil, exitUsage, "apps[0].secret"},
 		{"empty nats-url", []string{"lookup", "--nats-url", "", "--appid", "wxa", "--openid", "o"}, nil, exitUsage, "nats-url: empty"},
 		{"empty nats-url for a role", []string{"worker", "--nats-url", "", "--app", "appid=wxa"}, nil, exitUsage, "nats-url: empty"},
+		{"run on a public address", []string{"run", "--nats-listen", "0.0.0.0:0", "--data-dir", "unused"}, nil, exitUsage, "not a loopback address"},
+		{"run on a LAN address", []string{"run", "--nats-listen", "192.168.1.10:4222", "--data-dir", "unused"}, nil, exitUsage, "no authentication"},
+		{"provision with zero replicas", []string{"provision", "--replicas", "0"}, nil, exitUsage, "replicas"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
@@ -59,7 +60,9 @@ func holderPresence(h *holder.Holder) func() any {
 // gatherStatus asks every holder and worker for its status and collects
 // the replies that arrive within wait.
 func gatherStatus(ctx context.Context, nc *nats.Conn, prefix string, wait time.Duration) ([]processStatus, error) {
-	inbox := nc.NewRespInbox()
+	// Answers come on a wxhub subject, not an _INBOX: answering then needs
+	// a plain publish grant instead of allow_responses (package grants).
+	inbox := prefix + events.SubjectStatusReply + "." + nuid.Next()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err

@@ -161,8 +161,13 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 	return serve(ctx, cfg, "wxhub-"+role, log, nil, build)
 }
 
+// runConnName is the connection name of `wxhub run`, the one command that
+// provisions (its own embedded server).
+const runConnName = "wxhub-run"
+
 // serve is the one runner of wxhub's long-running commands: it connects
-// to NATS once, provisions, builds the roles and runs them (ops HTTP,
+// to NATS once, provisions when it is `wxhub run` (every other role only
+// binds, in its Run), builds the roles and runs them (ops HTTP,
 // presence and SIGTERM handled once by runner.Runner) until ctx ends.
 // started, if set, is called with the ops address once all roles run.
 func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.Logger, started func(opsAddr string), builds ...roleBuilder) error {
@@ -171,8 +176,10 @@ func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.L
 		return err
 	}
 	defer nc.Close()
-	if err := provision(ctx, js, cfg); err != nil {
-		return err
+	if connName == runConnName {
+		if err := provision(ctx, js, cfg); err != nil {
+			return err
+		}
 	}
 	wc, err := newWeChatClient(cfg.WeChatBaseURL)
 	if err != nil {

@@ -38,6 +38,9 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return usagef("nats-listen %q: %w", cfg.Run.NATSListen, err)
 	}
+	if err := checkEmbeddedListen(host); err != nil {
+		return err
+	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return usagef("nats-listen %q: bad port", cfg.Run.NATSListen)
@@ -104,7 +107,7 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	if demo {
 		wl.demoApp = demoApp.AppID
 	}
-	err = serve(ctx, cfg, "wxhub-run", log, func(opsAddr string) {
+	err = serve(ctx, cfg, runConnName, log, func(opsAddr string) {
 		printTry(env, cfg, opsAddr, demo, demoApp)
 		printGatewayTry(env, cfg, gw, demoKeyFile, demo, demoApp)
 		printWebLoginTry(env, gw, wl, demo, demoApp)

@@ -1,0 +1,244 @@
+package grants
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// roleWhy says what each role is, for the generated files.
+var roleWhy = map[Role]string{
+	Holder:    "the token holder: keeps each app's global access_token in wx_tokens (leader per appid by lease in wx_leases, fetches counted in wx_quota) and publishes token events.",
+	Worker:    "job workers: pull jobs from their durables, read the token, keep OAuth outcomes in wx_oauth, publish results, dead letters and token.invalidated, and delete a job they ended after its last delivery.",
+	Gateway:   "the HTTP gateway: reads the token, publishes token.invalidated and OAuth jobs, reads results.",
+	Provision: "the administrator: `wxhub provision` (streams, buckets, consumers), `wxhub status`, `wxhub token`, the nats CLI. No restrictions in WXHUB.",
+	Client:    "business systems: publish jobs (with their PubAck) and receive results. Nothing else.",
+}
+
+// Passwords maps a user name (Role.User, and "sys" for the system
+// account) to its bcrypt hash.
+type Passwords map[string]string
+
+// GeneratedNote marks every generated file or section.
+const GeneratedNote = "GENERATED from broker/grants by `make grants`: edit the tables there, not this"
+
+// NATSAccounts renders deploy/nats/accounts.inc: accounts WXHUB, CLIENTS
+// and SYS with every role's user and grant, for subjects under prefix.
+func NATSAccounts(pw Passwords, prefix string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w(`# Accounts and users of the wxhub NATS cluster, included by nats-N.conf.
+# %s.
+#
+# PASSWORDS: every password below is a bcrypt hash of a DEMO password
+# ("<user>-demo-password", e.g. holder-demo-password) so that the tests in
+# deploy/ can log in. Replace every hash before real use:
+#     nats server passwd            # prompts, prints a new bcrypt hash
+# and give each service its plain password via WXHUB_NATS_PASSWORD
+# (systemd: /etc/wxhub/<role>.env; Kubernetes: the wxhub-nats Secret).
+#
+# Subjects assume wxhub's default empty --prefix (regenerate for another).
+#
+# Layout:
+#   WXHUB    JetStream on. holder, worker, gateway (each with an allow-list
+#            naming every stream, consumer and bucket it may use, and no
+#            stream admin at all) and admin (provisioning and operators).
+#   CLIENTS  business systems. No JetStream, no KV: they can only publish
+#            jobs and receive results, which WXHUB exports to them.
+#   SYS      the system account (server monitoring: nats server report).
+
+accounts: {
+  WXHUB: {
+    jetstream: enabled
+
+    users: [
+`, GeneratedNote)
+	for _, r := range Roles {
+		if r.Account() != AccountWXHUB {
+			continue
+		}
+		writeUser(&b, r, pw, prefix, "      ")
+	}
+	services, streams := Exports(prefix)
+	w("    ]\n\n    exports: [\n")
+	w("      # Jobs are services so that a JetStream publish from CLIENTS gets its\n")
+	w("      # PubAck (the stream's reply) back across the account boundary.\n")
+	for _, s := range services {
+		w("      {service: %q}\n", s)
+	}
+	for _, s := range streams {
+		w("      {stream: %q}\n", s)
+	}
+	w("    ]\n  }\n\n  CLIENTS: {\n    users: [\n")
+	writeUser(&b, Client, pw, prefix, "      ")
+	w("    ]\n    imports: [\n")
+	for _, s := range services {
+		w("      {service: {account: %s, subject: %q}}\n", AccountWXHUB, s)
+	}
+	for _, s := range streams {
+		w("      {stream: {account: %s, subject: %q}}\n", AccountWXHUB, s)
+	}
+	w("    ]\n  }\n\n  SYS: {\n    users: [\n")
+	w("      {user: sys, password: %q}\n", pw["sys"])
+	w("    ]\n  }\n}\nsystem_account: SYS\n")
+	return b.String()
+}
+
+func writeUser(b *strings.Builder, r Role, pw Passwords, prefix, ind string) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, ind+format, a...) }
+	for _, line := range wrap(string(r)+": "+roleWhy[r], 72) {
+		w("# %s\n", line)
+	}
+	p := For(r, prefix)
+	if p.Admin {
+		w("{user: %s, password: %q}\n\n", r.User(), pw[r.User()])
+		return
+	}
+	w("{\n")
+	w("  user: %s\n", r.User())
+	w("  password: %q\n", pw[r.User()])
+	w("  permissions: {\n")
+	w("    publish: {allow: [\n")
+	for _, s := range p.Publish {
+		w("      %q\n", s)
+	}
+	w("    ]}\n")
+	w("    subscribe: {allow: [\n")
+	for _, s := range p.Subscribe {
+		w("      %q\n", s)
+	}
+	w("    ]}\n")
+	w("  }\n")
+	w("}\n\n")
+}
+
+// HelmAccounts renders the accounts, users and grants as the YAML value
+// of config.merge in the NATS Helm chart's values, each line indented by
+// ind.
+func HelmAccounts(pw Passwords, prefix, ind string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	user := func(r Role, uind string) {
+		p := For(r, prefix)
+		w("%s- user: %s\n", uind, r.User())
+		w("%s  password: %q\n", uind, pw[r.User()])
+		if p.Admin {
+			return
+		}
+		w("%s  permissions:\n", uind)
+		w("%s    publish:\n%s      allow:\n", uind, uind)
+		for _, s := range p.Publish {
+			w("%s        - %q\n", uind, s)
+		}
+		w("%s    subscribe:\n%s      allow:\n", uind, uind)
+		for _, s := range p.Subscribe {
+			w("%s        - %q\n", uind, s)
+		}
+	}
+	services, streams := Exports(prefix)
+	w("system_account: SYS\n")
+	w("accounts:\n")
+	w("  %s:\n    jetstream: enabled\n    users:\n", AccountWXHUB)
+	for _, r := range Roles {
+		if r.Account() == AccountWXHUB {
+			user(r, "      ")
+		}
+	}
+	w("    exports:\n")
+	for _, s := range services {
+		w("      - service: %q\n", s)
+	}
+	for _, s := range streams {
+		w("      - stream: %q\n", s)
+	}
+	w("  %s:\n    users:\n", AccountClients)
+	user(Client, "      ")
+	w("    imports:\n")
+	for _, s := range services {
+		w("      - service: {account: %s, subject: %q}\n", AccountWXHUB, s)
+	}
+	for _, s := range streams {
+		w("      - stream: {account: %s, subject: %q}\n", AccountWXHUB, s)
+	}
+	w("  SYS:\n    users:\n")
+	w("      - user: sys\n        password: %q\n", pw["sys"])
+	lines := strings.SplitAfter(b.String(), "\n")
+	return ind + strings.Join(lines[:len(lines)-1], ind)
+}
+
+// Markdown renders the security table of the README and docs: per role,
+// what it may and may not do.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| role (NATS user) | may | may not |\n|---|---|---|\n")
+	for _, r := range Roles {
+		var may, mayNot []string
+		if r == Provision {
+			may = append(may, "create, update and delete streams, buckets and consumers (`wxhub provision`); everything in account WXHUB")
+			mayNot = append(mayNot, "-")
+		} else {
+			for _, bk := range Buckets {
+				switch {
+				case slices.Contains(bk.Write, r):
+					may = append(may, "read and write `"+bk.Name+"`")
+				case slices.Contains(bk.Read, r), slices.Contains(bk.Watch, r):
+					may = append(may, "read `"+bk.Name+"`")
+					mayNot = append(mayNot, "write `"+bk.Name+"`")
+				default:
+					if r != Client {
+						mayNot = append(mayNot, "touch `"+bk.Name+"`")
+					}
+				}
+			}
+			var pub, sub []string
+			for _, s := range Subjects {
+				if slices.Contains(s.Publish, r) {
+					pub = append(pub, "`"+s.Name+"`")
+				}
+				if slices.Contains(s.Subscribe, r) {
+					sub = append(sub, "`"+s.Name+"`")
+				}
+			}
+			if len(pub) > 0 {
+				may = append(may, "publish "+strings.Join(pub, ", "))
+			}
+			if len(sub) > 0 {
+				may = append(may, "subscribe to "+strings.Join(sub, ", "))
+			}
+			for _, c := range Consumers {
+				if slices.Contains(c.Pull, r) {
+					may = append(may, "pull and ack `"+c.Durable+"`")
+				}
+			}
+			for _, st := range Streams {
+				if slices.Contains(st.MsgDelete, r) {
+					may = append(may, "read and delete single messages of `"+st.Name+"` (jobs that used all their deliveries)")
+				}
+			}
+			if r == Client {
+				mayNot = append(mayNot, "use JetStream or KV at all (account CLIENTS has none); see any token")
+			} else {
+				mayNot = append(mayNot, "create, update, purge or delete any stream; create consumers except KV watches of buckets it reads; publish anything not listed")
+			}
+		}
+		fmt.Fprintf(&b, "| %s (`%s`) | %s | %s |\n", r, r.User(), strings.Join(may, "; "), strings.Join(mayNot, "; "))
+	}
+	return b.String()
+}
+
+// wrap splits s into lines of at most n bytes at spaces.
+func wrap(s string, n int) []string {
+	var out []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(word) > n {
+			out = append(out, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	return append(out, line)
+}

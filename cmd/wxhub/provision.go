@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/config"
+)
+
+// cmdProvision creates or updates every stream, bucket and durable
+// consumer on an existing NATS. It needs admin credentials: no other
+// role's grant may create, update, purge or delete streams (package
+// broker/grants), so holders, workers and gateways only bind to what this
+// made. Run it before the first start and after every upgrade; it is
+// idempotent.
+func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
+	replicas := config.Default().Replicas
+	var maxAckPending int
+	var timeout time.Duration
+	cfg, fs, err := parseConfig(env, "provision", config.FlagsNATS|config.FlagsWorker, args, func(fs *flag.FlagSet) {
+		fs.IntVar(&replicas, "replicas", replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
+		fs.IntVar(&maxAckPending, "max-ack-pending", broker.DefaultMaxAckPending, "jobs in flight across all workers per job subject")
+		fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (a new cluster may still be electing leaders)")
+	})
+	if err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["replicas"] || cfg.Replicas == config.Default().Replicas {
+		cfg.Replicas = replicas
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return usagef("replicas: %d, want 1 to 5", cfg.Replicas)
+	}
+	if cfg.Worker.MaxDeliver < 1 || cfg.Worker.AckWait < time.Second || maxAckPending < 1 {
+		return usagef("max-deliver (%d) and max-ack-pending (%d) must be at least 1, ack-wait (%v) at least 1s",
+			cfg.Worker.MaxDeliver, maxAckPending, cfg.Worker.AckWait)
+	}
+	nc, js, err := connect(cfg, "wxhub-provision")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	t := broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas,
+		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver, MaxAckPending: maxAckPending}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := broker.Provision(pctx, js, t); err != nil {
+		return fmt.Errorf("%w (provisioning needs the admin user's credentials)", err)
+	}
+	for _, sc := range t.StreamConfigs() {
+		fmt.Fprintf(env.stdout, "stream   %-20s %v\n", sc.Name, sc.Subjects)
+	}
+	for _, kc := range t.BucketConfigs() {
+		fmt.Fprintf(env.stdout, "bucket   %s\n", kc.Bucket)
+	}
+	for _, cc := range t.ConsumerConfigs() {
+		fmt.Fprintf(env.stdout, "consumer %-32s on %s (ack_wait %v, max_deliver %d)\n", cc.Durable, events.StreamJobs, cc.AckWait, cc.MaxDeliver)
+	}
+	fmt.Fprintf(env.stdout, "provisioned %s with %d replica(s)\n", cfg.NATS.URL, cfg.Replicas)
+	return nil
+}
