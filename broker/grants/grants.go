@@ -138,14 +138,18 @@ var Buckets = []Bucket{
 	{events.BucketLeases, nil, []Role{Holder}, []Role{Holder}, "holder leadership per appid (the lease watch makes takeovers prompt)"},
 	{events.BucketQuota, nil, nil, []Role{Holder}, "token fetches per appid per China day"},
 	{events.BucketOAuth, nil, nil, []Role{Worker}, "OAuth code exchange outcomes (redeliveries reuse them)"},
+	{events.BucketDone, nil, nil, []Role{Worker}, "one record per finished job: late redeliveries end without a second result"},
+	{events.BucketLoginState, nil, nil, []Role{Gateway}, "web-login states (nonce, used once)"},
 }
 
 // Subjects: who publishes and subscribes to each wxhub subject.
 var Subjects = []Subject{
 	{events.SubjectUserLookup, []Role{Client}, nil, "job"},
 	{events.SubjectOAuthCodeReceived, []Role{Client, Gateway}, nil, "job (the gateway's OAuth callback publishes it too)"},
-	{events.SubjectUserProfile, []Role{Worker}, []Role{Client, Gateway}, "result"},
-	{events.SubjectUserProfileFailed, []Role{Worker}, []Role{Client, Gateway}, "result"},
+	{events.SubjectStoredResultPrefix + events.SubjectUserProfile, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
+	{events.SubjectStoredResultPrefix + events.SubjectUserProfileFailed, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
+	{events.SubjectUserProfile, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
+	{events.SubjectUserProfileFailed, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
 	{events.SubjectTokenRefreshed, []Role{Holder}, []Role{Gateway}, "token event (never the token)"},
 	{events.SubjectTokenRefreshFailed, []Role{Holder}, nil, "token event"},
 	{events.SubjectTokenConflict, []Role{Holder}, nil, "token event"},

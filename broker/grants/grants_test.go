@@ -76,8 +76,10 @@ func TestGrantsPerRole(t *testing.T) {
 		{"workers delete single jobs, nothing else", pub(grants.Worker, "$JS.API.STREAM.MSG.DELETE.WX_JOBS") && !pub(grants.Worker, "$JS.API.STREAM.MSG.DELETE.WX_RESULTS") && !pub(grants.Holder, "$JS.API.STREAM.MSG.DELETE.WX_JOBS")},
 		{"holders do not touch jobs or results", !pub(grants.Holder, events.SubjectUserLookup) && !pub(grants.Holder, events.SubjectUserProfile) && !pub(grants.Holder, "$JS.API.STREAM.INFO.WX_JOBS")},
 		{"gateways publish OAuth jobs and token reports, read results", pub(grants.Gateway, events.SubjectOAuthCodeReceived) && pub(grants.Gateway, events.SubjectTokenInvalidated) && sub(grants.Gateway, events.SubjectUserProfileFailed) && !pub(grants.Gateway, events.SubjectUserProfile)},
+		{"workers publish results only to the stored subjects", pub(grants.Worker, events.SubjectStoredResultPrefix+events.SubjectUserProfile) && !pub(grants.Worker, events.SubjectUserProfile) && !pub(grants.Worker, events.SubjectUserProfileFailed)},
+		{"only workers own wx_done, only gateways wx_login_state", pub(grants.Worker, kv(events.BucketDone)) && !pub(grants.Gateway, kv(events.BucketDone)) && pub(grants.Gateway, kv(events.BucketLoginState)) && !pub(grants.Worker, get(events.BucketLoginState))},
 		{"roles read only their own inbox", sub(grants.Worker, "_INBOX_worker.x") && !sub(grants.Worker, "_INBOX_holder.x") && !sub(grants.Worker, "_INBOX.x")},
-		{"a prefix applies to wxhub subjects only", slices.Contains(grants.For(grants.Worker, "wx").Publish, "wx.user.profile") && slices.Contains(grants.For(grants.Worker, "wx").Publish, "$KV.wx_oauth.>")},
+		{"a prefix applies to wxhub subjects only", slices.Contains(grants.For(grants.Worker, "wx").Publish, "wx.wxhub.result.user.profile") && slices.Contains(grants.For(grants.Worker, "wx").Publish, "$KV.wx_oauth.>")},
 	}
 	for _, c := range cases {
 		if !c.ok {
