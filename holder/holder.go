@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
@@ -115,7 +117,9 @@ func New(cfg Config) (*Holder, error) {
 func (h *Holder) ID() string { return h.cfg.ID }
 
 // Run keeps the tokens until ctx is done. It needs the buckets and streams
-// of package events (broker.Provision). On return it has stopped every
+// of package events, made by the admin (`wxhub provision`,
+// broker.Provision): it waits up to 30 s for them (broker.Bind), then
+// fails naming what is missing. On return it has stopped every
 // loop and released the leases it held (a lease key is deleted only if its
 // revision is still ours), so a standby takes over at once. Run may be
 // called once.
@@ -129,13 +133,19 @@ func (h *Holder) Run(ctx context.Context) error {
 		return fmt.Errorf("holder: jetstream: %w", err)
 	}
 	h.js = js
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = broker.Bind(bctx, js, grants.Holder)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("holder: %w", err)
+	}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
 	}{{events.BucketTokens, &h.tokens}, {events.BucketLeases, &h.leases}, {events.BucketQuota, &h.quota}} {
 		kv, err := js.KeyValue(ctx, b.name)
 		if err != nil {
-			return fmt.Errorf("holder: bucket %s (run broker.Provision first): %w", b.name, err)
+			return fmt.Errorf("holder: bucket %s (run wxhub provision first): %w", b.name, err)
 		}
 		if h.hooks.wrapKV != nil {
 			kv = h.hooks.wrapKV(b.name, kv)

@@ -171,6 +171,11 @@ func TestRoleWaitsForNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	log.wait(t, regexp.MustCompile(`"msg":"connected to NATS"`), 30*time.Second)
+	// The holder waits for the admin to provision, as when both start
+	// together (a Kubernetes Job and a Deployment).
+	if out, err := exec.Command(bin, "provision", "--nats-url", srv.ClientURL()).CombinedOutput(); err != nil {
+		t.Fatalf("wxhub provision: %v\n%s", err, out)
+	}
 	log.wait(t, regexp.MustCompile(`"msg":"token refreshed"`), 30*time.Second)
 	holder.Process.Signal(syscall.SIGTERM)
 	select {

@@ -9,6 +9,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/redact"
 )
 
 // cmdProvision creates or updates every stream, bucket and durable
@@ -62,6 +63,6 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 	for _, cc := range t.ConsumerConfigs() {
 		fmt.Fprintf(env.stdout, "consumer %-32s on %s (ack_wait %v, max_deliver %d)\n", cc.Durable, events.StreamJobs, cc.AckWait, cc.MaxDeliver)
 	}
-	fmt.Fprintf(env.stdout, "provisioned %s with %d replica(s)\n", cfg.NATS.URL, cfg.Replicas)
+	fmt.Fprintf(env.stdout, "provisioned %s with %d replica(s)\n", redact.URL(cfg.NATS.URL), cfg.Replicas)
 	return nil
 }

@@ -84,6 +84,13 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 			check(role, log.String()+stdout.String())
 		}
 	}
+	// Provisioning is the admin's act; it must not print the password
+	// either.
+	out, err := exec.Command(bin, "provision", "--nats-url", natsURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("wxhub provision: %v\n%s", err, out)
+	}
+	check("provision", string(out))
 	stopHolder := startRole("holder", regexp.MustCompile(`"msg":"token refreshed"`))
 	stopWorker := startRole("worker", regexp.MustCompile(`"msg":"worker running"`), "--concurrency", "2")
 	stopGateway := startRole("gateway", regexp.MustCompile(`"msg":"gateway serving"`), "--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxredact")
