@@ -385,7 +385,7 @@ func statusRound(t *testing.T, servers []*server.Server, admin *user) {
 			_ = s.Unsubscribe()
 		}
 	}()
-	reply := events.SubjectStatusReply + ".deploytest"
+	reply := events.SubjectReply + ".deploytest"
 	in, err := admin.nc.SubscribeSync(reply)
 	if err != nil {
 		t.Fatal(err)

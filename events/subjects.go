@@ -38,10 +38,11 @@ const (
 	// are published to. WX_DEADLETTERS stores them as deadletter.<job
 	// subject> and then republishes them there, as WX_RESULTS does.
 	SubjectStoredDeadLetterPrefix = "wxhub.deadletter."
-	// SubjectStatusReply, followed by "." and a unique token, is where
-	// `wxhub status` asks for the answers (not an _INBOX), so that answering
-	// needs no allow_responses grant.
-	SubjectStatusReply = "wxhub.status.reply"
+	// SubjectReply, followed by "." and a unique token, is where wxhub's
+	// admin commands ask holders, workers and gateways to answer (`wxhub
+	// status`, `wxhub token invalidate`) instead of an _INBOX, so that
+	// answering needs no allow_responses grant (see broker/grants).
+	SubjectReply = "wxhub.reply"
 )
 
 // KV bucket names.

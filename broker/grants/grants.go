@@ -20,7 +20,7 @@
 //   - Each role's JetStream replies arrive on its own inbox prefix
 //     (InboxPrefix), so no role can read another's replies.
 //   - Roles answer `wxhub status` on a reply subject of their own
-//     (events.SubjectStatusReply), not through allow_responses: a
+//     (events.SubjectReply), not through allow_responses: a
 //     user with allow_responses may publish to any reply subject of a
 //     message it receives, including one it sent itself with the reply
 //     $JS.API.STREAM.UPDATE.<stream>.
@@ -140,12 +140,14 @@ var Buckets = []Bucket{
 	{events.BucketOAuth, nil, nil, []Role{Worker}, "OAuth code exchange outcomes (redeliveries reuse them)"},
 	{events.BucketDone, nil, nil, []Role{Worker}, "one record per finished job: late redeliveries end without a second result"},
 	{events.BucketLoginState, nil, nil, []Role{Gateway}, "web-login states (nonce, used once)"},
+	{events.BucketVault, nil, nil, []Role{Worker}, "the encrypted user-token vault (workers only; the admin rotates keys)"},
 }
 
 // Subjects: who publishes and subscribes to each wxhub subject.
 var Subjects = []Subject{
 	{events.SubjectUserLookup, []Role{Client}, nil, "job"},
 	{events.SubjectOAuthCodeReceived, []Role{Client, Gateway}, nil, "job (the gateway's OAuth callback publishes it too)"},
+	{events.SubjectOAuthUserInfo, []Role{Client}, nil, "job: refresh a profile from the vault"},
 	{events.SubjectStoredResultPrefix + events.SubjectUserProfile, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
 	{events.SubjectStoredResultPrefix + events.SubjectUserProfileFailed, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
 	{events.SubjectUserProfile, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
@@ -156,7 +158,8 @@ var Subjects = []Subject{
 	{events.SubjectTokenInvalidated, []Role{Worker, Gateway}, []Role{Holder}, "report of a rejected token"},
 	{events.SubjectDeadLetterPrefix + ">", []Role{Worker}, nil, "original bytes of rejected jobs"},
 	{events.SubjectStatus, nil, []Role{Holder, Worker, Gateway}, "`wxhub status` requests (the admin sends them)"},
-	{events.SubjectStatusReply + ".>", []Role{Holder, Worker, Gateway}, nil, "`wxhub status` answers"},
+	{events.SubjectTokenRefreshRequest, nil, []Role{Holder}, "manual refresh requests (`wxhub token invalidate`, the admin)"},
+	{events.SubjectReply + ".>", []Role{Holder, Worker, Gateway}, nil, "answers to `wxhub status` and `wxhub token invalidate`"},
 }
 
 // Streams: the stream-level API calls each role may make.

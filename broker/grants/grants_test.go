@@ -108,6 +108,6 @@ func ExampleFor() {
 	fmt.Println("publish:", p.Publish)
 	fmt.Println("subscribe:", p.Subscribe)
 	// Output:
-	// publish: [wx.user.lookup wx.oauth.code.received]
+	// publish: [wx.user.lookup wx.oauth.code.received wx.oauth.userinfo]
 	// subscribe: [wx.user.profile wx.user.profile.failed _INBOX.>]
 }

@@ -110,7 +110,7 @@ func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, cfg *config
 	host, _ := os.Hostname()
 	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host})
 	fmt.Fprintf(env.stderr, "asking the holder leading %s for a manual refresh...\n", appid)
-	m, err := nc.RequestWithContext(ctx, subs.TokenRefreshRequest, req)
+	m, err := request(ctx, nc, subs.Prefix, subs.TokenRefreshRequest, req)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		fmt.Fprintf(env.stderr, "refresh refused: %s: no holder is running on this NATS (start `wxhub holder` or `wxhub run`)\n", holder.LockoutNotLeading)
