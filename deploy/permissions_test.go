@@ -237,7 +237,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 		u := connectAs(t, servers[node], grants.Holder)
 		conns = append(conns, u)
 		h, err := holder.New(holder.Config{Conn: u.nc, WeChat: wc, ID: id, Apps: []holder.App{{AppID: testApp, Secret: testSecret}},
-			LeaseTTL: 3 * time.Second, Logger: log.With("holder", id)})
+			LeaseTTL: 3 * time.Second, MinForceInterval: 100 * time.Millisecond, Logger: log.With("holder", id)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,9 +353,30 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 		st := h2.Status()
 		return len(st) == 1 && st[0].Leader
 	})
-	rep, _ = json.Marshal(events.TokenInvalidated{AppID: testApp, Version: second.Version, ErrCode: 40001, Reporter: "deploy-test"})
-	if _, err := wu.js.Publish(ctx, events.SubjectTokenInvalidated, rep); err != nil {
+	// The admin asks the new leader for a manual refresh (`wxhub token
+	// invalidate`): the holder answers on wxhub.reply.<token>.
+	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: testApp, Requester: "deploy-test"})
+	reply := events.SubjectReply + ".deploytest-refresh"
+	answers, err := admin.nc.SubscribeSync(reply)
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer answers.Unsubscribe()
+	if err := admin.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitInterest(t, servers, reply, 1)
+	waitInterest(t, servers, events.SubjectTokenRefreshRequest, 1)
+	if err := admin.nc.PublishRequest(events.SubjectTokenRefreshRequest, reply, req); err != nil {
+		t.Fatal(err)
+	}
+	am, err := answers.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer to the manual refresh: %v", err)
+	}
+	var ans events.TokenRefreshReply
+	if err := json.Unmarshal(am.Data, &ans); err != nil || ans.Error != "" || ans.Holder != "holder-2" {
+		t.Fatalf("manual refresh: %s (%v)", am.Data, err)
 	}
 	third := nextToken(second.Version)
 	if third.Holder != "holder-2" {

@@ -156,7 +156,7 @@ var Subjects = []Subject{
 	{events.SubjectTokenRefreshFailed, []Role{Holder}, nil, "token event"},
 	{events.SubjectTokenConflict, []Role{Holder}, nil, "token event"},
 	{events.SubjectTokenInvalidated, []Role{Worker, Gateway}, []Role{Holder}, "report of a rejected token"},
-	{events.SubjectDeadLetterPrefix + ">", []Role{Worker}, nil, "original bytes of rejected jobs"},
+	{events.SubjectStoredDeadLetterPrefix + ">", []Role{Worker}, nil, "original bytes of rejected jobs, stored by WX_DEADLETTERS as deadletter.<job subject>"},
 	{events.SubjectStatus, nil, []Role{Holder, Worker, Gateway}, "`wxhub status` requests (the admin sends them)"},
 	{events.SubjectTokenRefreshRequest, nil, []Role{Holder}, "manual refresh requests (`wxhub token invalidate`, the admin)"},
 	{events.SubjectReply + ".>", []Role{Holder, Worker, Gateway}, nil, "answers to `wxhub status` and `wxhub token invalidate`"},

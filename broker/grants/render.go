@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/wxhub/wxhub/events"
 )
 
 // roleWhy says what each role is, for the generated files.
@@ -193,10 +195,10 @@ func Markdown() string {
 			var pub, sub []string
 			for _, s := range Subjects {
 				if slices.Contains(s.Publish, r) {
-					pub = append(pub, "`"+s.Name+"`")
+					pub = append(pub, "`"+docName(s.Name)+"`")
 				}
 				if slices.Contains(s.Subscribe, r) {
-					sub = append(sub, "`"+s.Name+"`")
+					sub = append(sub, "`"+docName(s.Name)+"`")
 				}
 			}
 			if len(pub) > 0 {
@@ -241,4 +243,20 @@ func wrap(s string, n int) []string {
 		line += word
 	}
 	return append(out, line)
+}
+
+// docName shows a wildcard subject the way the docs name subjects:
+// "wxhub.deadletter.>" as the dead-letter subject of every job subject.
+func docName(subject string) string {
+	switch {
+	case subject == events.SubjectStoredDeadLetterPrefix+">":
+		var out []string
+		for _, j := range events.NewSubjects("").Jobs() {
+			out = append(out, events.SubjectStoredDeadLetterPrefix+j)
+		}
+		return strings.Join(out, "`, `")
+	case strings.HasSuffix(subject, ".>"):
+		return strings.TrimSuffix(subject, ">") + "<token>"
+	}
+	return subject
 }
