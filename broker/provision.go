@@ -99,7 +99,7 @@ func (t Topology) ConsumerConfigs() []jetstream.ConsumerConfig {
 			AckWait:       t.AckWait,
 			MaxDeliver:    t.MaxDeliver,
 			MaxAckPending: t.MaxAckPending,
-			MaxWaiting: MaxWaiting,
+			MaxWaiting:    MaxWaiting,
 		})
 	}
 	return out

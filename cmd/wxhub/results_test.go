@@ -41,6 +41,9 @@ type faultEnvTest struct {
 	dir string
 }
 
+// faultAckWait is the --ack-wait of every worker these tests start.
+const faultAckWait = 2 * time.Second
+
 func newFaultEnv(t *testing.T, window time.Duration, followers int) *faultEnvTest {
 	t.Helper()
 	e := &faultEnvTest{t: t, bin: wxhubBinary(t), dir: t.TempDir()}
@@ -68,7 +71,8 @@ func newFaultEnv(t *testing.T, window time.Duration, followers int) *faultEnvTes
 	e.js = js
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.Topology{DuplicateWindow: window}); err != nil {
+	// As the admin would, with the workers' --ack-wait (faultAckWait).
+	if err := broker.Provision(ctx, js, broker.Topology{DuplicateWindow: window, AckWait: faultAckWait}); err != nil {
 		t.Fatal(err)
 	}
 	holder := e.start("holder", "holder", nil)
