@@ -17,6 +17,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/gateway/weblogin"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -337,6 +338,62 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	second := nextToken(first.Version)
 	if second.Holder != "holder-1" || second.AccessToken == first.AccessToken {
 		t.Fatalf("refresh: %+v", second)
+	}
+
+	// The gateway's NATS side, with the code the gateway runs: a token
+	// watch, a report of a rejected token, a login state taken once, an
+	// OAuth job published with its PubAck, results received.
+	gu := connectAs(t, servers[2], grants.Gateway)
+	conns = append(conns, gu)
+	gwTokens := worker.NewTokenCache(log)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- gwTokens.Watch(watchCtx, gu.js) }()
+	if _, err := gwTokens.WaitNewer(ctx, testApp, first.Version); err != nil {
+		t.Fatalf("gateway: token watch: %v", err)
+	}
+	stopWatch()
+	if err := <-watchDone; err != nil {
+		t.Fatalf("gateway: token watch: %v", err)
+	}
+	inv := worker.NewInvalidator(gu.js, "", "gateway", time.Millisecond)
+	if err := inv.Invalidate(ctx, testApp, 1, 40001); err != nil { // stale: ignored by the holder
+		t.Fatalf("gateway: token.invalidated: %v", err)
+	}
+	stateKV, err := gu.js.KeyValue(ctx, events.BucketLoginState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := weblogin.NewStateStore(stateKV, 0, nil)
+	nonce, err := states.Put(ctx, weblogin.State{AppID: testApp, Scope: "snsapi_base", ReturnTo: "https://shop.example/back"})
+	if err != nil {
+		t.Fatalf("gateway: put login state: %v", err)
+	}
+	if st, err := states.Take(ctx, nonce); err != nil || st.AppID != testApp {
+		t.Fatalf("gateway: take login state: %+v %v", st, err)
+	}
+	gwResults, err := gu.nc.SubscribeSync(events.SubjectUserProfileFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gu.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitRouted(t, connectAs(t, servers[1], grants.Provision), events.SubjectUserProfileFailed, gwResults)
+	oj := nats.NewMsg(events.SubjectOAuthCodeReceived)
+	oj.Header.Set(events.HeaderMsgID, "job-oauth-1")
+	oj.Data = []byte(`{"job_id":"job-oauth-1","appid":"` + testApp + `","code":"no-such-code"}`)
+	if _, err := gu.js.PublishMsg(ctx, oj); err != nil {
+		t.Fatalf("gateway: publish oauth.code.received: %v", err)
+	}
+	for {
+		m, err := gwResults.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("gateway: no result for its OAuth job: %v", err)
+		}
+		if m.Header.Get(probeHeader) == "" && strings.Contains(string(m.Data), `"job-oauth-1"`) {
+			break
+		}
 	}
 
 	// Status: every process answers the admin's scatter-gather.
