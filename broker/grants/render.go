@@ -220,7 +220,7 @@ func Markdown() string {
 			if r == Client {
 				mayNot = append(mayNot, "use JetStream or KV at all (account CLIENTS has none); see any token")
 			} else {
-				mayNot = append(mayNot, "create, update, purge or delete any stream; create consumers except KV watches of buckets it reads; publish anything not listed")
+				mayNot = append(mayNot, "create, update, purge or delete any stream; create a consumer other than a KV watch of "+watches(r)+" (see the known limit in docs/security.md); publish anything not listed")
 			}
 		}
 		fmt.Fprintf(&b, "| %s (`%s`) | %s | %s |\n", r, r.User(), strings.Join(may, "; "), strings.Join(mayNot, "; "))
@@ -259,4 +259,18 @@ func docName(subject string) string {
 		return strings.TrimSuffix(subject, ">") + "<token>"
 	}
 	return subject
+}
+
+// watches names the buckets r may watch, for the docs.
+func watches(r Role) string {
+	var out []string
+	for _, b := range Buckets {
+		if slices.Contains(b.Watch, r) {
+			out = append(out, "`"+b.Name+"`")
+		}
+	}
+	if len(out) == 0 {
+		return "any bucket"
+	}
+	return strings.Join(out, " or ")
 }
