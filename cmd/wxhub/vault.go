@@ -43,6 +43,9 @@ func openVault(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	if errors.Is(err, vault.ErrWrongKey) || errors.Is(err, vault.ErrMissingKey) {
 		return nil, usageError{err}
 	}
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%w (provisioning creates it: run `wxhub provision` first)", err)
+	}
 	return v, err
 }
 
