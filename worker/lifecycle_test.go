@@ -88,9 +88,11 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	h.holder.rotate()
 	res := h.follow(events.StreamResults)
 	short := func(c *worker.Config) {
-		c.AckWait, c.JobTimeout, c.Concurrency = 2*time.Second, 1500*time.Millisecond, jobs
+		c.AckWait, c.JobTimeout, c.Concurrency = 4*time.Second, 3*time.Second, jobs
 	}
-	if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 700, Count: jobs}); err != nil {
+	// Each of the victim's calls hangs 2.5 s: a wide window in which all
+	// its jobs are in flight, even on a loaded machine.
+	if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 2500, Count: jobs}); err != nil {
 		t.Fatal(err)
 	}
 	a := h.startWorker("victim", short)
