@@ -10,7 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/runner"
@@ -81,6 +84,13 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 		return runner.Role{
 			Name: "gateway",
 			Start: func(ctx context.Context) error {
+				// Bind: the gateway only uses what `wxhub provision` made.
+				bctx, cancel := context.WithTimeout(ctx, bindWait(cfg))
+				err := broker.Bind(bctx, p.js, grants.Gateway)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("gateway: %w", err)
+				}
 				if err := gw.Start(ctx); err != nil {
 					return usageError{err}
 				}
@@ -115,6 +125,13 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			Status: func() any { return processStatus{Role: "gateway", ID: id} },
 		}, nil
 	}
+}
+
+// bindWait is how long the gateway waits for provisioning at start: as
+// long as for NATS itself (--nats-connect-timeout), at most 30 s like the
+// holder, at least one second.
+func bindWait(cfg *config.Config) time.Duration {
+	return min(max(cfg.NATS.ConnectTimeout, time.Second), 30*time.Second)
 }
 
 // demoClient is the client `wxhub run` configures when none is: every
