@@ -111,7 +111,11 @@ func (h *Holder) probeClock(ctx context.Context) error {
 	key := clockProbeKey(h.cfg.ID)
 	msg := &nats.Msg{Subject: "$KV." + events.BucketLeases + "." + key, Data: []byte(h.cfg.ID)}
 	sentReal, sentClock := time.Now(), h.cfg.Now()
-	ack, err := h.js.PublishMsg(ctx, msg, jetstream.WithMsgTTL(max(h.cfg.LeaseTTL, time.Second)))
+	// The TTL outlives the probe interval (LeaseTTL) well: a probe expiring
+	// as the next is stored makes the server write a delete marker after
+	// it, which (history 1) evicts the new probe before it is read back.
+	// Replaced in time, a probe never expires while its holder runs.
+	ack, err := h.js.PublishMsg(ctx, msg, jetstream.WithMsgTTL(3*max(h.cfg.LeaseTTL, time.Second)))
 	rtt := time.Since(sentReal)
 	if err != nil {
 		return fmt.Errorf("holder: clock probe: %w", err)

@@ -82,3 +82,40 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 		t.Error("a skewed holder took over")
 	}
 }
+
+// A clock probe's record outlives the probe interval, so it is replaced
+// by the next probe and never expires while the holder runs: with a TTL
+// equal to the interval, the server's delete marker for the expiring
+// probe evicted the next one (history 1) and its read back failed with
+// "key not found" every few probes.
+func TestClockProbesAreReplacedBeforeTheyExpire(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	cfg := e.config("probe", e.newApp(events.ModeToken))
+	cfg.LeaseTTL = time.Second
+	cfg.MaxClockSkew = 0
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if h.js, err = jetstream.New(cfg.Conn); err != nil {
+		t.Fatal(err)
+	}
+	if h.leases, err = h.js.KeyValue(ctx, events.BucketLeases); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.probeClock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * cfg.LeaseTTL) // two probe intervals without a probe
+	if _, err := h.leases.Get(ctx, clockProbeKey("probe")); err != nil {
+		t.Fatalf("the probe expired within two probe intervals: %v", err)
+	}
+	for i := range 8 {
+		if err := h.probeClock(ctx); err != nil {
+			t.Fatalf("probe %d: %v", i, err)
+		}
+		time.Sleep(cfg.LeaseTTL)
+	}
+}
