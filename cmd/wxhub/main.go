@@ -4,9 +4,10 @@
 //
 //	wxhub run                              everything in one process (embedded NATS)
 //	wxhub holder | worker | gateway | sim  one role each, for production
+//	wxhub provision                        create streams, buckets and consumers (admin credentials)
 //	wxhub lookup --appid A --openid O      publish a user.lookup job, print the result
 //	wxhub oauth --appid A --code C         publish an oauth.code.received job, print the result
-//	wxhub token get|invalidate --appid A   token metadata / report a rejected token
+//	wxhub token get|invalidate --appid A   token metadata / ask the holder for a manual refresh
 //	wxhub status                           tokens, quota, leaders, job backlog
 //	wxhub result --job-id J                a past job's stored result
 //	wxhub deadletters list|show|replay     rejected jobs; publish a fixed one again
@@ -71,7 +72,7 @@ func commands() []command {
 		{"sim", "run the WeChat API simulator", cmdSim},
 		{"lookup", "publish a user.lookup job and print its result", cmdLookup},
 		{"oauth", "publish an oauth.code.received job and print its result", cmdOAuth},
-		{"token", "token get|invalidate --appid A: token metadata, or report a rejected token", cmdToken},
+		{"token", "token get|invalidate --appid A: token metadata, or ask the leading holder for a manual refresh", cmdToken},
 		{"status", "tokens, quota and leaders per app; backlog per job subject", cmdStatus},
 		{"result", "result --job-id J: print a past job's stored result", cmdResult},
 		{"deadletters", "deadletters list|show|replay: browse rejected jobs, publish a fixed one again", cmdDeadLetters},
