@@ -285,15 +285,18 @@ var ErrNotProvisioned = errors.New("not provisioned")
 // still missing and wraps ErrNotProvisioned.
 func Bind(ctx context.Context, js jetstream.JetStream, role grants.Role) error {
 	streams, consumers := grants.Uses(role)
+	// missing is what the last complete look found missing: a look cut
+	// short by ctx's end keeps the previous one's answer, so the error
+	// still names what is missing.
 	var missing []string
-	var last error
 	check := func(ctx context.Context) error {
-		missing, last = missing[:0], nil
+		var found []string
+		var last error
 		for _, st := range streams {
 			_, err := js.Stream(ctx, st)
 			switch {
 			case errors.Is(err, jetstream.ErrStreamNotFound):
-				missing = append(missing, describeStream(st))
+				found = append(found, describeStream(st))
 			case err != nil:
 				last = fmt.Errorf("%s: %w", describeStream(st), err)
 			}
@@ -302,18 +305,22 @@ func Bind(ctx context.Context, js jetstream.JetStream, role grants.Role) error {
 			_, err := js.Consumer(ctx, c.Stream, c.Durable)
 			switch {
 			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
-				missing = append(missing, "consumer "+c.Durable+" on "+c.Stream)
+				found = append(found, "consumer "+c.Durable+" on "+c.Stream)
 			case err != nil:
 				last = fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
 			}
 		}
+		if last != nil && ctx.Err() != nil {
+			return last // cut short: keep the previous look's answer
+		}
+		missing = found
 		if len(missing) > 0 {
 			return ErrNotProvisioned
 		}
 		return last
 	}
 	err := retry(ctx, check)
-	if len(missing) > 0 {
+	if err != nil && len(missing) > 0 {
 		return fmt.Errorf("broker: %s: %w on this NATS: %s (run `wxhub provision` with admin credentials first)",
 			role, ErrNotProvisioned, strings.Join(missing, ", "))
 	}
