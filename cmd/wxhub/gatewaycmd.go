@@ -36,7 +36,7 @@ func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(cfg.Apps) == 0 {
 		return usagef("apps: none configured (use --app appid=... ; a secret is needed only for /sns/oauth2/access_token)")
 	}
-	log := newLogger(env, cfg.Log).With("role", "gateway")
+	log := newLogger(env, cfg.Log) // the role's logger adds "role"
 	wl := &webLogin{}
 	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(wl.mount, nil))
 }

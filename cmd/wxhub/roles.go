@@ -157,7 +157,7 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 	if len(cfg.Apps) == 0 {
 		return usagef("apps: none configured (use --app appid=...,secret_file=... or the config file)")
 	}
-	log := newLogger(env, cfg.Log).With("role", role)
+	log := newLogger(env, cfg.Log) // each role's logger adds "role" (roleLogger)
 	return serve(ctx, cfg, "wxhub-"+role, log, nil, build)
 }
 

@@ -108,6 +108,13 @@ func TestProductionRoles(t *testing.T) {
 		if strings.Contains(r.log.String(), "roles-secret") || strings.Contains(r.log.String(), "roles-client-key-0123") {
 			t.Errorf("%s logged the AppSecret or a client key", name)
 		}
+		// One "role" per JSON line: duplicate keys break log pipelines.
+		for line := range strings.Lines(r.log.String()) {
+			if strings.Count(line, `"role":`) > 1 {
+				t.Errorf("%s logged a key twice: %s", name, line)
+				break
+			}
+		}
 	}
 }
 
