@@ -255,8 +255,8 @@ func TestDocsFindAMisnamedSubject(t *testing.T) {
 var linkRE = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
 // TestLinksStayInTheRepository: README.md and every page of docs/ link
-// only to files that exist inside the repository (or to web pages), never
-// to ../shared or anywhere outside the clone.
+// only to files that exist inside the repository: never to ../shared,
+// anywhere outside the clone, or a web page (users read them offline).
 func TestLinksStayInTheRepository(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -278,7 +278,11 @@ func TestLinksStayInTheRepository(t *testing.T) {
 		}
 		for _, m := range linkRE.FindAllStringSubmatch(string(b), -1) {
 			target := m[1]
-			if strings.HasPrefix(target, "https://") || strings.HasPrefix(target, "http://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				t.Errorf("%s links %q: the docs link only inside the repository", strings.TrimPrefix(f, root+"/"), m[1])
+				continue
+			}
+			if strings.HasPrefix(target, "#") {
 				continue
 			}
 			target, _, _ = strings.Cut(target, "#")
