@@ -96,16 +96,24 @@ func TestHasScope(t *testing.T) {
 }
 
 func TestCorrelationID(t *testing.T) {
-	tests := []struct{ name, header, payload, want string }{
-		{"from the publisher", "c-1", `{"job_id":"j-1"}`, "c-1"},
-		{"job_id", "", `{"job_id":"j-1"}`, "j-1"},
-		{"message uuid", "", `not json`, "uuid-1"},
+	tests := []struct{ name, header, msgID, seq, payload, want string }{
+		{"from the publisher", "c-1", "m-1", "7", `{"job_id":"j-1"}`, "c-1"},
+		{"job_id", "", "m-1", "7", `{"job_id":"j-1"}`, "j-1"},
+		{"Nats-Msg-Id of a job without a job_id", "", "m-1", "7", `not json`, "m-1"},
+		{"result id invalid-<seq>", "", "a b", "7", `not json`, "invalid-7"},
+		{"message uuid, not from a stream", "", "", "", `not json`, "uuid-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := message.NewMessage("uuid-1", []byte(tt.payload))
 			if tt.header != "" {
 				m.Metadata.Set(events.HeaderCorrelationID, tt.header)
+			}
+			if tt.msgID != "" {
+				m.Metadata.Set(MetaMsgID, tt.msgID)
+			}
+			if tt.seq != "" {
+				m.Metadata.Set(MetaStreamSeq, tt.seq)
 			}
 			var seen string
 			_, _ = CorrelationID(func(msg *message.Message) ([]*message.Message, error) {

@@ -102,7 +102,13 @@ func TestBadInput(t *testing.T) {
 			res := h.follow(events.StreamResults)
 			dead := h.follow(events.StreamDeadLetters)
 			h.startWorker("w", nil)
-			h.publishJob(events.SubjectUserLookup, []byte(tt.payload), tt.msgID, map[string]string{events.HeaderCorrelationID: "corr-1"})
+			// Jobs with a Nats-Msg-Id are sent without a correlation id:
+			// their result's is the result id.
+			hdr, wantCorr := map[string]string{events.HeaderCorrelationID: "corr-1"}, "corr-1"
+			if tt.msgID != "" {
+				hdr, wantCorr = nil, tt.wantID
+			}
+			h.publishJob(events.SubjectUserLookup, []byte(tt.payload), tt.msgID, hdr)
 			h.lookup("good-1", 0) // the worker carries on
 			res.waitIDs(t, 2, 20*time.Second)
 			dead.waitIDs(t, 1, 20*time.Second)
@@ -118,8 +124,8 @@ func TestBadInput(t *testing.T) {
 			if err := events.Validate(events.SubjectUserProfileFailed, got[0].Data); err != nil {
 				t.Fatalf("failure does not match its schema: %v", err)
 			}
-			if c := got[0].Header.Get(events.HeaderCorrelationID); c != "corr-1" {
-				t.Errorf("correlation id %q, want corr-1", c)
+			if c := got[0].Header.Get(events.HeaderCorrelationID); c != wantCorr {
+				t.Errorf("correlation id %q, want %s", c, wantCorr)
 			}
 			dl := dead.get(tt.wantID)
 			if len(dl) != 1 || dl[0].Subject != "deadletter."+events.SubjectUserLookup || string(dl[0].Data) != tt.payload {
