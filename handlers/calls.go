@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
@@ -14,26 +15,53 @@ import (
 // retryTransient runs op until it succeeds, fails with a non-transient
 // error, or the backoff gives up (RetryMaxElapsed or ctx). 45011 (minute
 // quota) is not retried here: the next minute is a redelivery's business.
+//
+// The first attempt runs before any backoff is set up (most jobs need no
+// second); the backoff then starts from that attempt's outcome with the
+// budget RetryMaxElapsed counted from before it, so the retries are timed
+// exactly as if the backoff had run it.
 func (h *Handlers) retryTransient(ctx context.Context, op func(context.Context) error) error {
+	start := time.Now()
+	last := op(ctx)
+	if !retryable(last) {
+		return retryOutcome(ctx, last, last)
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = h.cfg.RetryInitial
 	b.MaxInterval = h.cfg.RetryMax
-	b.MaxElapsedTime = h.cfg.RetryMaxElapsed
-	var last error
+	// The backoff's clock starts now: give it what is left of the budget
+	// (at least 1ns, which stops it at once: 0 would mean "never").
+	b.MaxElapsedTime = max(h.cfg.RetryMaxElapsed-time.Since(start), time.Nanosecond)
+	first := true
 	err := backoff.Retry(func() error {
-		err := op(ctx)
-		last = err
-		var spent *codeSpentError
-		if err != nil && (!wechat.IsTransient(err) || wechat.ErrCode(err) == wechat.CodeMinuteQuota || errors.As(err, &spent)) {
+		err := last
+		if first {
+			first = false // the attempt above: its outcome, not a second call
+		} else {
+			err = op(ctx)
+			last = err
+		}
+		if !retryable(err) {
 			return backoff.Permanent(err)
 		}
 		return err
 	}, backoff.WithContext(b, ctx))
+	return retryOutcome(ctx, err, last)
+}
+
+// retryOutcome is retryTransient's error: err, with the last attempt's
+// error when the job's time ran out between attempts.
+func retryOutcome(ctx context.Context, err, last error) error {
 	if err != nil && last != nil && ctx.Err() != nil && !errors.Is(last, ctx.Err()) {
-		// The job's time ran out between attempts: report both.
 		return fmt.Errorf("%w (last attempt: %w)", err, last)
 	}
 	return err
+}
+
+// retryable: err is one retryTransient tries again.
+func retryable(err error) bool {
+	var spent *codeSpentError
+	return err != nil && wechat.IsTransient(err) && wechat.ErrCode(err) != wechat.CodeMinuteQuota && !errors.As(err, &spent)
 }
 
 // withToken calls fn with the app's current token. When WeChat rejects

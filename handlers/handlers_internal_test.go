@@ -148,3 +148,85 @@ func TestResultID(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryTransient: the first attempt runs outside the backoff, and the
+// retries after it behave as the backoff alone would: transient errors
+// are tried again until success or RetryMaxElapsed (counted from before
+// the first attempt), anything else ends at once.
+func TestRetryTransient(t *testing.T) {
+	t.Parallel()
+	busy := &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: -1, Msg: "system busy"}
+	quota := &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: wechat.CodeMinuteQuota, Msg: "minute quota"}
+	bad := &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: 40003, Msg: "invalid openid"}
+	spent := &codeSpentError{err: busy}
+	const budget = 150 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		errs      []error // attempt i answers errs[i]; the last repeats
+		slowFirst time.Duration
+		wantCalls int // 0: more than one, until the budget ends
+		wantErr   error
+	}{
+		{"success at once", []error{nil}, 0, 1, nil},
+		{"not transient", []error{bad}, 0, 1, bad},
+		{"minute quota", []error{quota}, 0, 1, quota},
+		{"code spent", []error{spent}, 0, 1, spent},
+		{"busy then success", []error{busy, busy, nil}, 0, 3, nil},
+		{"busy then not transient", []error{busy, bad}, 0, 2, bad},
+		{"always busy", []error{busy}, 0, 0, busy},
+		{"first attempt spends the budget", []error{busy}, budget + 20*time.Millisecond, 1, busy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := &Handlers{cfg: Config{RetryInitial: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, RetryMaxElapsed: budget}}
+			calls := 0
+			var at []time.Time
+			start := time.Now()
+			err := h.retryTransient(context.Background(), func(context.Context) error {
+				calls++
+				at = append(at, time.Now())
+				if calls == 1 && tc.slowFirst > 0 {
+					time.Sleep(tc.slowFirst) // an attempt that takes this long
+				}
+				return tc.errs[min(calls, len(tc.errs))-1]
+			})
+			elapsed := time.Since(start)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if tc.wantCalls > 0 && calls != tc.wantCalls {
+				t.Fatalf("%d calls, want %d", calls, tc.wantCalls)
+			}
+			for i := 1; i < len(at); i++ { // every retry waits its backoff (RetryInitial ± 50% at least)
+				if gap := at[i].Sub(at[i-1]); gap < h.cfg.RetryInitial/2 {
+					t.Fatalf("attempt %d came %v after the one before, want a backoff of at least %v", i+1, gap, h.cfg.RetryInitial/2)
+				}
+			}
+			if tc.wantCalls == 0 {
+				if calls < 2 {
+					t.Fatalf("%d calls, want retries until the budget ends", calls)
+				}
+				// The backoff stops before a wait would pass the budget
+				// counted from the first attempt's start.
+				if elapsed > budget+100*time.Millisecond {
+					t.Fatalf("retried for %v, budget %v", elapsed, budget)
+				}
+			}
+		})
+	}
+}
+
+// TestRetryTransientCancelled: a job whose time runs out between attempts
+// reports the context's error and the last attempt's.
+func TestRetryTransientCancelled(t *testing.T) {
+	t.Parallel()
+	busy := &wechat.APIError{Endpoint: "/cgi-bin/user/info", Code: -1, Msg: "system busy"}
+	h := &Handlers{cfg: Config{RetryInitial: time.Second, RetryMax: time.Second, RetryMaxElapsed: time.Minute}}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	calls := 0
+	err := h.retryTransient(ctx, func(context.Context) error { calls++; return busy })
+	if calls != 1 || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, busy) {
+		t.Fatalf("%d calls, err = %v; want 1 call, deadline exceeded and the busy answer", calls, err)
+	}
+}
