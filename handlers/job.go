@@ -17,8 +17,14 @@ import (
 // the job carries it as Nats-Msg-Id and as the payload's job_id, and the
 // job's done record is kept under it.
 func ResultID(payload []byte, msgIDHeader string, streamSeq uint64) string {
-	if id, _ := events.PeekJobIdentity(payload); id != "" {
-		return id
+	id, _ := events.PeekJobIdentity(payload)
+	return resultID(id, msgIDHeader, streamSeq)
+}
+
+// resultID is ResultID given the job_id peeked from the body.
+func resultID(peeked, msgIDHeader string, streamSeq uint64) string {
+	if peeked != "" {
+		return peeked
 	}
 	if events.ValidJobID(msgIDHeader) {
 		return msgIDHeader
@@ -47,8 +53,8 @@ func (h *Handlers) newJob(msg *message.Message, bare, subject string) *job {
 	h.stats.deliveries.Add(1)
 	d := DeliveryOf(msg, subject)
 	j := &job{bare: bare, d: d, msg: msg, corrID: msg.Metadata.Get(events.HeaderCorrelationID), startedAt: time.Now()}
-	j.jobID = ResultID(msg.Payload, msg.Metadata.Get(MetaMsgID), d.StreamSeq)
-	_, j.appID = events.PeekJobIdentity(msg.Payload)
+	id, appID := events.PeekJobIdentity(msg.Payload) // once: it scans the body
+	j.jobID, j.appID = resultID(id, msg.Metadata.Get(MetaMsgID), d.StreamSeq), appID
 	return j
 }
 
