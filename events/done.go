@@ -32,5 +32,7 @@ type DoneRecord struct {
 // may hold characters, such as ':', that KV keys cannot).
 func DoneKey(resultID string) string {
 	sum := sha256.Sum256([]byte(resultID))
-	return hex.EncodeToString(sum[:])
+	var key [2 * sha256.Size]byte // on the stack: one allocation, the string
+	hex.Encode(key[:], sum[:])
+	return string(key[:])
 }
