@@ -25,9 +25,8 @@ type App = handlers.App
 // Config configures a Worker. Conn, WeChat and at least one App are
 // required; every other zero value means the default named on the field.
 type Config struct {
-	// Conn is the NATS connection for KV, results and token events. The
-	// worker also dials one more connection with the same options for its
-	// job subscriptions, and closes that one itself.
+	// Conn is the NATS connection for jobs, KV, results and token
+	// events; the worker never closes it.
 	Conn *nats.Conn
 	// WeChat is the API client (its BaseURL points at the simulator in
 	// tests and demos).

@@ -1,13 +1,9 @@
 package worker
 
-// KillJobConn closes the worker's job connection without draining, as if
-// the process died: nothing in flight is acked or nak'd.
+// KillJobConn closes the worker's connection (jobs, results, KV) without
+// draining, as if the process died: nothing in flight is acked or nak'd.
 func (w *Worker) KillJobConn() {
-	w.connMu.Lock()
-	defer w.connMu.Unlock()
-	if w.subConn != nil {
-		w.subConn.Close()
-	}
+	w.cfg.Conn.Close()
 }
 
 // Sweeps returns how many max-deliveries sweeps this worker completed.
