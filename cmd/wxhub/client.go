@@ -36,31 +36,28 @@ func (j *jobFlags) register(fs *flag.FlagSet) {
 }
 
 func cmdLookup(ctx context.Context, env *cmdEnv, args []string) error {
-	var j jobFlags
-	var openid string
-	cfg, _, err := parseConfig(env, "lookup", config.FlagsNATS, args, func(fs *flag.FlagSet) {
-		j.register(fs)
-		fs.StringVar(&openid, "openid", "", "the follower's `openid` (required)")
-	})
-	if err != nil {
-		return err
-	}
-	if j.appid == "" || openid == "" {
-		return usagef("--appid and --openid are required")
-	}
-	if j.jobID == "" {
-		j.jobID = newJobID()
-	}
-	job := events.UserLookup{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
-	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).UserLookup, j, job)
+	return openIDJob(ctx, env, args, "lookup", "the follower's `openid` (required)",
+		func(s events.Subjects, j jobFlags, openid string) (string, any) {
+			return s.UserLookup, events.UserLookup{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
+		})
 }
 
 func cmdUserInfo(ctx context.Context, env *cmdEnv, args []string) error {
+	return openIDJob(ctx, env, args, "userinfo", "the user's `openid` (required; they logged in with snsapi_userinfo)",
+		func(s events.Subjects, j jobFlags, openid string) (string, any) {
+			return s.OAuthUserInfo, events.OAuthUserInfo{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
+		})
+}
+
+// openIDJob is a client command for a job about one user (--appid,
+// --openid): it parses the flags, builds the job and waits for its result.
+func openIDJob(ctx context.Context, env *cmdEnv, args []string, name, openidUsage string,
+	build func(s events.Subjects, j jobFlags, openid string) (subject string, job any)) error {
 	var j jobFlags
 	var openid string
-	cfg, _, err := parseConfig(env, "userinfo", config.FlagsNATS, args, func(fs *flag.FlagSet) {
+	cfg, _, err := parseConfig(env, name, config.FlagsNATS, args, func(fs *flag.FlagSet) {
 		j.register(fs)
-		fs.StringVar(&openid, "openid", "", "the user's `openid` (required; they logged in with snsapi_userinfo)")
+		fs.StringVar(&openid, "openid", "", openidUsage)
 	})
 	if err != nil {
 		return err
@@ -71,8 +68,8 @@ func cmdUserInfo(ctx context.Context, env *cmdEnv, args []string) error {
 	if j.jobID == "" {
 		j.jobID = newJobID()
 	}
-	job := events.OAuthUserInfo{JobID: j.jobID, AppID: j.appid, OpenID: openid, Lang: j.lang}
-	return publishAndWait(ctx, env, cfg, events.NewSubjects(cfg.Prefix).OAuthUserInfo, j, job)
+	subject, job := build(events.NewSubjects(cfg.Prefix), j, openid)
+	return publishAndWait(ctx, env, cfg, subject, j, job)
 }
 
 func cmdOAuth(ctx context.Context, env *cmdEnv, args []string) error {
