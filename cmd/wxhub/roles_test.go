@@ -118,7 +118,8 @@ func TestProductionRoles(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for one writer and other readers.
+// lockedBuffer is a strings.Builder safe for concurrent writers (a
+// process's stdout and stderr) and readers.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -110,7 +109,7 @@ func TestGatewayServesWebLogin(t *testing.T) {
 		"--client", "name=shop,appids="+run.AppID,
 		"--web-login", "appid="+run.AppID+",callback_base="+base+",return_to="+base+"/shop/")
 	cmd.Env = append(os.Environ(), "WXHUB_CLIENT_KEY_SHOP=shop-key-0123456789abcdef")
-	var out syncBuffer
+	var out lockedBuffer // both output streams
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -157,22 +156,4 @@ func TestGatewayServesWebLogin(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("wxhub gateway did not stop within 60 s of SIGTERM\n%s", out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's two output streams.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
