@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 )
 
@@ -151,4 +152,30 @@ func apiError(m *nats.Msg) string {
 		return r.Error.Description
 	}
 	return ""
+}
+
+// provisioned starts a node of the shipped config and provisions the
+// default topology as the admin, as `wxhub provision` does.
+func provisioned(t *testing.T) *server.Server {
+	t.Helper()
+	s := startServer(t, shippedOptions(t))
+	admin := connectAs(t, s, grants.Provision)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// noViolations fails the test, at its end, for every asynchronous error
+// (a permission violation) any of users saw.
+func noViolations(t *testing.T, users ...*user) {
+	t.Cleanup(func() {
+		for _, u := range users {
+			for len(u.errs) > 0 {
+				t.Errorf("%s: %v", u.name, <-u.errs)
+			}
+		}
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
@@ -21,19 +20,11 @@ import (
 // forget), and no other service role can read the bucket.
 func TestVaultUnderTheWorkerGrant(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, shippedOptions(t))
-	admin := connectAs(t, s, grants.Provision)
+	s := provisioned(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
-		t.Fatal(err)
-	}
 	wu := connectAs(t, s, grants.Worker)
-	t.Cleanup(func() {
-		for len(wu.errs) > 0 {
-			t.Errorf("%s: %v", wu.name, <-wu.errs)
-		}
-	})
+	noViolations(t, wu)
 	line, _ := vault.NewKeyLine("k1")
 	ring, err := vault.ParseKeyring(line)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway/weblogin"
@@ -27,22 +26,12 @@ import (
 // user, and no permission violation on either connection.
 func TestWebLoginUnderTheGatewayGrant(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, shippedOptions(t))
-	admin := connectAs(t, s, grants.Provision)
+	s := provisioned(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
-		t.Fatal(err)
-	}
 	gw := connectAs(t, s, grants.Gateway)
 	wu := connectAs(t, s, grants.Worker)
-	t.Cleanup(func() {
-		for _, u := range []*user{gw, wu} {
-			for len(u.errs) > 0 {
-				t.Errorf("%s: %v", u.name, <-u.errs)
-			}
-		}
-	})
+	noViolations(t, gw, wu)
 
 	sim := wechatsim.New(wechatsim.WithLogger(slog.New(slog.DiscardHandler)))
 	demo := sim.SeedDemo()
