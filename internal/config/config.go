@@ -130,22 +130,35 @@ func ClientKeyEnv(name string) string {
 func (c *Config) ResolveClientKeys(getenv func(string) string) error {
 	for i := range c.Gateway.Clients {
 		cl := &c.Gateway.Clients[i]
-		if v := getenv(ClientKeyEnv(cl.Name)); v != "" {
-			cl.Key = v
-			continue
+		key, err := credential(getenv, ClientKeyEnv(cl.Name), cl.KeyFile, cl.Key, fmt.Sprintf("gateway.clients[%d].key_file", i))
+		if err != nil {
+			return err
 		}
-		if cl.KeyFile != "" {
-			b, err := os.ReadFile(cl.KeyFile)
-			if err != nil {
-				return fmt.Errorf("gateway.clients[%d].key_file: %w", i, err)
-			}
-			cl.Key = strings.TrimSpace(string(b))
-			if cl.Key == "" {
-				return fmt.Errorf("gateway.clients[%d].key_file: %s is empty", i, cl.KeyFile)
-			}
-		}
+		cl.Key = key
 	}
 	return nil
+}
+
+// credential is a secret from the environment variable env, else the
+// trimmed content of file (an error naming field when it cannot be read
+// or is empty), else inline. It never puts the secret in an error.
+func credential(getenv func(string) string, env, file, inline, field string) (string, error) {
+	if v := getenv(env); v != "" {
+		return v, nil
+	}
+	if file == "" {
+		return inline, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	v := strings.TrimSpace(string(b))
+	clear(b)
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", field, file)
+	}
+	return v, nil
 }
 
 // ParseClient parses the --client flag form
@@ -329,20 +342,11 @@ func (c *Config) ResolveSecrets(getenv func(string) string) error {
 	}
 	for i := range c.Apps {
 		a := &c.Apps[i]
-		if v := getenv("WXHUB_SECRET_" + strings.ToUpper(a.AppID)); v != "" {
-			a.Secret = v
-			continue
+		secret, err := credential(getenv, "WXHUB_SECRET_"+strings.ToUpper(a.AppID), a.SecretFile, a.Secret, fmt.Sprintf("apps[%d].secret_file", i))
+		if err != nil {
+			return err
 		}
-		if a.SecretFile != "" {
-			b, err := os.ReadFile(a.SecretFile)
-			if err != nil {
-				return fmt.Errorf("apps[%d].secret_file: %w", i, err)
-			}
-			a.Secret = strings.TrimSpace(string(b))
-			if a.Secret == "" {
-				return fmt.Errorf("apps[%d].secret_file: %s is empty", i, a.SecretFile)
-			}
-		}
+		a.Secret = secret
 	}
 	return nil
 }
