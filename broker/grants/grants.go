@@ -57,20 +57,70 @@ func (r Role) User() string {
 	return string(r)
 }
 
-// Account is the NATS account of the role's user: business systems live
-// in CLIENTS, which has no JetStream (see deploy/nats/accounts.inc).
+// Account is the NATS account of the role's user in the shipped layout
+// (deploy/nats/accounts.inc). An account is the unit of trust: through the
+// replies of the JetStream API (a direct get answers on any reply subject
+// its requester names, with the stored message as the body) every user of
+// an account can make the server publish bytes it stored on any subject of
+// that account, JetStream API requests included. So each role has an
+// account of its own holding only its own state, and the job and result
+// streams live in CORE, whose only user is the admin; what crosses between
+// accounts is exactly the exports and imports of Links.
 func (r Role) Account() string {
-	if r == Client {
+	switch r {
+	case Holder:
+		return AccountHolder
+	case Worker:
+		return AccountWorker
+	case Gateway:
+		return AccountGateway
+	case Client:
 		return AccountClients
 	}
-	return AccountWXHUB
+	return AccountCore
 }
 
 // Account names in the shipped deploy files.
 const (
-	AccountWXHUB   = "WXHUB"
+	AccountHolder  = "HOLDER"
+	AccountWorker  = "WORKER"
+	AccountGateway = "GATEWAY"
+	AccountCore    = "CORE"
 	AccountClients = "CLIENTS"
+
+	// AccountWXHUB is the one account of the earlier layout.
+	AccountWXHUB = "WXHUB"
 )
+
+// StreamAccount is the account a stream (or KV_<bucket>) lives in: a
+// bucket in its writers' account, WX_TOKEN_EVENTS with the holders, the
+// job, result and dead-letter streams in CORE.
+func StreamAccount(stream string) string {
+	for _, b := range Buckets {
+		if KVStream(b.Name) == stream && len(b.Write) > 0 {
+			return b.Write[0].Account()
+		}
+	}
+	if stream == events.StreamTokenEvents {
+		return AccountHolder
+	}
+	return AccountCore
+}
+
+// DefaultAPIPrefix is the JetStream API of a connection's own account.
+const DefaultAPIPrefix = "$JS.API"
+
+// APIPrefix is the JetStream API prefix through which a connection of role
+// viewer reaches stream in the shipped layout: DefaultAPIPrefix in its own
+// account, "$JS.<ACCOUNT>.API" in another (the viewer's account imports
+// the calls it may make there under that prefix).
+func APIPrefix(viewer Role, stream string) string {
+	home := StreamAccount(stream)
+	if home == viewer.Account() {
+		return DefaultAPIPrefix
+	}
+	return "$JS." + home + ".API"
+}
 
 // InboxPrefix is the reply-subject prefix of the role's connections
 // (nats.CustomInboxPrefix): every role in WXHUB may subscribe to its own
@@ -206,7 +256,7 @@ func For(role Role, prefix string) Permissions {
 			}
 		}
 	}
-	jsUser := role.Account() == AccountWXHUB
+	jsUser := role != Client
 	for _, s := range Subjects {
 		if slices.Contains(s.Publish, role) {
 			add(&pub, p+s.Name)

@@ -56,7 +56,7 @@ accounts: {
     users: [
 `, GeneratedNote)
 	for _, r := range Roles {
-		if r.Account() != AccountWXHUB {
+		if r == Client {
 			continue
 		}
 		writeUser(&b, r, pw, prefix, "      ")
@@ -142,7 +142,7 @@ func HelmAccounts(pw Passwords, prefix, ind string) string {
 	w("accounts:\n")
 	w("  %s:\n    jetstream: enabled\n    users:\n", AccountWXHUB)
 	for _, r := range Roles {
-		if r.Account() == AccountWXHUB {
+		if r != Client {
 			user(r, "      ")
 		}
 	}

@@ -61,6 +61,12 @@ type NATS struct {
 	// ConnectTimeout bounds how long a long-running role retries its
 	// first connection (a role may start before its NATS server does).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// Accounts says the NATS server uses wxhub's accounts layout
+	// (deploy/nats): each role in an account of its own, reaching the
+	// streams of the others through the API prefixes its account imports.
+	// False (the default): every stream in the connection's own account,
+	// as with `wxhub run`.
+	Accounts bool `yaml:"accounts"`
 }
 
 // Conn converts to a broker.ConnConfig.

@@ -100,6 +100,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.NATS.TLSCert, "nats-tls-cert", c.NATS.TLSCert, "client certificate `file` for NATS mutual TLS")
 		fs.StringVar(&c.NATS.TLSKey, "nats-tls-key", c.NATS.TLSKey, "client key `file` for NATS mutual TLS")
 		fs.StringVar(&c.Prefix, "prefix", c.Prefix, "subject `prefix`, e.g. wx.")
+		fs.BoolVar(&c.NATS.Accounts, "nats-accounts", c.NATS.Accounts, "the NATS server uses wxhub's accounts layout (deploy/nats): reach other roles' streams through their imports")
 	}
 	if roles&FlagsNATS != 0 && roles&FlagsServer != 0 {
 		fs.DurationVar(&c.NATS.ConnectTimeout, "nats-connect-timeout", c.NATS.ConnectTimeout, "keep retrying the first NATS connection this long (0: try once)")
