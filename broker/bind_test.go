@@ -49,7 +49,7 @@ func TestBindNamesWhatIsMissing(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	for role := range want {

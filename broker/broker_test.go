@@ -9,6 +9,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -16,7 +17,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	env := brokertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, env.JS, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatalf("second provision: %v", err)
 	}
 	for _, name := range []string{events.StreamJobs, events.StreamResults, events.StreamTokenEvents, events.StreamDeadLetters} {
@@ -91,7 +92,7 @@ func TestProvisionConcurrently(t *testing.T) {
 			js, _ := jetstream.New(nc)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			errs <- broker.Provision(ctx, js, broker.Topology{})
+			errs <- broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{})
 		}()
 	}
 	for range 6 {
@@ -116,7 +117,7 @@ func TestProvisionGivesUpAtTheDeadline(t *testing.T) {
 	js, _ := jetstream.NewWithDomain(nc, "nowhere")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.Topology{}); err == nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err == nil {
 		t.Fatal("want an error once the deadline passes")
 	}
 }

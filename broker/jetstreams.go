@@ -97,3 +97,11 @@ func (j *JetStreams) handle(prefix string) (jetstream.JetStream, error) {
 	j.byPrefix[prefix] = js
 	return js, nil
 }
+
+// LocalJetStreams is the JetStreams of role on a server without accounts
+// (`wxhub run`, tests): every stream is reached through js itself, whose
+// options are kept.
+func LocalJetStreams(js jetstream.JetStream, role grants.Role) *JetStreams {
+	return &JetStreams{nc: js.Conn(), role: role,
+		byPrefix: map[string]jetstream.JetStream{grants.DefaultAPIPrefix: js}}
+}

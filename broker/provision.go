@@ -243,10 +243,19 @@ func (t Topology) BucketConfigs() []jetstream.KeyValueConfig {
 // is idempotent, and since it may run while a cluster is still electing
 // its JetStream leaders, it retries failed steps with exponential backoff
 // until ctx ends (give it a deadline).
-func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+//
+// js is the admin's view (role grants.Provision): each stream, bucket and
+// durable is made through js.For(its stream), so in the accounts layout
+// the token bucket is created in HOLDER through $JS.HOLDER.API, the vault
+// in WORKER through $JS.WORKER.API, and the job streams in CORE, the
+// admin's own account.
+func Provision(ctx context.Context, js *JetStreams, t Topology) error {
+	if js.Role() != grants.Provision {
+		return fmt.Errorf("broker: provision needs the %s role's view of the streams, not %s's", grants.Provision, js.Role())
+	}
 	for _, sc := range t.StreamConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateStream(ctx, sc)
+			_, err := js.For(sc.Name).CreateOrUpdateStream(ctx, sc)
 			return err
 		})
 		if err != nil {
@@ -255,7 +264,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	for _, kc := range t.BucketConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateKeyValue(ctx, kc)
+			_, err := js.Bucket(kc.Bucket).CreateOrUpdateKeyValue(ctx, kc)
 			return err
 		})
 		if err != nil {
@@ -264,7 +273,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	for _, cc := range t.ConsumerConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cc)
+			_, err := js.For(events.StreamJobs).CreateOrUpdateConsumer(ctx, events.StreamJobs, cc)
 			return err
 		})
 		if err != nil {

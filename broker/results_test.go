@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -44,7 +45,7 @@ func TestProvisionUpgradesStreamsFromPublicResultSubjects(t *testing.T) {
 	if _, err := js.Publish(ctx, s.UserProfile, []byte(`{"job_id":"old-1"}`), jetstream.WithMsgID("old-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatalf("provision over the old streams: %v", err)
 	}
 	core, err := nc.SubscribeSync(s.UserProfile)

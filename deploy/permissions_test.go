@@ -80,7 +80,7 @@ func provisionAsAdmin(t *testing.T, servers []*server.Server, admin *user, topo 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, admin.js, topo); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), topo); err != nil {
 		t.Fatalf("provision as admin: %v", err)
 	}
 	for _, sc := range topo.StreamConfigs() {

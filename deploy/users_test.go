@@ -162,7 +162,7 @@ func provisioned(t *testing.T) *server.Server {
 	admin := connectAs(t, s, grants.Provision)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -107,7 +107,7 @@ func TestWidenedGrantIsCaught(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := connectAs(t, s, grants.Provision)
-	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	sc := loadStreamConfigs(t, ctx, admin)
@@ -121,7 +121,7 @@ func TestWidenedGrantIsCaught(t *testing.T) {
 	// And the exploit works: a record written to wx_oauth lands
 	// in wx_tokens. (The attacks above changed the streams; rebuild the
 	// token bucket's source as the attacker would.)
-	if err := broker.Provision(ctx, admin.js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	sc = loadStreamConfigs(t, ctx, admin)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/holder"
@@ -128,7 +129,7 @@ func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env
 	}
 	pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(pctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(pctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	sim := wechatsim.New(wechatsim.WithLogger(slog.New(slog.DiscardHandler)))

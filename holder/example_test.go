@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/wechat"
@@ -43,7 +44,7 @@ func Example() {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		panic(err)
 	}
 	sim := wechatsim.New(wechatsim.WithLogger(slog.New(slog.DiscardHandler)))

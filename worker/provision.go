@@ -6,6 +6,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 )
 
 // Provision creates or updates the streams, buckets and durable consumers
@@ -14,5 +15,5 @@ import (
 // rights; `wxhub run` and tests call it, Run never does.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	cfg.setDefaults()
-	return broker.Provision(ctx, js, cfg.Topology)
+	return broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), cfg.Topology)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -74,7 +75,7 @@ func TestCoreSubscriberGetsOnlyStoredResults(t *testing.T) {
 			h := newHarness(t, 0)
 			ctx := context.Background()
 			if prefix != "" {
-				if err := broker.Provision(ctx, h.env.JS, broker.Topology{Prefix: prefix}); err != nil {
+				if err := broker.Provision(ctx, broker.LocalJetStreams(h.env.JS, grants.Provision), broker.Topology{Prefix: prefix}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 )
 
 // Env is a running test server and a client connection to it.
@@ -38,7 +39,7 @@ func Start(tb testing.TB) *Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, env.JS, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{}); err != nil {
 		tb.Fatal(err)
 	}
 	return env

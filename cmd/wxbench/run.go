@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/harness"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -95,7 +96,7 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	defer e.nc.Close()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = broker.Provision(pctx, e.js, broker.Topology{})
+	err = broker.Provision(pctx, broker.LocalJetStreams(e.js, grants.Provision), broker.Topology{})
 	cancel()
 	if err != nil {
 		return 1, err

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/harness"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -118,7 +119,7 @@ func run(ctx context.Context, o options) (int, error) {
 	if err := harness.WaitFor(ctx, 60*time.Second, 500*time.Millisecond, func() bool {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		return broker.Provision(pctx, js, broker.Topology{Replicas: 3, AckWait: ackWait}) == nil
+		return broker.Provision(pctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{Replicas: 3, AckWait: ackWait}) == nil
 	}); err != nil {
 		return 1, fmt.Errorf("provision with 3 replicas: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/metrics"
 	"github.com/wxhub/wxhub/internal/redact"
@@ -79,6 +80,23 @@ func connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, 
 	return nc, js, nil
 }
 
+// connectAs is connect for a command that reaches the streams as role
+// (an operator command: grants.Provision, the admin user; the vault
+// commands: grants.Worker): with --nats-accounts the streams of other
+// accounts through the API prefixes role's account imports them under.
+func connectAs(cfg *config.Config, name string, role grants.Role) (*nats.Conn, *broker.JetStreams, error) {
+	nc, _, err := connect(cfg, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := broker.NewJetStreams(nc, role, cfg.NATS.Accounts)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 // connectWait is connect for a long-running role: the first connection
 // is retried with exponential backoff for up to cfg.NATS.ConnectTimeout,
 // each failed attempt logged, so a role started a moment before its NATS
@@ -118,11 +136,12 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 }
 
 // provision creates the streams, buckets and consumers (idempotent): only
-// `wxhub run` does, on its embedded server (see cmdProvision).
+// `wxhub run` does, on its embedded server, which has no accounts (see
+// cmdProvision).
 func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return broker.Provision(ctx, js, broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
+	return broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
 		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver})
 }
 

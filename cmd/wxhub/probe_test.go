@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 )
 
 // TestReadinessSeesJetStreamGone: once the embedded server's JetStream is
@@ -32,7 +33,7 @@ func TestReadinessSeesJetStreamGone(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	role, err := embeddedServerRole(srv)(&process{js: js})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
@@ -42,7 +43,7 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 		return usagef("max-deliver (%d) and max-ack-pending (%d) must be at least 1, ack-wait (%v) at least 1s",
 			cfg.Worker.MaxDeliver, maxAckPending, cfg.Worker.AckWait)
 	}
-	nc, js, err := connect(cfg, "wxhub-provision")
+	nc, js, err := connectAs(cfg, "wxhub-provision", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -54,11 +55,18 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 	if err := broker.Provision(pctx, js, t); err != nil {
 		return fmt.Errorf("%w (provisioning needs the admin user's credentials)", err)
 	}
+	// in names the account of each stream in the accounts layout.
+	in := func(stream string) string {
+		if !cfg.NATS.Accounts {
+			return ""
+		}
+		return " (account " + grants.StreamAccount(stream) + ")"
+	}
 	for _, sc := range t.StreamConfigs() {
-		fmt.Fprintf(env.stdout, "stream   %-20s %v\n", sc.Name, sc.Subjects)
+		fmt.Fprintf(env.stdout, "stream   %-20s %v%s\n", sc.Name, sc.Subjects, in(sc.Name))
 	}
 	for _, kc := range t.BucketConfigs() {
-		fmt.Fprintf(env.stdout, "bucket   %s\n", kc.Bucket)
+		fmt.Fprintf(env.stdout, "bucket   %s%s\n", kc.Bucket, in(grants.KVStream(kc.Bucket)))
 	}
 	for _, cc := range t.ConsumerConfigs() {
 		fmt.Fprintf(env.stdout, "consumer %-32s on %s (ack_wait %v, max_deliver %d)\n", cc.Durable, events.StreamJobs, cc.AckWait, cc.MaxDeliver)

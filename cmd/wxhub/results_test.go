@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/harness"
 	"github.com/wxhub/wxhub/internal/wxhubtest"
@@ -72,7 +73,7 @@ func newFaultEnv(t *testing.T, window time.Duration, followers int) *faultEnvTes
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// As the admin would, with the workers' --ack-wait (faultAckWait).
-	if err := broker.Provision(ctx, js, broker.Topology{DuplicateWindow: window, AckWait: faultAckWait}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{DuplicateWindow: window, AckWait: faultAckWait}); err != nil {
 		t.Fatal(err)
 	}
 	holder := e.start("holder", "holder", nil)

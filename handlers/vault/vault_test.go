@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat"
@@ -359,7 +360,7 @@ func TestRecordsSurviveNATSRestart(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+		if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 			t.Fatal(err)
 		}
 		return srv, js
