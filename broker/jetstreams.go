@@ -52,16 +52,20 @@ func (j *JetStreams) Local() jetstream.JetStream {
 
 // For is the handle that reaches stream (a stream name, or KV_<bucket>).
 func (j *JetStreams) For(stream string) jetstream.JetStream {
-	prefix := grants.DefaultAPIPrefix
-	if j.accounts {
-		prefix = grants.APIPrefix(j.role, stream)
-	}
-	js, err := j.handle(prefix)
+	js, err := j.handle(j.prefix(stream))
 	if err != nil {
 		// Only an invalid prefix fails, and the prefixes are constants.
 		panic(err)
 	}
 	return js
+}
+
+// prefix is the JetStream API prefix through which stream is reached.
+func (j *JetStreams) prefix(stream string) string {
+	if j.accounts {
+		return grants.APIPrefix(j.role, stream)
+	}
+	return grants.DefaultAPIPrefix
 }
 
 // Bucket is the handle that reaches KV bucket name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -287,56 +288,111 @@ func Provision(ctx context.Context, js *JetStreams, t Topology) error {
 // consumer a role needs does not exist.
 var ErrNotProvisioned = errors.New("not provisioned")
 
-// Bind checks that every stream, bucket and durable consumer that role's
-// grant names exists (package grants), using only the calls the grant
-// allows. Roles start at the same time as `wxhub provision`, so it looks
-// again with backoff until ctx ends; then its error names everything
-// still missing and wraps ErrNotProvisioned.
-func Bind(ctx context.Context, js jetstream.JetStream, role grants.Role) error {
+// ErrWrongLayout is wrapped by Bind's error when what the role needs is
+// missing where it looked but found through the other accounts layout:
+// the server is (or is not) the accounts layout of deploy/nats and the
+// role's --nats-accounts says otherwise.
+var ErrWrongLayout = errors.New("wrong NATS accounts layout")
+
+// Bind checks that every stream, bucket and durable consumer that the
+// grant of js's role names exists (package grants), each through the
+// handle that reaches it (js.For), using only the calls the grant allows.
+// Roles start at the same time as `wxhub provision`, so it looks again
+// with backoff until ctx ends; then its error names everything still
+// missing and wraps ErrNotProvisioned, or ErrWrongLayout when the other
+// accounts layout finds them (set or unset --nats-accounts).
+func Bind(ctx context.Context, js *JetStreams) error {
+	role := js.Role()
 	streams, consumers := grants.Uses(role)
-	// missing is what the last complete look found missing: a look cut
-	// short by ctx's end keeps the previous one's answer, so the error
-	// still names what is missing.
-	var missing []string
+	// missing is what the last complete look found missing, and unsure
+	// the streams a look could not check (an error other than not
+	// found): a look cut short by ctx's end keeps the previous one's
+	// answer, so the error still names what is missing.
+	var missing, unsure []string
 	check := func(ctx context.Context) error {
-		var found []string
+		var found, failed []string
 		var last error
 		for _, st := range streams {
-			_, err := js.Stream(ctx, st)
+			_, err := js.For(st).Stream(ctx, st)
 			switch {
 			case errors.Is(err, jetstream.ErrStreamNotFound):
 				found = append(found, describeStream(st))
 			case err != nil:
+				failed = append(failed, st)
 				last = fmt.Errorf("%s: %w", describeStream(st), err)
 			}
 		}
 		for _, c := range consumers {
-			_, err := js.Consumer(ctx, c.Stream, c.Durable)
+			_, err := js.For(c.Stream).Consumer(ctx, c.Stream, c.Durable)
 			switch {
 			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 				found = append(found, "consumer "+c.Durable+" on "+c.Stream)
 			case err != nil:
+				failed = append(failed, c.Stream)
 				last = fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
 			}
 		}
 		if last != nil && ctx.Err() != nil {
 			return last // cut short: keep the previous look's answer
 		}
-		missing = found
+		missing, unsure = found, failed
 		if len(missing) > 0 {
 			return ErrNotProvisioned
 		}
 		return last
 	}
 	err := retry(ctx, check)
-	if err != nil && len(missing) > 0 {
+	if err == nil {
+		return nil
+	}
+	if flag, ok := otherLayoutFinds(ctx, js, streams, missing, unsure); ok {
+		what := slices.Clone(missing)
+		for _, st := range unsure {
+			if d := describeStream(st); !slices.Contains(what, d) {
+				what = append(what, d)
+			}
+		}
+		return fmt.Errorf("broker: %s: %w: %s not reachable here but found through the other layout: %s", role, ErrWrongLayout, strings.Join(what, ", "), flag)
+	}
+	if len(missing) > 0 {
 		return fmt.Errorf("broker: %s: %w on this NATS: %s (run `wxhub provision` with admin credentials first)",
 			role, ErrNotProvisioned, strings.Join(missing, ", "))
 	}
-	if err != nil {
-		return fmt.Errorf("broker: %s: bind: %w", role, err)
+	return fmt.Errorf("broker: %s: bind: %w", role, err)
+}
+
+// otherLayoutFinds reports whether the handles of the other accounts
+// layout reach one of the streams Bind could not find or check, and then
+// what the operator must change. It looks once, for at most two seconds
+// beyond ctx's end (Bind's look has used ctx up).
+func otherLayoutFinds(ctx context.Context, js *JetStreams, streams, missing, unsure []string) (string, bool) {
+	if len(missing) == 0 && len(unsure) == 0 {
+		return "", false
 	}
-	return nil
+	other, err := NewJetStreams(js.Conn(), js.Role(), !js.Accounts(), js.opts...)
+	if err != nil {
+		return "", false
+	}
+	look := slices.Clone(unsure)
+	for _, st := range streams {
+		if slices.Contains(missing, describeStream(st)) {
+			look = append(look, st)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	for _, st := range slices.Compact(slices.Sorted(slices.Values(look))) {
+		if other.prefix(st) == js.prefix(st) {
+			continue // the same call: no other answer to expect
+		}
+		if _, err := other.For(st).Stream(ctx, st); err == nil {
+			if js.Accounts() {
+				return "unset --nats-accounts (nats.accounts: false): this server has no wxhub accounts layout", true
+			}
+			return "set --nats-accounts (nats.accounts: true): this server uses wxhub's accounts layout (deploy/nats)", true
+		}
+	}
+	return "", false
 }
 
 func describeStream(name string) string {

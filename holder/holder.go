@@ -134,7 +134,12 @@ func (h *Holder) Run(ctx context.Context) error {
 	}
 	h.js = js
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = broker.Bind(bctx, js, grants.Holder)
+	// Every stream and bucket of the holder lives in its own account in
+	// both layouts (grants.StreamAccount), so the local handle reaches all.
+	streams, err := broker.NewJetStreams(h.cfg.Conn, grants.Holder, false)
+	if err == nil {
+		err = broker.Bind(bctx, streams)
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("holder: %w", err)

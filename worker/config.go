@@ -28,6 +28,11 @@ type Config struct {
 	// Conn is the NATS connection for jobs, KV, results and token
 	// events; the worker never closes it.
 	Conn *nats.Conn
+	// Accounts says the NATS server uses wxhub's accounts layout
+	// (deploy/nats): the worker reaches WX_JOBS and the token bucket
+	// through the API prefixes its account imports (broker.JetStreams).
+	// False: every stream in the connection's own account (`wxhub run`).
+	Accounts bool
 	// WeChat is the API client (its BaseURL points at the simulator in
 	// tests and demos).
 	WeChat *wechat.Client

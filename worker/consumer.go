@@ -40,7 +40,7 @@ func (w *Worker) ensureConsumers(ctx context.Context) error {
 		{events.SubjectOAuthUserInfo, w.subjects.OAuthUserInfo},
 	} {
 		name := ConsumerName(js.bare)
-		c, err := w.js.Consumer(ctx, events.StreamJobs, name)
+		c, err := w.jobsJS().Consumer(ctx, events.StreamJobs, name)
 		if err != nil {
 			return fmt.Errorf("worker: consumer %s on %s: %w (run `wxhub provision` with admin credentials first)", name, events.StreamJobs, err)
 		}
@@ -92,10 +92,7 @@ var _ message.Subscriber = (*jobSubscriber)(nil)
 // newJobSubscriber binds the durable consumers (made by ensureConsumers)
 // on the job connection conn.
 func newJobSubscriber(ctx context.Context, w *Worker, conn *nats.Conn) (*jobSubscriber, error) {
-	js, err := jetstream.New(conn)
-	if err != nil {
-		return nil, fmt.Errorf("worker: jetstream for jobs: %w", err)
-	}
+	js := w.jobsJS()
 	consumers := map[string]jetstream.Consumer{}
 	for subject, made := range w.consumers {
 		c, err := js.Consumer(ctx, events.StreamJobs, made.CachedInfo().Name)

@@ -146,7 +146,7 @@ func (r *reaper) sweep(ctx context.Context) {
 	if r.w.cfg.Conn.IsClosed() {
 		return
 	}
-	stream, err := r.w.js.Stream(ctx, events.StreamJobs)
+	stream, err := r.w.jobsJS().Stream(ctx, events.StreamJobs)
 	if err != nil {
 		r.w.log.Warn("max-deliveries sweep: stream", "err", err)
 		return
@@ -200,7 +200,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	w := r.w
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stream, err := w.js.Stream(ctx, events.StreamJobs)
+	stream, err := w.jobsJS().Stream(ctx, events.StreamJobs)
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
 	}

@@ -22,7 +22,8 @@ import (
 type Worker struct {
 	cfg      Config
 	subjects events.Subjects
-	js       jetstream.JetStream
+	streams  *broker.JetStreams  // the handle of each stream the worker uses
+	js       jetstream.JetStream // streams.Local(): the worker's buckets, and publishes
 	tokens   *TokenCache
 	inval    *Invalidator
 	h        *handlers.Handlers
@@ -48,14 +49,20 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(cfg.Conn)
+	streams, err := broker.NewJetStreams(cfg.Conn, grants.Worker, cfg.Accounts)
 	if err != nil {
-		return nil, fmt.Errorf("worker: jetstream: %w", err)
+		return nil, fmt.Errorf("worker: %w", err)
 	}
+	// wx_oauth, wx_done and wx_vault live in the worker's own account;
+	// results, dead letters and token.invalidated are subject publishes,
+	// which cross accounts by their imports. Only WX_JOBS and wx_tokens
+	// are reached through another account's API (streams.For).
+	js := streams.Local()
 	log := cfg.Logger.With("worker", cfg.ID)
 	w := &Worker{
 		cfg:      cfg,
 		subjects: events.NewSubjects(cfg.Prefix),
+		streams:  streams,
 		js:       js,
 		tokens:   NewTokenCache(log),
 		inval:    NewInvalidator(js, cfg.Prefix, cfg.ID, cfg.InvalidateInterval),
@@ -100,6 +107,9 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Tokens returns the worker's in-memory token cache.
 func (w *Worker) Tokens() *TokenCache { return w.tokens }
 
+// jobsJS is the handle that reaches WX_JOBS and its durables.
+func (w *Worker) jobsJS() jetstream.JetStream { return w.streams.For(events.StreamJobs) }
+
 // Stats returns what this worker's handlers did so far.
 func (w *Worker) Stats() handlers.Stats { return w.h.Stats() }
 
@@ -133,7 +143,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.hardCancel()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := broker.Bind(pctx, w.js, grants.Worker)
+	err := broker.Bind(pctx, w.streams)
 	if err == nil {
 		err = w.ensureConsumers(pctx)
 	}

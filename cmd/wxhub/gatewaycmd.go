@@ -86,7 +86,10 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			Start: func(ctx context.Context) error {
 				// Bind: the gateway only uses what `wxhub provision` made.
 				bctx, cancel := context.WithTimeout(ctx, bindWait(cfg))
-				err := broker.Bind(bctx, p.js, grants.Gateway)
+				streams, err := p.streamsOf(grants.Gateway)
+				if err == nil {
+					err = broker.Bind(bctx, streams)
+				}
 				cancel()
 				if err != nil {
 					return fmt.Errorf("gateway: %w", err)

@@ -31,6 +31,8 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"empty nats-url for a role", []string{"worker", "--nats-url", "", "--app", "appid=wxa"}, nil, exitUsage, "nats-url: empty"},
 		{"run on a public address", []string{"run", "--nats-listen", "0.0.0.0:0", "--data-dir", "unused"}, nil, exitUsage, "not a loopback address"},
 		{"run on a LAN address", []string{"run", "--nats-listen", "192.168.1.10:4222", "--data-dir", "unused"}, nil, exitUsage, "no authentication"},
+		{"run with the accounts layout", []string{"run", "--nats-accounts", "--data-dir", "unused"}, nil, exitUsage, "has no accounts"},
+		{"run with the accounts layout by env", []string{"run", "--data-dir", "unused"}, map[string]string{"WXHUB_NATS_ACCOUNTS": "true"}, exitUsage, "has no accounts"},
 		{"provision with zero replicas", []string{"provision", "--replicas", "0"}, nil, exitUsage, "replicas"},
 	}
 	for _, tt := range tests {

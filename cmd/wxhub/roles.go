@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
@@ -27,9 +29,34 @@ import (
 type process struct {
 	cfg *config.Config
 	nc  *nats.Conn
-	js  jetstream.JetStream
-	wc  *wechat.Client
-	log *slog.Logger
+	js  jetstream.JetStream // the connection's own account
+	// streams reaches each stream as the role being run sees it
+	// (cfg.NATS.Accounts: through the imports of the accounts layout).
+	// `wxhub run` runs several roles on its embedded server, which has
+	// no accounts: there every stream is local whatever the role.
+	streams *broker.JetStreams
+	wc      *wechat.Client
+	log     *slog.Logger
+}
+
+// streamsOf returns the handles of role's view: p.streams when the
+// process runs that role alone, else (`wxhub run`, no accounts) handles
+// of that role on the same connection, every stream local.
+func (p *process) streamsOf(role grants.Role) (*broker.JetStreams, error) {
+	if p.streams.Role() == role {
+		return p.streams, nil
+	}
+	return broker.NewJetStreams(p.nc, role, p.streams.Accounts())
+}
+
+// processRole is the grants role whose view a process's connection has:
+// the role a single-role command runs (connection "wxhub-<role>"); for
+// `wxhub run` and anything else, the admin's (all streams local there).
+func processRole(connName string) grants.Role {
+	if r, ok := strings.CutPrefix(connName, "wxhub-"); ok && slices.Contains(grants.Roles, grants.Role(r)) {
+		return grants.Role(r)
+	}
+	return grants.Provision
 }
 
 // roleBuilder makes one role. To add a role: write a builder (see
@@ -108,7 +135,7 @@ func workerRole(p *process) (runner.Role, error) {
 		}
 	}
 	w, err := worker.New(worker.Config{
-		Conn: p.nc, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix, Vault: v,
+		Conn: p.nc, Accounts: cfg.NATS.Accounts, WeChat: p.wc, Apps: apps, Prefix: cfg.Prefix, Vault: v,
 		Topology:    broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow},
 		Concurrency: cfg.Worker.Concurrency, MaxDeliver: cfg.Worker.MaxDeliver,
 		AckWait: cfg.Worker.AckWait, JobTimeout: cfg.Worker.AckWait * 3 / 4,
@@ -185,7 +212,11 @@ func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.L
 	if err != nil {
 		return usageError{err}
 	}
-	p := &process{cfg: cfg, nc: nc, js: js, wc: wc, log: log}
+	streams, err := broker.NewJetStreams(nc, processRole(connName), cfg.NATS.Accounts)
+	if err != nil {
+		return err
+	}
+	p := &process{cfg: cfg, nc: nc, js: js, streams: streams, wc: wc, log: log}
 	roles := make([]runner.Role, 0, len(builds))
 	for _, b := range builds {
 		r, err := b(p)

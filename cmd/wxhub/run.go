@@ -20,11 +20,16 @@ import (
 // one process, and the simulator with a demo app when no app is configured.
 func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	var prefix string
+	var accounts bool
 	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsHolder|config.FlagsWorker|config.FlagsRun|config.FlagsGateway|config.FlagsWebLogin, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&prefix, "prefix", "", "subject `prefix`, e.g. wx.")
+		fs.BoolVar(&accounts, "nats-accounts", false, "refused: the embedded NATS has no accounts (that layout is for holder, worker and gateway on deploy/nats)")
 	})
 	if err != nil {
 		return err
+	}
+	if accounts || cfg.NATS.Accounts {
+		return usagef("--nats-accounts (nats.accounts): `wxhub run` runs every role on its embedded NATS, which has no accounts; the accounts layout of deploy/nats is for `wxhub holder`, `wxhub worker` and `wxhub gateway`")
 	}
 	if prefix != "" {
 		cfg.Prefix = prefix
