@@ -84,7 +84,7 @@ func TestBindNamesTheWrongLayout(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, js, broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
