@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
@@ -97,7 +98,7 @@ func cmdOAuth(ctx context.Context, env *cmdEnv, args []string) error {
 // terminal result as JSON: nil for user.profile, errFailed for
 // user.profile.failed.
 func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subject string, j jobFlags, job any) error {
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	msg.Data = body
 	msg.Header.Set(events.HeaderMsgID, j.jobID)
 	msg.Header.Set(events.HeaderCorrelationID, j.jobID)
-	ack, err := js.PublishMsg(ctx, msg)
+	ack, err := js.Local().PublishMsg(ctx, msg) // a publish: no API prefix
 	if err != nil {
 		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
 	}
@@ -171,8 +172,8 @@ func jobIDOf(data []byte) string {
 // findStoredResult looks for job_id's stored result (done record, else
 // the results of the last dedupe window): a duplicate job was published at
 // most one window ago, so its result cannot be older.
-func findStoredResult(ctx context.Context, js jetstream.JetStream, subs events.Subjects, jobID string) (*nats.Msg, error) {
-	stream, err := js.Stream(ctx, events.StreamResults)
+func findStoredResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects, jobID string) (*nats.Msg, error) {
+	stream, err := js.For(events.StreamResults).Stream(ctx, events.StreamResults)
 	if err != nil {
 		return nil, fmt.Errorf("results stream: %w", err)
 	}

@@ -80,12 +80,20 @@ func connect(cfg *config.Config, name string) (*nats.Conn, jetstream.JetStream, 
 	return nc, js, nil
 }
 
-// connectAs is connect for a command that reaches the streams as role
-// (an operator command: grants.Provision, the admin user; the vault
-// commands: grants.Worker): with --nats-accounts the streams of other
-// accounts through the API prefixes role's account imports them under.
+// connectAs is connect for a command that reaches the streams as role: an
+// operator command as grants.Provision (the admin user), the vault
+// commands as grants.Worker (the worker user, see cmdVault). With
+// --nats-accounts the streams of other accounts are reached through the
+// API prefixes role's account imports them under (broker.JetStreams). A
+// role other than the admin gets its own inbox prefix, the only one its
+// user may subscribe to.
 func connectAs(cfg *config.Config, name string, role grants.Role) (*nats.Conn, *broker.JetStreams, error) {
-	nc, _, err := connect(cfg, name)
+	cc := cfg.NATS.Conn(name)
+	cc.InboxPrefix = inboxPrefix(name)
+	if role != grants.Provision {
+		cc.InboxPrefix = role.InboxPrefix()
+	}
+	nc, err := broker.Connect(cc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -95,6 +103,16 @@ func connectAs(cfg *config.Config, name string, role grants.Role) (*nats.Conn, *
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// accountsHint ends the error of a command that did not find a stream or
+// bucket: without --nats-accounts on a server with the accounts layout,
+// the admin's account holds the job streams only.
+func accountsHint(js *broker.JetStreams) string {
+	if js.Accounts() {
+		return ""
+	}
+	return "; on a NATS with wxhub's accounts layout (deploy/nats) pass --nats-accounts"
 }
 
 // connectWait is connect for a long-running role: the first connection

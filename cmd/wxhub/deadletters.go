@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
 )
@@ -86,7 +88,7 @@ func deadLettersList(ctx context.Context, env *cmdEnv, args []string) error {
 	if limit < 1 {
 		return usagef("--limit must be at least 1")
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -99,13 +101,13 @@ func deadLettersList(ctx context.Context, env *cmdEnv, args []string) error {
 		filter = subs.DeadLetter(strings.TrimPrefix(subject, subs.Prefix))
 	}
 	start := time.Now().Add(-since)
-	cons, err := js.OrderedConsumer(ctx, events.StreamDeadLetters, jetstream.OrderedConsumerConfig{
+	cons, err := js.For(events.StreamDeadLetters).OrderedConsumer(ctx, events.StreamDeadLetters, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 	})
 	if err != nil {
-		return fmt.Errorf("dead letters %s: %w", events.StreamDeadLetters, err)
+		return fmt.Errorf("dead letters %s: %w%s", events.StreamDeadLetters, err, accountsHint(js))
 	}
 	var out []deadLetter // the newest limit
 	for {
@@ -163,10 +165,10 @@ func orDash(s string) string {
 }
 
 // getDeadLetter reads one dead letter by its stream sequence.
-func getDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (*jetstream.RawStreamMsg, error) {
-	stream, err := js.Stream(ctx, events.StreamDeadLetters)
+func getDeadLetter(ctx context.Context, js *broker.JetStreams, seq uint64) (*jetstream.RawStreamMsg, error) {
+	stream, err := js.For(events.StreamDeadLetters).Stream(ctx, events.StreamDeadLetters)
 	if err != nil {
-		return nil, fmt.Errorf("dead letters %s: %w", events.StreamDeadLetters, err)
+		return nil, fmt.Errorf("dead letters %s: %w%s", events.StreamDeadLetters, err, accountsHint(js))
 	}
 	m, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -189,7 +191,7 @@ func deadLettersShow(ctx context.Context, env *cmdEnv, args []string) error {
 	if seq == 0 {
 		return usagef("--seq is required")
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -231,7 +233,7 @@ func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {
 			return usagef("--body: %w", err)
 		}
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -88,7 +90,7 @@ func TestResultAndDeadLetters(t *testing.T) {
 	if err := done.Purge(ctx, events.DoneKey("ops-ok")); err != nil {
 		t.Fatal(err)
 	}
-	m, err := findResult(ctx, js, events.NewSubjects(""), "ops-ok", time.Hour)
+	m, err := findResult(ctx, broker.LocalJetStreams(js, grants.Provision), events.NewSubjects(""), "ops-ok", time.Hour)
 	if err != nil || m == nil || m.Subject != events.SubjectUserProfile || jobIDOf(m.Data) != "ops-ok" {
 		t.Fatalf("scan for ops-ok: %v %+v", err, m)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
 )
@@ -34,7 +36,7 @@ func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
 	if jobID == "" {
 		return usagef("--job-id is required")
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -57,12 +59,15 @@ func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
 }
 
 // findResult returns the stored result of jobID, or nil if there is none.
-func findResult(ctx context.Context, js jetstream.JetStream, subs events.Subjects, jobID string, since time.Duration) (*jetstream.RawStreamMsg, error) {
-	stream, err := js.Stream(ctx, events.StreamResults)
+// It reads WX_RESULTS and wx_done each through js: in the accounts layout
+// the done records are in WORKER, read by direct get through the API the
+// admin's account imports; the scan is an ordered (pull) consumer.
+func findResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects, jobID string, since time.Duration) (*jetstream.RawStreamMsg, error) {
+	stream, err := js.For(events.StreamResults).Stream(ctx, events.StreamResults)
 	if err != nil {
-		return nil, fmt.Errorf("results stream %s: %w", events.StreamResults, err)
+		return nil, fmt.Errorf("results stream %s: %w%s", events.StreamResults, err, accountsHint(js))
 	}
-	if kv, err := js.KeyValue(ctx, events.BucketDone); err == nil {
+	if kv, err := js.Bucket(events.BucketDone).KeyValue(ctx, events.BucketDone); err == nil {
 		if ent, err := kv.Get(ctx, events.DoneKey(jobID)); err == nil {
 			var rec events.DoneRecord
 			if json.Unmarshal(ent.Value(), &rec) == nil && rec.ResultSeq > 0 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"sort"
@@ -12,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
@@ -29,7 +28,7 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -122,24 +121,28 @@ type statusReport struct {
 	Processes []processStatus `json:"processes"`
 }
 
-func collectStatus(ctx context.Context, js jetstream.JetStream) (statusReport, error) {
+// collectStatus reads the apps' token, lease and quota records and the
+// job consumers' state, each stream through js (the admin's view). It
+// lists the token keys with JetStream API requests alone (no KV watch):
+// in the accounts layout wx_tokens is in HOLDER, reached only through
+// the API it imports (see broker.BucketKeys).
+func collectStatus(ctx context.Context, js *broker.JetStreams) (statusReport, error) {
 	var st statusReport
-	tokens, err := js.KeyValue(ctx, events.BucketTokens)
+	tokens, err := js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
 	if err != nil {
-		return st, fmt.Errorf("bucket %s: %w (has wxhub provisioned this NATS?)", events.BucketTokens, err)
+		return st, fmt.Errorf("bucket %s: %w (has wxhub provisioned this NATS?%s)", events.BucketTokens, err, accountsHint(js))
 	}
-	leases, _ := js.KeyValue(ctx, events.BucketLeases)
-	quota, _ := js.KeyValue(ctx, events.BucketQuota)
-	keys, err := tokens.Keys(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+	leases, _ := js.Bucket(events.BucketLeases).KeyValue(ctx, events.BucketLeases)
+	quota, _ := js.Bucket(events.BucketQuota).KeyValue(ctx, events.BucketQuota)
+	keys, err := broker.BucketKeys(ctx, js.Bucket(events.BucketTokens), events.BucketTokens)
+	if err != nil {
 		return st, fmt.Errorf("list tokens: %w", err)
 	}
-	sort.Strings(keys)
 	now := time.Now()
 	for _, k := range keys {
 		rec, err := readToken(ctx, tokens, k)
 		if err != nil {
-			continue
+			continue // deleted, or not a token record
 		}
 		a := appStatus{AppID: k, Version: rec.Version, Mode: rec.Mode, ExpiresAt: rec.ExpiresAt,
 			ExpiresIn: rec.ExpiresAt.Sub(now).Round(time.Second).String(), Leader: "-"}
@@ -156,7 +159,7 @@ func collectStatus(ctx context.Context, js jetstream.JetStream) (statusReport, e
 		a.QuotaLeft = 2000 - a.FetchesToday
 		st.Apps = append(st.Apps, a)
 	}
-	stream, err := js.Stream(ctx, events.StreamJobs)
+	stream, err := js.For(events.StreamJobs).Stream(ctx, events.StreamJobs)
 	if err != nil {
 		return st, fmt.Errorf("stream %s: %w", events.StreamJobs, err)
 	}

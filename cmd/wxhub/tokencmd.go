@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
@@ -53,7 +54,7 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 	if appid == "" {
 		return usagef("--appid is required")
 	}
-	nc, js, err := connect(cfg, "wxhub-cli")
+	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
@@ -63,9 +64,9 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 	if sub != "get" {
 		return requestRefresh(ctx, env, nc, cfg, appid, timeout)
 	}
-	kv, err := js.KeyValue(ctx, events.BucketTokens)
+	kv, err := js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", events.BucketTokens, err)
+		return fmt.Errorf("bucket %s: %w%s", events.BucketTokens, err, accountsHint(js))
 	}
 	rec, err := readToken(ctx, kv, appid)
 	if err != nil {

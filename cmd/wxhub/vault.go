@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker/grants"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/wechat"
@@ -49,9 +51,20 @@ func openVault(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	return v, err
 }
 
+// vaultUsage is the vault commands' usage line.
+const vaultUsage = "want `wxhub vault keygen|rotate|forget|check` (-h for the flags of each); rotate, forget and check connect as the worker user (wx_vault is the workers' bucket)"
+
+// cmdVault runs the vault's key and record commands. rotate, forget and
+// check read and write wx_vault, the workers' bucket: in the accounts
+// layout (--nats-accounts) it lives in WORKER, whose only writers are the
+// worker user, and no other account may write a KV bucket across
+// accounts. So these commands connect with the worker's credentials and
+// see the streams as the worker does (grants.Worker, wx_vault local): the
+// vault key holder is the workers' operator. Without accounts (`wxhub
+// run`, one account) any user that may write wx_vault will do.
 func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) == 0 {
-		return usagef("want `wxhub vault keygen|rotate|forget|check` (-h for the flags of each)")
+		return usagef(vaultUsage)
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -74,12 +87,16 @@ func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 		return nil
 	case "rotate", "forget", "check":
 	default:
-		return usagef("unknown subcommand %q: want keygen, rotate, forget or check", sub)
+		return usagef("unknown subcommand %q: %s", sub, vaultUsage)
 	}
 
 	var appid, openid, baseURL string
 	timeout := time.Minute
 	cfg, _, err := parseConfig(env, "vault "+sub, config.FlagsNATS|config.FlagsVault, args, func(fs *flag.FlagSet) {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "Usage of wxhub vault %s (connect with the worker user's NATS credentials: wx_vault is the workers' bucket):\n", sub)
+			fs.PrintDefaults()
+		}
 		fs.DurationVar(&timeout, "timeout", timeout, "how long the command may take")
 		if sub != "rotate" {
 			fs.StringVar(&appid, "appid", "", "WeChat `appid` (required)")
@@ -98,7 +115,7 @@ func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 	if err := cfg.ResolveSecrets(env.getenv); err != nil {
 		return usageError{err}
 	}
-	nc, js, err := connect(cfg, "wxhub-vault")
+	nc, js, err := connectAs(cfg, "wxhub-vault", grants.Worker)
 	if err != nil {
 		return err
 	}
@@ -106,7 +123,14 @@ func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	log := newLogger(env, config.Log{Format: "text", Level: "warn"})
-	v, err := openVault(ctx, js, cfg, "wxhub-vault-"+sub, log)
+	v, err := openVault(ctx, js.Bucket(events.BucketVault), cfg, "wxhub-vault-"+sub, log)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if cfg.NATS.Accounts {
+			return fmt.Errorf("%w; with --nats-accounts wx_vault is in the %s account: run `wxhub vault %s` with the %s user's credentials (not the admin's)",
+				err, grants.StreamAccount(grants.KVStream(events.BucketVault)), sub, grants.Worker.User())
+		}
+		return fmt.Errorf("%w; on a NATS with wxhub's accounts layout (deploy/nats) pass --nats-accounts and the %s user's credentials", err, grants.Worker.User())
+	}
 	if err != nil {
 		return err
 	}

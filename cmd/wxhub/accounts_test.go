@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers/vault"
+)
+
+// accountsConfig is a small server with the shape of wxhub's accounts
+// layout (deploy/nats): each role's own state in its own account, the
+// shared streams in CORE with the admin, who reaches the other accounts
+// only through their JetStream API imported under $JS.<ACCOUNT>.API (so a
+// KV watch or push consumer across accounts cannot deliver to the admin).
+// Presence crosses as in the shipped layout: wxhub.status from CORE, the
+// answers on wxhub.reply.> back. The worker may subscribe to its own
+// inbox only, as its shipped grant says.
+const accountsConfig = `
+listen: 127.0.0.1:-1
+accounts: {
+  CORE: {
+    jetstream: enabled
+    users: [{user: admin, password: admin-pw}]
+    exports: [{stream: "wxhub.status", accounts: [HOLDER, WORKER]}]
+    imports: [
+      {stream: {account: HOLDER, subject: "wxhub.reply.>"}}
+      {stream: {account: WORKER, subject: "wxhub.reply.>"}}
+      {service: {account: HOLDER, subject: "$JS.API.>"}, to: "$JS.HOLDER.API.>"}
+      {service: {account: WORKER, subject: "$JS.API.>"}, to: "$JS.WORKER.API.>"}
+      {service: {account: GATEWAY, subject: "$JS.API.>"}, to: "$JS.GATEWAY.API.>"}
+    ]
+  }
+  HOLDER: {
+    jetstream: enabled
+    users: [{user: holder, password: holder-pw}]
+    exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
+    imports: [{stream: {account: CORE, subject: "wxhub.status"}}]
+  }
+  WORKER: {
+    jetstream: enabled
+    users: [{user: worker, password: worker-pw, permissions: {subscribe: {allow: ["_INBOX_worker.>"]}}}]
+    exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
+    imports: [{stream: {account: CORE, subject: "wxhub.status"}}]
+  }
+  GATEWAY: {
+    jetstream: enabled
+    users: [{user: gateway, password: gateway-pw}]
+    exports: [{service: "$JS.API.>", accounts: [CORE], response_type: stream}]
+  }
+}
+`
+
+// startAccountsServer starts an in-process nats-server with
+// accountsConfig and returns its client URL.
+func startAccountsServer(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "accounts.conf")
+	if err := os.WriteFile(conf, []byte(accountsConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = true, filepath.Join(dir, "js"), true, true
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return s.ClientURL()
+}
+
+// TestAdminCommandsAcrossAccounts: on a server with the accounts layout,
+// `wxhub provision --nats-accounts` creates each bucket in its owner's
+// account and the job streams in CORE; `wxhub status`, `token get` and
+// `result` read another account's buckets through the imported API alone
+// (no KV watch: one would deliver into the bucket's account and the admin
+// would list no app); presence answers cross back; the vault commands work
+// with the worker user's credentials and, with the admin's, fail saying so.
+func TestAdminCommandsAcrossAccounts(t *testing.T) {
+	t.Parallel()
+	url := startAccountsServer(t)
+	keyLine, err := vault.NewKeyLine("k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wx := func(user string, args ...string) (int, string, string) {
+		t.Helper()
+		var o, e bytes.Buffer
+		vars := map[string]string{"WXHUB_NATS_URL": url, "WXHUB_NATS_USER": user, "WXHUB_NATS_PASSWORD": user + "-pw", "WXHUB_VAULT_KEYS": keyLine}
+		env := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return vars[k] }}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return run(ctx, env, args), o.String(), e.String()
+	}
+	conn := func(user string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+		t.Helper()
+		nc, err := nats.Connect(url, append(opts, nats.UserInfo(user, user+"-pw"))...)
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc, js
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	code, out, errOut := wx("admin", "provision", "--nats-accounts", "--timeout", "30s")
+	if code != exitOK || !strings.Contains(out, "bucket   wx_tokens (account HOLDER)") || !strings.Contains(out, "(account CORE)") {
+		t.Fatalf("provision --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+	// Each in its owner's account, and nowhere else.
+	adminNC, adminJS := conn("admin")
+	holderNC, holderJS := conn("holder")
+	_, workerJS := conn("worker", nats.CustomInboxPrefix("_INBOX_worker"))
+	for _, c := range []struct {
+		js          jetstream.JetStream
+		account     string
+		has, hasNot []string
+	}{
+		{adminJS, "CORE", []string{events.StreamJobs, events.StreamResults, events.StreamDeadLetters}, []string{"KV_" + events.BucketTokens, "KV_" + events.BucketVault}},
+		{holderJS, "HOLDER", []string{"KV_" + events.BucketTokens, "KV_" + events.BucketLeases, "KV_" + events.BucketQuota, events.StreamTokenEvents}, []string{events.StreamJobs, "KV_" + events.BucketDone}},
+		{workerJS, "WORKER", []string{"KV_" + events.BucketDone, "KV_" + events.BucketVault, "KV_" + events.BucketOAuth}, []string{events.StreamJobs, "KV_" + events.BucketTokens}},
+	} {
+		var names []string
+		for n := range c.js.StreamNames(ctx).Name() {
+			names = append(names, n)
+		}
+		for _, n := range c.has {
+			if !slices.Contains(names, n) {
+				t.Errorf("account %s: no %s (has %v)", c.account, n, names)
+			}
+		}
+		for _, n := range c.hasNot {
+			if slices.Contains(names, n) {
+				t.Errorf("account %s: has %s, which belongs elsewhere", c.account, n)
+			}
+		}
+	}
+	if code, _, errOut := wx("admin", "provision", "--nats-accounts", "--timeout", "30s"); code != exitOK {
+		t.Fatalf("second provision (idempotent): %d %s", code, errOut)
+	}
+
+	// A holder's state in HOLDER, and a holder answering presence there.
+	put := func(js jetstream.JetStream, bucket, key string, v any) uint64 {
+		t.Helper()
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, ok := v.([]byte)
+		if !ok {
+			b, _ = json.Marshal(v)
+		}
+		rev, err := kv.Put(ctx, key, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	now := time.Now()
+	put(holderJS, events.BucketTokens, "wxacc1", events.TokenRecord{AppID: "wxacc1", AccessToken: "ACC-TOKEN-1", Version: 7, Mode: "active", ExpiresAt: now.Add(time.Hour)})
+	put(holderJS, events.BucketTokens, "wxacc2", events.TokenRecord{AppID: "wxacc2", AccessToken: "ACC-TOKEN-2", Version: 3, Mode: "active", ExpiresAt: now.Add(time.Hour)})
+	put(holderJS, events.BucketLeases, "wxacc1", []byte("holder-acc"))
+	put(holderJS, events.BucketQuota, events.QuotaKey("wxacc1", now), []byte("12"))
+	presence, err := holderNC.Subscribe(events.SubjectStatus, func(m *nats.Msg) {
+		b, _ := json.Marshal(processStatus{Role: "holder", ID: "holder-acc", Leads: []string{"wxacc1"}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer presence.Unsubscribe()
+	if err := holderNC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut = wx("admin", "status", "--json", "--nats-accounts", "--wait", "2s")
+	if code != exitOK {
+		t.Fatalf("status --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+	var st statusReport
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if len(st.Apps) != 2 || st.Apps[0].AppID != "wxacc1" || st.Apps[0].Version != 7 || st.Apps[0].Leader != "holder-acc" ||
+		st.Apps[0].FetchesToday != 12 || st.Apps[1].AppID != "wxacc2" || st.Apps[1].Leader != "-" {
+		t.Fatalf("status apps across accounts: %+v", st.Apps)
+	}
+	if len(st.Apps[0].Lockouts) != 0 || len(st.Processes) != 1 || st.Processes[0].ID != "holder-acc" {
+		t.Fatalf("presence across accounts: lockouts %+v, processes %+v", st.Apps[0].Lockouts, st.Processes)
+	}
+	if len(st.Jobs) != len(events.NewSubjects("").Jobs()) {
+		t.Fatalf("job consumers: %+v", st.Jobs)
+	}
+	if strings.Contains(out, "ACC-TOKEN") {
+		t.Fatal("status prints a token")
+	}
+	// Without --nats-accounts the admin's account has no token bucket:
+	// the error says what to pass.
+	if code, _, errOut := wx("admin", "status"); code != exitFailure || !strings.Contains(errOut, "--nats-accounts") {
+		t.Fatalf("status without --nats-accounts: %d %s", code, errOut)
+	}
+
+	code, out, errOut = wx("admin", "token", "get", "--appid", "wxacc2", "--nats-accounts")
+	if code != exitOK || !strings.Contains(out, `"version": 3`) || strings.Contains(out, "ACC-TOKEN") {
+		t.Fatalf("token get --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+
+	// A stored result in CORE, its done record in WORKER.
+	res := nats.NewMsg(events.NewSubjects("").StoredResultPrefix + events.SubjectUserProfile)
+	res.Header.Set(events.HeaderMsgID, "acc-job")
+	res.Data = []byte(`{"job_id":"acc-job","appid":"wxacc1","openid":"oAcc"}`)
+	ack, err := adminJS.PublishMsg(ctx, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(workerJS, events.BucketDone, events.DoneKey("acc-job"), events.DoneRecord{JobID: "acc-job", ResultSubject: events.SubjectUserProfile, ResultSeq: ack.Sequence})
+	code, out, errOut = wx("admin", "result", "--job-id", "acc-job", "--nats-accounts")
+	if code != exitOK || !strings.Contains(out, `"openid": "oAcc"`) {
+		t.Fatalf("result --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = wx("admin", "deadletters", "list", "--nats-accounts")
+	if code != exitOK || !strings.Contains(out, "no dead letters") {
+		t.Fatalf("deadletters list --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+
+	// The vault is the workers': the admin cannot reach it, the worker can.
+	code, _, errOut = wx("admin", "vault", "rotate", "--nats-accounts")
+	if code != exitFailure || !strings.Contains(errOut, "WORKER account") || !strings.Contains(errOut, "worker user") {
+		t.Fatalf("vault rotate as the admin: %d %s", code, errOut)
+	}
+	code, out, errOut = wx("worker", "vault", "rotate", "--nats-accounts")
+	if code != exitOK || !strings.Contains(out, `"current_key": "k1"`) {
+		t.Fatalf("vault rotate as the worker: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = wx("worker", "vault", "forget", "--appid", "wxacc1", "--openid", "oAcc", "--nats-accounts")
+	if code != exitOK || !strings.Contains(out, `"existed": false`) {
+		t.Fatalf("vault forget as the worker: %d\n%s\n%s", code, out, errOut)
+	}
+	_ = adminNC
+}
