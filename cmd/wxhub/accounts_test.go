@@ -14,7 +14,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 )
@@ -25,15 +28,21 @@ import (
 // only through their JetStream API imported under $JS.<ACCOUNT>.API (so a
 // KV watch or push consumer across accounts cannot deliver to the admin).
 // Presence crosses as in the shipped layout: wxhub.status from CORE, the
-// answers on wxhub.reply.> back. The worker may subscribe to its own
-// inbox only, as its shipped grant says.
+// answers on wxhub.reply.> back. The worker reads the info of CORE's
+// streams and consumers and of HOLDER's WX_TOKEN_EVENTS through imports
+// (its readiness and backlog metrics), and may subscribe to its own inbox
+// only, as its shipped grant says.
 const accountsConfig = `
 listen: 127.0.0.1:-1
 accounts: {
   CORE: {
     jetstream: enabled
     users: [{user: admin, password: admin-pw}]
-    exports: [{stream: "wxhub.status", accounts: [HOLDER, WORKER]}]
+    exports: [
+      {stream: "wxhub.status", accounts: [HOLDER, WORKER]}
+      {service: "$JS.API.STREAM.INFO.>", accounts: [WORKER]}
+      {service: "$JS.API.CONSUMER.INFO.>", accounts: [WORKER]}
+    ]
     imports: [
       {stream: {account: HOLDER, subject: "wxhub.reply.>"}}
       {stream: {account: WORKER, subject: "wxhub.reply.>"}}
@@ -45,14 +54,23 @@ accounts: {
   HOLDER: {
     jetstream: enabled
     users: [{user: holder, password: holder-pw}]
-    exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
+    exports: [
+      {stream: "wxhub.reply.>", accounts: [CORE]}
+      {service: "$JS.API.>", accounts: [CORE], response_type: stream}
+      {service: "$JS.API.STREAM.INFO.WX_TOKEN_EVENTS", accounts: [WORKER]}
+    ]
     imports: [{stream: {account: CORE, subject: "wxhub.status"}}]
   }
   WORKER: {
     jetstream: enabled
     users: [{user: worker, password: worker-pw, permissions: {subscribe: {allow: ["_INBOX_worker.>"]}}}]
     exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
-    imports: [{stream: {account: CORE, subject: "wxhub.status"}}]
+    imports: [
+      {stream: {account: CORE, subject: "wxhub.status"}}
+      {service: {account: CORE, subject: "$JS.API.STREAM.INFO.>"}, to: "$JS.CORE.API.STREAM.INFO.>"}
+      {service: {account: CORE, subject: "$JS.API.CONSUMER.INFO.>"}, to: "$JS.CORE.API.CONSUMER.INFO.>"}
+      {service: {account: HOLDER, subject: "$JS.API.STREAM.INFO.WX_TOKEN_EVENTS"}, to: "$JS.HOLDER.API.STREAM.INFO.WX_TOKEN_EVENTS"}
+    ]
   }
   GATEWAY: {
     jetstream: enabled
@@ -95,6 +113,8 @@ func startAccountsServer(t *testing.T) string {
 // (no KV watch: one would deliver into the bucket's account and the admin
 // would list no app); presence answers cross back; the vault commands work
 // with the worker user's credentials and, with the admin's, fail saying so.
+// A worker's readiness probe and backlog metrics read CORE's streams
+// through its imports.
 func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	t.Parallel()
 	url := startAccountsServer(t)
@@ -134,7 +154,7 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	// Each in its owner's account, and nowhere else.
 	adminNC, adminJS := conn("admin")
 	holderNC, holderJS := conn("holder")
-	_, workerJS := conn("worker", nats.CustomInboxPrefix("_INBOX_worker"))
+	workerNC, workerJS := conn("worker", nats.CustomInboxPrefix("_INBOX_worker"))
 	for _, c := range []struct {
 		js          jetstream.JetStream
 		account     string
@@ -161,6 +181,28 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	}
 	if code, _, errOut := wx("admin", "provision", "--nats-accounts", "--timeout", "30s"); code != exitOK {
 		t.Fatalf("second provision (idempotent): %d %s", code, errOut)
+	}
+
+	// The roles' readiness and the workers' backlog metrics, each through
+	// its role's view.
+	view := func(nc *nats.Conn, role grants.Role) *broker.JetStreams {
+		js, err := broker.NewJetStreams(nc, role, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	if err := workerJetStreamReady(view(workerNC, grants.Worker))(); err != nil {
+		t.Errorf("worker readiness across accounts: %v", err)
+	}
+	if err := holderJetStreamReady(view(holderNC, grants.Holder))(); err != nil {
+		t.Errorf("holder readiness: %v", err)
+	}
+	// 4 gauges per job durable, 2 per stream: none left out.
+	metrics := make(chan prometheus.Metric, 64)
+	newBacklogCollector(view(workerNC, grants.Worker)).Collect(metrics)
+	if n, want := len(metrics), 4*len(events.NewSubjects("").Jobs())+2*4; n != want {
+		t.Errorf("backlog metrics across accounts: %d, want %d", n, want)
 	}
 
 	// A holder's state in HOLDER, and a holder answering presence there.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/runner"
 	"github.com/wxhub/wxhub/worker"
@@ -79,16 +80,19 @@ func streamReady(ctx context.Context, js jetstream.JetStream, name string) error
 
 // workerJetStreamReady: a worker can pull its jobs: WX_JOBS and its
 // durables answer. It asks only what a worker's NATS grant allows anyway
-// (stream and consumer info, which binding needs); a JetStream that lost
-// WX_JOBS' leader or stopped answering fails here, the publish path with it.
-func workerJetStreamReady(js jetstream.JetStream) func() error {
+// (stream and consumer info, which binding needs), through the worker's
+// view js (in the accounts layout WX_JOBS is CORE's, reached by
+// $JS.CORE.API); a JetStream that lost WX_JOBS' leader or stopped
+// answering fails here, the publish path with it.
+func workerJetStreamReady(js *broker.JetStreams) func() error {
+	jobs := js.For(events.StreamJobs)
 	return newProbe(func(ctx context.Context) error {
-		if err := streamReady(ctx, js, events.StreamJobs); err != nil {
+		if err := streamReady(ctx, jobs, events.StreamJobs); err != nil {
 			return fmt.Errorf("JetStream: %w", err)
 		}
 		for _, bare := range events.NewSubjects("").Jobs() {
 			name := worker.ConsumerName(bare)
-			if _, err := js.Consumer(ctx, events.StreamJobs, name); err != nil {
+			if _, err := jobs.Consumer(ctx, events.StreamJobs, name); err != nil {
 				if errors.Is(err, jetstream.ErrConsumerNotFound) {
 					continue // bound when the worker starts; its own check covers that
 				}
@@ -101,11 +105,11 @@ func workerJetStreamReady(js jetstream.JetStream) func() error {
 
 // holderJetStreamReady: a holder can write wx_tokens and wx_leases: their
 // streams answer and have a leader (bucket info, which a holder's grant
-// allows anyway).
-func holderJetStreamReady(js jetstream.JetStream) func() error {
+// allows anyway), through the holder's view js.
+func holderJetStreamReady(js *broker.JetStreams) func() error {
 	return newProbe(func(ctx context.Context) error {
 		for _, b := range []string{events.BucketTokens, events.BucketLeases} {
-			if err := streamReady(ctx, js, "KV_"+b); err != nil {
+			if err := streamReady(ctx, js.Bucket(b), grants.KVStream(b)); err != nil {
 				return fmt.Errorf("JetStream: bucket %s: %w", b, err)
 			}
 		}

@@ -42,7 +42,7 @@ func TestReadinessSeesJetStreamGone(t *testing.T) {
 	}
 	checks := func() map[string]func() error {
 		return map[string]func() error{
-			"worker": workerJetStreamReady(js), "holder": holderJetStreamReady(js), "nats-server": role.Ready,
+			"worker": workerJetStreamReady(broker.LocalJetStreams(js, grants.Worker)), "holder": holderJetStreamReady(broker.LocalJetStreams(js, grants.Holder)), "nats-server": role.Ready,
 		}
 	}
 	for name, ready := range checks() {

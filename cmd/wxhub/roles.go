@@ -14,6 +14,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/config"
@@ -89,7 +90,11 @@ func holderRole(p *process) (runner.Role, error) {
 	if err != nil {
 		return runner.Role{}, usageError{err}
 	}
-	return runner.Role{Name: "holder", Run: h.Run, Ready: both(holderJetStreamReady(p.js), holderReady(h)), Status: holderPresence(h)}, nil
+	streams, err := p.streamsOf(grants.Holder)
+	if err != nil {
+		return runner.Role{}, err
+	}
+	return runner.Role{Name: "holder", Run: h.Run, Ready: both(holderJetStreamReady(streams), holderReady(h)), Status: holderPresence(h)}, nil
 }
 
 // holderReady: every app has an unexpired token; else which do not, and
@@ -122,15 +127,18 @@ func holderReady(h *holder.Holder) func() error {
 
 func workerRole(p *process) (runner.Role, error) {
 	cfg := p.cfg
-	exportBacklog(p.js) // wxhub_consumer_* and wxhub_stream_* on /metrics
+	streams, err := p.streamsOf(grants.Worker)
+	if err != nil {
+		return runner.Role{}, err
+	}
+	exportBacklog(streams) // wxhub_consumer_* and wxhub_stream_* on /metrics
 	apps := make([]worker.App, len(cfg.Apps))
 	for i, a := range cfg.Apps {
 		apps[i] = worker.App{AppID: a.AppID, Secret: a.Secret, Vault: a.Vault, RefreshTTL: time.Duration(a.RefreshDays) * 24 * time.Hour}
 	}
 	var v *vault.Vault
 	if vaultApps(cfg) {
-		var err error
-		if v, err = openVault(context.Background(), p.js, cfg, hostnameID(), p.roleLogger("worker")); err != nil {
+		if v, err = openVault(context.Background(), streams.Bucket(events.BucketVault), cfg, hostnameID(), p.roleLogger("worker")); err != nil {
 			return runner.Role{}, err
 		}
 	}
@@ -156,7 +164,7 @@ func workerRole(p *process) (runner.Role, error) {
 			return errors.New("tokens not loaded yet")
 		}
 	}
-	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(p.js), ready), Status: workerPresence(w)}, nil
+	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(streams), ready), Status: workerPresence(w)}, nil
 }
 
 // cmdHolder runs the token holder against an existing NATS.
