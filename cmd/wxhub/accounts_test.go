@@ -27,8 +27,9 @@ import (
 // shared streams in CORE with the admin, who reaches the other accounts
 // only through their JetStream API imported under $JS.<ACCOUNT>.API (so a
 // KV watch or push consumer across accounts cannot deliver to the admin).
-// Presence crosses as in the shipped layout: wxhub.status from CORE, the
-// answers on wxhub.reply.> back. The worker reads the info of CORE's
+// Presence and manual refreshes cross as in the shipped layout:
+// wxhub.status and wxhub.token.refresh from CORE, the answers on
+// wxhub.reply.> back. The worker reads the info of CORE's
 // streams and consumers and of HOLDER's WX_TOKEN_EVENTS through imports
 // (its readiness and backlog metrics), and may subscribe to its own inbox
 // only, as its shipped grant says.
@@ -40,6 +41,7 @@ accounts: {
     users: [{user: admin, password: admin-pw}]
     exports: [
       {stream: "wxhub.status", accounts: [HOLDER, WORKER]}
+      {stream: "wxhub.token.refresh", accounts: [HOLDER]}
       {service: "$JS.API.STREAM.INFO.>", accounts: [WORKER]}
       {service: "$JS.API.CONSUMER.INFO.>", accounts: [WORKER]}
     ]
@@ -59,7 +61,7 @@ accounts: {
       {service: "$JS.API.>", accounts: [CORE], response_type: stream}
       {service: "$JS.API.STREAM.INFO.WX_TOKEN_EVENTS", accounts: [WORKER]}
     ]
-    imports: [{stream: {account: CORE, subject: "wxhub.status"}}]
+    imports: [{stream: {account: CORE, subject: "wxhub.status"}}, {stream: {account: CORE, subject: "wxhub.token.refresh"}}]
   }
   WORKER: {
     jetstream: enabled
@@ -235,6 +237,16 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer presence.Unsubscribe()
+	refresh, err := holderNC.Subscribe(events.SubjectTokenRefreshRequest, func(m *nats.Msg) {
+		var req events.TokenRefreshRequest
+		_ = json.Unmarshal(m.Data, &req)
+		b, _ := json.Marshal(events.TokenRefreshReply{AppID: req.AppID, Version: 8, Holder: "holder-acc"})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refresh.Unsubscribe()
 	if err := holderNC.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +281,11 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	code, out, errOut = wx("admin", "token", "get", "--appid", "wxacc2", "--nats-accounts")
 	if code != exitOK || !strings.Contains(out, `"version": 3`) || strings.Contains(out, "ACC-TOKEN") {
 		t.Fatalf("token get --nats-accounts: %d\n%s\n%s", code, out, errOut)
+	}
+
+	code, out, errOut = wx("admin", "token", "invalidate", "--appid", "wxacc1", "--nats-accounts", "--timeout", "10s")
+	if code != exitOK || !strings.Contains(out, `"version": 8`) {
+		t.Fatalf("token invalidate --nats-accounts: %d\n%s\n%s", code, out, errOut)
 	}
 
 	// A stored result in CORE, its done record in WORKER.

@@ -12,7 +12,7 @@
 //	wxhub result --job-id J                a past job's stored result
 //	wxhub deadletters list|show|replay     rejected jobs; publish a fixed one again
 //	wxhub userinfo --appid A --openid O    publish an oauth.userinfo job (vault apps), print the result
-//	wxhub vault keygen|rotate|forget|check the user-token vault
+//	wxhub vault keygen|rotate|forget|check the user-token vault (as the worker user)
 //
 // Exit status: 0 success, 1 failure (including a user.profile.failed
 // result), 2 usage or configuration error.
@@ -77,7 +77,7 @@ func commands() []command {
 		{"result", "result --job-id J: print a past job's stored result", cmdResult},
 		{"deadletters", "deadletters list|show|replay: browse rejected jobs, publish a fixed one again", cmdDeadLetters},
 		{"userinfo", "publish an oauth.userinfo job (vault apps) and print its result", cmdUserInfo},
-		{"vault", "vault keygen|rotate|forget|check: the user-token vault's keys and records", cmdVault},
+		{"vault", "vault keygen|rotate|forget|check: the user-token vault's keys and records (worker user's NATS credentials)", cmdVault},
 	}
 }
 
