@@ -38,7 +38,7 @@ listen: 127.0.0.1:-1
 accounts: {
   CORE: {
     jetstream: enabled
-    users: [{user: admin, password: admin-pw}]
+    users: [{user: admin, password: admin-demo-password}]
     exports: [
       {stream: "wxhub.status", accounts: [HOLDER, WORKER]}
       {stream: "wxhub.token.refresh", accounts: [HOLDER]}
@@ -55,7 +55,7 @@ accounts: {
   }
   HOLDER: {
     jetstream: enabled
-    users: [{user: holder, password: holder-pw}]
+    users: [{user: holder, password: holder-demo-password}]
     exports: [
       {stream: "wxhub.reply.>", accounts: [CORE]}
       {service: "$JS.API.>", accounts: [CORE], response_type: stream}
@@ -65,7 +65,7 @@ accounts: {
   }
   WORKER: {
     jetstream: enabled
-    users: [{user: worker, password: worker-pw, permissions: {subscribe: {allow: ["_INBOX_worker.>"]}}}]
+    users: [{user: worker, password: worker-demo-password, permissions: {subscribe: {allow: ["_INBOX_worker.>"]}}}]
     exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
     imports: [
       {stream: {account: CORE, subject: "wxhub.status"}}
@@ -76,7 +76,7 @@ accounts: {
   }
   GATEWAY: {
     jetstream: enabled
-    users: [{user: gateway, password: gateway-pw}]
+    users: [{user: gateway, password: gateway-demo-password}]
     exports: [{service: "$JS.API.>", accounts: [CORE], response_type: stream}]
   }
 }
@@ -127,7 +127,7 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	wx := func(user string, args ...string) (int, string, string) {
 		t.Helper()
 		var o, e bytes.Buffer
-		vars := map[string]string{"WXHUB_NATS_URL": url, "WXHUB_NATS_USER": user, "WXHUB_NATS_PASSWORD": user + "-pw", "WXHUB_VAULT_KEYS": keyLine}
+		vars := map[string]string{"WXHUB_NATS_URL": url, "WXHUB_NATS_USER": user, "WXHUB_NATS_PASSWORD": user + "-demo-password", "WXHUB_VAULT_KEYS": keyLine}
 		env := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return vars[k] }}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -135,7 +135,7 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	}
 	conn := func(user string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 		t.Helper()
-		nc, err := nats.Connect(url, append(opts, nats.UserInfo(user, user+"-pw"))...)
+		nc, err := nats.Connect(url, append(opts, nats.UserInfo(user, user+"-demo-password"))...)
 		if err != nil {
 			t.Fatalf("connect as %s: %v", user, err)
 		}
@@ -153,21 +153,28 @@ func TestAdminCommandsAcrossAccounts(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "bucket   wx_tokens (account HOLDER)") || !strings.Contains(out, "(account CORE)") {
 		t.Fatalf("provision --nats-accounts: %d\n%s\n%s", code, out, errOut)
 	}
-	// Each in its owner's account, and nowhere else.
+	// Each in its owner's account, and nowhere else: the admin lists each
+	// account's streams through the API it imports from it.
 	adminNC, adminJS := conn("admin")
-	holderNC, holderJS := conn("holder")
-	workerNC, workerJS := conn("worker", nats.CustomInboxPrefix("_INBOX_worker"))
+	holderNC, holderJS := conn("holder", nats.CustomInboxPrefix(grants.Holder.InboxPrefix()))
+	workerNC, workerJS := conn("worker", nats.CustomInboxPrefix(grants.Worker.InboxPrefix()))
 	for _, c := range []struct {
-		js          jetstream.JetStream
 		account     string
 		has, hasNot []string
 	}{
-		{adminJS, "CORE", []string{events.StreamJobs, events.StreamResults, events.StreamDeadLetters}, []string{"KV_" + events.BucketTokens, "KV_" + events.BucketVault}},
-		{holderJS, "HOLDER", []string{"KV_" + events.BucketTokens, "KV_" + events.BucketLeases, "KV_" + events.BucketQuota, events.StreamTokenEvents}, []string{events.StreamJobs, "KV_" + events.BucketDone}},
-		{workerJS, "WORKER", []string{"KV_" + events.BucketDone, "KV_" + events.BucketVault, "KV_" + events.BucketOAuth}, []string{events.StreamJobs, "KV_" + events.BucketTokens}},
+		{"CORE", []string{events.StreamJobs, events.StreamResults, events.StreamDeadLetters}, []string{"KV_" + events.BucketTokens, "KV_" + events.BucketVault}},
+		{"HOLDER", []string{"KV_" + events.BucketTokens, "KV_" + events.BucketLeases, "KV_" + events.BucketQuota, events.StreamTokenEvents}, []string{events.StreamJobs, "KV_" + events.BucketDone}},
+		{"WORKER", []string{"KV_" + events.BucketDone, "KV_" + events.BucketVault, "KV_" + events.BucketOAuth}, []string{events.StreamJobs, "KV_" + events.BucketTokens}},
+		{"GATEWAY", []string{"KV_" + events.BucketLoginState}, []string{events.StreamJobs, "KV_" + events.BucketTokens}},
 	} {
+		js := adminJS
+		if c.account != "CORE" {
+			if js, err = jetstream.NewWithAPIPrefix(adminNC, "$JS."+c.account+".API"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		var names []string
-		for n := range c.js.StreamNames(ctx).Name() {
+		for n := range js.StreamNames(ctx).Name() {
 			names = append(names, n)
 		}
 		for _, n := range c.has {
