@@ -112,7 +112,7 @@ func accountsHint(js *broker.JetStreams) string {
 	if js.Accounts() {
 		return ""
 	}
-	return "; on a NATS with wxhub's accounts layout (deploy/nats) pass --nats-accounts"
+	return "; on a NATS with wxhub's accounts layout (deploy/nats), pass --nats-accounts"
 }
 
 // connectWait is connect for a long-running role: the first connection

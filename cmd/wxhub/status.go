@@ -130,7 +130,7 @@ func collectStatus(ctx context.Context, js *broker.JetStreams) (statusReport, er
 	var st statusReport
 	tokens, err := js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
 	if err != nil {
-		return st, fmt.Errorf("bucket %s: %w (has wxhub provisioned this NATS?%s)", events.BucketTokens, err, accountsHint(js))
+		return st, fmt.Errorf("bucket %s: %w (run `wxhub provision` first%s)", events.BucketTokens, err, accountsHint(js))
 	}
 	leases, _ := js.Bucket(events.BucketLeases).KeyValue(ctx, events.BucketLeases)
 	quota, _ := js.Bucket(events.BucketQuota).KeyValue(ctx, events.BucketQuota)
