@@ -348,7 +348,10 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	gwTokens := worker.NewTokenCache(log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- gwTokens.Watch(watchCtx, gu.js) }()
+	go func() {
+		gwTokens.FollowBucket(watchCtx, gu.js, gu.nc, events.SubjectTokenRefreshed, []string{testApp}, 0)
+		watchDone <- nil
+	}()
 	if _, err := gwTokens.WaitNewer(ctx, testApp, first.Version); err != nil {
 		t.Fatalf("gateway: token watch: %v", err)
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 // Tokens is where the gateway reads each app's current global token: an
-// in-memory cache fed by a watch of wx_tokens (worker.TokenCache). The
+// in-memory cache fed by reads of wx_tokens (worker.TokenCache). The
 // gateway never fetches a token itself.
 type Tokens interface {
 	Current(appid string) (events.TokenRecord, bool)

@@ -181,7 +181,10 @@ func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env
 	go func() { holderDone <- h.Run(hctx) }()
 	wctx, stopWatch := context.WithCancel(context.Background())
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- tokens.Watch(wctx, js) }()
+	go func() {
+		tokens.FollowBucket(wctx, js, nc, events.SubjectTokenRefreshed, []string{appA, appB}, 0)
+		watchDone <- nil
+	}()
 	if err := gw.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -101,6 +101,10 @@ type Config struct {
 	// InvalidateInterval: this process reports one token version at most
 	// once per interval. 0 means 30 s.
 	InvalidateInterval time.Duration
+	// TokenPoll: how often the token cache re-reads every app's record
+	// even without a token.refreshed event (TokenCache.Follow). 0 means
+	// DefaultTokenPoll (10 s).
+	TokenPoll time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -135,6 +139,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.ShutdownGrace, c.JobTimeout)
 	def(&c.InvalidateInterval, 30*time.Second)
+	def(&c.TokenPoll, DefaultTokenPoll)
 	def(&c.SweepInterval, c.AckWait)
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -89,10 +89,14 @@
 //
 // # Tokens
 //
-// TokenCache watches the wx_tokens bucket and keeps every app's token in
-// memory; jobs never read KV and wait for a newer version on a channel,
-// never by polling. Invalidator publishes token.invalidated, at most once
-// per token version per process per InvalidateInterval.
+// TokenCache keeps every app's token in memory, fed by reads of the
+// wx_tokens bucket (TokenCache.Follow): each app at start, an app again
+// when a token.refreshed event names it, every app every TokenPoll, and
+// an app a job waits a newer token for at once and every WaitPoll. It
+// never watches the bucket (a watch's deliveries would land in the
+// holders' account; see package grants). Jobs never read KV and wait for
+// a newer version on a channel. Invalidator publishes token.invalidated,
+// at most once per token version per process per InvalidateInterval.
 //
 // # Stopping
 //

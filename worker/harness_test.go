@@ -256,6 +256,7 @@ func (l *streamLog) get(id string) []stored {
 type fakeHolder struct {
 	t  *testing.T
 	kv jetstream.KeyValue
+	nc *nats.Conn
 	wc *wechat.Client
 
 	mu      sync.Mutex
@@ -271,7 +272,7 @@ func newFakeHolder(t *testing.T, env *brokertest.Env, wc *wechat.Client) *fakeHo
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh := &fakeHolder{t: t, kv: kv, wc: wc, reports: map[string]int{}}
+	fh := &fakeHolder{t: t, kv: kv, nc: env.NC, wc: wc, reports: map[string]int{}}
 	sub, err := env.NC.Subscribe(events.SubjectTokenInvalidated, func(m *nats.Msg) {
 		var inv events.TokenInvalidated
 		if err := json.Unmarshal(m.Data, &inv); err != nil {
@@ -314,6 +315,12 @@ func (fh *fakeHolder) rotateLocked() {
 		FetchedAt: now, Version: fh.version, Mode: events.ModeToken, Holder: "fake"})
 	if _, err := fh.kv.Put(ctx, testApp, b); err != nil {
 		fh.t.Errorf("put token: %v", err)
+		return
+	}
+	// As the real holder: the event after the record is stored.
+	ev, _ := json.Marshal(events.TokenRefreshed{AppID: testApp, Version: fh.version, ExpiresAt: now.Add(tok.ExpiresIn), FetchedAt: now, Reason: "test"})
+	if err := fh.nc.Publish(events.SubjectTokenRefreshed, ev); err != nil {
+		fh.t.Errorf("publish token.refreshed: %v", err)
 	}
 }
 

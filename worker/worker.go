@@ -263,15 +263,12 @@ func (w *Worker) stop(router *message.Router, routerErr <-chan error) {
 	w.log.Info("worker stopped", "stats", w.h.Stats())
 }
 
-// watchTokens keeps the token cache fed, re-watching after a failure.
+// watchTokens keeps the token cache fed (TokenCache.FollowBucket): the
+// configured apps' records, from wx_tokens in the holders' account.
 func (w *Worker) watchTokens(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := w.tokens.Watch(ctx, w.js); err != nil {
-			w.log.Warn("token watch failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+	appids := make([]string, len(w.cfg.Apps))
+	for i, a := range w.cfg.Apps {
+		appids[i] = a.AppID
 	}
+	w.tokens.FollowBucket(ctx, w.streams.Bucket(events.BucketTokens), w.cfg.Conn, w.subjects.TokenRefreshed, appids, w.cfg.TokenPoll)
 }

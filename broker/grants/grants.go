@@ -202,7 +202,7 @@ var Subjects = []Subject{
 	{events.SubjectStoredResultPrefix + events.SubjectUserProfileFailed, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
 	{events.SubjectUserProfile, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
 	{events.SubjectUserProfileFailed, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
-	{events.SubjectTokenRefreshed, []Role{Holder}, []Role{Gateway}, "token event (never the token)"},
+	{events.SubjectTokenRefreshed, []Role{Holder}, []Role{Worker, Gateway}, "token event (never the token): the token caches re-read the app"},
 	{events.SubjectTokenRefreshFailed, []Role{Holder}, nil, "token event"},
 	{events.SubjectTokenConflict, []Role{Holder}, nil, "token event"},
 	{events.SubjectTokenInvalidated, []Role{Worker, Gateway}, []Role{Holder}, "report of a rejected token"},

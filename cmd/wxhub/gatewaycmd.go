@@ -4,16 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/runner"
@@ -58,6 +59,10 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			}
 		}
 		log := p.roleLogger("gateway")
+		streams, err := p.streamsOf(grants.Gateway)
+		if err != nil {
+			return runner.Role{}, err
+		}
 		tokens := worker.NewTokenCache(log)
 		id := "gateway-" + hostnameID()
 		apps := make([]gateway.App, len(cfg.Apps))
@@ -69,6 +74,8 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			clients[i] = gateway.Client{Name: c.Name, Key: c.Key, AppIDs: c.AppIDs, Paths: c.Paths,
 				Rate: c.Rate, Burst: c.Burst, RealToken: c.RealToken}
 		}
+		followed := gatewayAppIDs(cfg)
+		refreshed := events.NewSubjects(cfg.Prefix).TokenRefreshed
 		gw, err := gateway.New(gateway.Config{
 			Tokens:      tokens,
 			Invalidator: worker.NewInvalidator(p.js, cfg.Prefix, id, 0),
@@ -86,10 +93,7 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			Start: func(ctx context.Context) error {
 				// Bind: the gateway only uses what `wxhub provision` made.
 				bctx, cancel := context.WithTimeout(ctx, bindWait(cfg))
-				streams, err := p.streamsOf(grants.Gateway)
-				if err == nil {
-					err = broker.Bind(bctx, streams)
-				}
+				err := broker.Bind(bctx, streams)
 				cancel()
 				if err != nil {
 					return fmt.Errorf("gateway: %w", err)
@@ -102,32 +106,45 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 				}
 				return nil
 			},
-			// The token watch outlives the HTTP front: calls draining on
-			// SIGTERM may still wait for a newer token.
+			// The token feed outlives the HTTP front: calls draining on
+			// SIGTERM may still wait for a newer token. The tokens are
+			// read from wx_tokens in the holders' account (never
+			// watched: see worker.TokenCache).
 			Run: func(ctx context.Context) error {
-				wctx, stopWatch := context.WithCancel(context.Background())
-				watched := make(chan error, 1)
-				go func() { watched <- tokens.Watch(wctx, p.js) }()
-				gctx, stopGateway := context.WithCancel(ctx)
-				defer stopGateway()
-				served := make(chan error, 1)
-				go func() { served <- gw.Run(gctx) }()
-				var err error
-				select {
-				case err = <-served:
-				case err = <-watched:
-					stopGateway()
-					err = errors.Join(err, <-served)
-					watched <- nil
-				}
-				stopWatch()
-				<-watched
+				fctx, stopFeed := context.WithCancel(context.Background())
+				fed := make(chan struct{})
+				go func() {
+					defer close(fed)
+					tokens.FollowBucket(fctx, streams.Bucket(events.BucketTokens), p.nc, refreshed, followed, 0)
+				}()
+				err := gw.Run(ctx)
+				stopFeed()
+				<-fed
 				return err
 			},
 			Ready:  gw.Ready,
 			Status: func() any { return processStatus{Role: "gateway", ID: id} },
 		}, nil
 	}
+}
+
+// gatewayAppIDs are the apps whose tokens the gateway follows: the
+// configured apps and every app a client names (a token.refreshed event
+// adds any other).
+func gatewayAppIDs(cfg *config.Config) []string {
+	var ids []string
+	for _, a := range cfg.Apps {
+		ids = append(ids, a.AppID)
+	}
+	for _, c := range cfg.Gateway.Clients {
+		for _, a := range c.AppIDs {
+			if a != "*" {
+				ids = append(ids, a)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // bindWait is how long the gateway waits for provisioning at start: as
