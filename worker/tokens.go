@@ -96,7 +96,10 @@ func (c *TokenCache) Follow(ctx context.Context, kv jetstream.KeyValue, nc *nats
 	defer func() { _ = sub.Unsubscribe() }()
 	// The subscription is in place before the first read: a refresh
 	// stored after that read is heard.
-	if err := nc.FlushWithContext(ctx); err != nil && ctx.Err() != nil {
+	fctx, cancel := context.WithTimeout(ctx, getTimeout)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil && ctx.Err() != nil {
 		return nil
 	}
 
