@@ -33,15 +33,17 @@
 // (AckWait − JobTimeout − FinishTimeout)/2 after it was delivered or
 // published first restarts its AckWait (InProgress): every job gets a
 // full AckWait for its JobTimeout + FinishTimeout, which must be shorter
-// than AckWait. The handlers run on
-// a pool of Concurrency long-lived goroutines (the router's goroutine per
-// message waits for them), so their grown stacks are kept between jobs.
+// than AckWait. Each job runs on the router's goroutine for its message,
+// whose stack is grown to 16 KiB in one step before the handler starts
+// (no copies of a deep stack as the handler path grows it, and no
+// hand-off to another goroutine and back).
 //
 // # Acks, retries and results
 //
-// A handler returning nil acks (synchronously, DoubleAck); a
-// *handlers.RetryError naks with the delay it carries (the delivery
-// wrapper replaces watermill-nats' fixed nak delay); the last delivery
+// A handler returns only after the job's result and done record are
+// stored; returning nil then acks (a plain Ack: a lost ack costs one
+// redelivery that ends at the done record); a *handlers.RetryError naks
+// with the delay it carries; the last delivery
 // never naks but publishes a failure with retryable=true. Results go
 // through Publisher to the internal stored subjects with Nats-Msg-Id = the
 // result id and no other headers but the correlation id; WX_RESULTS stores
