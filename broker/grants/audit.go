@@ -2,6 +2,7 @@ package grants
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/wxhub/wxhub/events"
@@ -30,6 +31,12 @@ func forbidden() []string {
 	for _, c := range Consumers {
 		out = append(out, "$JS.API.CONSUMER.DELETE."+c.Stream+"."+c.Durable,
 			"$JS.API.CONSUMER.CREATE."+c.Stream+".thief."+events.SubjectUserLookup)
+	}
+	// The same calls on another account, as an import would name them.
+	for _, s := range slices.Clone(out) {
+		for _, acc := range JetStreamAccounts {
+			out = append(out, "$JS."+acc+".API."+strings.TrimPrefix(s, "$JS.API."))
+		}
 	}
 	return out
 }

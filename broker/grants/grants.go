@@ -101,8 +101,10 @@ func StreamAccount(stream string) string {
 			return b.Write[0].Account()
 		}
 	}
-	if stream == events.StreamTokenEvents {
-		return AccountHolder
+	for _, st := range Streams {
+		if st.Name == stream {
+			return st.Home.Account()
+		}
 	}
 	return AccountCore
 }
@@ -157,6 +159,7 @@ type Bucket struct {
 // stores gets its PubAck on the publisher's inbox.
 type Subject struct {
 	Name      string
+	Home      Role // the role whose account the subject lives in; "" = each publisher's own
 	Publish   []Role
 	Subscribe []Role
 	Why       string
@@ -166,6 +169,7 @@ type Subject struct {
 // (never create, update, delete or purge).
 type Stream struct {
 	Name      string
+	Home      Role   // the role whose account the stream lives in
 	Info      []Role // STREAM.INFO: bind to it, read its state
 	MsgGet    []Role // STREAM.MSG.GET: read one message by sequence
 	MsgDelete []Role // STREAM.MSG.DELETE: delete one message
@@ -184,7 +188,7 @@ type Consumer struct {
 
 // Buckets: who reads and writes each KV bucket.
 var Buckets = []Bucket{
-	{events.BucketTokens, []Role{Worker, Gateway}, []Role{Holder, Worker, Gateway}, []Role{Holder}, "the global access_token per appid: only holders write it"},
+	{events.BucketTokens, []Role{Worker, Gateway}, []Role{Holder}, []Role{Holder}, "the global access_token per appid: only holders write it (workers and gateways get it, again on each token.refreshed)"},
 	{events.BucketLeases, nil, []Role{Holder}, []Role{Holder}, "holder leadership per appid (the lease watch makes takeovers prompt)"},
 	{events.BucketQuota, nil, nil, []Role{Holder}, "token fetches per appid per China day"},
 	{events.BucketOAuth, nil, nil, []Role{Worker}, "OAuth code exchange outcomes (redeliveries reuse them)"},
@@ -193,32 +197,35 @@ var Buckets = []Bucket{
 	{events.BucketVault, nil, []Role{Worker}, []Role{Worker}, "the encrypted user-token vault (workers only; the admin rotates keys). Workers watch it: the key check lists k.* at start, and a refresh waits on the user's lock and record"},
 }
 
-// Subjects: who publishes and subscribes to each wxhub subject.
+// Subjects: who publishes and subscribes to each wxhub subject, and the
+// account it lives in (Home): a publisher in another account reaches it
+// through a service import (so a JetStream publish gets its PubAck back),
+// a subscriber through a stream import.
 var Subjects = []Subject{
-	{events.SubjectUserLookup, []Role{Client}, nil, "job"},
-	{events.SubjectOAuthCodeReceived, []Role{Client, Gateway}, nil, "job (the gateway's OAuth callback publishes it too)"},
-	{events.SubjectOAuthUserInfo, []Role{Client}, nil, "job: refresh a profile from the vault"},
-	{events.SubjectStoredResultPrefix + events.SubjectUserProfile, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
-	{events.SubjectStoredResultPrefix + events.SubjectUserProfileFailed, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
-	{events.SubjectUserProfile, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
-	{events.SubjectUserProfileFailed, nil, []Role{Client, Gateway}, "result, republished by WX_RESULTS once stored"},
-	{events.SubjectTokenRefreshed, []Role{Holder}, []Role{Worker, Gateway}, "token event (never the token): the token caches re-read the app"},
-	{events.SubjectTokenRefreshFailed, []Role{Holder}, nil, "token event"},
-	{events.SubjectTokenConflict, []Role{Holder}, nil, "token event"},
-	{events.SubjectTokenInvalidated, []Role{Worker, Gateway}, []Role{Holder}, "report of a rejected token"},
-	{events.SubjectStoredDeadLetterPrefix + ">", []Role{Worker}, nil, "original bytes of rejected jobs, stored by WX_DEADLETTERS as deadletter.<job subject>"},
-	{events.SubjectStatus, nil, []Role{Holder, Worker, Gateway}, "`wxhub status` requests (the admin sends them)"},
-	{events.SubjectTokenRefreshRequest, nil, []Role{Holder}, "manual refresh requests (`wxhub token invalidate`, the admin)"},
-	{events.SubjectReply + ".>", []Role{Holder, Worker, Gateway}, nil, "answers to `wxhub status` and `wxhub token invalidate`"},
+	{events.SubjectUserLookup, Provision, []Role{Client, Provision}, nil, "job (the admin replays dead letters)"},
+	{events.SubjectOAuthCodeReceived, Provision, []Role{Client, Gateway, Provision}, nil, "job (the gateway's OAuth callback publishes it too)"},
+	{events.SubjectOAuthUserInfo, Provision, []Role{Client, Provision}, nil, "job: refresh a profile from the vault"},
+	{events.SubjectStoredResultPrefix + events.SubjectUserProfile, Provision, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
+	{events.SubjectStoredResultPrefix + events.SubjectUserProfileFailed, Provision, []Role{Worker}, nil, "result, stored by WX_RESULTS before it is public"},
+	{events.SubjectUserProfile, Provision, nil, []Role{Client, Gateway, Provision}, "result, republished by WX_RESULTS once stored"},
+	{events.SubjectUserProfileFailed, Provision, nil, []Role{Client, Gateway, Provision}, "result, republished by WX_RESULTS once stored"},
+	{events.SubjectTokenRefreshed, Holder, []Role{Holder}, []Role{Worker, Gateway}, "token event (never the token): workers and gateways re-read the token"},
+	{events.SubjectTokenRefreshFailed, Holder, []Role{Holder}, nil, "token event"},
+	{events.SubjectTokenConflict, Holder, []Role{Holder}, nil, "token event"},
+	{events.SubjectTokenInvalidated, Holder, []Role{Worker, Gateway}, []Role{Holder}, "report of a rejected token"},
+	{events.SubjectStoredDeadLetterPrefix + ">", Provision, []Role{Worker}, nil, "original bytes of rejected jobs, stored by WX_DEADLETTERS as deadletter.<job subject>"},
+	{events.SubjectStatus, Provision, []Role{Provision}, []Role{Holder, Worker, Gateway}, "`wxhub status` requests (the admin sends them)"},
+	{events.SubjectTokenRefreshRequest, Provision, []Role{Provision}, []Role{Holder}, "manual refresh requests (`wxhub token invalidate`, the admin)"},
+	{events.SubjectReply + ".>", "", []Role{Holder, Worker, Gateway}, []Role{Provision}, "answers to `wxhub status` and `wxhub token invalidate`"},
 }
 
 // Streams: the stream-level API calls each role may make.
 var Streams = []Stream{
-	{events.StreamJobs, []Role{Worker}, []Role{Worker}, []Role{Worker},
+	{events.StreamJobs, Provision, []Role{Worker}, []Role{Worker}, []Role{Worker},
 		"workers read a job that used all its deliveries, publish its failure, then delete it"},
-	{events.StreamResults, []Role{Worker, Gateway}, nil, nil, "results are published here"},
-	{events.StreamTokenEvents, []Role{Holder, Worker, Gateway}, nil, nil, "token events are published here"},
-	{events.StreamDeadLetters, []Role{Worker}, nil, nil, "dead letters are published here"},
+	{events.StreamResults, Provision, []Role{Worker, Gateway}, nil, nil, "results are published here"},
+	{events.StreamTokenEvents, Holder, []Role{Holder, Worker, Gateway}, nil, nil, "token events are published here"},
+	{events.StreamDeadLetters, Provision, []Role{Worker}, nil, nil, "dead letters are published here"},
 }
 
 // Consumers: the durables of WX_JOBS, one per job subject.
@@ -241,79 +248,124 @@ type Permissions struct {
 	Subscribe []string
 }
 
+// grant is one subject a role uses, named as in the account it lives in.
+type grant struct {
+	sub     bool   // subscribe, else publish
+	subject string // as the home account names it
+	home    string // the account the subject lives in
+	api     bool   // a JetStream API request: imported under the home's API prefix
+	multi   bool   // answered by several messages (a pull request)
+}
+
+// local is the subject as the role's own account names it.
+func (g grant) local(role Role) string {
+	if !g.api || g.home == role.Account() {
+		return g.subject
+	}
+	return "$JS." + g.home + ".API." + strings.TrimPrefix(g.subject, DefaultAPIPrefix+".")
+}
+
+// grantsOf lists every subject role uses, under prefix.
+func grantsOf(role Role, prefix string) []grant {
+	p := events.NewSubjects(prefix).Prefix
+	var out []grant
+	add := func(g grant) {
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	for _, s := range Subjects {
+		home := s.Home.Account()
+		if s.Home == "" {
+			home = role.Account() // each publisher's own (subscribers: see Links)
+		}
+		if slices.Contains(s.Publish, role) {
+			add(grant{subject: p + s.Name, home: home})
+		}
+		if slices.Contains(s.Subscribe, role) && s.Home != "" {
+			add(grant{sub: true, subject: p + s.Name, home: home})
+		}
+		if slices.Contains(s.Subscribe, role) && s.Home == "" {
+			for _, pub := range s.Publish {
+				add(grant{sub: true, subject: p + s.Name, home: pub.Account()})
+			}
+		}
+	}
+	api := func(subject, stream string, multi bool) grant {
+		return grant{subject: DefaultAPIPrefix + "." + subject, home: StreamAccount(stream), api: true, multi: multi}
+	}
+	for _, st := range Streams {
+		if slices.Contains(st.Info, role) {
+			add(api("STREAM.INFO."+st.Name, st.Name, false))
+		}
+		if slices.Contains(st.MsgGet, role) {
+			add(api("STREAM.MSG.GET."+st.Name, st.Name, false))
+		}
+		if slices.Contains(st.MsgDelete, role) {
+			add(api("STREAM.MSG.DELETE."+st.Name, st.Name, false))
+		}
+	}
+	for _, c := range Consumers {
+		if !slices.Contains(c.Pull, role) {
+			continue
+		}
+		home := StreamAccount(c.Stream)
+		add(api("CONSUMER.INFO."+c.Stream+"."+c.Durable, c.Stream, false))
+		add(api("CONSUMER.MSG.NEXT."+c.Stream+"."+c.Durable, c.Stream, true))
+		add(grant{subject: "$JS.ACK." + c.Stream + "." + c.Durable + ".>", home: home})
+		// Workers hear these with one wildcard subscription.
+		add(grant{sub: true, subject: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + c.Stream + ".*", home: home})
+	}
+	for _, b := range Buckets {
+		w, watch := slices.Contains(b.Write, role), slices.Contains(b.Watch, role)
+		if !w && !watch && !slices.Contains(b.Read, role) {
+			continue
+		}
+		st := KVStream(b.Name)
+		add(api("STREAM.INFO."+st, st, false))
+		add(api("DIRECT.GET."+st, st, false))
+		add(api("DIRECT.GET."+st+".$KV."+b.Name+".>", st, false))
+		add(api("STREAM.MSG.GET."+st, st, false))
+		if watch {
+			// A KV watch is an ordered consumer filtered to the
+			// bucket's keys (the filter is part of the subject).
+			// Stopping a watch deletes its consumer. (Consumer names
+			// are random, so a watcher may delete another's watch of
+			// the same bucket, which then recreates itself.) Only in
+			// the bucket's own account: see Links.
+			add(api("CONSUMER.CREATE."+st+".*.$KV."+b.Name+".>", st, false))
+			add(api("CONSUMER.DELETE."+st+".*", st, false))
+			add(grant{subject: "$JS.FC." + st + ".>", home: StreamAccount(st)})
+		}
+		if w {
+			add(grant{subject: "$KV." + b.Name + ".>", home: StreamAccount(st)})
+		}
+	}
+	return out
+}
+
 // For returns role's permissions with every wxhub subject under prefix
 // (events.NewSubjects); $JS, $KV and inbox subjects are never prefixed.
+// Subjects of another account are named as the role's account imports
+// them (Links).
 func For(role Role, prefix string) Permissions {
 	if role == Provision {
 		return Permissions{Admin: true}
 	}
-	p := events.NewSubjects(prefix).Prefix
 	var pub, sub []string
-	add := func(list *[]string, s ...string) {
-		for _, x := range s {
-			if !slices.Contains(*list, x) {
-				*list = append(*list, x)
-			}
+	add := func(list *[]string, s string) {
+		if !slices.Contains(*list, s) {
+			*list = append(*list, s)
 		}
 	}
-	jsUser := role != Client
-	for _, s := range Subjects {
-		if slices.Contains(s.Publish, role) {
-			add(&pub, p+s.Name)
+	for _, g := range grantsOf(role, prefix) {
+		if role == Client && (g.api || strings.HasPrefix(g.subject, "$")) {
+			continue // account CLIENTS has no JetStream
 		}
-		if slices.Contains(s.Subscribe, role) {
-			add(&sub, p+s.Name)
-		}
-	}
-	if jsUser {
-		for _, st := range Streams {
-			api := "$JS.API.STREAM."
-			if slices.Contains(st.Info, role) {
-				add(&pub, api+"INFO."+st.Name)
-			}
-			if slices.Contains(st.MsgGet, role) {
-				add(&pub, api+"MSG.GET."+st.Name)
-			}
-			if slices.Contains(st.MsgDelete, role) {
-				add(&pub, api+"MSG.DELETE."+st.Name)
-			}
-		}
-		for _, c := range Consumers {
-			if !slices.Contains(c.Pull, role) {
-				continue
-			}
-			add(&pub,
-				"$JS.API.CONSUMER.INFO."+c.Stream+"."+c.Durable,
-				"$JS.API.CONSUMER.MSG.NEXT."+c.Stream+"."+c.Durable,
-				"$JS.ACK."+c.Stream+"."+c.Durable+".>")
-			// Workers hear these with one wildcard subscription.
-			add(&sub, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+c.Stream+".*")
-		}
-		for _, b := range Buckets {
-			w, watch := slices.Contains(b.Write, role), slices.Contains(b.Watch, role)
-			if !w && !watch && !slices.Contains(b.Read, role) {
-				continue
-			}
-			st := KVStream(b.Name)
-			add(&pub,
-				"$JS.API.STREAM.INFO."+st,
-				"$JS.API.DIRECT.GET."+st,
-				"$JS.API.DIRECT.GET."+st+".$KV."+b.Name+".>",
-				"$JS.API.STREAM.MSG.GET."+st)
-			if watch {
-				// A KV watch is an ordered consumer filtered to the
-				// bucket's keys (the filter is part of the subject).
-				// Stopping a watch deletes its consumer. (Consumer names
-				// are random, so a watcher may delete another's watch
-				// of the same bucket, which then recreates itself.)
-				add(&pub,
-					"$JS.API.CONSUMER.CREATE."+st+".*.$KV."+b.Name+".>",
-					"$JS.API.CONSUMER.DELETE."+st+".*",
-					"$JS.FC."+st+".>")
-			}
-			if w {
-				add(&pub, "$KV."+b.Name+".>")
-			}
+		if g.sub {
+			add(&sub, g.local(role))
+		} else {
+			add(&pub, g.local(role))
 		}
 	}
 	if len(pub) > 0 || len(sub) > 0 {
@@ -322,20 +374,97 @@ func For(role Role, prefix string) Permissions {
 	return Permissions{Publish: pub, Subscribe: sub}
 }
 
-// Exports are the subjects account WXHUB exports to CLIENTS: the ones the
-// client role publishes (services, so the PubAck comes back) and
-// subscribes to (streams), under prefix.
-func Exports(prefix string) (services, streams []string) {
-	p := events.NewSubjects(prefix).Prefix
-	for _, s := range Subjects {
-		if slices.Contains(s.Publish, Client) {
-			services = append(services, p+s.Name)
-		}
-		if slices.Contains(s.Subscribe, Client) {
-			streams = append(streams, p+s.Name)
+// Link is one subject that crosses between accounts: the export of
+// Subject by account From and its import by account To under the name
+// Local.
+type Link struct {
+	Service bool   // a service (requests, and publishes that get a PubAck), else a stream
+	From    string // exporting account
+	To      string // importing account
+	Subject string // as From names it
+	Local   string // as To names it (the same but for JetStream API calls)
+	Multi   bool   // a service answered by several messages (pull requests)
+}
+
+// JetStreamAccounts are the accounts with JetStream, whose whole API the
+// admin (in CORE) imports under $JS.<ACCOUNT>.API.
+var JetStreamAccounts = []string{AccountHolder, AccountWorker, AccountGateway, AccountCore}
+
+// Links lists every export and import of the shipped layout, under
+// prefix: what each role uses in another account, and the admin's view of
+// every account. Nothing else crosses: no KV write and no consumer create
+// (a consumer's deliver subject would be in the stream's account, chosen
+// by the role), so no role can make another account's server publish.
+func Links(prefix string) []Link {
+	var out []Link
+	add := func(l Link) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
 		}
 	}
-	return services, streams
+	for _, r := range Roles {
+		if r == Provision {
+			// The admin's own subjects; its JetStream view is below.
+			for _, g := range grantsOf(r, prefix) {
+				if g.home != r.Account() && !g.api {
+					add(Link{Service: !g.sub, From: g.home, To: r.Account(), Subject: g.subject, Local: g.subject})
+				}
+			}
+			continue
+		}
+		for _, g := range grantsOf(r, prefix) {
+			if g.home == r.Account() {
+				continue
+			}
+			add(Link{Service: !g.sub, From: g.home, To: r.Account(), Subject: g.subject, Local: g.local(r), Multi: g.multi})
+		}
+	}
+	for _, acc := range JetStreamAccounts {
+		if acc != AccountCore {
+			add(Link{Service: true, From: acc, To: AccountCore, Subject: DefaultAPIPrefix + ".>", Local: "$JS." + acc + ".API.>", Multi: true})
+		}
+	}
+	return out
+}
+
+// Exports returns the subjects an account exports and to whom, in the
+// order of Links.
+func Exports(acc string, links []Link) []Export {
+	var out []Export
+	for _, l := range links {
+		if l.From != acc {
+			continue
+		}
+		i := slices.IndexFunc(out, func(e Export) bool { return e.Subject == l.Subject && e.Service == l.Service })
+		if i < 0 {
+			out = append(out, Export{Service: l.Service, Subject: l.Subject})
+			i = len(out) - 1
+		}
+		if !slices.Contains(out[i].Accounts, l.To) {
+			out[i].Accounts = append(out[i].Accounts, l.To)
+		}
+		out[i].Multi = out[i].Multi || l.Multi
+	}
+	return out
+}
+
+// Export is one exported subject and the accounts that may import it.
+type Export struct {
+	Service  bool
+	Subject  string
+	Accounts []string
+	Multi    bool
+}
+
+// Imports returns the links account acc imports.
+func Imports(acc string, links []Link) []Link {
+	var out []Link
+	for _, l := range links {
+		if l.To == acc {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // Uses lists the streams (KV buckets as KV_<bucket>) and durable

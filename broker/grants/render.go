@@ -13,7 +13,7 @@ var roleWhy = map[Role]string{
 	Holder:    "the token holder: keeps each app's global access_token in wx_tokens (leader per appid by lease in wx_leases, fetches counted in wx_quota) and publishes token events.",
 	Worker:    "job workers: pull jobs from their durables, read the token, keep OAuth outcomes in wx_oauth, publish results, dead letters and token.invalidated, and delete a job they ended after its last delivery.",
 	Gateway:   "the HTTP gateway: reads the token, publishes token.invalidated and OAuth jobs, reads results.",
-	Provision: "the administrator: `wxhub provision` (streams, buckets, consumers), `wxhub status`, `wxhub token`, the nats CLI. No restrictions in WXHUB.",
+	Provision: "the administrator: `wxhub provision` (streams, buckets, consumers), `wxhub status`, `wxhub token`, `wxhub result`, `wxhub deadletters`, the nats CLI. No restrictions in CORE; the JetStream API of every other account under $JS.<ACCOUNT>.API.",
 	Client:    "business systems: publish jobs (with their PubAck) and receive results. Nothing else.",
 }
 
@@ -24,8 +24,34 @@ type Passwords map[string]string
 // GeneratedNote marks every generated file or section.
 const GeneratedNote = "GENERATED from broker/grants by `make grants`: edit the tables there, not this"
 
-// NATSAccounts renders deploy/nats/accounts.inc: accounts WXHUB, CLIENTS
-// and SYS with every role's user and grant, for subjects under prefix.
+// accountSpec is one account of the shipped layout.
+type accountSpec struct {
+	name    string
+	js      bool
+	users   []Role
+	why     string
+	exports []Export
+	imports []Link
+}
+
+// layout lists the accounts in the order the deploy files show them.
+func layout(prefix string) []accountSpec {
+	links := Links(prefix)
+	spec := func(name string, js bool, why string, users ...Role) accountSpec {
+		return accountSpec{name: name, js: js, users: users, why: why, exports: Exports(name, links), imports: Imports(name, links)}
+	}
+	return []accountSpec{
+		spec(AccountHolder, true, "the token holders and their state: wx_tokens, wx_leases, wx_quota, WX_TOKEN_EVENTS.", Holder),
+		spec(AccountWorker, true, "the job workers and their state: wx_oauth, wx_done, wx_vault.", Worker),
+		spec(AccountGateway, true, "the HTTP gateways and their state: wx_login_state.", Gateway),
+		spec(AccountCore, true, "the admin, and the streams every role shares: WX_JOBS (with the workers' durables), WX_RESULTS, WX_DEADLETTERS. No service runs here.", Provision),
+		spec(AccountClients, false, "business systems. No JetStream: they publish jobs and receive results.", Client),
+	}
+}
+
+// NATSAccounts renders deploy/nats/accounts.inc: one account per role,
+// CORE, CLIENTS and SYS, with every user, grant, export and import, for
+// subjects under prefix.
 func NATSAccounts(pw Passwords, prefix string) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
@@ -38,49 +64,72 @@ func NATSAccounts(pw Passwords, prefix string) string {
 #     nats server passwd            # prompts, prints a new bcrypt hash
 # and give each service its plain password via WXHUB_NATS_PASSWORD
 # (systemd: /etc/wxhub/<role>.env; Kubernetes: the wxhub-nats Secret).
+# Every wxhub process on this layout runs with --nats-accounts
+# (WXHUB_NATS_ACCOUNTS=true).
 #
 # Subjects assume wxhub's default empty --prefix (regenerate for another).
 #
-# Layout:
-#   WXHUB    JetStream on. holder, worker, gateway (each with an allow-list
-#            naming every stream, consumer and bucket it may use, and no
-#            stream admin at all) and admin (provisioning and operators).
-#   CLIENTS  business systems. No JetStream, no KV: they can only publish
-#            jobs and receive results, which WXHUB exports to them.
-#   SYS      the system account (server monitoring: nats server report).
-
-accounts: {
-  WXHUB: {
-    jetstream: enabled
-
-    users: [
+# Why one account per role: an account is the unit of trust. Every user of
+# an account can make the server publish on ANY subject of that account
+# (a JetStream direct get answers on whatever reply subject the requester
+# names, with a stored message as the body, and a JetStream API request
+# arriving that way is run as the account's), so publish grants only hold
+# between accounts. Each role therefore has an account holding only its
+# own state, the shared streams are in CORE (only the admin logs in
+# there), and what crosses is exactly the exports and imports below: API
+# calls on another account's stream under "$JS.<ACCOUNT>.API", subjects
+# under their own names. No KV write and no consumer create crosses.
+#
 `, GeneratedNote)
-	for _, r := range Roles {
-		if r == Client {
-			continue
+	for _, a := range layout(prefix) {
+		for _, line := range wrap(a.name+": "+a.why, 74) {
+			w("#   %s\n", line)
 		}
-		writeUser(&b, r, pw, prefix, "      ")
 	}
-	services, streams := Exports(prefix)
-	w("    ]\n\n    exports: [\n")
-	w("      # Jobs are services so that a JetStream publish from CLIENTS gets its\n")
-	w("      # PubAck (the stream's reply) back across the account boundary.\n")
-	for _, s := range services {
-		w("      {service: %q}\n", s)
+	w("#   SYS: the system account (server monitoring: nats server report).\n\naccounts: {\n")
+	for _, a := range layout(prefix) {
+		w("  %s: {\n", a.name)
+		if a.js {
+			w("    jetstream: enabled\n")
+		}
+		w("    users: [\n")
+		for _, r := range a.users {
+			writeUser(&b, r, pw, prefix, "      ")
+		}
+		w("    ]\n")
+		if len(a.exports) > 0 {
+			w("    exports: [\n")
+			for _, e := range a.exports {
+				kind := "stream"
+				if e.Service {
+					kind = "service"
+				}
+				extra := ""
+				if e.Multi {
+					extra = ", response_type: stream"
+				}
+				w("      {%s: %q, accounts: [%s]%s}\n", kind, e.Subject, strings.Join(e.Accounts, ", "), extra)
+			}
+			w("    ]\n")
+		}
+		if len(a.imports) > 0 {
+			w("    imports: [\n")
+			for _, l := range a.imports {
+				if l.Service {
+					to := ""
+					if l.Local != l.Subject {
+						to = fmt.Sprintf(", to: %q", l.Local)
+					}
+					w("      {service: {account: %s, subject: %q}%s}\n", l.From, l.Subject, to)
+				} else {
+					w("      {stream: {account: %s, subject: %q}}\n", l.From, l.Subject)
+				}
+			}
+			w("    ]\n")
+		}
+		w("  }\n\n")
 	}
-	for _, s := range streams {
-		w("      {stream: %q}\n", s)
-	}
-	w("    ]\n  }\n\n  CLIENTS: {\n    users: [\n")
-	writeUser(&b, Client, pw, prefix, "      ")
-	w("    ]\n    imports: [\n")
-	for _, s := range services {
-		w("      {service: {account: %s, subject: %q}}\n", AccountWXHUB, s)
-	}
-	for _, s := range streams {
-		w("      {stream: {account: %s, subject: %q}}\n", AccountWXHUB, s)
-	}
-	w("    ]\n  }\n\n  SYS: {\n    users: [\n")
+	w("  SYS: {\n    users: [\n")
 	w("      {user: sys, password: %q}\n", pw["sys"])
 	w("    ]\n  }\n}\nsystem_account: SYS\n")
 	return b.String()
@@ -93,7 +142,7 @@ func writeUser(b *strings.Builder, r Role, pw Passwords, prefix, ind string) {
 	}
 	p := For(r, prefix)
 	if p.Admin {
-		w("{user: %s, password: %q}\n\n", r.User(), pw[r.User()])
+		w("{user: %s, password: %q}\n", r.User(), pw[r.User()])
 		return
 	}
 	w("{\n")
@@ -111,7 +160,7 @@ func writeUser(b *strings.Builder, r Role, pw Passwords, prefix, ind string) {
 	}
 	w("    ]}\n")
 	w("  }\n")
-	w("}\n\n")
+	w("}\n")
 }
 
 // HelmAccounts renders the accounts, users and grants as the YAML value
@@ -137,30 +186,43 @@ func HelmAccounts(pw Passwords, prefix, ind string) string {
 			w("%s        - %q\n", uind, s)
 		}
 	}
-	services, streams := Exports(prefix)
 	w("system_account: SYS\n")
 	w("accounts:\n")
-	w("  %s:\n    jetstream: enabled\n    users:\n", AccountWXHUB)
-	for _, r := range Roles {
-		if r != Client {
+	for _, a := range layout(prefix) {
+		w("  %s:\n", a.name)
+		if a.js {
+			w("    jetstream: enabled\n")
+		}
+		w("    users:\n")
+		for _, r := range a.users {
 			user(r, "      ")
 		}
-	}
-	w("    exports:\n")
-	for _, s := range services {
-		w("      - service: %q\n", s)
-	}
-	for _, s := range streams {
-		w("      - stream: %q\n", s)
-	}
-	w("  %s:\n    users:\n", AccountClients)
-	user(Client, "      ")
-	w("    imports:\n")
-	for _, s := range services {
-		w("      - service: {account: %s, subject: %q}\n", AccountWXHUB, s)
-	}
-	for _, s := range streams {
-		w("      - stream: {account: %s, subject: %q}\n", AccountWXHUB, s)
+		if len(a.exports) > 0 {
+			w("    exports:\n")
+			for _, e := range a.exports {
+				kind := "stream"
+				if e.Service {
+					kind = "service"
+				}
+				w("      - %s: %q\n        accounts: [%s]\n", kind, e.Subject, strings.Join(e.Accounts, ", "))
+				if e.Multi {
+					w("        response_type: stream\n")
+				}
+			}
+		}
+		if len(a.imports) > 0 {
+			w("    imports:\n")
+			for _, l := range a.imports {
+				if l.Service {
+					w("      - service: {account: %s, subject: %q}\n", l.From, l.Subject)
+					if l.Local != l.Subject {
+						w("        to: %q\n", l.Local)
+					}
+				} else {
+					w("      - stream: {account: %s, subject: %q}\n", l.From, l.Subject)
+				}
+			}
+		}
 	}
 	w("  SYS:\n    users:\n")
 	w("      - user: sys\n        password: %q\n", pw["sys"])
@@ -176,7 +238,7 @@ func Markdown() string {
 	for _, r := range Roles {
 		var may, mayNot []string
 		if r == Provision {
-			may = append(may, "create, update and delete streams, buckets and consumers (`wxhub provision`); everything in account WXHUB")
+			may = append(may, "create, update and delete streams, buckets and consumers (`wxhub provision`); everything in account CORE; the JetStream API of every other account")
 			mayNot = append(mayNot, "-")
 		} else {
 			for _, bk := range Buckets {
