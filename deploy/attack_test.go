@@ -30,12 +30,19 @@ type streamConfigs map[string]jetstream.StreamConfig
 func loadStreamConfigs(t *testing.T, ctx context.Context, admin *user) streamConfigs {
 	t.Helper()
 	out := streamConfigs{}
-	for name := range admin.js.StreamNames(ctx).Name() {
-		s, err := admin.js.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
+	for _, acc := range grants.JetStreamAccounts {
+		js := admin.inAccount(t, acc)
+		names := js.StreamNames(ctx)
+		for name := range names.Name() {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = s.CachedInfo().Config
 		}
-		out[name] = s.CachedInfo().Config
+		if err := names.Err(); err != nil {
+			t.Fatalf("streams of %s: %v", acc, err)
+		}
 	}
 	if len(out) < 8 {
 		t.Fatalf("only %d streams provisioned: %v", len(out), out)
@@ -180,6 +187,25 @@ func attacksFor(role grants.Role, sc streamConfigs) []attack {
 	}
 	for _, s := range subs {
 		out = append(out, attack{name: "subscribe to " + s, subject: s, sub: true})
+	}
+	// Every JetStream API attack also as an import from another account
+	// would name it, whether or not that account imports it.
+	for _, a := range slices.Clone(out) {
+		if a.sub || !strings.HasPrefix(a.subject, "$JS.API.") {
+			continue
+		}
+		for _, acc := range grants.JetStreamAccounts {
+			if acc == role.Account() {
+				continue
+			}
+			b := a
+			b.subject = "$JS." + acc + ".API." + strings.TrimPrefix(a.subject, "$JS.API.")
+			if b.subject == grants.APIPrefix(role, events.StreamJobs)+".STREAM.MSG.DELETE."+events.StreamJobs && role == grants.Worker {
+				continue // the workers' one grant of that kind
+			}
+			b.name += " (in " + acc + ")"
+			out = append(out, b)
+		}
 	}
 	return out
 }

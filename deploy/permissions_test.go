@@ -31,14 +31,14 @@ const (
 )
 
 // waitInterest waits until every server knows of at least n subscribers
-// to subject in account WXHUB. Interest crosses the routes asynchronously:
-// a request sent before it arrived finds no responders (the cause of the
+// to subject in account. Interest crosses the routes asynchronously: a
+// request sent before it arrived finds no responders (the cause of the
 // old flaky "no responders" and publish timeouts in this test).
-func waitInterest(t *testing.T, servers []*server.Server, subject string, n int) {
+func waitInterest(t *testing.T, servers []*server.Server, account, subject string, n int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d subscribers to %s on every node", n, subject), func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d subscribers to %s in %s on every node", n, subject, account), func() bool {
 		for _, s := range servers {
-			acc, err := s.LookupAccount(grants.AccountWXHUB)
+			acc, err := s.LookupAccount(account)
 			if err != nil || acc.Interest(subject) < n {
 				return false
 			}
@@ -80,16 +80,16 @@ func provisionAsAdmin(t *testing.T, servers []*server.Server, admin *user, topo 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), topo); err != nil {
+	if err := broker.Provision(ctx, admin.streams, topo); err != nil {
 		t.Fatalf("provision as admin: %v", err)
 	}
 	for _, sc := range topo.StreamConfigs() {
 		for _, s := range sc.Subjects {
-			waitInterest(t, servers, example(s), 1)
+			waitInterest(t, servers, grants.StreamAccount(sc.Name), example(s), 1)
 		}
 	}
 	for _, kc := range topo.BucketConfigs() {
-		waitInterest(t, servers, "$KV."+kc.Bucket+".x", 1)
+		waitInterest(t, servers, grants.StreamAccount(grants.KVStream(kc.Bucket)), "$KV."+kc.Bucket+".x", 1)
 	}
 }
 
@@ -103,7 +103,7 @@ func TestNATSClusterPermissions(t *testing.T) {
 	provisionAsAdmin(t, servers, admin, topo)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	info, err := admin.js.Stream(ctx, events.StreamJobs)
+	info, err := admin.streams.For(events.StreamJobs).Stream(ctx, events.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,9 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 		}
 		return h
 	}
-	tokens, err := admin.js.KeyValue(ctx, events.BucketTokens)
+	// The test follows the token as a holder may (a watch is a consumer:
+	// only within the bucket's own account).
+	tokens, err := connectAs(t, servers[0], grants.Holder).js.KeyValue(ctx, events.BucketTokens)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,8 +427,8 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	if err := admin.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitInterest(t, servers, reply, 1)
-	waitInterest(t, servers, events.SubjectTokenRefreshRequest, 1)
+	waitInterest(t, servers, grants.AccountCore, reply, 1)
+	waitInterest(t, servers, grants.AccountHolder, events.SubjectTokenRefreshRequest, 1)
 	if err := admin.nc.PublishRequest(events.SubjectTokenRefreshRequest, reply, req); err != nil {
 		t.Fatal(err)
 	}
@@ -475,8 +477,10 @@ func statusRound(t *testing.T, servers []*server.Server, admin *user) {
 	if err := admin.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitInterest(t, servers, events.SubjectStatus, 3)
-	waitInterest(t, servers, reply, 1)
+	for _, r := range []grants.Role{grants.Holder, grants.Worker, grants.Gateway} {
+		waitInterest(t, servers, r.Account(), events.SubjectStatus, 1)
+	}
+	waitInterest(t, servers, grants.AccountCore, reply, 1)
 	if err := admin.nc.PublishRequest(events.SubjectStatus, reply, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,11 @@ type user struct {
 	role grants.Role
 	name string
 	nc   *nats.Conn
-	js   jetstream.JetStream
-	errs chan error
+	js   jetstream.JetStream // the role's own account
+	// streams reaches every stream as the role's account imports it
+	// (the shipped accounts layout).
+	streams *broker.JetStreams
+	errs    chan error
 }
 
 // connectAs logs in as role's user with the role's inbox prefix, as wxhub
@@ -50,7 +53,24 @@ func connectAs(t *testing.T, s *server.Server, role grants.Role) *user {
 	if u.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
+	if u.streams, err = broker.NewJetStreams(nc, role, true); err != nil {
+		t.Fatal(err)
+	}
 	return u
+}
+
+// inAccount is the admin's JetStream handle on account acc (CORE is its
+// own; the others through the $JS.<ACCOUNT>.API imports).
+func (u *user) inAccount(t *testing.T, acc string) jetstream.JetStream {
+	t.Helper()
+	if acc == u.role.Account() {
+		return u.js
+	}
+	js, err := jetstream.NewWithAPIPrefix(u.nc, "$JS."+acc+".API")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 // outcome of one attempt: denied by a permission violation naming the
@@ -162,7 +182,7 @@ func provisioned(t *testing.T) *server.Server {
 	admin := connectAs(t, s, grants.Provision)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, broker.LocalJetStreams(admin.js, grants.Provision), broker.Topology{}); err != nil {
+	if err := broker.Provision(ctx, admin.streams, broker.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -282,10 +282,10 @@ func Markdown() string {
 			if r == Client {
 				mayNot = append(mayNot, "use JetStream or KV at all (account CLIENTS has none); see any token")
 			} else {
-				mayNot = append(mayNot, "create, update, purge or delete any stream; create a consumer other than a KV watch of "+watches(r)+" (see the known limit in docs/security.md); publish anything not listed")
+				mayNot = append(mayNot, "create, update, purge or delete any stream; create a consumer other than a KV watch of "+watches(r)+"; publish anything not listed; reach anything outside account "+r.Account()+" but the listed calls, which its account imports")
 			}
 		}
-		fmt.Fprintf(&b, "| %s (`%s`) | %s | %s |\n", r, r.User(), strings.Join(may, "; "), strings.Join(mayNot, "; "))
+		fmt.Fprintf(&b, "| %s (`%s`, account %s) | %s | %s |\n", r, r.User(), r.Account(), strings.Join(may, "; "), strings.Join(mayNot, "; "))
 	}
 	return b.String()
 }
