@@ -141,7 +141,10 @@ func TestNATSClusterPermissions(t *testing.T) {
 	})
 
 	t.Run("no allow_responses: answering a request sent with an API reply subject is denied", func(t *testing.T) {
-		h, w := users[grants.Holder], users[grants.Worker]
+		// Two holders (one account): the first sends the second a report
+		// whose reply subject is an API call in their own account. Only
+		// allow_responses would let the second answer there.
+		h, other := users[grants.Holder], connectAs(t, servers[1], grants.Holder)
 		got := make(chan *nats.Msg, 1)
 		sub, err := h.nc.Subscribe(events.SubjectTokenInvalidated, func(m *nats.Msg) { got <- m })
 		if err != nil {
@@ -152,12 +155,12 @@ func TestNATSClusterPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Send until the holder's interest has crossed the route.
-		del := "$JS.API.STREAM.DELETE." + events.StreamJobs
+		del := "$JS.API.STREAM.DELETE." + grants.KVStream(events.BucketLeases)
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		deadline := time.After(20 * time.Second)
 		for {
-			if err := w.nc.PublishRequest(events.SubjectTokenInvalidated, del, []byte(`{}`)); err != nil {
+			if err := other.nc.PublishRequest(events.SubjectTokenInvalidated, del, []byte(`{}`)); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -287,7 +290,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	// A worker, bound to the provisioned durables.
 	wu := connectAs(t, servers[1], grants.Worker)
 	conns = append(conns, wu)
-	w, err := worker.New(worker.Config{Conn: wu.nc, WeChat: wc, Apps: []worker.App{{AppID: testApp, Secret: testSecret}},
+	w, err := worker.New(worker.Config{Conn: wu.nc, Accounts: true, WeChat: wc, Apps: []worker.App{{AppID: testApp, Secret: testSecret}},
 		ID: "worker-1", Concurrency: 4, AckWait: topo.AckWait, JobTimeout: 8 * time.Second, Logger: log.With("worker", "worker-1")})
 	if err != nil {
 		t.Fatal(err)
