@@ -41,7 +41,7 @@ func TestWebLoginUnderTheGatewayGrant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Conn: wu.nc, WeChat: wc, ID: "deploy-weblogin", Logger: slog.New(slog.DiscardHandler),
+	w, err := worker.New(worker.Config{Conn: wu.nc, Accounts: true, WeChat: wc, ID: "deploy-weblogin", Logger: slog.New(slog.DiscardHandler),
 		Apps: []worker.App{{AppID: demo.AppID, Secret: demo.Secret}}})
 	if err != nil {
 		t.Fatal(err)
