@@ -430,6 +430,9 @@ func TestKubernetesManifests(t *testing.T) {
 			if cfg.Replicas != 3 {
 				t.Errorf("replicas %d, want 3 on the NATS cluster", cfg.Replicas)
 			}
+			if !cfg.NATS.Accounts {
+				t.Errorf("%s: nats.accounts is off; the shipped NATS config puts each role in an account of its own", role)
+			}
 			if cfg.NATS.User != role || cfg.NATS.Password == "" {
 				t.Errorf("NATS login %q (password set %v), want user %s", cfg.NATS.User, cfg.NATS.Password != "", role)
 			}

@@ -119,6 +119,9 @@ func TestSystemdUnits(t *testing.T) {
 			if tc.instance != "" && !strings.HasSuffix(cfg.HTTPListen, ":"+tc.instance) {
 				t.Errorf("http-listen %q: the template's instance name should be its port", cfg.HTTPListen)
 			}
+			if !cfg.NATS.Accounts {
+				t.Errorf("nats.accounts is off; deploy/nats puts each role in an account of its own")
+			}
 			if cfg.Replicas != 3 || !strings.Contains(cfg.NATS.URL, ",") {
 				t.Errorf("replicas %d, nats url %q: want the 3-node cluster", cfg.Replicas, cfg.NATS.URL)
 			}
