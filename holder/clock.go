@@ -2,6 +2,7 @@ package holder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -121,6 +122,17 @@ func (h *Holder) probeClock(ctx context.Context) error {
 		return fmt.Errorf("holder: clock probe: %w", err)
 	}
 	e, err := h.leases.GetRevision(ctx, key, ack.Sequence)
+	for wait := 5 * time.Millisecond; errors.Is(err, jetstream.ErrKeyNotFound); wait *= 2 {
+		// On a cluster a replica may answer the read before it has the
+		// probe the leader acked: ask again (the stored time is the
+		// leader's, so waiting does not change the measure).
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("holder: clock probe: read back: %w", err)
+		case <-time.After(wait):
+		}
+		e, err = h.leases.GetRevision(ctx, key, ack.Sequence)
+	}
 	if err != nil {
 		return fmt.Errorf("holder: clock probe: read back: %w", err)
 	}
