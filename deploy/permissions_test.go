@@ -361,7 +361,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan error, 1)
 	go func() {
-		gwTokens.FollowBucket(watchCtx, gu.js, gu.nc, events.SubjectTokenRefreshed, []string{testApp}, 0)
+		gwTokens.FollowBucket(watchCtx, gu.streams.Bucket(events.BucketTokens), gu.nc, events.SubjectTokenRefreshed, []string{testApp}, 0)
 		watchDone <- nil
 	}()
 	if _, err := gwTokens.WaitNewer(ctx, testApp, first.Version); err != nil {
