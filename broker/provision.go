@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -306,33 +307,58 @@ func Bind(ctx context.Context, js *JetStreams) error {
 	streams, consumers := grants.Uses(role)
 	// missing is what the last complete look found missing, and unsure
 	// the streams a look could not check (an error other than not
-	// found): a look cut short by ctx's end keeps the previous one's
-	// answer, so the error still names what is missing.
+	// found, e.g. a call the server does not answer): a look cut short
+	// by ctx's end keeps the previous one's answer, so the error still
+	// names what is missing.
 	var missing, unsure []string
+	type look struct {
+		stream, what string // the stream asked, what it is called in errors
+		notFound     bool
+		err          error
+	}
+	outer := ctx
 	check := func(ctx context.Context) error {
-		var found, failed []string
-		var last error
+		// All calls at once, each for at most bindCallTimeout: one the
+		// server never answers does not hold up the look.
+		looks := make([]look, 0, len(streams)+len(consumers))
 		for _, st := range streams {
-			_, err := js.For(st).Stream(ctx, st)
-			switch {
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				found = append(found, describeStream(st))
-			case err != nil:
-				failed = append(failed, st)
-				last = fmt.Errorf("%s: %w", describeStream(st), err)
-			}
+			looks = append(looks, look{stream: st, what: describeStream(st)})
 		}
 		for _, c := range consumers {
-			_, err := js.For(c.Stream).Consumer(ctx, c.Stream, c.Durable)
+			looks = append(looks, look{stream: c.Stream, what: "consumer " + c.Durable + " on " + c.Stream})
+		}
+		var wg sync.WaitGroup
+		for i := range looks {
+			l := &looks[i]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, bindCallTimeout)
+				defer cancel()
+				var err error
+				if i < len(streams) {
+					_, err = js.For(l.stream).Stream(cctx, l.stream)
+				} else {
+					c := consumers[i-len(streams)]
+					_, err = js.For(c.Stream).Consumer(cctx, c.Stream, c.Durable)
+				}
+				l.notFound = errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound)
+				l.err = err
+			}()
+		}
+		wg.Wait()
+		var found, failed []string
+		var last error
+		for _, l := range looks {
 			switch {
-			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
-				found = append(found, "consumer "+c.Durable+" on "+c.Stream)
-			case err != nil:
-				failed = append(failed, c.Stream)
-				last = fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
+			case l.notFound:
+				found = append(found, l.what)
+			case l.err != nil:
+				failed = append(failed, l.stream)
+				last = fmt.Errorf("%s: %w", l.what, l.err)
 			}
 		}
-		if last != nil && ctx.Err() != nil {
+		if last != nil && outer.Err() != nil {
 			return last // cut short: keep the previous look's answer
 		}
 		missing, unsure = found, failed
@@ -361,6 +387,9 @@ func Bind(ctx context.Context, js *JetStreams) error {
 	return fmt.Errorf("broker: %s: bind: %w", role, err)
 }
 
+// bindCallTimeout bounds each call of one of Bind's looks.
+const bindCallTimeout = 2 * time.Second
+
 // otherLayoutFinds reports whether the handles of the other accounts
 // layout reach one of the streams Bind could not find or check, and then
 // what the operator must change. It looks once, for at most two seconds
@@ -379,20 +408,36 @@ func otherLayoutFinds(ctx context.Context, js *JetStreams, streams, missing, uns
 			look = append(look, st)
 		}
 	}
+	// All at once: a call the server does not answer (not granted, not
+	// imported) takes the whole time.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
+	found := make(chan bool, len(look))
+	n := 0
 	for _, st := range slices.Compact(slices.Sorted(slices.Values(look))) {
 		if other.prefix(st) == js.prefix(st) {
 			continue // the same call: no other answer to expect
 		}
-		if _, err := other.For(st).Stream(ctx, st); err == nil {
-			if js.Accounts() {
-				return "unset --nats-accounts (nats.accounts: false): this server has no wxhub accounts layout", true
-			}
-			return "set --nats-accounts (nats.accounts: true): this server uses wxhub's accounts layout (deploy/nats)", true
+		n++
+		go func() {
+			_, err := other.For(st).Stream(ctx, st)
+			found <- err == nil
+		}()
+	}
+	ok := false
+	for range n {
+		if ok = <-found; ok {
+			break // the rest end with ctx
 		}
 	}
-	return "", false
+	switch {
+	case !ok:
+		return "", false
+	case js.Accounts():
+		return "unset --nats-accounts (nats.accounts: false): this server has no wxhub accounts layout", true
+	default:
+		return "set --nats-accounts (nats.accounts: true): this server uses wxhub's accounts layout (deploy/nats)", true
+	}
 }
 
 func describeStream(name string) string {
