@@ -88,6 +88,9 @@ type injectWorld struct {
 	jobs     map[string]int // jobs seeded per durable
 	// republished counts the own-stream updates of family E that took.
 	republished int
+	// legit counts the messages the attacker stored by right in a stream
+	// outside its account (its jobs, its token.invalidated reports).
+	legit map[string]uint64
 }
 
 // verifier is a subscription of another role that must receive nothing.
@@ -97,13 +100,13 @@ type verifier struct {
 	sub  *nats.Subscription
 }
 
-// TestReplyInjection runs every reply and deliver-subject attack as every
-// role with a JetStream account, each on its own server, and proves that
-// nothing outside the attacker's account changed and no other role's
-// subscriber received anything.
-func TestReplyInjection(t *testing.T) {
+// TestServerRepliesStayInTheAttackersAccount runs every reply and
+// deliver-subject attack as every role but the admin, each on its own
+// server, and proves that nothing outside the attacker's account changed
+// and no other role's subscriber received anything.
+func TestServerRepliesStayInTheAttackersAccount(t *testing.T) {
 	t.Parallel()
-	for _, role := range []grants.Role{grants.Holder, grants.Worker, grants.Gateway} {
+	for _, role := range []grants.Role{grants.Holder, grants.Worker, grants.Gateway, grants.Client} {
 		t.Run(string(role), func(t *testing.T) {
 			t.Parallel()
 			w := newInjectWorld(t, role)
@@ -113,8 +116,14 @@ func TestReplyInjection(t *testing.T) {
 				shots += len(v.shots)
 				w.run(v)
 			}
-			t.Logf("%d shots in %d volleys at %d targets; %d subscribers of other roles listening; %d things the admin checks; %d own streams made to republish",
-				shots, len(vs), len(w.targets()), len(w.verifs), len(w.snapshot()), w.republished)
+			var pulled []string
+			for _, c := range grants.Consumers {
+				if slices.Contains(c.Pull, role) {
+					pulled = append(pulled, fmt.Sprintf("%s delivered %d", c.Durable, w.consumerInfo(c.Stream, c.Durable).Delivered.Consumer))
+				}
+			}
+			t.Logf("%d shots in %d volleys at %d targets; %d subscribers of other roles listening; %d things the admin checks; %d own streams made to republish; pulls: %v",
+				shots, len(vs), len(w.targets()), len(w.verifs), len(w.snapshot()), w.republished, pulled)
 		})
 	}
 }
@@ -137,7 +146,7 @@ func newInjectWorld(t *testing.T, attacker grants.Role) *injectWorld {
 	w := &injectWorld{
 		t: t, s: startServer(t, o), ctx: ctx, accounts: shippedAccounts(o), attacker: attacker,
 		conns: map[grants.Role]*user{}, views: map[grants.Role]*broker.JetStreams{},
-		configs: map[string][]byte{}, barrier: map[string]string{}, jobs: map[string]int{},
+		configs: map[string][]byte{}, barrier: map[string]string{}, jobs: map[string]int{}, legit: map[string]uint64{},
 		nonce: fmt.Sprintf("%s-%d", attacker, time.Now().UnixNano()),
 	}
 	var own []*user
@@ -447,7 +456,9 @@ func (w *injectWorld) snapshot() injectSnap {
 			w.t.Fatalf("admin: stream %s: %v", st, err)
 		}
 		c := info.CachedInfo()
-		out["stream "+st] = fmt.Sprintf("config %s; msgs %d, seq %d..%d, deleted %d", mustJSON(c.Config), c.State.Msgs, c.State.FirstSeq, c.State.LastSeq, c.State.NumDeleted)
+		// Less what the attacker stored there by right (family D').
+		out["stream "+st] = fmt.Sprintf("config %s; msgs %d, first seq %d, last seq %d, deleted %d",
+			mustJSON(c.Config), c.State.Msgs-w.legit[st], c.State.FirstSeq, c.State.LastSeq-w.legit[st], c.State.NumDeleted)
 	}
 	if w.protected(events.StreamJobs) {
 		for _, c := range grants.Consumers {
@@ -573,7 +584,7 @@ type volley struct {
 func (w *injectWorld) run(v volley) {
 	parent := w.t
 	defer func() { w.t = parent }()
-	parent.Run(v.name, func(t *testing.T) {
+	parent.Run(fmt.Sprintf("%s, %d shots", v.name, len(v.shots)), func(t *testing.T) {
 		w.t = t
 		changed := w.fire(v, v.shots)
 		if len(changed) == 0 {
@@ -915,6 +926,28 @@ func (w *injectWorld) volleys() []volley {
 		}
 		out = append(out, v)
 	}
+	// D': PubAcks of what the role may store in a stream of another
+	// account (jobs, token.invalidated), where nothing republishes it.
+	for _, sub := range grants.Subjects {
+		subject := example(sub.Name)
+		if !slices.Contains(sub.Publish, a) {
+			continue
+		}
+		for _, st := range w.streams {
+			var cfg jetstream.StreamConfig
+			if err := json.Unmarshal(w.configs[st], &cfg); err != nil {
+				w.t.Fatal(err)
+			}
+			if !w.protected(st) || cfg.RePublish != nil || !slices.ContainsFunc(cfg.Subjects, func(p string) bool { return subjectMatches(p, subject) }) {
+				continue
+			}
+			v := volley{name: "D' PubAck of a publish to " + subject}
+			for _, tg := range tgs {
+				v.shots = append(v.shots, w.pubAckOf(st, subject, tg.subject))
+			}
+			out = append(out, v)
+		}
+	}
 	return out
 }
 
@@ -1140,12 +1173,13 @@ func (w *injectWorld) pubAck(b, subject string) shot {
 	}}
 }
 
-// TestReplyInjectionCatchesAWideImport widens the shipped layout by one
-// service import the worker's grant does not name (so the worker may not
-// publish there itself) and checks that the attacks of TestReplyInjection
-// then find the door: a reply subject is not permission-checked, so an
-// import reaches as far as the server's answers, not as the grant.
-func TestReplyInjectionCatchesAWideImport(t *testing.T) {
+// TestServerRepliesThroughAWiderImportAreCaught widens the shipped layout
+// by one service import the worker's grant does not name (so the worker
+// may not publish there itself) and checks that the attacks of
+// TestServerRepliesStayInTheAttackersAccount then find the door: a reply
+// subject is not permission-checked, so an import reaches as far as the
+// server's answers, not as far as the grant.
+func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		from, to string // the service CORE exports to WORKER, as WORKER imports it
@@ -1253,4 +1287,27 @@ func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 			}
 			return nil, nil
 		}}
+}
+
+// pubAckOf publishes to subject (which the attacker may, and stream st of
+// another account stores) with the reply subject: the PubAck goes there.
+// The settle is a second publish on the same connection, whose PubAck
+// leaves st's send queue after. Both messages are the attacker's by
+// right: the snapshot does not count them.
+func (w *injectWorld) pubAckOf(st, subject, reply string) shot {
+	return shot{name: fmt.Sprintf("%s: publish %s (stored by %s) with reply %s", w.attacker, subject, st, reply), fire: func() (func(), error) {
+		w.keys++
+		id := fmt.Sprintf("inj-%s-%d", w.nonce, w.keys)
+		body := []byte(`{"job_id":"` + id + `","appid":"` + testApp + `","openid":"o-inject","version":1}`)
+		if err := w.atk.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: body}); err != nil {
+			return nil, err
+		}
+		w.legit[st]++
+		return func() {
+			if _, err := w.atkJS.For(st).Publish(w.ctx, subject, body); err != nil {
+				w.t.Fatalf("sentinel publish %s: %v", subject, err)
+			}
+			w.legit[st]++
+		}, nil
+	}}
 }
