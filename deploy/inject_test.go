@@ -50,6 +50,10 @@ import (
 // the attacker's own account changed and that no subscriber of another
 // role (business clients above all) received anything.
 //
+// Each role attacks its own single server (node 1 of the shipped config,
+// no routes): the barriers that tell when an attack has had its effect
+// follow that one server's queues (see settle and each family's settle).
+//
 // An account is the unit of trust: what an attacker does to its own
 // account's streams (grants.StreamAccount) is its own business and not
 // checked. On a layout with one account for every role this test fails:
