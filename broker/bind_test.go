@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/broker/grants"
 )
 
@@ -71,22 +72,10 @@ func TestBindNamesWhatIsMissing(t *testing.T) {
 // prefixes; Bind says to unset the flag instead of to provision.
 func TestBindNamesTheWrongLayout(t *testing.T) {
 	t.Parallel()
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := broker.Connect(broker.ConnConfig{URL: srv.ClientURL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	env := brokertest.Start(t) // provisioned, without accounts
+	nc := env.NC
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, broker.LocalJetStreams(js, grants.Provision), broker.Topology{}); err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		role grants.Role
 		want []string

@@ -4,17 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/worker"
@@ -53,30 +51,6 @@ accounts: {
 }
 `
 
-func startTokenAccounts(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "accounts.conf")
-	if err := os.WriteFile(conf, []byte(tokenAccounts), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = true, filepath.Join(dir, "js"), true, true
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return s.ClientURL()
-}
-
 // TestTokenCacheFollowsAcrossAccounts: a worker in its own account keeps
 // the holders' tokens (wx_tokens in HOLDER) with only the stream info and
 // direct get it imports and the token.refreshed events: the first record
@@ -86,7 +60,7 @@ func startTokenAccounts(t *testing.T) string {
 // without --nats-accounts is told to set it.
 func TestTokenCacheFollowsAcrossAccounts(t *testing.T) {
 	t.Parallel()
-	url := startTokenAccounts(t)
+	url := brokertest.StartConfig(t, tokenAccounts)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	connect := func(user string, opts ...nats.Option) *nats.Conn {

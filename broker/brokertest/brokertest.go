@@ -4,9 +4,12 @@ package brokertest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -54,4 +57,32 @@ func (e *Env) Conn(tb testing.TB) *nats.Conn {
 	}
 	tb.Cleanup(nc.Close)
 	return nc
+}
+
+// StartConfig starts an in-process nats-server from conf, the text of a
+// nats-server configuration file (accounts, users, imports and exports:
+// e.g. a slice of wxhub's accounts layout), with JetStream storing under
+// tb.TempDir(), nothing provisioned. It returns the client URL.
+func StartConfig(tb testing.TB, conf string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	file := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	o, err := server.ProcessConfigFile(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = true, filepath.Join(dir, "js"), true, true
+	s, err := server.NewServer(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go s.Start()
+	tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats-server not ready")
+	}
+	return s.ClientURL()
 }
