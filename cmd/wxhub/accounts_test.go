@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -22,73 +23,34 @@ import (
 	"github.com/wxhub/wxhub/handlers/vault"
 )
 
-// accountsConfig is a small server with the shape of wxhub's accounts
-// layout (deploy/nats): each role's own state in its own account, the
-// shared streams in CORE with the admin, who reaches the other accounts
-// only through their JetStream API imported under $JS.<ACCOUNT>.API (so a
-// KV watch or push consumer across accounts cannot deliver to the admin).
-// Presence and manual refreshes cross as in the shipped layout:
-// wxhub.status and wxhub.token.refresh from CORE, the answers on
-// wxhub.reply.> back. The worker reads the info of CORE's
-// streams and consumers and of HOLDER's WX_TOKEN_EVENTS through imports
-// (its readiness and backlog metrics), and may subscribe to its own inbox
-// only, as its shipped grant says.
-const accountsConfig = `
-listen: 127.0.0.1:-1
-accounts: {
-  CORE: {
-    jetstream: enabled
-    users: [{user: admin, password: admin-demo-password}]
-    exports: [
-      {stream: "wxhub.status", accounts: [HOLDER, WORKER]}
-      {stream: "wxhub.token.refresh", accounts: [HOLDER]}
-      {service: "$JS.API.STREAM.INFO.>", accounts: [WORKER]}
-      {service: "$JS.API.CONSUMER.INFO.>", accounts: [WORKER]}
-    ]
-    imports: [
-      {stream: {account: HOLDER, subject: "wxhub.reply.>"}}
-      {stream: {account: WORKER, subject: "wxhub.reply.>"}}
-      {service: {account: HOLDER, subject: "$JS.API.>"}, to: "$JS.HOLDER.API.>"}
-      {service: {account: WORKER, subject: "$JS.API.>"}, to: "$JS.WORKER.API.>"}
-      {service: {account: GATEWAY, subject: "$JS.API.>"}, to: "$JS.GATEWAY.API.>"}
-    ]
-  }
-  HOLDER: {
-    jetstream: enabled
-    users: [{user: holder, password: holder-demo-password}]
-    exports: [
-      {stream: "wxhub.reply.>", accounts: [CORE]}
-      {service: "$JS.API.>", accounts: [CORE], response_type: stream}
-      {service: "$JS.API.STREAM.INFO.WX_TOKEN_EVENTS", accounts: [WORKER]}
-    ]
-    imports: [{stream: {account: CORE, subject: "wxhub.status"}}, {stream: {account: CORE, subject: "wxhub.token.refresh"}}]
-  }
-  WORKER: {
-    jetstream: enabled
-    users: [{user: worker, password: worker-demo-password, permissions: {subscribe: {allow: ["_INBOX_worker.>"]}}}]
-    exports: [{stream: "wxhub.reply.>", accounts: [CORE]}, {service: "$JS.API.>", accounts: [CORE], response_type: stream}]
-    imports: [
-      {stream: {account: CORE, subject: "wxhub.status"}}
-      {service: {account: CORE, subject: "$JS.API.STREAM.INFO.>"}, to: "$JS.CORE.API.STREAM.INFO.>"}
-      {service: {account: CORE, subject: "$JS.API.CONSUMER.INFO.>"}, to: "$JS.CORE.API.CONSUMER.INFO.>"}
-      {service: {account: HOLDER, subject: "$JS.API.STREAM.INFO.WX_TOKEN_EVENTS"}, to: "$JS.HOLDER.API.STREAM.INFO.WX_TOKEN_EVENTS"}
-    ]
-  }
-  GATEWAY: {
-    jetstream: enabled
-    users: [{user: gateway, password: gateway-demo-password}]
-    exports: [{service: "$JS.API.>", accounts: [CORE], response_type: stream}]
-  }
-}
-`
-
-// startAccountsServer starts an in-process nats-server with
-// accountsConfig and returns its client URL.
+// startAccountsServer starts an in-process nats-server, one node, with
+// the shipped accounts and users (deploy/nats/accounts.inc: each role's
+// own state in its own account, the shared streams in CORE with the
+// admin, who reaches the other accounts only through their JetStream API
+// imported under $JS.<ACCOUNT>.API, so a KV watch or push consumer across
+// accounts cannot deliver to the admin). Users log in with their demo
+// passwords ("<user>-demo-password"), given to the server in clear
+// instead of the shipped bcrypt hashes: a bcrypt check per connection
+// (cost 11, in a race-instrumented server on a loaded machine) can outlast
+// the client's 2 s connect timeout, and the passwords are not what this
+// tests (package deploy checks the hashes).
 func startAccountsServer(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "accounts.conf")
-	if err := os.WriteFile(conf, []byte(accountsConfig), 0o600); err != nil {
+	inc, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "accounts.inc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashed := regexp.MustCompile(`(user:\s*(\w+)[,\s]+password:\s*)"\$2a\$[^"]+"`)
+	inc = hashed.ReplaceAll(inc, []byte(`${1}"${2}-demo-password"`))
+	if bytes.Contains(inc, []byte("$2a$")) {
+		t.Fatal("accounts.inc: a bcrypt hash not next to its user name: update the pattern above")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "accounts.inc"), inc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:-1\ninclude accounts.inc\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	o, err := server.ProcessConfigFile(conf)
@@ -108,7 +70,8 @@ func startAccountsServer(t *testing.T) string {
 	return s.ClientURL()
 }
 
-// TestAdminCommandsAcrossAccounts: on a server with the accounts layout,
+// TestAdminCommandsAcrossAccounts: on a server with the shipped accounts
+// layout and grants,
 // `wxhub provision --nats-accounts` creates each bucket in its owner's
 // account and the job streams in CORE; `wxhub status`, `token get` and
 // `result` read another account's buckets through the imported API alone
