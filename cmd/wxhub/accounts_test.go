@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
@@ -36,7 +36,6 @@ import (
 // tests (package deploy checks the hashes).
 func startAccountsServer(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
 	inc, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "accounts.inc"))
 	if err != nil {
 		t.Fatal(err)
@@ -46,28 +45,7 @@ func startAccountsServer(t *testing.T) string {
 	if bytes.Contains(inc, []byte("$2a$")) {
 		t.Fatal("accounts.inc: a bcrypt hash not next to its user name: update the pattern above")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "accounts.inc"), inc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:-1\ninclude accounts.inc\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = true, filepath.Join(dir, "js"), true, true
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return s.ClientURL()
+	return brokertest.StartConfig(t, "listen: 127.0.0.1:-1\n"+string(inc))
 }
 
 // TestAdminCommandsAcrossAccounts: on a server with the shipped accounts
