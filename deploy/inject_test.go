@@ -123,7 +123,9 @@ func TestServerRepliesStayInTheAttackersAccount(t *testing.T) {
 			var pulled []string
 			for _, c := range grants.Consumers {
 				if slices.Contains(c.Pull, role) {
-					pulled = append(pulled, fmt.Sprintf("%s delivered %d", c.Durable, w.consumerInfo(c.Stream, c.Durable).Delivered.Consumer))
+					if info := w.consumerInfo(c.Stream, c.Durable); info != nil {
+						pulled = append(pulled, fmt.Sprintf("%s delivered %d", c.Durable, info.Delivered.Consumer))
+					}
 				}
 			}
 			t.Logf("%d shots in %d volleys at %d targets; %d subscribers of other roles listening; %d things the admin checks; %d own streams made to republish; pulls: %v",
@@ -217,20 +219,29 @@ func (w *injectWorld) adminJS(st string) jetstream.JetStream {
 }
 
 // consumerInfo reads consumer name of stream st as the admin (by the raw
-// API: package jetstream refuses push consumers).
+// API: package jetstream refuses push consumers); nil when the consumer
+// or its stream is gone (the snapshot's diff tells).
 func (w *injectWorld) consumerInfo(st, name string) *jetstream.ConsumerInfo {
 	r, err := w.admin.nc.Request(w.apiPrefix(grants.Provision, st)+".CONSUMER.INFO."+st+"."+name, nil, 10*time.Second)
 	if err != nil {
 		w.t.Fatalf("admin: consumer info %s/%s: %v", st, name, err)
 	}
-	if e := apiError(r); e != "" {
-		w.t.Fatalf("admin: consumer info %s/%s: %s", st, name, e)
+	var info struct {
+		jetstream.ConsumerInfo
+		Error *struct {
+			Code int `json:"code"`
+		} `json:"error"`
 	}
-	var info jetstream.ConsumerInfo
 	if err := json.Unmarshal(r.Data, &info); err != nil {
 		w.t.Fatal(err)
 	}
-	return &info
+	if info.Error != nil && info.Error.Code == 404 {
+		return nil
+	}
+	if e := apiError(r); e != "" {
+		w.t.Fatalf("admin: consumer info %s/%s: %s", st, name, e)
+	}
+	return &info.ConsumerInfo
 }
 
 // apiPrefix is how role reaches stream's JetStream API.
@@ -1110,11 +1121,14 @@ func (w *injectWorld) watch(b string, plant bool, tg target) shot {
 			var last uint64
 			waitFor(w.t, 20*time.Second, "watch "+name+" to deliver", func() bool {
 				info := w.consumerInfo(st, name)
+				if info == nil {
+					return true // gone: it delivers nothing more
+				}
 				last = info.Delivered.Stream
 				return !info.PushBound || info.NumPending == 0 && info.Delivered.Stream >= start
 			})
-			if r, err := w.atk.nc.Request(p+".CONSUMER.DELETE."+st+"."+name, nil, 10*time.Second); err != nil || apiError(r) != "" {
-				w.t.Fatalf("delete watch %s: %v", name, err)
+			if r, err := w.atk.nc.Request(p+".CONSUMER.DELETE."+st+"."+name, nil, 10*time.Second); err != nil || apiError(r) != "" && w.consumerInfo(st, name) != nil {
+				w.t.Fatalf("delete watch %s: %v %s", name, err, apiError(r))
 			}
 			if _, err := w.atk.nc.Request(p+".DIRECT.GET."+st+".$KV."+b+".seed0", nil, 10*time.Second); err != nil {
 				w.t.Fatalf("sentinel after watch %s (delivered to %d): %v", name, last, err)
@@ -1142,11 +1156,12 @@ func (w *injectWorld) pulls(c grants.Consumer, tgs []target) volley {
 	}
 	v.before = func() { w.seed() }
 	v.after = func(int) {
-		if _, err := w.atk.nc.Request(subj, body, 10*time.Second); err != nil {
+		if _, err := w.atk.nc.Request(subj, body, 10*time.Second); err != nil && w.consumerInfo(c.Stream, c.Durable) != nil {
 			w.t.Fatalf("sentinel pull of %s: %v", c.Durable, err)
 		}
 		waitFor(w.t, 20*time.Second, "no pull of "+c.Durable+" waiting", func() bool {
-			return w.consumerInfo(c.Stream, c.Durable).NumWaiting == 0
+			info := w.consumerInfo(c.Stream, c.Durable)
+			return info == nil || info.NumWaiting == 0 // gone: the diff tells
 		})
 	}
 	for _, tg := range tgs {
