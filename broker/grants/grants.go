@@ -194,7 +194,7 @@ var Buckets = []Bucket{
 	{events.BucketOAuth, nil, nil, []Role{Worker}, "OAuth code exchange outcomes (redeliveries reuse them)"},
 	{events.BucketDone, nil, nil, []Role{Worker}, "one record per finished job: late redeliveries end without a second result"},
 	{events.BucketLoginState, nil, nil, []Role{Gateway}, "web-login states (nonce, used once)"},
-	{events.BucketVault, nil, []Role{Worker}, []Role{Worker}, "the encrypted user-token vault (workers only; the admin rotates keys). Workers watch it: the key check lists k.* at start, and a refresh waits on the user's lock and record"},
+	{events.BucketVault, nil, []Role{Worker}, []Role{Worker}, "the encrypted user-token vault (workers only; the workers' operator rotates keys as the worker user). Workers watch it: the key check lists k.* at start, and a refresh waits on the user's lock and record"},
 }
 
 // Subjects: who publishes and subscribes to each wxhub subject, and the
