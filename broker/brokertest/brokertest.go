@@ -62,8 +62,9 @@ func (e *Env) Conn(tb testing.TB) *nats.Conn {
 // StartConfig starts an in-process nats-server from conf, the text of a
 // nats-server configuration file (accounts, users, imports and exports:
 // e.g. a slice of wxhub's accounts layout), with JetStream storing under
-// tb.TempDir(), nothing provisioned. It returns the client URL.
-func StartConfig(tb testing.TB, conf string) string {
+// tb.TempDir(), nothing provisioned. Each edit may change the options
+// before the server starts. It returns the client URL.
+func StartConfig(tb testing.TB, conf string, edit ...func(*server.Options)) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	file := filepath.Join(dir, "nats.conf")
@@ -75,6 +76,9 @@ func StartConfig(tb testing.TB, conf string) string {
 		tb.Fatal(err)
 	}
 	o.JetStream, o.StoreDir, o.NoLog, o.NoSigs = true, filepath.Join(dir, "js"), true, true
+	for _, e := range edit {
+		e(o)
+	}
 	s, err := server.NewServer(o)
 	if err != nil {
 		tb.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,16 +16,64 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
-// TestProductionRoles runs `wxhub holder` and `wxhub worker` as separate
-// processes against a NATS server and the simulator, serves a lookup, and
-// stops both with SIGTERM (exit status 0).
+// TestProductionRoles runs `wxhub holder`, `wxhub worker` and `wxhub
+// gateway` as separate processes against a NATS server and the
+// simulator, serves a lookup and a call through the gateway, and stops
+// them with SIGTERM (exit status 0). Both layouts: one account (as `wxhub
+// run`'s), and the shipped accounts layout (deploy/nats/accounts.inc),
+// where each role logs in as its own user with --nats-accounts and
+// reaches the other accounts' streams through its imports only.
 func TestProductionRoles(t *testing.T) {
 	bin := wxhubBinary(t)
-	nats := brokertest.Start(t)
+	for _, layout := range []struct {
+		name string
+		nats func(t *testing.T) string
+		env  func(user string) []string // a process's NATS settings as the user
+	}{
+		{"one account", func(t *testing.T) string { return brokertest.Start(t).URL }, func(string) []string { return nil }},
+		{"accounts layout", shippedAccountsNATS, func(user string) []string {
+			return []string{"WXHUB_NATS_ACCOUNTS=true", "WXHUB_NATS_USER=" + user, "WXHUB_NATS_PASSWORD=" + user + "-demo-password"}
+		}},
+	} {
+		t.Run(layout.name, func(t *testing.T) {
+			t.Parallel()
+			productionRoles(t, bin, layout.nats(t), layout.env)
+		})
+	}
+}
+
+// shippedAccountsNATS starts a server with the shipped accounts and users
+// of deploy/nats (one node, demo passwords) and provisions it as the
+// admin, as an operator would with `wxhub provision --nats-accounts`.
+func shippedAccountsNATS(t *testing.T) string {
+	t.Helper()
+	inc, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", "accounts.inc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The demo passwords in clear instead of their bcrypt hashes: each
+	// login checks a hash, and under -race on a busy machine that costs
+	// more than a client's connect timeout.
+	url := brokertest.StartConfig(t, "listen: 127.0.0.1:-1\nmax_payload: 1MB\n"+string(inc), func(o *server.Options) {
+		for _, u := range o.Users {
+			u.Password = u.Username + "-demo-password"
+		}
+	})
+	cmd := exec.Command(wxhubBinary(t), "provision", "--nats-url", url, "--nats-accounts", "--timeout", "30s")
+	cmd.Env = append(os.Environ(), "WXHUB_NATS_USER=admin", "WXHUB_NATS_PASSWORD=admin-demo-password")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("wxhub provision --nats-accounts: %v\n%s", err, out)
+	}
+	return url
+}
+
+func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string) []string) {
 	sim := wechatsim.New()
 	sim.AddApp("wxroles", "roles-secret")
 	if err := sim.AddFollower("wxroles", wechatsim.Follower{OpenID: "oRoles"}); err != nil {
@@ -34,10 +83,11 @@ func TestProductionRoles(t *testing.T) {
 	defer api.Close()
 
 	start := func(role string, extra ...string) (*exec.Cmd, *lineWaiter, chan error, *lockedBuffer) {
-		args := append([]string{role, "--nats-url", nats.URL, "--wechat-base-url", api.URL,
+		args := append([]string{role, "--nats-url", natsURL, "--wechat-base-url", api.URL,
 			"--http-listen", "127.0.0.1:0", "--app", "appid=wxroles", "--log-format", "json"}, extra...)
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXROLES=roles-secret", "WXHUB_CLIENT_KEY_SHOP=roles-client-key-0123")
+		cmd.Env = append(cmd.Env, natsEnv(role)...)
 		stderr, _ := cmd.StderrPipe()
 		log := &lockedBuffer{}
 		if err := cmd.Start(); err != nil {
@@ -56,7 +106,9 @@ func TestProductionRoles(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "lookup", "--nats-url", nats.URL, "--appid", "wxroles", "--openid", "oRoles").Output()
+	lookup := exec.CommandContext(ctx, bin, "lookup", "--nats-url", natsURL, "--appid", "wxroles", "--openid", "oRoles")
+	lookup.Env = append(os.Environ(), natsEnv("admin")...)
+	out, err := lookup.Output()
 	if err != nil {
 		t.Fatalf("lookup: %v %s", err, out)
 	}
