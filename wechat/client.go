@@ -110,9 +110,10 @@ func (s *status) apiStatus() *status { return s }
 
 type withStatus interface{ apiStatus() *status }
 
-// call performs one request and decodes the JSON answer into out. secrets
-// lists the values in the request that must never appear in an error.
-func (c *Client) call(ctx context.Context, method, path string, query url.Values, body any, out withStatus, secrets ...string) (err error) {
+// call performs one request (query: the encoded query string, or "") and
+// decodes the JSON answer into out. secrets lists the values in the
+// request that must never appear in an error.
+func (c *Client) call(ctx context.Context, method, path, query string, body any, out withStatus, secrets ...string) (err error) {
 	start := time.Now()
 	if c.cfg.Observer != nil {
 		defer func() { c.cfg.Observer(path, time.Since(start), err) }()
@@ -121,8 +122,8 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	defer cancel()
 
 	target := c.cfg.BaseURL + path
-	if len(query) > 0 {
-		target += "?" + query.Encode()
+	if query != "" {
+		target += "?" + query
 	}
 	var rd io.Reader
 	if body != nil {

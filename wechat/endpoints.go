@@ -62,7 +62,7 @@ func (e errMissing) Error() string { return "answer has no " + string(e) }
 func (c *Client) Token(ctx context.Context, appid, secret string) (AccessToken, error) {
 	q := url.Values{"grant_type": {grantClientCreds}, "appid": {appid}, "secret": {secret}}
 	var a tokenAnswer
-	if err := c.call(ctx, http.MethodGet, PathToken, q, nil, &a, secret); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathToken, q.Encode(), nil, &a, secret); err != nil {
 		return AccessToken{}, err
 	}
 	return a.token(PathToken)
@@ -80,7 +80,7 @@ func (c *Client) StableToken(ctx context.Context, appid, secret string, forceRef
 		ForceRefresh bool   `json:"force_refresh"`
 	}{grantClientCreds, appid, secret, forceRefresh}
 	var a tokenAnswer
-	if err := c.call(ctx, http.MethodPost, PathStableToken, nil, body, &a, secret); err != nil {
+	if err := c.call(ctx, http.MethodPost, PathStableToken, "", body, &a, secret); err != nil {
 		return AccessToken{}, err
 	}
 	return a.token(PathStableToken)
@@ -114,7 +114,9 @@ func (c *Client) UserInfo(ctx context.Context, accessToken, openid, lang string)
 	if lang == "" {
 		lang = "zh_CN"
 	}
-	q := url.Values{"access_token": {accessToken}, "openid": {openid}, "lang": {lang}}
+	// The query url.Values{...}.Encode() would give (keys sorted), built
+	// without the map and the sort: one call per user.lookup job.
+	q := "access_token=" + url.QueryEscape(accessToken) + "&lang=" + url.QueryEscape(lang) + "&openid=" + url.QueryEscape(openid)
 	var a userInfoAnswer
 	if err := c.call(ctx, http.MethodGet, PathUserInfo, q, nil, &a, accessToken); err != nil {
 		return UserInfo{}, err
@@ -139,7 +141,7 @@ func (c *Client) BatchGetUserInfo(ctx context.Context, accessToken string, users
 		UserInfoList []UserInfo `json:"user_info_list"`
 	}
 	q := url.Values{"access_token": {accessToken}}
-	if err := c.call(ctx, http.MethodPost, PathUserInfoBatch, q, body, &a, accessToken); err != nil {
+	if err := c.call(ctx, http.MethodPost, PathUserInfoBatch, q.Encode(), body, &a, accessToken); err != nil {
 		return nil, err
 	}
 	return a.UserInfoList, nil
@@ -153,7 +155,7 @@ func (c *Client) CallbackIP(ctx context.Context, accessToken string) ([]string, 
 		IPList []string `json:"ip_list"`
 	}
 	q := url.Values{"access_token": {accessToken}}
-	if err := c.call(ctx, http.MethodGet, PathCallbackIP, q, nil, &a, accessToken); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathCallbackIP, q.Encode(), nil, &a, accessToken); err != nil {
 		return nil, err
 	}
 	return a.IPList, nil
@@ -213,7 +215,7 @@ func (a oauthAnswer) token(endpoint string) (OAuthToken, error) {
 func (c *Client) ExchangeCode(ctx context.Context, appid, secret, code string) (OAuthToken, error) {
 	q := url.Values{"appid": {appid}, "secret": {secret}, "code": {code}, "grant_type": {grantAuthCode}}
 	var a oauthAnswer
-	if err := c.call(ctx, http.MethodGet, PathOAuthToken, q, nil, &a, secret, code); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathOAuthToken, q.Encode(), nil, &a, secret, code); err != nil {
 		return OAuthToken{}, err
 	}
 	return a.token(PathOAuthToken)
@@ -224,7 +226,7 @@ func (c *Client) ExchangeCode(ctx context.Context, appid, secret, code string) (
 func (c *Client) RefreshOAuthToken(ctx context.Context, appid, refreshToken string) (OAuthToken, error) {
 	q := url.Values{"appid": {appid}, "grant_type": {grantRefreshToken}, "refresh_token": {refreshToken}}
 	var a oauthAnswer
-	if err := c.call(ctx, http.MethodGet, PathOAuthRefresh, q, nil, &a, refreshToken); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathOAuthRefresh, q.Encode(), nil, &a, refreshToken); err != nil {
 		return OAuthToken{}, err
 	}
 	return a.token(PathOAuthRefresh)
@@ -255,7 +257,7 @@ func (c *Client) SNSUserInfo(ctx context.Context, userToken, openid, lang string
 		status
 		SNSUserInfo
 	}
-	if err := c.call(ctx, http.MethodGet, PathSNSUserInfo, q, nil, &a, userToken); err != nil {
+	if err := c.call(ctx, http.MethodGet, PathSNSUserInfo, q.Encode(), nil, &a, userToken); err != nil {
 		return SNSUserInfo{}, err
 	}
 	return a.SNSUserInfo, nil
@@ -266,5 +268,5 @@ func (c *Client) SNSUserInfo(ctx context.Context, userToken, openid, lang string
 func (c *Client) CheckSNSToken(ctx context.Context, userToken, openid string) error {
 	q := url.Values{"access_token": {userToken}, "openid": {openid}}
 	var a status
-	return c.call(ctx, http.MethodGet, PathSNSAuth, q, nil, &a, userToken)
+	return c.call(ctx, http.MethodGet, PathSNSAuth, q.Encode(), nil, &a, userToken)
 }
