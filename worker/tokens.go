@@ -74,7 +74,8 @@ const (
 // of appids and closes Ready once every read has answered (a missing
 // record is an answer: the app has no token yet). From then on it reads
 // an app again when an event names it (an app only events name is
-// followed from then on), every app every every (0: DefaultTokenPoll),
+// followed from then on if it has a record), every app every every (0:
+// DefaultTokenPoll),
 // and an app WaitNewer waits for at once and every WaitPoll until the
 // wait ends. An event's version not yet readable (a replica behind) is
 // read again every WaitPoll for up to every.
@@ -133,11 +134,12 @@ func (c *TokenCache) Follow(ctx context.Context, kv jetstream.KeyValue, nc *nats
 		case <-c.kick:
 			for a, v := range c.takeNudged() {
 				read[a] = true
-				if v > 0 { // named by an event: follow it from now on
-					f.known[a] = true
-					if b := f.behind[a]; v > b.version {
-						f.behind[a] = behind{version: v, since: time.Now()}
-					}
+				// Named by an event: once read, an app with a record is
+				// polled like the configured ones (c.Versions below); an
+				// appid without one is forgotten (no list that events
+				// could grow).
+				if b := f.behind[a]; v > b.version {
+					f.behind[a] = behind{version: v, since: time.Now()}
 				}
 			}
 		case <-poll.C:
@@ -170,7 +172,7 @@ type feed struct {
 	c       *TokenCache
 	kv      jetstream.KeyValue
 	every   time.Duration
-	known   map[string]bool   // apps read at every poll
+	known   map[string]bool   // the configured apps, read at every poll (with every app held)
 	failing map[string]bool   // apps whose last read failed (logged once)
 	behind  map[string]behind // versions events named, not read back yet
 }
