@@ -87,9 +87,6 @@ const (
 	AccountGateway = "GATEWAY"
 	AccountCore    = "CORE"
 	AccountClients = "CLIENTS"
-
-	// AccountWXHUB is the one account of the earlier layout.
-	AccountWXHUB = "WXHUB"
 )
 
 // StreamAccount is the account a stream (or KV_<bucket>) lives in: a
