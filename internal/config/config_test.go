@@ -206,3 +206,33 @@ func TestParseClientAndKeys(t *testing.T) {
 		t.Fatalf("keys %q", got)
 	}
 }
+
+// TestHelpShowsNoSecret: -help prints every flag's default, and a NATS
+// password or token from the file or the environment is a default then.
+func TestHelpShowsNoSecret(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "wxhub.yaml")
+	os.WriteFile(file, []byte("nats: {url: nats://file:4222, user: u, password: file-password, token: file-token}\n"), 0o600)
+	for _, src := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"file", []string{"--config", file, "-help"}, nil},
+		{"env", []string{"-help"}, map[string]string{"WXHUB_NATS_USER": "u", "WXHUB_NATS_PASSWORD": "env-password", "WXHUB_NATS_TOKEN": "env-token"}},
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			var out strings.Builder
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(&out)
+			_, _ = Load(fs, FlagsNATS|FlagsServer, src.args, env(src.env))
+			if !strings.Contains(out.String(), "nats-password") {
+				t.Fatalf("no help printed:\n%s", out.String())
+			}
+			for _, secret := range []string{"file-password", "file-token", "env-password", "env-token"} {
+				if strings.Contains(out.String(), secret) {
+					t.Errorf("-help shows %q:\n%s", secret, out.String())
+				}
+			}
+		})
+	}
+}

@@ -22,6 +22,13 @@ const (
 	FlagsVault                      // --vault-keys-file (also with FlagsWorker)
 )
 
+// secretFlag is a string flag that never shows its value: -help prints
+// no default for it, even when the file or the environment set one.
+type secretFlag struct{ p *string }
+
+func (f secretFlag) String() string     { return "" }
+func (f secretFlag) Set(v string) error { *f.p = v; return nil }
+
 // listFlag collects the values of a repeatable flag whose value may hold
 // several items separated by ';' (--app, --client, --web-login): the first
 // use replaces the list from the file. It keeps a parse error to itself,
@@ -94,8 +101,8 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.NATS.Creds, "nats-creds", c.NATS.Creds, "NATS credentials `file`")
 		fs.StringVar(&c.NATS.NKey, "nats-nkey", c.NATS.NKey, "NATS nkey seed `file`")
 		fs.StringVar(&c.NATS.User, "nats-user", c.NATS.User, "NATS user")
-		fs.StringVar(&c.NATS.Password, "nats-password", c.NATS.Password, "NATS password (prefer WXHUB_NATS_PASSWORD)")
-		fs.StringVar(&c.NATS.Token, "nats-token", c.NATS.Token, "NATS token (prefer WXHUB_NATS_TOKEN)")
+		fs.Var(secretFlag{&c.NATS.Password}, "nats-password", "NATS `password` (prefer WXHUB_NATS_PASSWORD)")
+		fs.Var(secretFlag{&c.NATS.Token}, "nats-token", "NATS `token` (prefer WXHUB_NATS_TOKEN)")
 		fs.StringVar(&c.NATS.TLSCA, "nats-tls-ca", c.NATS.TLSCA, "CA `file` to verify NATS servers")
 		fs.StringVar(&c.NATS.TLSCert, "nats-tls-cert", c.NATS.TLSCert, "client certificate `file` for NATS mutual TLS")
 		fs.StringVar(&c.NATS.TLSKey, "nats-tls-key", c.NATS.TLSKey, "client key `file` for NATS mutual TLS")
