@@ -96,7 +96,7 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 				err := broker.Bind(bctx, streams)
 				cancel()
 				if err != nil {
-					return fmt.Errorf("gateway: %w", err)
+					return err
 				}
 				if err := gw.Start(ctx); err != nil {
 					return usageError{err}

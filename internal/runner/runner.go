@@ -139,7 +139,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			continue
 		}
 		if err := role.Start(ctx); err != nil {
-			err = fmt.Errorf("%s: %w", role.Name, err)
+			err = named(role.Name, err)
 			cancelled, cancel := context.WithCancel(context.Background())
 			cancel()
 			for _, prev := range r.Roles[:started] {
@@ -237,7 +237,7 @@ func roleErr(name string, err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return nil
 	}
-	return fmt.Errorf("%s: %w", name, err)
+	return named(name, err)
 }
 
 func (r *Runner) listenOps() (net.Listener, error) {
@@ -334,4 +334,13 @@ func (r *Runner) opsHandler() http.Handler {
 		fmt.Fprint(w, b.String())
 	})
 	return mux
+}
+
+// named prefixes err with the role's name, unless its message starts
+// with it already (a package named after its role says so itself).
+func named(role string, err error) error {
+	if strings.HasPrefix(err.Error(), role+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", role, err)
 }

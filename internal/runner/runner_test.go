@@ -163,11 +163,24 @@ func TestFailedStartRunsNothingButReleasesStartedRoles(t *testing.T) {
 		blockingRole(rec, "late"),
 	}}
 	err := r.Run(context.Background())
-	if !errors.Is(err, bad) || !strings.HasPrefix(err.Error(), "gateway: ") {
+	if !errors.Is(err, bad) || err.Error() != "gateway: port in use" {
 		t.Fatalf("Run = %v", err)
 	}
 	if got, want := rec.String(), "start:holder stop:holder"; got != want {
 		t.Fatalf("steps %q, want %q", got, want)
+	}
+}
+
+// A role's error that names the role already is not named twice.
+func TestRoleNamedOnce(t *testing.T) {
+	t.Parallel()
+	for _, msg := range []string{"gateway: listen: in use", "listen: in use"} {
+		r := &runner.Runner{Roles: []runner.Role{{Name: "gateway",
+			Start: func(context.Context) error { return errors.New(msg) },
+			Run:   func(context.Context) error { return nil }}}}
+		if err := r.Run(context.Background()); err == nil || err.Error() != "gateway: listen: in use" {
+			t.Errorf("Start error %q: Run = %v", msg, err)
+		}
 	}
 }
 
