@@ -115,6 +115,11 @@ func TestCorrelationID(t *testing.T) {
 			if tt.seq != "" {
 				m.Metadata.Set(MetaStreamSeq, tt.seq)
 			}
+			// The handlers' own rule, without the middleware (package
+			// worker runs them so).
+			if got := (&Handlers{}).newJob(m.Copy(), events.SubjectUserLookup, events.SubjectUserLookup).corrID; got != tt.want {
+				t.Errorf("handler without the middleware: correlation id %q, want %q", got, tt.want)
+			}
 			var seen string
 			_, _ = CorrelationID(func(msg *message.Message) ([]*message.Message, error) {
 				seen = msg.Metadata.Get(events.HeaderCorrelationID)

@@ -55,6 +55,9 @@ func (h *Handlers) newJob(msg *message.Message, bare, subject string) *job {
 	j := &job{bare: bare, d: d, msg: msg, corrID: msg.Metadata.Get(events.HeaderCorrelationID), startedAt: time.Now()}
 	id, appID := events.PeekJobIdentity(msg.Payload) // once: it scans the body
 	j.jobID, j.appID = resultID(id, msg.Metadata.Get(MetaMsgID), d.StreamSeq), appID
+	if j.corrID == "" { // no CorrelationID middleware in front: the same rule
+		j.corrID = defaultCorrelationID(msg, j.jobID, d.StreamSeq)
+	}
 	return j
 }
 

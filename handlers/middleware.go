@@ -14,16 +14,26 @@ import (
 // (ResultID: its job_id, else its Nats-Msg-Id, else invalid-<seq>), else,
 // for a message that did not come from a stream, its UUID. Handlers copy
 // it onto every result.
+//
+// The handlers apply the same rule themselves to a message without one,
+// so the middleware is optional in front of them; package worker does
+// not add it (it would scan every job's body a second time).
 func CorrelationID(next message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		if msg.Metadata.Get(events.HeaderCorrelationID) == "" {
 			seq := DeliveryOf(msg, "").StreamSeq
-			id := ResultID(msg.Payload, msg.Metadata.Get(MetaMsgID), seq)
-			if seq == 0 && strings.HasPrefix(id, "invalid-") {
-				id = msg.UUID
-			}
-			msg.Metadata.Set(events.HeaderCorrelationID, id)
+			msg.Metadata.Set(events.HeaderCorrelationID, defaultCorrelationID(msg, ResultID(msg.Payload, msg.Metadata.Get(MetaMsgID), seq), seq))
 		}
 		return next(msg)
 	}
+}
+
+// defaultCorrelationID is the correlation id of a message whose publisher
+// sent none: its result id, or its UUID when it did not come from a
+// stream and has no usable id.
+func defaultCorrelationID(msg *message.Message, resultID string, streamSeq uint64) string {
+	if streamSeq == 0 && strings.HasPrefix(resultID, "invalid-") {
+		return msg.UUID
+	}
+	return resultID
 }

@@ -178,7 +178,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: router: %w", err)
 	}
-	router.AddMiddleware(handlers.CorrelationID, w.settleMiddleware)
+	// Only the settling middleware: the handlers default a job's
+	// correlation id themselves (handlers.CorrelationID would scan every
+	// job's body a second time to do the same).
+	router.AddMiddleware(w.settleMiddleware)
 	for _, hd := range []struct {
 		subject string
 		fn      message.NoPublishHandlerFunc
