@@ -121,7 +121,10 @@
 // counted before the call in wx_quota under events.QuotaKey (appid.YYYYMMDD,
 // China day of Config.Now) with compare-and-swap increments. Once the count
 // reaches QuotaDailyLimit-QuotaReserve (2000-200), forced refreshes stop;
-// scheduled ones go on. 45009 stops every fetch until the China day turns
+// scheduled ones go on. Each holder exports its QuotaDailyLimit and
+// QuotaReserve for every token mode app (wxhub_token_quota_limit,
+// wxhub_token_quota_reserve) next to the count (wxhub_token_quota_used),
+// so an alert can compare them without repeating the configuration. 45009 stops every fetch until the China day turns
 // (events.NextChinaMidnight by Config.Now), after which attempts are spaced
 // by the exponential backoff; for a stable_token force_refresh call it
 // stops forced calls only (see below). -1, 45011, HTTP 5xx, network errors and
@@ -176,6 +179,7 @@
 // (wechat.Fingerprint), never a token or AppSecret; App formats without its
 // secret. Metrics: wxhub_token_expires_at_seconds, _token_refreshes_total,
 // _token_refresh_failures_total, _token_invalidations_total,
-// _token_quota_used, _token_lockout, _holder_leader,
+// _token_quota_used, _token_quota_limit, _token_quota_reserve,
+// _token_lockout, _holder_leader,
 // _holder_clock_offset_seconds.
 package holder

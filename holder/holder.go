@@ -181,6 +181,10 @@ func (h *Holder) Run(ctx context.Context) error {
 	for _, id := range h.order {
 		a := h.apps[id]
 		metrics.HolderLeader.WithLabelValues(id).Set(0)
+		if !a.stable() { // the reserve applies to /cgi-bin/token fetches only
+			metrics.QuotaLimit.WithLabelValues(id).Set(float64(h.cfg.QuotaDailyLimit))
+			metrics.QuotaReserve.WithLabelValues(id).Set(float64(h.cfg.QuotaReserve))
+		}
 		for _, d := range allDecisions {
 			metrics.TokenInvalidations.WithLabelValues(id, d) // every series exists from the start, at 0
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/metrics"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -158,4 +159,66 @@ func btoi(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// gatheredGauge returns the value of family{appid} in the registry, and
+// whether the series exists.
+func gatheredGauge(t *testing.T, family, appid string) (float64, bool) {
+	t.Helper()
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "appid" && l.GetValue() == appid {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// The holder exports its daily limit and reserve per token mode app, as
+// configured (a negative reserve is none: 0), so that the quota alert
+// needs no copy of the configuration; stable_token apps, which have no
+// reserve, get neither.
+func TestQuotaLimitAndReserveExported(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                   string
+		limit, reserve         int
+		wantLimit, wantReserve float64
+	}{
+		{"defaults", 0, 0, 2000, 200},
+		{"configured", 300, 50, 300, 50},
+		{"no reserve", 0, -1, 2000, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			app, stable := e.newApp(events.ModeToken), e.newApp(events.ModeStableToken)
+			cfg := e.config("h1", app, stable)
+			cfg.QuotaDailyLimit, cfg.QuotaReserve = tc.limit, tc.reserve
+			e.start(cfg, nil)
+			waitRefreshed(t, e, app.AppID, 1)
+			waitRefreshed(t, e, stable.AppID, 1)
+			for _, g := range []struct {
+				family string
+				want   float64
+			}{{"wxhub_token_quota_limit", tc.wantLimit}, {"wxhub_token_quota_reserve", tc.wantReserve}} {
+				if v, ok := gatheredGauge(t, g.family, app.AppID); !ok || v != g.want {
+					t.Errorf("%s{appid=%q} = %v (exported: %v), want %v", g.family, app.AppID, v, ok, g.want)
+				}
+				if v, ok := gatheredGauge(t, g.family, stable.AppID); ok {
+					t.Errorf("%s{appid=%q} = %v for a stable_token app, want no series", g.family, stable.AppID, v)
+				}
+			}
+		})
+	}
 }

@@ -95,6 +95,19 @@ var (
 		Help: "Global access_token fetches used today (China day) by appid.",
 	}, []string{"appid"})
 
+	// QuotaLimit and QuotaReserve are the holder's configured daily fetch
+	// limit and reserve for an app in token mode (stable_token apps have
+	// no reserve: their forced calls are limited to 20 a day instead):
+	// forced refreshes stop once QuotaUsed >= QuotaLimit - QuotaReserve.
+	QuotaLimit = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_token_quota_limit",
+		Help: "Daily /cgi-bin/token fetch limit this holder assumes for the appid (WeChat's 2000); token mode apps only.",
+	}, []string{"appid"})
+	QuotaReserve = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wxhub_token_quota_reserve",
+		Help: "Fetches this holder keeps in reserve for the appid (--quota-reserve): forced refreshes stop once wxhub_token_quota_used >= limit - reserve; token mode apps only.",
+	}, []string{"appid"})
+
 	// TokenLockout is 1 while a lockout state stops refreshes of an app
 	// (holder.Lockout* states: not_leading, conflict, quota_reserve,
 	// force_limit, force_exhausted, quota_exhausted, backoff, clock_skew).
