@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -392,21 +393,44 @@ func TestEveryMetricUsedIsExported(t *testing.T) {
 
 	// Scrape until every used family is there (the report is judged and
 	// the refresh retried in the background), at most 30 s.
-	scrape := func() map[string]bool {
-		exported := map[string]bool{}
+	// exported: family -> the label names its series carry.
+	var exported map[string]map[string]bool
+	scrape := func() {
+		exported = map[string]map[string]bool{}
 		resp, err := http.Get("http://" + run.OpsAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		histograms := map[string]bool{}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "#" && f[1] == "TYPE" {
-				exported[f[2]] = true
+			line := sc.Text()
+			if f := strings.Fields(line); len(f) >= 4 && f[0] == "#" && f[1] == "TYPE" {
+				exported[f[2]] = map[string]bool{}
+				histograms[f[2]] = f[3] == "histogram"
+				continue
+			}
+			if line == "" || line[0] == '#' {
+				continue
+			}
+			name, labels := line, ""
+			if i := strings.IndexAny(line, "{ "); i >= 0 {
+				name, labels = line[:i], line[i:]
+			}
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if f := strings.TrimSuffix(name, suf); histograms[f] {
+					name = f
+				}
+			}
+			if exported[name] == nil {
+				continue
+			}
+			for _, m := range scrapedLabel.FindAllStringSubmatch(labels, -1) {
+				exported[name][m[1]] = true
 			}
 		}
-		return exported
 	}
 	used := usedMetrics(t)
 	names := make([]string, 0, len(used))
@@ -420,14 +444,70 @@ func TestEveryMetricUsedIsExported(t *testing.T) {
 	var missing []string
 	deadline := time.Now().Add(30 * time.Second)
 	for tick := time.NewTicker(200 * time.Millisecond); ; <-tick.C {
-		exported := scrape()
-		missing = slices.DeleteFunc(slices.Clone(names), func(m string) bool { return exported[m] })
+		scrape()
+		missing = slices.DeleteFunc(slices.Clone(names), func(m string) bool { return exported[m] != nil })
 		if len(missing) == 0 || time.Now().After(deadline) {
 			break
 		}
 	}
 	for _, m := range missing {
 		t.Errorf("%s is used by %v but wxhub run does not export it", m, used[m])
+	}
+	checkLabels(t, exported)
+}
+
+var (
+	scrapedLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*"`)
+	selectorRE   = regexp.MustCompile(`\b(wxhub_[a-z0-9_]+)\{([^}]*)\}`)
+	matcherRE    = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+	groupingRE   = regexp.MustCompile(`\b(?:by|on|without|ignoring)\s*\(([^)]*)\)`)
+	labelValsRE  = regexp.MustCompile(`label_values\((wxhub_[a-z0-9_]+),\s*(\w+)\)`)
+)
+
+// checkLabels: every label a rule, panel or variable selects on or groups
+// by is one the scraped series carry (a typo in a label name yields an
+// empty panel or an alert that never fires, not an error). Grouping labels
+// may also be Prometheus' target labels and le.
+func checkLabels(t *testing.T, exported map[string]map[string]bool) {
+	t.Helper()
+	family := func(m string) string {
+		for _, suf := range []string{"_bucket", "_sum", "_count"} {
+			if f := strings.TrimSuffix(m, suf); exported[f] != nil {
+				return f
+			}
+		}
+		return m
+	}
+	exprs := ruleExprs(t)
+	maps.Copy(exprs, panelExprs(t))
+	for where, e := range exprs {
+		inExpr := map[string]bool{"instance": true, "job": true, "le": true}
+		for _, m := range metricRE.FindAllString(e, -1) {
+			maps.Copy(inExpr, exported[family(m)])
+		}
+		for _, sel := range selectorRE.FindAllStringSubmatch(e, -1) {
+			labels := exported[family(sel[1])]
+			if labels == nil {
+				continue // reported as not exported
+			}
+			for _, m := range matcherRE.FindAllStringSubmatch(sel[2], -1) {
+				if !labels[m[1]] {
+					t.Errorf("%s selects %s on label %q, which its series do not carry (they have %v)", where, sel[1], m[1], slices.Sorted(maps.Keys(labels)))
+				}
+			}
+		}
+		for _, g := range groupingRE.FindAllStringSubmatch(e, -1) {
+			for l := range strings.SplitSeq(g[1], ",") {
+				if l = strings.TrimSpace(l); l != "" && !inExpr[l] {
+					t.Errorf("%s groups by label %q, which none of its metrics carries", where, l)
+				}
+			}
+		}
+		for _, lv := range labelValsRE.FindAllStringSubmatch(e, -1) {
+			if labels := exported[lv[1]]; labels != nil && !labels[lv[2]] {
+				t.Errorf("%s lists values of label %q, which %s does not carry", where, lv[2], lv[1])
+			}
+		}
 	}
 }
 
