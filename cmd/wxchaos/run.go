@@ -160,7 +160,7 @@ func (e *env) startRoles(ctx context.Context) error {
 	for i := range nHolders {
 		id := fmt.Sprintf("holder-%d", i)
 		p, err := harness.StartRole(harness.RoleConfig{Bin: e.bins.WxHub, Role: "holder", Name: id, NATSURL: e.nats.URL(), Apps: []harness.App{app},
-			WeChatBaseURL: e.sim.URL, Replicas: 3, LogDir: e.logs, Args: []string{"--holder-id", id, "--lease-ttl", leaseTTL.String()}})
+			WeChatBaseURL: e.sim.URL, LogDir: e.logs, Args: []string{"--holder-id", id, "--lease-ttl", leaseTTL.String()}})
 		if err != nil {
 			return err
 		}
@@ -171,7 +171,7 @@ func (e *env) startRoles(ctx context.Context) error {
 	}
 	for i := range nWorkers {
 		p, err := harness.StartRole(harness.RoleConfig{Bin: e.bins.WxHub, Role: "worker", Name: fmt.Sprintf("worker-%d", i), NATSURL: e.nats.URL(),
-			Apps: []harness.App{app}, WeChatBaseURL: e.sim.URL, Replicas: 3, LogDir: e.logs,
+			Apps: []harness.App{app}, WeChatBaseURL: e.sim.URL, LogDir: e.logs,
 			Args: []string{"--concurrency", fmt.Sprint(concurrency), "--ack-wait", ackWait.String()}})
 		if err != nil {
 			return err

@@ -34,6 +34,12 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"run with the accounts layout", []string{"run", "--nats-accounts", "--data-dir", "unused"}, nil, exitUsage, "has no accounts"},
 		{"run with the accounts layout by env", []string{"run", "--data-dir", "unused"}, map[string]string{"WXHUB_NATS_ACCOUNTS": "true"}, exitUsage, "has no accounts"},
 		{"provision with zero replicas", []string{"provision", "--replicas", "0"}, nil, exitUsage, "replicas"},
+		{"provision with zero replicas by env", []string{"provision"}, map[string]string{"WXHUB_REPLICAS": "0"}, exitUsage, "replicas"},
+		{"provision with a duplicate window within ack-wait", []string{"provision", "--duplicate-window", "1m", "--ack-wait", "1m"}, nil, exitUsage, "duplicate-window"},
+		{"provision takes no --concurrency (a worker's setting)", []string{"provision", "--concurrency", "8"}, nil, exitUsage, "-concurrency"},
+		{"holder takes no --replicas (only provision creates streams)", []string{"holder", "--replicas", "3"}, nil, exitUsage, "-replicas"},
+		{"worker takes no --replicas", []string{"worker", "--replicas", "3"}, nil, exitUsage, "-replicas"},
+		{"gateway takes no --replicas", []string{"gateway", "--replicas", "3"}, nil, exitUsage, "-replicas"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,21 +20,14 @@ import (
 // made. Run it before the first start and after every upgrade; it is
 // idempotent.
 func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
-	replicas := config.Default().Replicas
 	var maxAckPending int
 	var timeout time.Duration
-	cfg, fs, err := parseConfig(env, "provision", config.FlagsNATS|config.FlagsWorker, args, func(fs *flag.FlagSet) {
-		fs.IntVar(&replicas, "replicas", replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
+	cfg, _, err := parseConfig(env, "provision", config.FlagsNATS|config.FlagsProvision, args, func(fs *flag.FlagSet) {
 		fs.IntVar(&maxAckPending, "max-ack-pending", broker.DefaultMaxAckPending, "jobs in flight across all workers per job subject")
 		fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (a new cluster may still be electing leaders)")
 	})
 	if err != nil {
 		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["replicas"] || cfg.Replicas == config.Default().Replicas {
-		cfg.Replicas = replicas
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return usagef("replicas: %d, want 1 to 5", cfg.Replicas)
@@ -43,12 +36,17 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 		return usagef("max-deliver (%d) and max-ack-pending (%d) must be at least 1, ack-wait (%v) at least 1s",
 			cfg.Worker.MaxDeliver, maxAckPending, cfg.Worker.AckWait)
 	}
+	if cfg.DuplicateWindow <= cfg.Worker.AckWait {
+		// The workers refuse the same settings (worker.Config): a job
+		// redelivered after ack-wait could get a second result.
+		return usagef("duplicate-window (%v) must be longer than ack-wait (%v)", cfg.DuplicateWindow, cfg.Worker.AckWait)
+	}
 	nc, js, err := connectAs(cfg, "wxhub-provision", grants.Provision)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	t := broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas,
+	t := broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
 		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver, MaxAckPending: maxAckPending}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -236,3 +236,70 @@ func TestHelpShowsNoSecret(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasOnlyWhereStreamsAreCreated: --replicas is offered only by
+// the commands that create streams (wxhub provision, wxhub run); the
+// roles that only bind refuse it instead of ignoring it, while the file's
+// replicas key (shared with provision) stays valid for them.
+func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "wxhub.yaml")
+	if err := os.WriteFile(file, []byte("replicas: 3\nduplicate_window: 20m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		roles    Roles
+		replicas bool
+	}{
+		{"holder", FlagsNATS | FlagsServer | FlagsHolder, false},
+		{"worker", FlagsNATS | FlagsServer | FlagsWorker, false},
+		{"gateway", FlagsNATS | FlagsServer | FlagsGateway | FlagsWebLogin, false},
+		{"provision", FlagsNATS | FlagsProvision, true},
+		{"run", FlagsServer | FlagsProvision | FlagsHolder | FlagsWorker | FlagsRun | FlagsGateway | FlagsWebLogin, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c, err := Load(fs, tt.roles, []string{"--config", file}, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Replicas != 3 || c.DuplicateWindow != 20*time.Minute {
+				t.Errorf("from the file: replicas %d, duplicate window %v", c.Replicas, c.DuplicateWindow)
+			}
+			if got := fs.Lookup("replicas") != nil; got != tt.replicas {
+				t.Errorf("--replicas offered %v, want %v", got, tt.replicas)
+			}
+			if fs.Lookup("duplicate-window") == nil {
+				t.Error("--duplicate-window not offered")
+			}
+			if tt.name == "provision" {
+				// The consumers' settings, not the worker process's.
+				for _, name := range []string{"max-deliver", "ack-wait"} {
+					if fs.Lookup(name) == nil {
+						t.Errorf("--%s not offered", name)
+					}
+				}
+				for _, name := range []string{"concurrency", "vault-keys-file", "http-listen", "app"} {
+					if fs.Lookup(name) != nil {
+						t.Errorf("--%s offered, and would do nothing", name)
+					}
+				}
+			}
+			quiet := flag.NewFlagSet("t", flag.ContinueOnError)
+			quiet.SetOutput(io.Discard)
+			_, err = Load(quiet, tt.roles, []string{"--replicas", "5"}, env(nil))
+			if tt.replicas != (err == nil) {
+				t.Errorf("--replicas 5: %v", err)
+			}
+			c, err = Load(flag.NewFlagSet("t", flag.ContinueOnError), tt.roles, nil, env(map[string]string{"WXHUB_REPLICAS": "5"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{true: 5, false: 1}[tt.replicas]; c.Replicas != want {
+				t.Errorf("WXHUB_REPLICAS=5: replicas %d, want %d", c.Replicas, want)
+			}
+		})
+	}
+}

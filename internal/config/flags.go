@@ -8,18 +8,25 @@ import (
 )
 
 // Roles select which flags a subcommand takes.
-type Roles uint8
+type Roles uint16
 
 // Flag groups.
 const (
 	FlagsNATS     Roles = 1 << iota // --nats-* and --prefix
-	FlagsServer                     // --replicas, --http-listen, --log-*, --wechat-base-url, --app
+	FlagsServer                     // --http-listen, --log-*, --wechat-base-url, --app, --duplicate-window
 	FlagsHolder                     // --holder-id, --lease-ttl, ...
-	FlagsWorker                     // --concurrency, --max-deliver, --ack-wait
+	FlagsWorker                     // --concurrency, --max-deliver, --ack-wait, --vault-keys-file
 	FlagsRun                        // --nats-listen, --data-dir, --sim-*
 	FlagsWebLogin                   // --web-login, --oauth-*
 	FlagsGateway                    // --gateway-listen, --gateway-tls-*, --client
 	FlagsVault                      // --vault-keys-file (also with FlagsWorker)
+	// FlagsProvision: what provisioning creates, for the commands that
+	// create streams (`wxhub provision`, `wxhub run`): --replicas, the
+	// consumers' --max-deliver and --ack-wait (also with FlagsWorker),
+	// and --duplicate-window (also with FlagsServer: the workers check
+	// their ack wait against it). Holders, workers and gateways only bind
+	// to what exists, so they take no --replicas.
+	FlagsProvision
 )
 
 // secretFlag is a string flag that never shows its value: -help prints
@@ -112,9 +119,13 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	if roles&FlagsNATS != 0 && roles&FlagsServer != 0 {
 		fs.DurationVar(&c.NATS.ConnectTimeout, "nats-connect-timeout", c.NATS.ConnectTimeout, "keep retrying the first NATS connection this long (0: try once)")
 	}
-	if roles&FlagsServer != 0 {
+	if roles&FlagsProvision != 0 {
 		fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
+	}
+	if roles&(FlagsServer|FlagsProvision) != 0 {
 		fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "duplicate window of the job and result streams (longer than --ack-wait)")
+	}
+	if roles&FlagsServer != 0 {
 		fs.StringVar(&c.WeChatBaseURL, "wechat-base-url", c.WeChatBaseURL, "WeChat API base `URL`")
 		fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "`address` for /metrics, /healthz and /readyz (empty: off)")
 		fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json")
@@ -129,6 +140,8 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	}
 	if roles&FlagsWorker != 0 {
 		fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs in flight per worker process")
+	}
+	if roles&(FlagsWorker|FlagsProvision) != 0 {
 		fs.IntVar(&c.Worker.MaxDeliver, "max-deliver", c.Worker.MaxDeliver, "deliveries of a job before it fails as retryable")
 		fs.DurationVar(&c.Worker.AckWait, "ack-wait", c.Worker.AckWait, "redeliver a job not acked within this time")
 	}

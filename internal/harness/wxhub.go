@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,8 +29,6 @@ type RoleConfig struct {
 	Apps    []App
 	// WeChatBaseURL is the simulator's URL (or a SimServer.WorkerURL).
 	WeChatBaseURL string
-	// Replicas for streams and buckets; 0 means 1.
-	Replicas int
 	// Extra arguments, e.g. "--concurrency", "64".
 	Args []string
 	// Env is added to the child's environment (e.g. WXHUB_TEST_FAULT).
@@ -44,9 +41,6 @@ type RoleConfig struct {
 func StartRole(cfg RoleConfig) (*Proc, error) {
 	args := []string{cfg.Role, "--nats-url", cfg.NATSURL, "--wechat-base-url", cfg.WeChatBaseURL,
 		"--http-listen", "", "--log-level", "warn"}
-	if cfg.Replicas > 0 {
-		args = append(args, "--replicas", strconv.Itoa(cfg.Replicas))
-	}
 	var env []string
 	for _, a := range cfg.Apps {
 		args = append(args, "--app", "appid="+a.AppID)
