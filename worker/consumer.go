@@ -198,6 +198,16 @@ func (s *jobSubscriber) deliver(m jetstream.Msg, out chan<- *message.Message) {
 		s.refuse(m)
 		return
 	}
+	// A slot freed as the stop began: select chose at random between the
+	// two, and a job taken now would start after the stop.
+	select {
+	case <-s.stopCh:
+		<-s.slots
+		w.working.Add(-1)
+		s.refuse(m)
+		return
+	default:
+	}
 	wm, md := s.message(m)
 	if time.Since(arrived) > s.extendAfter || (md != nil && time.Since(md.Timestamp) > s.extendAfter) {
 		_ = m.InProgress()
