@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,8 +31,14 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 		c.LeaseTTL = 2 * time.Second
 		return c
 	}
-	ahead := e.start(skewed("ahead", 10*time.Minute), nil)
-	behind := e.start(skewed("behind", -10*time.Minute), nil)
+	// Lease-loop rounds of each skewed holder: the proof below waits for
+	// rounds in which it could (wrongly) acquire, not for wall time.
+	var rounds [2]atomic.Int64
+	counting := func(i int) func(*Holder) {
+		return func(h *Holder) { h.hooks.leaseStep = func(string) { rounds[i].Add(1) } }
+	}
+	ahead := e.start(skewed("ahead", 10*time.Minute), counting(0))
+	behind := e.start(skewed("behind", -10*time.Minute), counting(1))
 	for _, r := range []*running{ahead, behind} {
 		eventually(t, 5*time.Second, r.h.ID()+" measures its clock", func() bool { _, ok := r.h.ClockOffset(); return ok })
 		off, _ := r.h.ClockOffset()
@@ -53,7 +60,10 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 	if !containsLog(e.logs.String(), "ERROR", "clock skew") {
 		t.Error("no error log line about the clock skew")
 	}
-	time.Sleep(time.Second) // ample lease-loop rounds in which to (wrongly) acquire
+	from := [2]int64{rounds[0].Load(), rounds[1].Load()}
+	eventually(t, 20*time.Second, "three more lease-loop rounds of each skewed holder", func() bool {
+		return rounds[0].Load() >= from[0]+3 && rounds[1].Load() >= from[1]+3
+	})
 	if _, err := e.tokens.Get(context.Background(), app.AppID); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("a skewed holder stored a token (err %v)", err)
 	}
