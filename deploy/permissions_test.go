@@ -19,6 +19,7 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway/weblogin"
 	"github.com/wxhub/wxhub/holder"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
@@ -207,27 +208,6 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	type running struct {
-		cancel context.CancelFunc
-		done   chan error
-	}
-	start := func(name string, run func(context.Context) error) *running {
-		rctx, cancel := context.WithCancel(context.Background())
-		r := &running{cancel: cancel, done: make(chan error, 1)}
-		go func() { r.done <- run(rctx) }()
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-r.done:
-				if err != nil {
-					t.Errorf("%s: %v", name, err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("%s did not stop", name)
-			}
-		})
-		return r
-	}
 	// Every connection of a real role: none may see a permission
 	// violation (a call its grant forgot, silently failing).
 	var conns []*user
@@ -286,13 +266,13 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	// A holder fetches the first token: it writes wx_tokens, wx_leases,
 	// wx_quota and publishes token.refreshed.
 	h1 := newHolder("holder-1", 0)
-	r1 := start("holder-1", h1.Run)
+	stopHolder1 := wxhubtest.Background(t, "holder-1", h1.Run)
 	first := nextToken(0)
 	if first.Holder != "holder-1" {
 		t.Fatalf("first token by %q", first.Holder)
 	}
 	h2 := newHolder("holder-2", 1)
-	start("holder-2", h2.Run)
+	wxhubtest.Background(t, "holder-2", h2.Run)
 
 	// A worker, bound to the provisioned durables.
 	wu := connectAs(t, servers[1], grants.Worker)
@@ -302,7 +282,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	if err != nil {
 		t.Fatal(err)
 	}
-	start("worker-1", w.Run)
+	wxhubtest.Background(t, "worker-1", w.Run)
 	waitFor(t, 30*time.Second, "worker ready", w.Ready)
 
 	// The client publishes a job (with its PubAck) and gets its result.
@@ -416,11 +396,9 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 
 	// Takeover: the leader stops (and releases its lease); the standby
 	// leads and refreshes on the next report.
-	r1.cancel()
-	if err := <-r1.done; err != nil {
+	if err := stopHolder1(); err != nil {
 		t.Fatalf("holder-1: %v", err)
 	}
-	r1.done <- nil // for the cleanup
 	waitFor(t, 30*time.Second, "holder-2 leads", func() bool {
 		st := h2.Status()
 		return len(st) == 1 && st[0].Leader

@@ -7,6 +7,8 @@ package wxhubtest
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -204,4 +206,38 @@ func (l *Lines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines, "\n")
+}
+
+// Background runs run (a role's Run: it returns nil once its context is
+// cancelled) on its own goroutine until the test ends, or until the
+// returned stop is called: stop cancels the context, waits for run to
+// return and gives its error. At the end of the test stop is called if it
+// was not, and an error, or a run still going 30 s after the cancel,
+// fails the test.
+func Background(t testing.TB, name string, run func(context.Context) error) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var (
+		once sync.Once
+		err  error
+	)
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				err = fmt.Errorf("%s did not stop within 30 s", name)
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	})
+	return stop
 }
