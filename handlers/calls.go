@@ -60,8 +60,11 @@ func retryOutcome(ctx context.Context, err, last error) error {
 
 // retryable: err is one retryTransient tries again.
 func retryable(err error) bool {
+	if err == nil { // the common case, without the heap allocation of errors.As's target
+		return false
+	}
 	var spent *codeSpentError
-	return err != nil && wechat.IsTransient(err) && wechat.ErrCode(err) != wechat.CodeMinuteQuota && !errors.As(err, &spent)
+	return wechat.IsTransient(err) && wechat.ErrCode(err) != wechat.CodeMinuteQuota && !errors.As(err, &spent)
 }
 
 // withToken calls fn with the app's current token. When WeChat rejects
