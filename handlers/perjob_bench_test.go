@@ -45,7 +45,7 @@ func (noInvalidate) Invalidate(context.Context, string, uint64, int) error { ret
 
 type countingPublisher struct{ n, failed int }
 
-func (p *countingPublisher) Publish(_ context.Context, subject string, _ []byte, _ map[string]string) (handlers.Stored, error) {
+func (p *countingPublisher) Publish(_ context.Context, subject string, _ []byte, _ handlers.Header) (handlers.Stored, error) {
 	if subject != events.NewSubjects("").StoredUserProfile {
 		p.failed++
 	}

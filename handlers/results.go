@@ -12,11 +12,18 @@ import (
 )
 
 // Publisher stores messages in JetStream and waits for the stream's
-// acknowledgement. header holds the message headers to send (Nats-Msg-Id
-// among them, which the stream deduplicates on) and nothing else: a
+// acknowledgement. It sends the headers in header and nothing else: a
 // Publisher adds no headers of its own (package worker's Publisher).
 type Publisher interface {
-	Publish(ctx context.Context, subject string, data []byte, header map[string]string) (Stored, error)
+	Publish(ctx context.Context, subject string, data []byte, header Header) (Stored, error)
+}
+
+// Header is the headers of a result or dead letter. An empty field sends
+// no header.
+type Header struct {
+	MsgID            string // Nats-Msg-Id (events.HeaderMsgID): the stream deduplicates on it
+	CorrelationID    string // events.HeaderCorrelationID
+	DeadLetterReason string // events.HeaderDeadLetterReason
 }
 
 // Stored is a stream's acknowledgement of a publish.
@@ -48,15 +55,8 @@ const (
 // publish stores payload on subject with the job's result id as
 // Nats-Msg-Id and its correlation id, under the job's finish context: a
 // result for work already done is published even while the worker stops.
-func (h *Handlers) publish(j *job, subject string, payload []byte, extra map[string]string) (Stored, error) {
-	hdr := make(map[string]string, 2+len(extra))
-	hdr[events.HeaderMsgID] = j.jobID
-	if j.corrID != "" {
-		hdr[events.HeaderCorrelationID] = j.corrID
-	}
-	for k, v := range extra {
-		hdr[k] = v
-	}
+func (h *Handlers) publish(j *job, subject string, payload []byte, deadLetterReason string) (Stored, error) {
+	hdr := Header{MsgID: j.jobID, CorrelationID: j.corrID, DeadLetterReason: deadLetterReason}
 	st, err := h.cfg.Publisher.Publish(j.finish, subject, payload, hdr)
 	if err != nil {
 		return st, fmt.Errorf("handlers: publish %s: %w", subject, err)
@@ -69,7 +69,7 @@ func (h *Handlers) publish(j *job, subject string, payload []byte, extra map[str
 // record. The result reaches core subscribers only once stored, and a
 // duplicate (an earlier delivery stored it) reaches nobody.
 func (h *Handlers) publishResult(j *job, resultSubject, storedSubject string, b []byte) error {
-	st, err := h.publish(j, storedSubject, b, nil)
+	st, err := h.publish(j, storedSubject, b, "")
 	if err != nil {
 		h.observe(j, metrics.OutcomeRetry)
 		return err
@@ -156,8 +156,7 @@ func (h *Handlers) reject(j *job, kind, reason string) error {
 	if len(reason) > 4000 {
 		reason = reason[:4000] + "..."
 	}
-	dl := map[string]string{events.HeaderDeadLetterReason: kind + ": " + headerSafe(reason)}
-	if _, err := h.publish(j, h.subjects.StoredDeadLetter(j.bare), j.msg.Payload, dl); err != nil {
+	if _, err := h.publish(j, h.subjects.StoredDeadLetter(j.bare), j.msg.Payload, kind+": "+headerSafe(reason)); err != nil {
 		h.observe(j, metrics.OutcomeRetry)
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 )
 
@@ -30,18 +31,36 @@ var _ handlers.Publisher = (*Publisher)(nil)
 func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
 
 // Publish implements handlers.Publisher.
-func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, header map[string]string) (handlers.Stored, error) {
-	// The header's values share one backing array: one allocation for
-	// all of them rather than one per Header.Set.
-	nm := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, len(header))}
-	vals := make([]string, 0, len(header))
-	for k, v := range header {
-		vals = append(vals, v)
-		nm.Header[k] = vals[len(vals)-1 : len(vals) : len(vals)]
-	}
+func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, header handlers.Header) (handlers.Stored, error) {
+	nm := &nats.Msg{Subject: subject, Data: data, Header: natsHeader(header)}
 	ack, err := p.js.PublishMsg(ctx, nm)
 	if err != nil {
 		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, err)
 	}
 	return handlers.Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// natsHeader returns h's non-empty fields as NATS headers. The values
+// share one backing array: one allocation for all of them.
+func natsHeader(h handlers.Header) nats.Header {
+	fields := [...]struct{ key, value string }{
+		{events.HeaderMsgID, h.MsgID},
+		{events.HeaderCorrelationID, h.CorrelationID},
+		{events.HeaderDeadLetterReason, h.DeadLetterReason},
+	}
+	n := 0
+	for _, f := range fields {
+		if f.value != "" {
+			n++
+		}
+	}
+	out := make(nats.Header, n)
+	vals := make([]string, 0, n)
+	for _, f := range fields {
+		if f.value != "" {
+			vals = append(vals, f.value)
+			out[f.key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
+	}
+	return out
 }
