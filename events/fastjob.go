@@ -191,14 +191,31 @@ func fastDecode(data []byte, spec []fastField) bool {
 			return false
 		}
 		seen |= 1 << i
-		*spec[i].dst = string(f.val)
 	}
 	for i := range spec {
 		if spec[i].required && seen&(1<<i) == 0 {
 			return false
 		}
 	}
+	// One string for the whole object, the fields slices of it: one
+	// allocation per job instead of one per field.
+	whole := string(data[:end])
+	for _, f := range fields {
+		for k := range spec {
+			if spec[k].key == string(f.key) {
+				*spec[k].dst = within(whole, data, f.val)
+				break
+			}
+		}
+	}
 	return true
+}
+
+// within returns the part of whole (a copy of data) where part (a slice
+// of data) lies.
+func within(whole string, data, part []byte) string {
+	start := cap(data) - cap(part)
+	return whole[start : start+len(part)]
 }
 
 // fastUserLookup decodes a plain, valid user.lookup; ok false means "use
@@ -251,11 +268,28 @@ func fastPeek(data []byte) (jobID, appID string, ok bool) {
 			aid, hasA = f.val, true
 		}
 	}
-	if hasJ && matchJobID(jid) {
-		jobID = string(jid)
+	hasJ = hasJ && matchJobID(jid)
+	hasA = hasA && matchID64(aid)
+	if !hasJ && !hasA {
+		return "", "", true
 	}
-	if hasA && matchID64(aid) {
-		appID = string(aid)
+	// One string for both (see fastDecode).
+	lo, hi := len(data), 0
+	for _, f := range [...]struct {
+		ok  bool
+		val []byte
+	}{{hasJ, jid}, {hasA, aid}} {
+		if f.ok {
+			start := cap(data) - cap(f.val)
+			lo, hi = min(lo, start), max(hi, start+len(f.val))
+		}
+	}
+	whole := string(data[lo:hi])
+	if hasJ {
+		jobID = within(whole, data[lo:], jid)
+	}
+	if hasA {
+		appID = within(whole, data[lo:], aid)
 	}
 	return jobID, appID, true
 }

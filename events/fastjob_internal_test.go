@@ -114,3 +114,29 @@ func TestFastJobPaths(t *testing.T) {
 		})
 	}
 }
+
+// The fast paths copy the job once: its fields are slices of one string.
+func TestFastJobAllocatesOnce(t *testing.T) {
+	job := []byte(`{"job_id":"j-1","appid":"wx0123456789abcdef","openid":"o0001","lang":"en"}`)
+	for _, tc := range []struct {
+		name string
+		run  func()
+	}{
+		{"user.lookup", func() {
+			if _, ok := fastUserLookup(job); !ok {
+				t.Fatal("fast path refused a plain job")
+			}
+		}},
+		{"peek", func() {
+			if id, app, ok := fastPeek(job); !ok || id != "j-1" || app != "wx0123456789abcdef" {
+				t.Fatalf("peek = %q, %q, %v", id, app, ok)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(100, tc.run); n != 1 {
+				t.Errorf("%v allocations per job, want 1", n)
+			}
+		})
+	}
+}

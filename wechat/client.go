@@ -121,9 +121,9 @@ func (c *Client) call(ctx context.Context, method, path, query string, body any,
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
-	target := c.cfg.BaseURL + path
-	if query != "" {
-		target += "?" + query
+	target := c.cfg.BaseURL + path + "?" + query // one allocation
+	if query == "" {
+		target = target[:len(target)-1]
 	}
 	var rd io.Reader
 	if body != nil {
