@@ -86,9 +86,30 @@ type scaleRow struct {
 	CPU         cpuUse             `json:"cpu_cores"`
 }
 
+// peerMinJobs is how many jobs a peer-comparison run at a simulator
+// latency should see at least: a run of 3 s at 50 ms and 64 in flight
+// resolves only about 3,700, and its CPU per job moved by ±15% from
+// round to round. Such runs are measured longer, up to peerMaxMeasure.
+const (
+	peerMinJobs    = 10000
+	peerMaxMeasure = 10 * time.Second
+)
+
+// peerMeasure is the measured span of one run at latency lat with conc
+// jobs in flight: measure, or longer when conc ÷ lat jobs per second
+// would resolve fewer than peerMinJobs in it.
+func peerMeasure(measure time.Duration, conc int, lat time.Duration) time.Duration {
+	if lat <= 0 || conc <= 0 {
+		return measure
+	}
+	need := time.Duration(float64(peerMinJobs) / (float64(conc) / lat.Seconds()) * float64(time.Second))
+	return max(measure, min(need, peerMaxMeasure))
+}
+
 func (e *env) peerPlan() (rounds int, concs []int, lats []time.Duration, warmup, measure time.Duration) {
-	rounds, warmup, measure = 3, e.o.warmup, e.o.measure
+	rounds, warmup, measure = 5, e.o.warmup, e.o.measure
 	if e.o.quick {
+		rounds = 3
 		measure = min(measure, 2*time.Second)
 		warmup = min(warmup, 500*time.Millisecond)
 	}
@@ -103,8 +124,8 @@ func (e *env) peerCompare(ctx context.Context, sim *harness.SimServer) error {
 	rounds, concs, lats, warmup, measure := e.peerPlan()
 	ps := &peerSection{Rounds: rounds, Warmup: harness.Millis(warmup), Measure: harness.Millis(measure),
 		Method: "one worker process at a time on one nats-server and one simulator; for each concurrency, rounds of wxhub then peer, " +
-			"each started fresh and measured at every simulator latency; medians over the rounds; CPU µs per job = the worker process's CPU time " +
-			"over the whole run (warm-up, measure, drain) ÷ the jobs it resolved"}
+			"each started fresh and measured at every simulator latency (at a latency, for long enough to resolve about 10,000 jobs, at most 10 s); " +
+			"medians over the rounds; CPU µs per job = the worker process's CPU time over the whole run (warm-up, measure, drain) ÷ the jobs it resolved"}
 	cells := map[[2]int]*peerCell{}
 	for _, conc := range concs {
 		for _, lat := range lats {
@@ -123,7 +144,8 @@ func (e *env) peerCompare(ctx context.Context, sim *harness.SimServer) error {
 				}
 				for _, lat := range lats {
 					sim.Sim.SetLatency(lat)
-					run, err := e.measureRun(ctx, proc, fmt.Sprintf("pc-%s-l%d-c%d-r%d", kind, lat.Milliseconds(), conc, r), conc, warmup, measure)
+					run, err := e.measureRun(ctx, proc, fmt.Sprintf("pc-%s-l%d-c%d-r%d", kind, lat.Milliseconds(), conc, r), conc, warmup,
+						peerMeasure(measure, conc, lat))
 					if err != nil {
 						_ = proc.Stop(30 * time.Second)
 						return err

@@ -12,7 +12,7 @@
 // hard assertion fails (token fetch counts ≠ 1). Targets missed are marked
 // MISSED, not failures.
 //
-//	go run ./cmd/wxbench [-quick] [-rounds 3] [-measure 3s] [-out bench-results.json]
+//	go run ./cmd/wxbench [-quick] [-rounds 5] [-measure 3s] [-out bench-results.json]
 package main
 
 import (
@@ -40,7 +40,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.out, "out", "bench-results.json", "JSON results `file`")
 	flag.BoolVar(&o.quick, "quick", false, "only the peer comparison and the scale figure, 2 s per run (a minute or two)")
-	flag.IntVar(&o.rounds, "rounds", 0, "rounds of the peer comparison (0: 3)")
+	flag.IntVar(&o.rounds, "rounds", 0, "rounds of the peer comparison (0: 5, or 3 with -quick)")
 	flag.DurationVar(&o.warmup, "warmup", 700*time.Millisecond, "load before each measurement")
 	flag.DurationVar(&o.measure, "measure", 3*time.Second, "measured span of each scenario")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (logs, stores)")
