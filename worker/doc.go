@@ -24,8 +24,9 @@
 // every job subject. The worker's own Watermill subscriber runs one
 // nats.go Consume per job subject with batched pulls (PullMaxMessages
 // Concurrency/2; nats.go pulls again when half of that is left). Its
-// callback takes a slot before it hands the job to the router, and
-// blocks while none is free; nats.go counts a message as delivered, and
+// callback takes a slot before it hands the job to the router (through a
+// channel buffered for Concurrency messages, so the hand-off itself never
+// waits), and blocks while none is free; nats.go counts a message as delivered, and
 // pulls more, only when the callback returns. So a process holds at most
 // Concurrency jobs in work plus Concurrency/2 per job subject waiting for
 // a slot, never the 500 nats.go would prefetch by default. A waiting
@@ -36,7 +37,9 @@
 // than AckWait. Each job runs on the router's goroutine for its message,
 // whose stack is grown to 16 KiB in one step before the handler starts
 // (no copies of a deep stack as the handler path grows it, and no
-// hand-off to another goroutine and back).
+// hand-off to another goroutine and back); the job's contexts derive
+// from the delivery itself, not from the router's chain of context
+// values, so the lookups on the job's path walk a short chain.
 //
 // # Acks, retries and results
 //
