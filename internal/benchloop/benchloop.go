@@ -7,10 +7,12 @@
 // Everything runs in the benchmark's process, so its CPU per job (the
 // cpu-µs/job metric) is the worker's plus the server's, the simulator's
 // and the load's: the difference between two workers' figures is the
-// difference between the workers. It is steadier than wxbench's
-// multi-process runs, which makes it the tool for trying a change:
+// difference between the workers. Back-to-back runs agree within a few
+// percent, steadier than wxbench's multi-process runs, but on a shared
+// host the level drifts by up to ±10% over minutes: compare two builds
+// by alternating their test binaries for 8 or more rounds.
 //
-//	go test -run '^$' -bench . -benchtime 20000x -count 6 ./worker ./cmd/wxbench
+//	go test -run '^$' -bench Throughput -benchtime 20000x -count 6 ./worker ./cmd/wxbench
 package benchloop
 
 import (
