@@ -62,3 +62,13 @@ func startWorker(_ context.Context, tb testing.TB, env benchloop.Env) func() err
 		return err
 	}
 }
+
+// The benchmark loop itself works: every job published gets its result and
+// the figures are reported (make test runs no benchmarks).
+func TestThroughputBenchmarkRuns(t *testing.T) {
+	c := benchloop.Case{Concurrency: 8}
+	r := testing.Benchmark(func(b *testing.B) { benchloop.Run(b, c, startWorker) })
+	if r.N == 0 || r.Extra["jobs/s"] <= 0 || r.Extra["cpu-µs/job"] <= 0 {
+		t.Fatalf("benchmark result %+v: want jobs and both figures", r)
+	}
+}

@@ -47,3 +47,12 @@ func startPeer(ctx context.Context, tb testing.TB, env benchloop.Env) func() err
 		return <-done
 	}
 }
+
+// The peer runs through the benchmark loop (make test runs no benchmarks).
+func TestPeerThroughputBenchmarkRuns(t *testing.T) {
+	c := benchloop.Case{Concurrency: 8}
+	r := testing.Benchmark(func(b *testing.B) { benchloop.Run(b, c, startPeer) })
+	if r.N == 0 || r.Extra["jobs/s"] <= 0 || r.Extra["cpu-µs/job"] <= 0 {
+		t.Fatalf("benchmark result %+v: want jobs and both figures", r)
+	}
+}
