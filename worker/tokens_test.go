@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
+	iharness "github.com/wxhub/wxhub/internal/harness"
 	"github.com/wxhub/wxhub/worker"
 )
 
@@ -315,15 +316,11 @@ func TestTokenCacheFollowStops(t *testing.T) {
 	if n := b.fc.NumSubscriptions(); n != baseSubs {
 		t.Fatalf("%d subscriptions left, had %d", n, baseSubs)
 	}
-	// Goroutines end asynchronously (the subscription's delivery loop):
-	// wait for the count to come back, bounded.
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > baseG {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, had %d:\n%s", runtime.NumGoroutine(), baseG, buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(10 * time.Millisecond)
+	// Goroutines end asynchronously (the subscription's delivery loop)
+	// and nothing announces it: poll the count, bounded.
+	if err := iharness.WaitFor(context.Background(), 5*time.Second, 10*time.Millisecond,
+		func() bool { return runtime.NumGoroutine() <= baseG }); err != nil {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines, had %d:\n%s", runtime.NumGoroutine(), baseG, buf[:runtime.Stack(buf, true)])
 	}
 }
