@@ -229,16 +229,7 @@ func resolveFiles(t *testing.T, role string, cfg *config.Config, files map[strin
 // hosts (or pods) can reach unless it is meant for a local proxy.
 func checkGatewayConfig(t *testing.T, cfg *config.Config) {
 	t.Helper()
-	apps := make([]gateway.App, len(cfg.Apps))
-	for i, a := range cfg.Apps {
-		apps[i] = gateway.App{AppID: a.AppID, Secret: a.Secret}
-	}
-	clients := make([]gateway.Client, len(cfg.Gateway.Clients))
-	for i, c := range cfg.Gateway.Clients {
-		clients[i] = gateway.Client{Name: c.Name, Key: c.Key, AppIDs: c.AppIDs, Paths: c.Paths,
-			Rate: c.Rate, Burst: c.Burst, RealToken: c.RealToken}
-	}
-	gc := gateway.Config{Tokens: noTokens{}, BaseURL: cfg.WeChatBaseURL, Apps: apps, Clients: clients,
+	gc := gateway.Config{Tokens: noTokens{}, BaseURL: cfg.WeChatBaseURL, Apps: cfg.GatewayApps(), Clients: cfg.GatewayClients(),
 		Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey}
 	if err := gc.Validate(); err != nil {
 		t.Errorf("wxhub gateway: %v", err)

@@ -65,22 +65,13 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 		}
 		tokens := worker.NewTokenCache(log)
 		id := "gateway-" + hostnameID()
-		apps := make([]gateway.App, len(cfg.Apps))
-		for i, a := range cfg.Apps {
-			apps[i] = gateway.App{AppID: a.AppID, Secret: a.Secret}
-		}
-		clients := make([]gateway.Client, len(cfg.Gateway.Clients))
-		for i, c := range cfg.Gateway.Clients {
-			clients[i] = gateway.Client{Name: c.Name, Key: c.Key, AppIDs: c.AppIDs, Paths: c.Paths,
-				Rate: c.Rate, Burst: c.Burst, RealToken: c.RealToken}
-		}
 		followed := gatewayAppIDs(cfg)
 		refreshed := events.NewSubjects(cfg.Prefix).TokenRefreshed
 		gw, err := gateway.New(gateway.Config{
 			Tokens:      tokens,
 			Invalidator: worker.NewInvalidator(p.js, cfg.Prefix, id, 0),
 			BaseURL:     cfg.WeChatBaseURL,
-			Apps:        apps, Clients: clients,
+			Apps:        cfg.GatewayApps(), Clients: cfg.GatewayClients(),
 			Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey,
 			Mount:  mounted,
 			Logger: log,

@@ -303,3 +303,26 @@ func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
 		})
 	}
 }
+
+// The gateway gets every field of each app and client, as `wxhub
+// gateway` and the deploy tests both build it from here.
+func TestGatewayAppsAndClients(t *testing.T) {
+	cfg := Config{
+		Apps: []App{{AppID: "wx0123456789abcdef", Secret: "s1", SecretFile: "/ignored", Mode: "token"}},
+		Gateway: Gateway{Clients: []Client{{Name: "shop", Key: "k", KeyFile: "/ignored", AppIDs: []string{"*"},
+			Paths: []string{"/cgi-bin/user/"}, Rate: 5, Burst: 10, RealToken: true}}},
+	}
+	apps := cfg.GatewayApps()
+	if len(apps) != 1 || apps[0].AppID != "wx0123456789abcdef" || apps[0].Secret != "s1" {
+		t.Fatalf("apps = %+v", apps)
+	}
+	cl := cfg.GatewayClients()
+	if len(cl) != 1 {
+		t.Fatalf("clients = %+v", cl)
+	}
+	c := cl[0]
+	if c.Name != "shop" || c.Key != "k" || len(c.AppIDs) != 1 || c.AppIDs[0] != "*" || len(c.Paths) != 1 ||
+		c.Rate != 5 || c.Burst != 10 || !c.RealToken {
+		t.Fatalf("client = %+v", c)
+	}
+}
