@@ -178,6 +178,10 @@ func fastDecode(data []byte, spec []fastField) bool {
 	if !ok || !onlyWS(data, end) {
 		return false
 	}
+	var vals [8][]byte // by spec index
+	if len(spec) > len(vals) {
+		return false
+	}
 	var seen uint32
 	for _, f := range fields {
 		i := -1
@@ -191,6 +195,7 @@ func fastDecode(data []byte, spec []fastField) bool {
 			return false
 		}
 		seen |= 1 << i
+		vals[i] = f.val
 	}
 	for i := range spec {
 		if spec[i].required && seen&(1<<i) == 0 {
@@ -200,12 +205,9 @@ func fastDecode(data []byte, spec []fastField) bool {
 	// One string for the whole object, the fields slices of it: one
 	// allocation per job instead of one per field.
 	whole := string(data[:end])
-	for _, f := range fields {
-		for k := range spec {
-			if spec[k].key == string(f.key) {
-				*spec[k].dst = within(whole, data, f.val)
-				break
-			}
+	for i := range spec {
+		if seen&(1<<i) != 0 {
+			*spec[i].dst = within(whole, data, vals[i])
 		}
 	}
 	return true
@@ -254,7 +256,7 @@ func fastOAuthCodeReceived(data []byte) (v OAuthCodeReceived, ok bool) {
 // and lets the last of duplicate keys win.
 func fastPeek(data []byte) (jobID, appID string, ok bool) {
 	var buf [8]flatField
-	fields, _, ok := scanFlat(data, buf[:0])
+	fields, end, ok := scanFlat(data, buf[:0])
 	if !ok {
 		return "", "", false
 	}
@@ -273,23 +275,12 @@ func fastPeek(data []byte) (jobID, appID string, ok bool) {
 	if !hasJ && !hasA {
 		return "", "", true
 	}
-	// One string for both (see fastDecode).
-	lo, hi := len(data), 0
-	for _, f := range [...]struct {
-		ok  bool
-		val []byte
-	}{{hasJ, jid}, {hasA, aid}} {
-		if f.ok {
-			start := cap(data) - cap(f.val)
-			lo, hi = min(lo, start), max(hi, start+len(f.val))
-		}
-	}
-	whole := string(data[lo:hi])
+	whole := string(data[:end]) // one string for both (see fastDecode)
 	if hasJ {
-		jobID = within(whole, data[lo:], jid)
+		jobID = within(whole, data, jid)
 	}
 	if hasA {
-		appID = within(whole, data[lo:], aid)
+		appID = within(whole, data, aid)
 	}
 	return jobID, appID, true
 }
