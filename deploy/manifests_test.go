@@ -185,6 +185,27 @@ func checkEnvNames(t *testing.T, role string, fs *flag.FlagSet, cfg *config.Conf
 // the secrets the way the role does: a file that is not in files fails.
 func resolveFiles(t *testing.T, role string, cfg *config.Config, files map[string]string, env map[string]string) {
 	t.Helper()
+	// The example Secrets ship REPLACE-WITH-... placeholders, which wxhub
+	// refuses: first as shipped (refused if any is read), then with
+	// stand-ins for the real values the operator creates (deploy/README.md).
+	shipped := *cfg
+	shipped.Apps = slices.Clone(cfg.Apps)
+	shipped.Gateway.Clients = slices.Clone(cfg.Gateway.Clients)
+	if placeholders, err := resolveCopies(t, role, &shipped, files, env, false); placeholders > 0 && (err == nil || !strings.Contains(err.Error(), config.PlaceholderPrefix+"... placeholder")) {
+		t.Errorf("wxhub %s with the %d placeholder(s) of the example Secrets: err = %v, want them refused", role, placeholders, err)
+	}
+	if _, err := resolveCopies(t, role, cfg, files, env, true); err != nil {
+		t.Errorf("wxhub %s: %v", role, err)
+	}
+}
+
+// resolveCopies copies the secret files cfg reads out of files (the
+// mounted files, by path) and resolves cfg's secrets and client keys from
+// them and env, returning the first error and how many placeholders were
+// read; with standIns each placeholder is replaced by a real-looking
+// value first.
+func resolveCopies(t *testing.T, role string, cfg *config.Config, files map[string]string, env map[string]string, standIns bool) (placeholders int, err error) {
+	t.Helper()
 	dir := t.TempDir()
 	n := 0
 	copyOf := func(what, p string) string {
@@ -193,6 +214,12 @@ func resolveFiles(t *testing.T, role string, cfg *config.Config, files map[strin
 		if !ok {
 			t.Errorf("%s %s is not there (have %v)", what, p, slices.Sorted(maps.Keys(files)))
 			return p
+		}
+		if config.IsPlaceholder(strings.TrimSpace(content)) {
+			placeholders++
+			if standIns {
+				content = fmt.Sprintf("stand-in-for-the-real-value-%d", n)
+			}
 		}
 		n++
 		c := filepath.Join(dir, fmt.Sprintf("file%d", n))
@@ -207,20 +234,19 @@ func resolveFiles(t *testing.T, role string, cfg *config.Config, files map[strin
 		}
 	}
 	getenv := func(k string) string { return env[k] }
-	if err := cfg.ResolveSecrets(getenv); err != nil {
-		t.Errorf("wxhub %s: %v", role, err)
-	}
+	err = cfg.ResolveSecrets(getenv)
 	if role != "gateway" {
-		return
+		return placeholders, err
 	}
 	for i, c := range cfg.Gateway.Clients {
 		if c.KeyFile != "" && env[config.ClientKeyEnv(c.Name)] == "" {
 			cfg.Gateway.Clients[i].KeyFile = copyOf("gateway.clients["+c.Name+"].key_file", c.KeyFile)
 		}
 	}
-	if err := cfg.ResolveClientKeys(getenv); err != nil {
-		t.Errorf("wxhub gateway: %v", err)
+	if kerr := cfg.ResolveClientKeys(getenv); err == nil {
+		err = kerr
 	}
+	return placeholders, err
 }
 
 // checkGatewayConfig validates cfg the way `wxhub gateway` does

@@ -40,6 +40,8 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"holder takes no --replicas (only provision creates streams)", []string{"holder", "--replicas", "3"}, nil, exitUsage, "-replicas"},
 		{"worker takes no --replicas", []string{"worker", "--replicas", "3"}, nil, exitUsage, "-replicas"},
 		{"gateway takes no --replicas", []string{"gateway", "--replicas", "3"}, nil, exitUsage, "-replicas"},
+		{"holder with the example Secret's placeholder AppSecret", []string{"holder", "--app", "appid=wxa"}, map[string]string{"WXHUB_SECRET_WXA": "REPLACE-WITH-THE-APPSECRET"}, exitUsage, "apps[0].secret: the AppSecret of wxa is still a REPLACE-WITH-... placeholder"},
+		{"gateway with the example Secret's placeholder client key", []string{"gateway", "--app", "appid=wxa", "--client", "name=shop,appids=*"}, map[string]string{"WXHUB_CLIENT_KEY_SHOP": "REPLACE-WITH-THE-SHOP-CLIENT-KEY"}, exitUsage, "the key of client shop is still a REPLACE-WITH-... placeholder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -140,10 +140,25 @@ func (c *Config) ResolveClientKeys(getenv func(string) string) error {
 		if err != nil {
 			return err
 		}
+		if IsPlaceholder(key) {
+			return fmt.Errorf("gateway.clients[%d].key: the key of client %s is still a %s... placeholder of deploy/kubernetes/secret.yaml: create the real Secret (deploy/README.md), or set %s", i, cl.Name, PlaceholderPrefix, ClientKeyEnv(cl.Name))
+		}
 		cl.Key = key
 	}
 	return nil
 }
+
+// PlaceholderPrefix begins every value the deploy examples ship in place
+// of a secret (deploy/kubernetes/secret.yaml: REPLACE-WITH-THE-APPSECRET,
+// REPLACE-WITH-THE-SHOP-CLIENT-KEY). An AppSecret or gateway client key
+// that still begins with it was never replaced, so it is refused: a
+// placeholder client key is public and would open the gateway to anyone
+// who read the example.
+const PlaceholderPrefix = "REPLACE-WITH-"
+
+// IsPlaceholder reports whether v is one of the deploy examples'
+// placeholders (it begins with PlaceholderPrefix).
+func IsPlaceholder(v string) bool { return strings.HasPrefix(v, PlaceholderPrefix) }
 
 // credential is a secret from the environment variable env, else the
 // trimmed content of file (an error naming field when it cannot be read
@@ -351,6 +366,9 @@ func (c *Config) ResolveSecrets(getenv func(string) string) error {
 		secret, err := credential(getenv, "WXHUB_SECRET_"+strings.ToUpper(a.AppID), a.SecretFile, a.Secret, fmt.Sprintf("apps[%d].secret_file", i))
 		if err != nil {
 			return err
+		}
+		if IsPlaceholder(secret) {
+			return fmt.Errorf("apps[%d].secret: the AppSecret of %s is still a %s... placeholder of deploy/kubernetes/secret.yaml: create the real Secret (deploy/README.md), or set WXHUB_SECRET_%s", i, a.AppID, PlaceholderPrefix, strings.ToUpper(a.AppID))
 		}
 		a.Secret = secret
 	}

@@ -326,3 +326,53 @@ func TestGatewayAppsAndClients(t *testing.T) {
 		t.Fatalf("client = %+v", c)
 	}
 }
+
+// TestPlaceholdersRefused: an AppSecret or client key still set to one of
+// deploy/kubernetes/secret.yaml's placeholders is refused, wherever it
+// comes from, with an error naming the field and the way out.
+func TestPlaceholdersRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "placeholder")
+	if err := os.WriteFile(file, []byte("REPLACE-WITH-THE-SHOP-CLIENT-KEY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(dir, "real")
+	if err := os.WriteFile(real, []byte("a-real-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		app     App
+		client  Client
+		env     map[string]string
+		wantErr string // "" for none
+	}{
+		{name: "app secret inline", app: App{AppID: "wxa", Secret: "REPLACE-WITH-THE-APPSECRET"}, wantErr: "apps[0].secret: the AppSecret of wxa is still a REPLACE-WITH-... placeholder"},
+		{name: "app secret file", app: App{AppID: "wxa", SecretFile: file}, wantErr: "or set WXHUB_SECRET_WXA"},
+		{name: "app secret env", app: App{AppID: "wxa", Secret: "real"}, env: map[string]string{"WXHUB_SECRET_WXA": "REPLACE-WITH-THE-APPSECRET"}, wantErr: "apps[0].secret"},
+		{name: "app secret real env over placeholder file", app: App{AppID: "wxa", SecretFile: file}, env: map[string]string{"WXHUB_SECRET_WXA": "the-real-one"}},
+		{name: "client key file", client: Client{Name: "shop", KeyFile: file}, wantErr: "gateway.clients[0].key: the key of client shop is still a REPLACE-WITH-... placeholder"},
+		{name: "client key env", client: Client{Name: "shop", KeyFile: real}, env: map[string]string{"WXHUB_CLIENT_KEY_SHOP": "REPLACE-WITH-IT-PLEASE"}, wantErr: "or set WXHUB_CLIENT_KEY_SHOP"},
+		{name: "client key inline", client: Client{Name: "shop", Key: "REPLACE-WITH-THE-SHOP-CLIENT-KEY"}, wantErr: "gateway.clients[0].key"},
+		{name: "client key real", client: Client{Name: "shop", KeyFile: real}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			var err error
+			if tt.app.AppID != "" {
+				c.Apps = []App{tt.app}
+				err = c.ResolveSecrets(env(tt.env))
+			} else {
+				c.Gateway.Clients = []Client{tt.client}
+				err = c.ResolveClientKeys(env(tt.env))
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("err = %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
