@@ -54,6 +54,16 @@ func serverConfig(env *cmdEnv, cfg *config.Config, needSecrets bool) error {
 	return nil
 }
 
+// checkDuplicateWindow refuses a duplicate window no longer than the
+// workers' ack wait, before anything connects: a job redelivered after
+// ack-wait could get a second result (worker.Config refuses the same).
+func checkDuplicateWindow(cfg *config.Config) error {
+	if cfg.DuplicateWindow <= cfg.Worker.AckWait {
+		return usagef("duplicate-window (%v) must be longer than ack-wait (%v): a job redelivered after ack-wait could get a second result", cfg.DuplicateWindow, cfg.Worker.AckWait)
+	}
+	return nil
+}
+
 func newLogger(env *cmdEnv, l config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.Level))

@@ -40,6 +40,10 @@ func TestExitStatusForUsageErrors(t *testing.T) {
 		{"holder takes no --replicas (only provision creates streams)", []string{"holder", "--replicas", "3"}, nil, exitUsage, "-replicas"},
 		{"worker takes no --replicas", []string{"worker", "--replicas", "3"}, nil, exitUsage, "-replicas"},
 		{"gateway takes no --replicas", []string{"gateway", "--replicas", "3"}, nil, exitUsage, "-replicas"},
+		{"holder takes no --duplicate-window (it never reads the window)", []string{"holder", "--duplicate-window", "20m"}, nil, exitUsage, "-duplicate-window"},
+		{"gateway takes no --duplicate-window", []string{"gateway", "--duplicate-window", "20m"}, nil, exitUsage, "-duplicate-window"},
+		{"a worker's --duplicate-window is checked against its ack wait", []string{"worker", "--duplicate-window", "1m", "--ack-wait", "1m", "--app", "appid=wxa"}, nil, exitUsage, "duplicate-window (1m0s) must be longer than ack-wait (1m0s)"},
+		{"run checks --duplicate-window too", []string{"run", "--duplicate-window", "1m", "--ack-wait", "2m", "--data-dir", "unused"}, nil, exitUsage, "must be longer than ack-wait"},
 		{"holder with the example Secret's placeholder AppSecret", []string{"holder", "--app", "appid=wxa"}, map[string]string{"WXHUB_SECRET_WXA": "REPLACE-WITH-THE-APPSECRET"}, exitUsage, "apps[0].secret: the AppSecret of wxa is still a REPLACE-WITH-... placeholder"},
 		{"gateway with the example Secret's placeholder client key", []string{"gateway", "--app", "appid=wxa", "--client", "name=shop,appids=*"}, map[string]string{"WXHUB_CLIENT_KEY_SHOP": "REPLACE-WITH-THE-SHOP-CLIENT-KEY"}, exitUsage, "the key of client shop is still a REPLACE-WITH-... placeholder"},
 	}

@@ -36,10 +36,8 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 		return usagef("max-deliver (%d) and max-ack-pending (%d) must be at least 1, ack-wait (%v) at least 1s",
 			cfg.Worker.MaxDeliver, maxAckPending, cfg.Worker.AckWait)
 	}
-	if cfg.DuplicateWindow <= cfg.Worker.AckWait {
-		// The workers refuse the same settings (worker.Config): a job
-		// redelivered after ack-wait could get a second result.
-		return usagef("duplicate-window (%v) must be longer than ack-wait (%v)", cfg.DuplicateWindow, cfg.Worker.AckWait)
+	if err := checkDuplicateWindow(cfg); err != nil {
+		return err
 	}
 	nc, js, err := connectAs(cfg, "wxhub-provision", grants.Provision)
 	if err != nil {

@@ -189,6 +189,11 @@ func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, f
 	if err := serverConfig(env, cfg, flags&config.FlagsHolder != 0); err != nil {
 		return err
 	}
+	if flags&config.FlagsWorker != 0 {
+		if err := checkDuplicateWindow(cfg); err != nil {
+			return err
+		}
+	}
 	if len(cfg.Apps) == 0 {
 		return usagef("apps: none configured (use --app appid=...,secret_file=... or the config file)")
 	}

@@ -37,6 +37,9 @@ func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	if err := serverConfig(env, cfg, true); err != nil {
 		return err
 	}
+	if err := checkDuplicateWindow(cfg); err != nil {
+		return err
+	}
 	log := newLogger(env, cfg.Log)
 
 	host, portStr, err := net.SplitHostPort(cfg.Run.NATSListen)

@@ -240,7 +240,9 @@ func TestHelpShowsNoSecret(t *testing.T) {
 // TestReplicasOnlyWhereStreamsAreCreated: --replicas is offered only by
 // the commands that create streams (wxhub provision, wxhub run); the
 // roles that only bind refuse it instead of ignoring it, while the file's
-// replicas key (shared with provision) stays valid for them.
+// replicas key (shared with provision) stays valid for them. Likewise
+// --duplicate-window, which the worker also takes (it checks its ack wait
+// against it) and holder and gateway, which never read it, refuse.
 func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "wxhub.yaml")
 	if err := os.WriteFile(file, []byte("replicas: 3\nduplicate_window: 20m\n"), 0o600); err != nil {
@@ -250,12 +252,13 @@ func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
 		name     string
 		roles    Roles
 		replicas bool
+		window   bool // --duplicate-window: where streams are made, and the worker that checks its ack wait against it
 	}{
-		{"holder", FlagsNATS | FlagsServer | FlagsHolder, false},
-		{"worker", FlagsNATS | FlagsServer | FlagsWorker, false},
-		{"gateway", FlagsNATS | FlagsServer | FlagsGateway | FlagsWebLogin, false},
-		{"provision", FlagsNATS | FlagsProvision, true},
-		{"run", FlagsServer | FlagsProvision | FlagsHolder | FlagsWorker | FlagsRun | FlagsGateway | FlagsWebLogin, true},
+		{"holder", FlagsNATS | FlagsServer | FlagsHolder, false, false},
+		{"worker", FlagsNATS | FlagsServer | FlagsWorker, false, true},
+		{"gateway", FlagsNATS | FlagsServer | FlagsGateway | FlagsWebLogin, false, false},
+		{"provision", FlagsNATS | FlagsProvision, true, true},
+		{"run", FlagsServer | FlagsProvision | FlagsHolder | FlagsWorker | FlagsRun | FlagsGateway | FlagsWebLogin, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,8 +274,8 @@ func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
 			if got := fs.Lookup("replicas") != nil; got != tt.replicas {
 				t.Errorf("--replicas offered %v, want %v", got, tt.replicas)
 			}
-			if fs.Lookup("duplicate-window") == nil {
-				t.Error("--duplicate-window not offered")
+			if got := fs.Lookup("duplicate-window") != nil; got != tt.window {
+				t.Errorf("--duplicate-window offered %v, want %v", got, tt.window)
 			}
 			if tt.name == "provision" {
 				// The consumers' settings, not the worker process's.

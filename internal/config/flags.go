@@ -13,7 +13,7 @@ type Roles uint16
 // Flag groups.
 const (
 	FlagsNATS     Roles = 1 << iota // --nats-* and --prefix
-	FlagsServer                     // --http-listen, --log-*, --wechat-base-url, --app, --duplicate-window
+	FlagsServer                     // --http-listen, --log-*, --wechat-base-url, --app
 	FlagsHolder                     // --holder-id, --lease-ttl, ...
 	FlagsWorker                     // --concurrency, --max-deliver, --ack-wait, --vault-keys-file
 	FlagsRun                        // --nats-listen, --data-dir, --sim-*
@@ -23,9 +23,10 @@ const (
 	// FlagsProvision: what provisioning creates, for the commands that
 	// create streams (`wxhub provision`, `wxhub run`): --replicas, the
 	// consumers' --max-deliver and --ack-wait (also with FlagsWorker),
-	// and --duplicate-window (also with FlagsServer: the workers check
+	// and --duplicate-window (also with FlagsWorker: the workers check
 	// their ack wait against it). Holders, workers and gateways only bind
-	// to what exists, so they take no --replicas.
+	// to what exists, so they take no --replicas, and holders and
+	// gateways, which never read the window, no --duplicate-window.
 	FlagsProvision
 )
 
@@ -122,7 +123,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	if roles&FlagsProvision != 0 {
 		fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a cluster)")
 	}
-	if roles&(FlagsServer|FlagsProvision) != 0 {
+	if roles&(FlagsWorker|FlagsProvision) != 0 {
 		fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "duplicate window of the job and result streams (longer than --ack-wait)")
 	}
 	if roles&FlagsServer != 0 {
