@@ -145,6 +145,7 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 			if attempt > 1 {
 				log.Info("connected to NATS", "url", redact.URL(cfg.NATS.URL), "attempt", attempt)
 			}
+			warnDemoPassword(cfg, log)
 			return nc, js, nil
 		}
 		wait := b.NextBackOff()
@@ -160,6 +161,16 @@ func connectWait(ctx context.Context, cfg *config.Config, name string, log *slog
 			return nil, nil, err
 		case <-time.After(wait):
 		}
+	}
+}
+
+// warnDemoPassword warns when the NATS login is a user's demo password
+// shipped in deploy/: the server accepted it, so its hash is in the
+// server's config, and anyone who read deploy/ can log in as that user.
+// It names the user, never the password.
+func warnDemoPassword(cfg *config.Config, log *slog.Logger) {
+	if cfg.NATS.UsesDemoPassword() {
+		log.Warn("NATS login uses the demo password shipped in deploy/, which anyone can read: replace it in the NATS config and the Secret (deploy/README.md)", "nats_user", cfg.NATS.User)
 	}
 }
 

@@ -44,6 +44,7 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 		return err
 	}
 	defer nc.Close()
+	warnDemoPassword(cfg, newLogger(env, cfg.Log))
 	t := broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
 		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver, MaxAckPending: maxAckPending}
 	pctx, cancel := context.WithTimeout(ctx, timeout)

@@ -67,8 +67,12 @@ func shippedAccountsNATS(t *testing.T) string {
 	})
 	cmd := exec.Command(wxhubBinary(t), "provision", "--nats-url", url, "--nats-accounts", "--timeout", "30s")
 	cmd.Env = append(os.Environ(), "WXHUB_NATS_USER=admin", "WXHUB_NATS_PASSWORD=admin-demo-password")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		t.Fatalf("wxhub provision --nats-accounts: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "NATS login uses the demo password") || strings.Contains(string(out), "admin-demo-password") {
+		t.Errorf("wxhub provision as admin with its demo password: want a warning, without the password:\n%s", out)
 	}
 	return url
 }
@@ -157,8 +161,13 @@ func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s did not stop within 30s of SIGTERM", name)
 		}
-		if strings.Contains(r.log.String(), "roles-secret") || strings.Contains(r.log.String(), "roles-client-key-0123") {
-			t.Errorf("%s logged the AppSecret or a client key", name)
+		if strings.Contains(r.log.String(), "roles-secret") || strings.Contains(r.log.String(), "roles-client-key-0123") || strings.Contains(r.log.String(), "-demo-password") {
+			t.Errorf("%s logged the AppSecret, a client key or its NATS password", name)
+		}
+		// A login with deploy/'s demo password is warned about, by user.
+		warned := regexp.MustCompile(`"level":"WARN","msg":"NATS login uses the demo password[^"]*","nats_user":"` + name + `"`).MatchString(r.log.String())
+		if demo := len(natsEnv(name)) > 0; warned != demo {
+			t.Errorf("%s: warned of the demo NATS password %v, want %v:\n%s", name, warned, demo, r.log.String())
 		}
 		// One "role" per JSON line: duplicate keys break log pipelines.
 		for line := range strings.Lines(r.log.String()) {

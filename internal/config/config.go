@@ -75,6 +75,15 @@ func (n NATS) Conn(name string) broker.ConnConfig {
 		User: n.User, Password: n.Password, Token: n.Token, TLSCA: n.TLSCA, TLSCert: n.TLSCert, TLSKey: n.TLSKey}
 }
 
+// DemoPassword is the NATS password deploy/ ships for user
+// (deploy/nats/accounts.inc and nats-values.yaml hold its hash, the example
+// Secret wxhub-nats the password itself), e.g. "holder-demo-password".
+func DemoPassword(user string) string { return user + "-demo-password" }
+
+// UsesDemoPassword reports whether n logs in with its user's
+// DemoPassword, which anyone who read deploy/ knows.
+func (n NATS) UsesDemoPassword() bool { return n.User != "" && n.Password == DemoPassword(n.User) }
+
 // Holder tunes the token holder.
 type Holder struct {
 	ID            string        `yaml:"id"`
