@@ -701,23 +701,28 @@ func TestKubernetesManifests(t *testing.T) {
 		return p != 0 && (target == name || target == p)
 	}
 
-	t.Run("HPA scales the worker Deployment on CPU", func(t *testing.T) {
-		t.Parallel()
-		h := get(t, "HorizontalPodAutoscaler/wxhub-worker")
-		if h.APIVersion != "autoscaling/v2" {
-			t.Errorf("apiVersion %s", h.APIVersion)
-		}
-		ref := h.Spec.ScaleTargetRef
-		if ref.Kind != "Deployment" || objs["Deployment/"+ref.Name] == nil || ref.Name != "wxhub-worker" {
-			t.Errorf("scaleTargetRef %s/%s, want Deployment/wxhub-worker", ref.Kind, ref.Name)
-		}
-		if h.Spec.MinReplicas != 2 || h.Spec.MaxReplicas != 20 {
-			t.Errorf("min %d max %d, want 2 and 20", h.Spec.MinReplicas, h.Spec.MaxReplicas)
-		}
-		if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].Resource.Name != "cpu" {
-			t.Errorf("metrics %+v, want cpu", h.Spec.Metrics)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		min, max int
+	}{{"wxhub-worker", 2, 20}, {"wxhub-gateway", 2, 10}} {
+		t.Run("HPA scales "+tc.name+" on CPU", func(t *testing.T) {
+			t.Parallel()
+			h := get(t, "HorizontalPodAutoscaler/"+tc.name)
+			if h.APIVersion != "autoscaling/v2" {
+				t.Errorf("apiVersion %s", h.APIVersion)
+			}
+			ref := h.Spec.ScaleTargetRef
+			if ref.Kind != "Deployment" || objs["Deployment/"+ref.Name] == nil || ref.Name != tc.name {
+				t.Errorf("scaleTargetRef %s/%s, want Deployment/%s", ref.Kind, ref.Name, tc.name)
+			}
+			if h.Spec.MinReplicas != tc.min || h.Spec.MaxReplicas != tc.max {
+				t.Errorf("min %d max %d, want %d and %d", h.Spec.MinReplicas, h.Spec.MaxReplicas, tc.min, tc.max)
+			}
+			if len(h.Spec.Metrics) != 1 || h.Spec.Metrics[0].Resource.Name != "cpu" {
+				t.Errorf("metrics %+v, want cpu", h.Spec.Metrics)
+			}
+		})
+	}
 
 	roles := []struct {
 		role     string
@@ -726,15 +731,18 @@ func TestKubernetesManifests(t *testing.T) {
 	}{
 		{"holder", 2, 30},
 		{"worker", 0, 60},
-		{"gateway", 2, 30}, // the drain bound; its preStop pause comes on top
+		{"gateway", 0, 30}, // the drain bound; its preStop pause comes on top
 	}
 	for _, tc := range roles {
 		t.Run(tc.role, func(t *testing.T) {
 			t.Parallel()
 			role := tc.role
 			d := get(t, "Deployment/wxhub-"+role)
-			if r := d.Spec.Replicas; tc.replicas != 0 && (r == nil || *r != tc.replicas) {
+			switch r := d.Spec.Replicas; {
+			case tc.replicas != 0 && (r == nil || *r != tc.replicas):
 				t.Errorf("replicas %v, want %d", r, tc.replicas)
+			case tc.replicas == 0 && r != nil:
+				t.Errorf("replicas %d: the HPA owns the count, and a replicas field resets it on every kubectl apply", *r)
 			}
 			pod := d.Spec.Template
 			if !subset(d.Spec.Selector.MatchLabels, pod.Metadata.Labels) {
