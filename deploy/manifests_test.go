@@ -773,6 +773,13 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 
 			env := podEnv(t, c, "pod-"+role)
+			// Least privilege: a role's pod reads its own NATS password,
+			// never the admin's (a Secret of its own, for the Job only).
+			for _, e := range c.Env {
+				if ref := e.ValueFrom.SecretKeyRef; ref.Name == "wxhub-nats-admin" || (ref.Name == "wxhub-nats" && ref.Key != role+"-password") {
+					t.Errorf("env %s reads %s/%s: a %s pod needs only %s-password", e.Name, ref.Name, ref.Key, role, role)
+				}
+			}
 			cfg := loadRoleConfig(t, c.Args, cfgFile, env)
 			if !strings.HasSuffix(cfg.HTTPListen, ":8090") || strings.HasPrefix(cfg.HTTPListen, "127.") {
 				t.Errorf("http-listen %q: probes and Prometheus need :8090 on the pod IP", cfg.HTTPListen)

@@ -63,7 +63,8 @@ func NATSAccounts(pw Passwords, prefix string) string {
 # deploy/ can log in. Replace every hash before real use:
 #     nats server passwd            # prompts, prints a new bcrypt hash
 # and give each service its plain password via WXHUB_NATS_PASSWORD
-# (systemd: /etc/wxhub/<role>.env; Kubernetes: the wxhub-nats Secret).
+# (systemd: /etc/wxhub/<role>.env; Kubernetes: the wxhub-nats Secret,
+# the admin's in wxhub-nats-admin).
 # Every wxhub process on this layout runs with --nats-accounts
 # (WXHUB_NATS_ACCOUNTS=true).
 #
