@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
@@ -43,21 +42,18 @@ var documentedFlags = []string{
 }
 
 // roleFlags are the flag groups of each subcommand the deployment files
-// run, as in cmd/wxhub (roles.go, gatewaycmd.go, provision.go).
+// run: cmd/wxhub's own (config.Command*).
 var roleFlags = map[string]config.Roles{
-	"holder":    config.FlagsNATS | config.FlagsServer | config.FlagsHolder,
-	"worker":    config.FlagsNATS | config.FlagsServer | config.FlagsWorker,
-	"gateway":   config.FlagsNATS | config.FlagsServer | config.FlagsGateway | config.FlagsWebLogin,
-	"provision": config.FlagsNATS | config.FlagsProvision,
+	"holder":    config.CommandHolder,
+	"worker":    config.CommandWorker,
+	"gateway":   config.CommandGateway,
+	"provision": config.CommandProvision,
 }
 
-// roleExtraFlags are the flags a subcommand adds to its groups, as in
-// cmd/wxhub/provision.go.
+// roleExtraFlags are the flags a subcommand adds to its groups, as
+// cmd/wxhub registers them.
 var roleExtraFlags = map[string]func(fs *flag.FlagSet){
-	"provision": func(fs *flag.FlagSet) {
-		fs.Int("max-ack-pending", 1, "")
-		fs.Duration("timeout", time.Minute, "")
-	},
+	"provision": new(config.ProvisionOptions).AddFlags,
 }
 
 // yamlDocs decodes every document of a YAML file.

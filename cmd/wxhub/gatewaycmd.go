@@ -24,7 +24,7 @@ import (
 
 // cmdGateway runs the WeChat-compatible gateway against an existing NATS.
 func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
-	cfg, _, err := parseConfig(env, "gateway", config.FlagsNATS|config.FlagsServer|config.FlagsGateway|config.FlagsWebLogin, args, nil)
+	cfg, _, err := parseConfig(env, "gateway", config.CommandGateway, args, nil)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"time"
 
@@ -20,21 +19,17 @@ import (
 // made. Run it before the first start and after every upgrade; it is
 // idempotent.
 func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
-	var maxAckPending int
-	var timeout time.Duration
-	cfg, _, err := parseConfig(env, "provision", config.FlagsNATS|config.FlagsProvision, args, func(fs *flag.FlagSet) {
-		fs.IntVar(&maxAckPending, "max-ack-pending", broker.DefaultMaxAckPending, "jobs in flight across all workers per job subject")
-		fs.DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long (a new cluster may still be electing leaders)")
-	})
+	var opts config.ProvisionOptions
+	cfg, _, err := parseConfig(env, "provision", config.CommandProvision, args, opts.AddFlags)
 	if err != nil {
 		return err
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return usagef("replicas: %d, want 1 to 5", cfg.Replicas)
 	}
-	if cfg.Worker.MaxDeliver < 1 || cfg.Worker.AckWait < time.Second || maxAckPending < 1 {
+	if cfg.Worker.MaxDeliver < 1 || cfg.Worker.AckWait < time.Second || opts.MaxAckPending < 1 {
 		return usagef("max-deliver (%d) and max-ack-pending (%d) must be at least 1, ack-wait (%v) at least 1s",
-			cfg.Worker.MaxDeliver, maxAckPending, cfg.Worker.AckWait)
+			cfg.Worker.MaxDeliver, opts.MaxAckPending, cfg.Worker.AckWait)
 	}
 	if err := checkDuplicateWindow(cfg); err != nil {
 		return err
@@ -46,8 +41,8 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 	defer nc.Close()
 	warnDemoPassword(cfg, newLogger(env, cfg.Log))
 	t := broker.Topology{Prefix: cfg.Prefix, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
-		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver, MaxAckPending: maxAckPending}
-	pctx, cancel := context.WithTimeout(ctx, timeout)
+		AckWait: cfg.Worker.AckWait, MaxDeliver: cfg.Worker.MaxDeliver, MaxAckPending: opts.MaxAckPending}
+	pctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	if err := broker.Provision(pctx, js, t); err != nil {
 		return fmt.Errorf("%w (provisioning needs the admin user's credentials)", err)

@@ -169,18 +169,18 @@ func workerRole(p *process) (runner.Role, error) {
 
 // cmdHolder runs the token holder against an existing NATS.
 func cmdHolder(ctx context.Context, env *cmdEnv, args []string) error {
-	return roleCommand(ctx, env, args, "holder", config.FlagsHolder, holderRole)
+	return roleCommand(ctx, env, args, "holder", config.CommandHolder, holderRole)
 }
 
 // cmdWorker runs job workers against an existing NATS.
 func cmdWorker(ctx context.Context, env *cmdEnv, args []string) error {
-	return roleCommand(ctx, env, args, "worker", config.FlagsWorker, workerRole)
+	return roleCommand(ctx, env, args, "worker", config.CommandWorker, workerRole)
 }
 
 // roleCommand parses and validates a long-running role's configuration
 // (apps with their secrets are required) and serves the role alone.
 func roleCommand(ctx context.Context, env *cmdEnv, args []string, role string, flags config.Roles, build roleBuilder) error {
-	cfg, _, err := parseConfig(env, role, config.FlagsNATS|config.FlagsServer|flags, args, nil)
+	cfg, _, err := parseConfig(env, role, flags, args, nil)
 	if err != nil {
 		return err
 	}

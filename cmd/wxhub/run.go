@@ -21,7 +21,7 @@ import (
 func cmdRun(ctx context.Context, env *cmdEnv, args []string) error {
 	var prefix string
 	var accounts bool
-	cfg, _, err := parseConfig(env, "run", config.FlagsServer|config.FlagsProvision|config.FlagsHolder|config.FlagsWorker|config.FlagsRun|config.FlagsGateway|config.FlagsWebLogin, args, func(fs *flag.FlagSet) {
+	cfg, _, err := parseConfig(env, "run", config.CommandRun, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&prefix, "prefix", "", "subject `prefix`, e.g. wx.")
 		fs.BoolVar(&accounts, "nats-accounts", false, "refused: the embedded NATS has no accounts (that layout is for holder, worker and gateway on deploy/nats)")
 	})

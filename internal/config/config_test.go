@@ -254,11 +254,11 @@ func TestReplicasOnlyWhereStreamsAreCreated(t *testing.T) {
 		replicas bool
 		window   bool // --duplicate-window: where streams are made, and the worker that checks its ack wait against it
 	}{
-		{"holder", FlagsNATS | FlagsServer | FlagsHolder, false, false},
-		{"worker", FlagsNATS | FlagsServer | FlagsWorker, false, true},
-		{"gateway", FlagsNATS | FlagsServer | FlagsGateway | FlagsWebLogin, false, false},
-		{"provision", FlagsNATS | FlagsProvision, true, true},
-		{"run", FlagsServer | FlagsProvision | FlagsHolder | FlagsWorker | FlagsRun | FlagsGateway | FlagsWebLogin, true, true},
+		{"holder", CommandHolder, false, false},
+		{"worker", CommandWorker, false, true},
+		{"gateway", CommandGateway, false, false},
+		{"provision", CommandProvision, true, true},
+		{"run", CommandRun, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

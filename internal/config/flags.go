@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/wxhub/wxhub/broker"
 )
 
 // Roles select which flags a subcommand takes.
@@ -29,6 +32,30 @@ const (
 	// gateways, which never read the window, no --duplicate-window.
 	FlagsProvision
 )
+
+// The flag groups of the commands a deployment runs: cmd/wxhub parses
+// each with its own, and the deploy tests load the shipped files with the
+// same.
+const (
+	CommandHolder    = FlagsNATS | FlagsServer | FlagsHolder
+	CommandWorker    = FlagsNATS | FlagsServer | FlagsWorker
+	CommandGateway   = FlagsNATS | FlagsServer | FlagsGateway | FlagsWebLogin
+	CommandProvision = FlagsNATS | FlagsProvision // and ProvisionOptions' flags
+	CommandRun       = FlagsServer | FlagsProvision | FlagsHolder | FlagsWorker | FlagsRun | FlagsGateway | FlagsWebLogin
+)
+
+// ProvisionOptions are `wxhub provision`'s own flags, which the file does
+// not hold. The zero value is filled by AddFlags' defaults.
+type ProvisionOptions struct {
+	MaxAckPending int           // jobs in flight across all workers per job subject
+	Timeout       time.Duration // give up after this long
+}
+
+// AddFlags registers --max-ack-pending and --timeout on fs.
+func (o *ProvisionOptions) AddFlags(fs *flag.FlagSet) {
+	fs.IntVar(&o.MaxAckPending, "max-ack-pending", broker.DefaultMaxAckPending, "jobs in flight across all workers per job subject")
+	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "give up after this long (a new cluster may still be electing leaders)")
+}
 
 // secretFlag is a string flag that never shows its value: -help prints
 // no default for it, even when the file or the environment set one.
