@@ -196,12 +196,44 @@ func (c Config) validateSpans() error {
 	if window <= c.AckWait {
 		return fmt.Errorf("worker: the duplicate window (%s) must be longer than AckWait (%s): a job redelivered after its worker died between storing its result and recording it done would get a second result", window, c.AckWait)
 	}
-	nakMax := c.NakDelayMax
-	if nakMax <= 0 {
-		nakMax = 30 * time.Second
-	}
-	if span := time.Duration(c.MaxDeliver) * (c.AckWait + nakMax); span >= maxAge {
+	if span := c.deliverySpan(); span >= maxAge {
 		return fmt.Errorf("worker: MaxDeliver × (AckWait + NakDelayMax) = %s is not below the jobs' max age (%s): a job could expire before its last delivery", span, maxAge)
 	}
 	return nil
+}
+
+// deliverySpan is DeliverySpan of c's settings.
+func (c Config) deliverySpan() time.Duration {
+	return DeliverySpan(c.AckWait, c.MaxDeliver, c.NakDelayMax)
+}
+
+// DeliverySpan bounds the time from a job's first delivery to the end of
+// its last: each delivery ends (acked, nak'd, or its AckWait run out)
+// within ackWait, and the next starts at most nakDelayMax later (0: the
+// default, 30 s). A duplicate window longer than this keeps a job to one
+// result through every redelivery while workers run.
+func DeliverySpan(ackWait time.Duration, maxDeliver int, nakDelayMax time.Duration) time.Duration {
+	if nakDelayMax <= 0 {
+		nakDelayMax = 30 * time.Second
+	}
+	return time.Duration(maxDeliver) * (ackWait + nakDelayMax)
+}
+
+// shortWindow says why the duplicate window leaves a gap, or "": a window
+// above AckWait covers the first redelivery of a job whose worker died
+// between storing its result and recording it done, but when that
+// redelivery fails transiently and a later one stores the result after
+// the window, the job gets a second result. A window longer than
+// deliverySpan closes the gap while workers run (the defaults: 10 min
+// against 5 × (60 s + 30 s)); nothing covers a job redelivered after
+// every worker was down for longer than the window.
+func (c Config) shortWindow() string {
+	window := c.Topology.DuplicateWindow
+	if window <= 0 {
+		window = 10 * time.Minute
+	}
+	if span := c.deliverySpan(); window <= span {
+		return fmt.Sprintf("the duplicate window (%s) is not longer than MaxDeliver × (AckWait + NakDelayMax) = %s: a job whose worker dies between storing its result and recording it done, and whose redelivery then fails transiently, can get a second result; provision a longer --duplicate-window", window, span)
+	}
+	return ""
 }

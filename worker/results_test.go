@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -423,6 +424,39 @@ func TestConfigRefusesUnprotectedRedeliverySpans(t *testing.T) {
 			}
 			if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Fatalf("err = %v, want one naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// A duplicate window above AckWait but within the span of a job's
+// deliveries is accepted (a test may shorten it on purpose) and warned
+// about, naming the span; one longer than the span is not.
+func TestConfigWarnsOfAShortDuplicateWindow(t *testing.T) {
+	h := newHarness(t, 0)
+	tests := []struct {
+		name   string
+		window time.Duration
+		warn   bool
+	}{
+		{"above AckWait, within the span", 11 * time.Second, true},
+		{"at the span", 5 * (10*time.Second + 30*time.Second), true},
+		{"beyond the span", 5*(10*time.Second+30*time.Second) + time.Second, false},
+		{"the default (10 min)", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			cfg := worker.Config{Conn: h.env.NC, WeChat: h.wc, Apps: []worker.App{{AppID: testApp, Secret: testSecret}},
+				AckWait: 10 * time.Second, JobTimeout: 8 * time.Second, MaxDeliver: 5,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			cfg.Topology.DuplicateWindow = tt.window
+			if _, err := worker.New(cfg); err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "MaxDeliver × (AckWait + NakDelayMax) = 3m20s")
+			if warned != tt.warn {
+				t.Fatalf("warned %v, want %v:\n%s", warned, tt.warn, logs.String())
 			}
 		})
 	}

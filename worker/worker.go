@@ -59,6 +59,9 @@ func New(cfg Config) (*Worker, error) {
 	// are reached through another account's API (streams.For).
 	js := streams.Local()
 	log := cfg.Logger.With("worker", cfg.ID)
+	if why := cfg.shortWindow(); why != "" {
+		log.Warn("worker: " + why)
+	}
 	w := &Worker{
 		cfg:      cfg,
 		subjects: events.NewSubjects(cfg.Prefix),

@@ -10,6 +10,7 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
+	"github.com/wxhub/wxhub/worker"
 )
 
 // cmdProvision creates or updates every stream, bucket and durable
@@ -33,6 +34,9 @@ func cmdProvision(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	if err := checkDuplicateWindow(cfg); err != nil {
 		return err
+	}
+	if span := worker.DeliverySpan(cfg.Worker.AckWait, cfg.Worker.MaxDeliver, 0); cfg.DuplicateWindow <= span {
+		fmt.Fprintf(env.stderr, "warning: duplicate-window (%v) is not longer than max-deliver × (ack-wait + 30 s) = %v: a job whose worker dies between storing its result and recording it done, and whose redelivery then fails transiently, can get a second result\n", cfg.DuplicateWindow, span)
 	}
 	nc, js, err := connectAs(cfg, "wxhub-provision", grants.Provision)
 	if err != nil {
