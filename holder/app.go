@@ -65,8 +65,11 @@ type app struct {
 	conflictAt        time.Time
 	reserveWarn       string // China day the reserve warning was logged
 	termReason        string // reason of the term's first fetch; "" once one succeeded
-	jitterVer         uint64
-	jitter            time.Duration
+	// retiredVer: a stored version adopted after a lost race that our own
+	// fetch may have retired at WeChat; evaluate refreshes it at once.
+	retiredVer uint64
+	jitterVer  uint64
+	jitter     time.Duration
 }
 
 type forcedNeed struct {

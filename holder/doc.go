@@ -58,15 +58,46 @@
 // the term ends first, token.refresh_failed says the fetched token is lost
 // and that the stored one stops working 5 minutes after the fetch; the
 // successor adopts it or refreshes by the usual rules (its users' reports
-// get it refreshed once it is retired). A failed compare-and-swap means
-// another leader wrote: the fetched token is discarded, the stored one
-// adopted (ErrLostRace), never overwritten, and token.refresh_failed says
-// the fetched token was discarded. The old token stays in KV until the new
-// one is written; a token is never deleted, also not when refreshes fail.
+// get it refreshed once it is retired). The old token stays in KV until the
+// new one is written; a token is never deleted, also not when refreshes
+// fail.
+//
+// A failed compare-and-swap means another writer stored a record while we
+// fetched (a predecessor's late write, a second leader). Every fetch
+// retires the tokens fetched before it, so the one to keep is the one
+// WeChat issued last, judged by FetchedAt (each writer's clock, taken
+// before its call) with a slack of the call's bound (fetchTimeout) plus
+// twice MaxClockSkew:
+//
+//   - stored fetched more than the slack before ours: our fetch retired it
+//     (it stops working 5 minutes later). Ours is stored over it with a
+//     compare-and-swap on the revision just read, as version
+//     max(ours, stored+1), keeping the later LastForcedAt; no second fetch.
+//     Still the leader, we are nobody's deposed predecessor.
+//   - stored fetched more than the slack after ours: it retired ours. The
+//     fetched token is discarded and the stored one adopted (ErrLostRace),
+//     never overwritten; token.refresh_failed says the fetched token was
+//     discarded.
+//   - in between the order is unknown: as above, but the stored token may
+//     be the one our fetch retired, so the leader refreshes it at once
+//     (reason "scheduled", the usual gates apply) instead of serving it
+//     until workers report 40001, and token.refresh_failed says so.
+//
+// Decision: this costs at most one fetch per lost race (none when the
+// order is certain), never a loop, and the token served is always WeChat's
+// latest or replaced within seconds. Refreshing after every lost race would
+// spend a fetch where none is needed; keeping the stored token blindly
+// serves a token WeChat kills 5 minutes later.
 //
 // # When a fetch happens
 //
-//   - Start of a term: a stored token that is not yet due is adopted with
+//   - Start of a term: the leader first reads the record from wx_tokens
+//     (not the watch's cache, which is empty if the watch failed too),
+//     retrying NATS errors (RetryInitial to min(RetryMax, LeaseTTL/3)) for
+//     as long as the term lasts; it judges nothing before that read
+//     succeeded, and a term that ends first has fetched nothing. A fetch
+//     over a stored token it could not see would retire that token.
+//     A stored token that is not yet due is adopted with
 //     no WeChat call and no event (restarting every holder costs nothing).
 //     Otherwise the leader fetches with reason "startup", or "takeover" if it
 //     saw another holder lead this appid since it started.

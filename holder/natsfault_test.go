@@ -258,8 +258,9 @@ func TestPartitionedLeaderNeverReachesWeChatAfterSuccessor(t *testing.T) {
 	}
 }
 
-// A compare-and-swap lost to another writer discards the fetched token,
-// keeps the stored one, and token.refresh_failed says so.
+// A compare-and-swap lost to another writer whose token was fetched after
+// ours discards the fetched token, keeps the stored one, and
+// token.refresh_failed says so.
 func TestLostCASSaysTokenDiscarded(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
@@ -274,6 +275,7 @@ func TestLostCASSaysTokenDiscarded(t *testing.T) {
 			once.Do(func() { // another leader's write lands first
 				rec, rev := e.record(app.AppID)
 				rec.Version, rec.Holder, rec.AccessToken = 7, "other", "other-token"
+				rec.FetchedAt = e.clock.Now().Add(time.Minute) // clearly after our fetch began
 				data, _ := json.Marshal(rec)
 				if _, err := e.tokens.Update(context.Background(), app.AppID, data, rev); err != nil {
 					t.Error(err)

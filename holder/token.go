@@ -71,9 +71,14 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		a.termReason = events.ReasonTakeover
 	}
 	a.mu.Unlock()
-	// A term starts from what KV holds, not from the watch's cache.
-	if err := a.loadToken(ctx); err != nil && ctx.Err() == nil {
-		a.log.Warn("reading wx_tokens failed", "error", err)
+	// A term starts from what KV holds, not from the watch's cache (empty
+	// when the watch failed too): no evaluation before that read succeeded.
+	// A fetch over a stored token we did not see would retire it.
+	if !a.loadTermStart(ctx) {
+		if req != nil {
+			req.reply <- ErrNotLeader
+		}
+		return
 	}
 	if used, err := a.readQuota(ctx, a.h.cfg.Now(), false); err == nil {
 		a.setQuotaUsed(used)
@@ -143,7 +148,7 @@ func (a *app) evaluate(ctx context.Context) bool {
 			a.forced.normal = true // WeChat refuses forced calls today
 		}
 		reason, forced = a.forced.reason, !a.forced.normal
-	case !rec.Fresh(now, 0) || !now.Before(a.refreshAt(rec)):
+	case !rec.Fresh(now, 0) || !now.Before(a.refreshAt(rec)) || (a.retiredVer != 0 && rec.Version == a.retiredVer):
 		reason = events.ReasonScheduled
 		if a.termReason != "" {
 			reason = a.termReason
@@ -372,16 +377,17 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 		Reason:       reason,
 		LastForcedAt: a.lastForcedAt,
 	}
-	newRev, err := a.write(ctx, next, rev)
+	newRev, err := a.write(ctx, &next, rev)
 	if err != nil {
 		return err
 	}
+	version = next.Version // a higher one if ours replaced an older stored token
 	a.setRecord(next, newRev)
 	if reason == events.ReasonInvalidated {
 		a.forcedVer = version
 	}
 	a.bo.Reset()
-	a.retryAt, a.blockedUntil, a.termReason = time.Time{}, time.Time{}, ""
+	a.retryAt, a.blockedUntil, a.termReason, a.retiredVer = time.Time{}, time.Time{}, "", 0
 	a.mu.Lock()
 	a.nextTry, a.lastErr = time.Time{}, ""
 	a.mu.Unlock()
@@ -394,64 +400,96 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	return nil
 }
 
-// write stores rec with a compare-and-swap on rev (Create when rev is 0).
+// write stores *rec with a compare-and-swap on rev (Create when rev is 0).
 // The fetched token is kept in memory and the write retried (retryNATS)
 // for as long as the term lasts: it is never thrown away because of NATS,
 // and never fetched again. An attempt that failed may still have landed
 // (a timeout after the server stored it): a later attempt then sees the
-// revision moved, and the stored record being ours counts as success. A
-// lost race means another leader wrote: the KV value wins and is adopted,
-// the fetched token is discarded and token.refresh_failed says so.
-func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (uint64, error) {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return 0, fmt.Errorf("holder: encode token record: %w", err)
-	}
+// revision moved, and the stored record being ours counts as success.
+//
+// A revision moved by another writer is judged by who fetched last, since
+// every fetch retires the tokens fetched before it (fetchedBefore):
+//   - the stored token was fetched before ours began: our fetch retired it
+//     (it stops working 5 minutes later), so ours is stored over it with a
+//     compare-and-swap on its revision, as a higher version (*rec is
+//     updated);
+//   - otherwise the stored token wins and is adopted, the fetched token is
+//     discarded (ErrLostRace) and token.refresh_failed says so. If it was
+//     not clearly fetched after ours, it may be the token our fetch
+//     retired: it is marked (retiredVer) and evaluate refreshes it at once.
+func (a *app) write(ctx context.Context, rec *events.TokenRecord, rev uint64) (uint64, error) {
 	if f := a.h.hooks.beforeWrite; f != nil {
 		f(a.id)
 	}
 	var newRev uint64
 	var stored events.TokenRecord
-	err = a.retryNATS(ctx, "storing the fetched token in wx_tokens", func(ctx context.Context) error {
-		var err error
-		if rev == 0 {
-			newRev, err = a.h.tokens.Create(ctx, a.id, data)
-		} else {
-			newRev, err = a.h.tokens.Update(ctx, a.id, data, rev)
+	var replaced []events.TokenRecord // older stored records our token replaced
+	err := a.retryNATS(ctx, "storing the fetched token in wx_tokens", func(ctx context.Context) error {
+		for {
+			data, err := json.Marshal(rec)
+			if err != nil {
+				return stopRetry{fmt.Errorf("holder: encode token record: %w", err)}
+			}
+			if rev == 0 {
+				newRev, err = a.h.tokens.Create(ctx, a.id, data)
+			} else {
+				newRev, err = a.h.tokens.Update(ctx, a.id, data, rev)
+			}
+			if err == nil || !isWrongLastSeq(err) {
+				return err
+			}
+			// The revision moved: an earlier attempt of ours landed, or
+			// another writer stored a record.
+			e, gerr := a.h.tokens.Get(ctx, a.id)
+			if gerr != nil {
+				return gerr
+			}
+			stored = events.TokenRecord{}
+			if derr := json.Unmarshal(e.Value(), &stored); derr != nil {
+				return stopRetry{fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, derr)}
+			}
+			if stored.AccessToken == rec.AccessToken {
+				*rec, newRev = stored, e.Revision() // ours (tokens are unique)
+				return nil
+			}
+			if !a.fetchedBefore(stored, *rec) {
+				a.setRecord(stored, e.Revision())
+				return stopRetry{err}
+			}
+			// Our fetch retired the stored token: ours is WeChat's latest.
+			replaced = append(replaced, stored)
+			rev = e.Revision()
+			rec.Version = max(rec.Version, stored.Version+1)
+			if stored.LastForcedAt.After(rec.LastForcedAt) {
+				rec.LastForcedAt = stored.LastForcedAt
+			}
 		}
-		if err == nil || !isWrongLastSeq(err) {
-			return err
-		}
-		// The revision moved: an earlier attempt of ours landed, or
-		// another leader wrote.
-		e, gerr := a.h.tokens.Get(ctx, a.id)
-		if gerr != nil {
-			return gerr
-		}
-		if derr := json.Unmarshal(e.Value(), &stored); derr != nil {
-			return stopRetry{fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, derr)}
-		}
-		if stored.AccessToken == rec.AccessToken && stored.Version == rec.Version {
-			newRev = e.Revision()
-			return nil
-		}
-		a.setRecord(stored, e.Revision())
-		return stopRetry{err}
 	})
 	if f := a.h.hooks.afterWrite; f != nil {
 		f(a.id, err)
 	}
 	switch {
 	case err == nil:
+		for _, old := range replaced {
+			a.log.Warn("another writer stored a token fetched before ours during the refresh; our fetch retired it, so ours replaces it",
+				"ours", rec.Version, "replaced", old.Version, "replaced_by", old.Holder, "replaced_fetched_at", old.FetchedAt,
+				"fetched_at", rec.FetchedAt)
+		}
 		return newRev, nil
 	case isWrongLastSeq(err):
+		msg := fmt.Sprintf("the token fetched as version %d was discarded: another holder (%s) stored version %d meanwhile; that one is kept",
+			rec.Version, stored.Holder, stored.Version)
+		if !stored.FetchedAt.After(rec.FetchedAt.Add(a.orderSlack())) {
+			// Not clearly fetched after ours: our fetch may have retired
+			// it. Refresh it now rather than serve it until it dies.
+			a.retiredVer = stored.Version
+			msg += fmt.Sprintf(" and refreshed at once: it was fetched too close to this fetch to tell which is WeChat's latest, and it stops working at %s if this fetch retired it",
+				rec.FetchedAt.Add(wechatRetireDelay).Format(time.RFC3339))
+		}
 		a.log.Warn("token changed in KV during the refresh (another leader wrote); discarding ours",
-			"ours", rec.Version, "stored", stored.Version, "stored_by", stored.Holder)
+			"ours", rec.Version, "stored", stored.Version, "stored_by", stored.Holder, "refresh_now", a.retiredVer == stored.Version)
 		a.publish(ctx, a.h.subj.TokenRefreshFailed, "", events.TokenRefreshFailed{
-			AppID: a.id,
-			ErrMsg: fmt.Sprintf("the token fetched as version %d was discarded: another holder (%s) stored version %d meanwhile; that one is kept",
-				rec.Version, stored.Holder, stored.Version),
-			NextAttemptAt: a.h.cfg.Now(),
+			AppID: a.id, ErrMsg: msg, NextAttemptAt: a.h.cfg.Now(),
 		})
 		return 0, fmt.Errorf("%w: stored version %d", ErrLostRace, stored.Version)
 	case errors.Is(err, errTermEnded):
@@ -471,6 +509,24 @@ func (a *app) write(ctx context.Context, rec events.TokenRecord, rev uint64) (ui
 	default:
 		return 0, fmt.Errorf("holder: store token: %w", err)
 	}
+}
+
+// wechatRetireDelay: WeChat keeps the previous token working this long
+// after a fetch (shared/wechat-api.md).
+const wechatRetireDelay = 5 * time.Minute
+
+// orderSlack bounds how far apart two fetches' FetchedAt (each by its
+// writer's clock, taken before the call) must be for their order at WeChat
+// to be certain: a call lasts at most fetchTimeout, and two holders'
+// clocks differ by at most twice MaxClockSkew.
+func (a *app) orderSlack() time.Duration {
+	return a.h.fetchTimeout + 2*max(a.h.cfg.MaxClockSkew, 0)
+}
+
+// fetchedBefore reports whether WeChat certainly issued stored's token
+// before our fetch of ours began: our fetch then retired it.
+func (a *app) fetchedBefore(stored, ours events.TokenRecord) bool {
+	return stored.FetchedAt.Add(a.orderSlack()).Before(ours.FetchedAt)
 }
 
 // failed handles a failed fetch: it sets the backoff gates by the error's
@@ -529,6 +585,33 @@ func (a *app) failed(ctx context.Context, reason string, forced bool, err error)
 	return err
 }
 
+// loadTermStart reads the app's record from wx_tokens at the start of a
+// term, retrying NATS errors (retryNATS) for as long as the term lasts. It
+// reports false when the term ended first: the leader then steps down
+// without having evaluated, so it never fetches over a token it could not
+// see. An undecodable record is logged and the term goes on.
+func (a *app) loadTermStart(ctx context.Context) bool {
+	for {
+		err := a.retryNATS(ctx, "reading wx_tokens at the start of the term", a.loadToken)
+		switch {
+		case err == nil:
+			return true
+		case !errors.Is(err, errTermEnded):
+			a.log.Warn("reading wx_tokens failed", "error", err)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		// The lease looks lapsed by our clock: the lease loop ends the
+		// term (ctx done) or a late renewal extends it (read again).
+		a.log.Warn("the term ended before wx_tokens could be read; not refreshing in it", "error", err)
+		if !sleepCtx(ctx, a.h.cfg.CheckInterval) {
+			return false
+		}
+	}
+}
+
 // loadToken reads the app's record from wx_tokens into the cache.
 func (a *app) loadToken(ctx context.Context) error {
 	e, err := a.h.tokens.Get(ctx, a.id)
@@ -540,7 +623,7 @@ func (a *app) loadToken(ctx context.Context) error {
 	}
 	var rec events.TokenRecord
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, err)
+		return stopRetry{fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, err)}
 	}
 	a.setRecord(rec, e.Revision())
 	return nil
