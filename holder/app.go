@@ -64,7 +64,7 @@ type app struct {
 	conflictVer       uint64 // version a conflict was announced for
 	conflictAt        time.Time
 	reserveWarn       string // China day the reserve warning was logged
-	termReason        string // reason of the term's first fetch; "" once one succeeded
+	termReason        string // reason of the term's first fetch; "" once one succeeded or a stored token was adopted
 	// retiredVer: a stored version adopted after a lost race that our own
 	// fetch may have retired at WeChat; evaluate refreshes it at once.
 	retiredVer uint64

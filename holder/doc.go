@@ -100,7 +100,10 @@
 //     A stored token that is not yet due is adopted with
 //     no WeChat call and no event (restarting every holder costs nothing).
 //     Otherwise the leader fetches with reason "startup", or "takeover" if it
-//     saw another holder lead this appid since it started.
+//     saw another holder lead this appid since it started. These reasons
+//     are for the term's first fetch only: once a term stored a token or
+//     adopted the stored one (also after a lost race), its refreshes are
+//     "scheduled".
 //   - Scheduled, reason "scheduled": at ExpiresAt minus RefreshMargin
 //     (default 10 min) minus a random jitter in [0, Jitter) (default 2 min)
 //     chosen per version, but never earlier than half-way through the token's

@@ -120,3 +120,43 @@ func TestScheduledRefreshBeforeExpiry(t *testing.T) {
 		t.Errorf("readers saw %d versions, want %d", len(seen), len(refreshed))
 	}
 }
+
+// A term that adopts the stored token labels its later scheduled refresh
+// "scheduled": "startup" and "takeover" are for a term's first fetch only,
+// and an adopting term made none.
+func TestAdoptedTokenRefreshIsScheduled(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		standby bool // h2 runs (and sees h1 lead) before h1 stops: a takeover
+	}{{"restart", false}, {"takeover", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			app := e.newApp(events.ModeToken)
+			r1 := e.start(e.config("h1", app), nil)
+			waitRefreshed(t, e, app.AppID, 1)
+			var r2 *running
+			if tc.standby {
+				r2 = e.start(e.config("h2", app), nil)
+				eventually(t, 10*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+			}
+			r1.stop(t) // graceful: releases the lease
+			if r2 == nil {
+				r2 = e.start(e.config("h2", app), nil)
+			}
+			if !<-r2.leaderCh {
+				t.Fatal("h2 did not become leader")
+			}
+			r2.waitEvals(t, 2)
+			if n := e.fetches(app.AppID); n != 1 {
+				t.Fatalf("WeChat token calls after adoption = %d, want 1", n)
+			}
+			e.clock.Advance(7200*time.Second - 5*time.Minute) // inside the 10 min margin
+			ev := waitRefreshed(t, e, app.AppID, 2)
+			if ev.Holder != "h2" || ev.Reason != events.ReasonScheduled {
+				t.Errorf("refresh after adoption by %q with reason %q, want h2 %q", ev.Holder, ev.Reason, events.ReasonScheduled)
+			}
+		})
+	}
+}

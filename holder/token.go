@@ -103,6 +103,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
+		a.termReason = "" // the term's fetches are scheduled ones now
 		a.log.Info("adopted stored token", "version", rec.Version, "expires_at", rec.ExpiresAt,
 			"fingerprint", wechat.Fingerprint(rec.AccessToken))
 	}
@@ -479,6 +480,7 @@ func (a *app) write(ctx context.Context, rec *events.TokenRecord, rev uint64) (u
 	case isWrongLastSeq(err):
 		msg := fmt.Sprintf("the token fetched as version %d was discarded: another holder (%s) stored version %d meanwhile; that one is kept",
 			rec.Version, stored.Holder, stored.Version)
+		a.termReason = "" // the stored token is adopted: later fetches are scheduled ones
 		if !stored.FetchedAt.After(rec.FetchedAt.Add(a.orderSlack())) {
 			// Not clearly fetched after ours: our fetch may have retired
 			// it. Refresh it now rather than serve it until it dies.
