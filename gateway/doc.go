@@ -38,6 +38,14 @@
 // by -1). Other /sns calls carry the user's own token: they pass through
 // unchanged, without a client, under AnonymousRate.
 //
+// # Plain paths only
+//
+// Before any routing, a request whose path is not plain (an escape other
+// than the default encoding, such as %2F, so that URL.RawPath is set; a
+// backslash; an empty or a "." or ".." segment) is answered 48001 and
+// counted under the unknown client: the relay forwards the path as
+// escaped while client path lists are checked on the decoded one.
+//
 // # Clients, logs, metrics
 //
 // A client has a name, a key (compared in constant time on SHA-256

@@ -51,6 +51,7 @@ type env struct {
 	url     string
 	logs    *lockedBuffer
 	seen    *tokenSpy
+	wechat  *requestLog // every request that reached "WeChat"
 	stop    context.CancelFunc
 	stopped chan error
 }
@@ -65,10 +66,35 @@ func clients() []gateway.Client {
 	}
 }
 
+// requestLog records the requests that reached the upstream, as they
+// arrived (method, escaped path, query).
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []arrival
+}
+
+type arrival struct {
+	Method, RawPath, Path string
+	Query                 url.Values
+}
+
+func (l *requestLog) add(r *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reqs = append(l.reqs, arrival{Method: r.Method, RawPath: r.URL.EscapedPath(), Path: r.URL.Path, Query: r.URL.Query()})
+}
+
+func (l *requestLog) all() []arrival {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]arrival(nil), l.reqs...)
+}
+
 // upstream wraps the simulator with two media endpoints (the simulator
 // does not simulate media): an upload that answers the size, type and
-// SHA-256 of the body it got, and a binary download.
-func upstream(sim *wechatsim.Sim, arrived chan<- struct{}) http.Handler {
+// SHA-256 of the body it got, and a binary download. It records every
+// request in log.
+func upstream(sim *wechatsim.Sim, arrived chan<- struct{}, log *requestLog) http.Handler {
 	mux := http.NewServeMux()
 	valid := func(r *http.Request) bool {
 		t := r.URL.Query().Get("access_token")
@@ -102,7 +128,10 @@ func upstream(sim *wechatsim.Sim, arrived chan<- struct{}) http.Handler {
 		}
 		sim.ServeHTTP(w, r)
 	}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.add(r)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 var mediaBytes = func() []byte {
@@ -140,7 +169,8 @@ func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env
 			t.Fatal(err)
 		}
 	}
-	api := httptest.NewServer(upstream(sim, arrived))
+	wlog := &requestLog{}
+	api := httptest.NewServer(upstream(sim, arrived, wlog))
 	t.Cleanup(api.Close)
 
 	logs := &lockedBuffer{}
@@ -188,7 +218,7 @@ func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env
 	if err := gw.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, sim: sim, api: api, holder: h, tokens: tokens, gw: gw, url: gw.URL(), logs: logs, seen: spy, stop: stop, stopped: make(chan error, 1)}
+	e := &env{t: t, sim: sim, api: api, holder: h, tokens: tokens, gw: gw, url: gw.URL(), logs: logs, seen: spy, wechat: wlog, stop: stop, stopped: make(chan error, 1)}
 	go func() { e.stopped <- gw.Run(ctx) }()
 	t.Cleanup(func() {
 		stop()
@@ -355,4 +385,32 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// relayed returns the requests that reached WeChat other than the
+// holder's own token fetches.
+func (e *env) relayed() []arrival {
+	var out []arrival
+	for _, a := range e.wechat.all() {
+		if a.Path != wechatsim.PathToken && a.Path != wechatsim.PathStableToken {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// callLines returns the gateway's debug lines for the calls it answered
+// for client with errcode.
+func (e *env) callLines(client, errcode string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		if m["msg"] == "gateway call" && m["client"] == client && m["errcode"] == errcode {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -67,8 +67,52 @@ func New(cfg Config) (*Gateway, error) {
 	for pattern, h := range cfg.Mount {
 		mux.Handle(pattern, h)
 	}
-	g.handler = mux
+	g.handler = g.plainPathsOnly(mux)
 	return g, nil
+}
+
+// plainPathsOnly refuses, before any routing, a request whose path is not
+// plain (see notPlain) with 48001. The relay forwards the path as the
+// client escaped it, while the client's path list is checked on the
+// decoded path: a front that decodes %2F and resolves "..", as WeChat's
+// may, would serve another path than the one allowed. WeChat's API paths
+// never need any of it.
+func (g *Gateway) plainPathsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := notPlain(r.URL); why != "" {
+			start := time.Now()
+			g.writeError(w, errUnauthorized, "path not plain: "+why)
+			g.record(clientUnknown, r, errUnauthorized, start, 1)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// notPlain says why u's path is not plain, or "" when it is: plain is
+// "/" then segments of characters that need no escape beyond the default
+// one (RawPath empty), with no backslash, no empty segment (a trailing
+// "/" is fine) and no "." or ".." segment.
+func notPlain(u *url.URL) string {
+	p := u.Path
+	switch {
+	case u.RawPath != "":
+		return "escaped characters such as %2F; send the path unescaped"
+	case !strings.HasPrefix(p, "/"):
+		return "it must start with /"
+	case strings.Contains(p, `\`):
+		return "a backslash"
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "" && i < len(segs)-1:
+			return "an empty segment (//)"
+		case s == "." || s == "..":
+			return "a . or .. segment"
+		}
+	}
+	return ""
 }
 
 // Handler is the gateway's HTTP front: WeChat's paths, /healthz, /readyz

@@ -1,6 +1,9 @@
 package gateway
 
-import "testing"
+import (
+	"net/url"
+	"testing"
+)
 
 func TestScrubQueryHidesCredentials(t *testing.T) {
 	tests := []struct{ in, want string }{
@@ -28,6 +31,38 @@ func TestSetParamKeepsTheRestOfTheQuery(t *testing.T) {
 	for _, tt := range tests {
 		if got := setParam(tt.in, "access_token", "REAL+"); got != tt.want {
 			t.Errorf("setParam(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestNotPlain(t *testing.T) {
+	tests := []struct {
+		target string
+		plain  bool
+	}{
+		{"/", true},
+		{"/cgi-bin/user/info", true},
+		{"/oauth/", true},
+		{"/cgi-bin/user/info?next=%2F..%2F", true}, // the query is not the path
+		{"/media/a%20b", true},                     // %20 is the default encoding of a space
+		{"/cgi-bin%2Fuser", false},
+		{"/cgi-bin/%75ser", false},
+		{"/cgi-bin/%2e%2e/x", false},
+		{"/a/../b", false},
+		{"/a/..", false},
+		{"/a/./b", false},
+		{"/.", false},
+		{"//cgi-bin/token", false},
+		{"/a//b", false},
+		{"/a%5Cb", false},
+	}
+	for _, tt := range tests {
+		u, err := url.ParseRequestURI(tt.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why := notPlain(u); (why == "") != tt.plain {
+			t.Errorf("notPlain(%q) = %q, want plain %v", tt.target, why, tt.plain)
 		}
 	}
 }
