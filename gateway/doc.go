@@ -33,9 +33,11 @@
 // only; a POST is repeated only when its connection could not even be
 // opened. Otherwise the SDK gets WeChat's answer unchanged.
 //
-// /sns/oauth2/access_token?appid=A&secret=K&code=C gets K replaced by the
-// AppSecret (Config.Apps) and is never repeated (a code is used up even
-// by -1). Other /sns calls carry the user's own token: they pass through
+// The code exchanges, /sns/oauth2/access_token?appid=A&secret=K&code=C
+// and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by
+// the AppSecret (Config.Apps) and are never repeated (a code is used up
+// even by -1). Any other /sns call carrying `secret` is refused with
+// 48001. Other /sns calls carry the user's own token: they pass through
 // unchanged, without a client, under AnonymousRate.
 //
 // # Plain paths only

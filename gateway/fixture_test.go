@@ -119,6 +119,17 @@ func upstream(sim *wechatsim.Sim, arrived chan<- struct{}, log *requestLog) http
 		w.Header().Set("Content-Disposition", `attachment; filename="m.jpg"`)
 		w.Write(mediaBytes)
 	})
+	// A mini program's code exchange (not simulated): the AppSecret
+	// gives a session, anything else 40125.
+	mux.HandleFunc("GET /sns/jscode2session", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		w.Header().Set("Content-Type", "application/json")
+		if (q.Get("appid") != appA || q.Get("secret") != secretA) && (q.Get("appid") != appB || q.Get("secret") != secretB) {
+			fmt.Fprint(w, `{"errcode":40125,"errmsg":"invalid appsecret rid: 0-0-0"}`)
+			return
+		}
+		fmt.Fprintf(w, `{"openid":"oMini-%s","session_key":"sk-0123456789"}`, q.Get("js_code"))
+	})
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if arrived != nil && r.URL.Path == wechatsim.PathUserInfo {
 			select {

@@ -17,13 +17,31 @@ func userTokenPath(path string) bool {
 	return strings.HasPrefix(path, "/sns/")
 }
 
+// exchangePath reports whether path is one of WeChat's code exchanges,
+// the only /sns calls that take appid and the AppSecret: there, and
+// nowhere else, the client key in `secret` is replaced by the AppSecret.
+func exchangePath(path string) bool {
+	switch path {
+	case "/sns/oauth2/access_token", "/sns/jscode2session":
+		return true
+	}
+	return false
+}
+
 // serveRelay relays a WeChat API call made with a handle (or, for a
 // RealToken client, the real token).
 func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if userTokenPath(r.URL.Path) && queryParam(r.URL.RawQuery, "secret") != "" {
-		// Another secret exchange, such as a mini program's
-		// /sns/jscode2session: the client key stands for the AppSecret.
+		if !exchangePath(r.URL.Path) {
+			// The AppSecret goes to the code exchanges only; this call is
+			// not one, and is not forwarded with the key either.
+			g.writeError(w, errUnauthorized, "secret on a /sns path that is not a code exchange (/sns/oauth2/access_token, /sns/jscode2session)")
+			g.record(clientUnknown, r, errUnauthorized, start, 1)
+			return
+		}
+		// A mini program's /sns/jscode2session: the client key stands
+		// for the AppSecret.
 		g.serveOAuthExchange(w, r)
 		return
 	}
@@ -65,9 +83,9 @@ func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, cl, start)
 }
 
-// serveOAuthExchange relays /sns/oauth2/access_token (and any other /sns
-// call carrying `secret`, such as /sns/jscode2session) with the client
-// key in `secret` replaced by the AppSecret. It is never repeated: WeChat
+// serveOAuthExchange relays a code exchange (exchangePath:
+// /sns/oauth2/access_token, /sns/jscode2session) with the client key in
+// `secret` replaced by the AppSecret. It is never repeated: WeChat
 // counts a code as used even when it answers -1.
 func (g *Gateway) serveOAuthExchange(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
