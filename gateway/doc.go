@@ -31,7 +31,10 @@
 // once (the call was not executed); -1, HTTP 5xx and network errors →
 // repeated with backoff (Attempts, RetryInitial) for idempotent GETs
 // only; a POST is repeated only when its connection could not even be
-// opened. Otherwise the SDK gets WeChat's answer unchanged.
+// opened. A call that is not repeated and that net/http's Transport
+// would re-send by itself on a broken keep-alive connection (a GET, or
+// an Idempotency-Key header) goes out on a fresh connection, which is
+// never re-sent. Otherwise the SDK gets WeChat's answer unchanged.
 //
 // The code exchanges, /sns/oauth2/access_token?appid=A&secret=K&code=C
 // and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by

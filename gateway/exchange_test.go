@@ -1,9 +1,16 @@
 package gateway_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/wxhub/wxhub/gateway"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
 // TestSecretIsReplacedOnlyOnExchangePaths: the client key in `secret`
@@ -61,4 +68,90 @@ func TestSecretIsReplacedOnlyOnExchangePaths(t *testing.T) {
 		t.Errorf("%d calls reached WeChat, want the 2 exchanges", n)
 	}
 	e.assertNoLeak("the logs", e.logs.String())
+}
+
+// TestNonIdempotentCallsReachWeChatOnce: Go's Transport itself re-sends a
+// request it deems replayable (a GET, or any call with an Idempotency-Key
+// header) when a reused keep-alive connection is closed after the request
+// was written. WeChat may have executed it: a code exchange would then be
+// answered 40163. The calls the gateway does not repeat go out on a fresh
+// connection, which is never re-sent; WeChat sees each exactly once.
+func TestNonIdempotentCallsReachWeChatOnce(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		trap    string // the path whose next arrival is dropped after reading it
+		arrived = map[string]int{}
+		next    atomic.Value
+	)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived[r.URL.Path]++
+		drop := r.URL.Path == trap
+		if drop {
+			trap = ""
+		}
+		mu.Unlock()
+		if drop { // WeChat read the call (and used the code), then the connection broke
+			io.Copy(io.Discard, r.Body)
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close()
+			}
+			return
+		}
+		next.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := startEnv(t, func(c *gateway.Config) { c.BaseURL = front.URL })
+	next.Store(e.api.Config.Handler)
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	code, err := e.sim.IssueCode(appA, openID, "snsapi_base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := `{"user_list":[{"openid":"` + openID + `"}]}`
+	tests := []struct {
+		name, method, path, query, header, body string
+	}{
+		{"OAuth code exchange", "GET", "/sns/oauth2/access_token", "appid=" + appA + "&secret=" + keyShop + "&code=" + code + "&grant_type=authorization_code", "", ""},
+		{"mini program code exchange", "GET", "/sns/jscode2session", "appid=" + appA + "&secret=" + keyShop + "&js_code=j1&grant_type=authorization_code", "", ""},
+		{"POST with Idempotency-Key", "POST", wechatsim.PathUserInfoBatch, "access_token=" + h, "Idempotency-Key", batch},
+		{"POST with X-Idempotency-Key", "POST", wechatsim.PathUserInfoBatch, "access_token=" + h, "X-Idempotency-Key", batch},
+		{"plain POST", "POST", wechatsim.PathUserInfoBatch, "access_token=" + h, "", batch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A relayed GET leaves a keep-alive connection to WeChat idle.
+			if a := get(t, hc, e.url+wechatsim.PathUserInfo+"?openid="+openID+"&access_token="+h); a.ErrCode != 0 {
+				t.Fatalf("warm-up: %s", a.raw)
+			}
+			mu.Lock()
+			trap, arrived[tt.path] = tt.path, 0
+			mu.Unlock()
+			req, _ := http.NewRequest(tt.method, e.url+tt.path+"?"+tt.query, strings.NewReader(tt.body))
+			if tt.header != "" {
+				req.Header.Set(tt.header, "k-"+tt.name)
+			}
+			if tt.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			} else {
+				req.Body = http.NoBody
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := decodeAnswer(t, resp); a.ErrCode != -1 {
+				t.Errorf("answer %s, want -1 (WeChat unreachable)", a.raw)
+			}
+			mu.Lock()
+			n := arrived[tt.path]
+			mu.Unlock()
+			if n != 1 {
+				t.Fatalf("WeChat got the call %d times, want once", n)
+			}
+		})
+	}
 }

@@ -111,6 +111,12 @@ func (g *Gateway) newRelay() http.Handler {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: g.cfg.CallTimeout,
 	}
+	// Go's Transport re-sends a replayable request (see replayable) when a
+	// reused connection breaks after the request was written: WeChat may
+	// have executed it. A call the gateway does not repeat goes out on a
+	// fresh connection instead, which the Transport never re-sends.
+	fresh := base.Clone()
+	fresh.DisableKeepAlives = true
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(g.base)
@@ -119,7 +125,7 @@ func (g *Gateway) newRelay() http.Handler {
 			// retry policy can read WeChat's errcode.
 			pr.Out.Header.Del("Accept-Encoding")
 		},
-		Transport:    &retryTransport{g: g, base: base},
+		Transport:    &retryTransport{g: g, base: base, fresh: fresh},
 		ErrorHandler: g.relayError,
 		BufferPool:   bufferPool{},
 		ErrorLog:     slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
@@ -166,8 +172,35 @@ func describe(err error) string {
 // retryTransport sends a call with the real token and applies the retry
 // policy.
 type retryTransport struct {
-	g    *Gateway
-	base http.RoundTripper
+	g     *Gateway
+	base  http.RoundTripper // pooled keep-alive connections
+	fresh http.RoundTripper // a new connection per request (no keep-alive)
+}
+
+// transport picks the pooled transport, unless the call may not be
+// repeated and the Transport would re-send it on its own.
+func (t *retryTransport) transport(c *call, out *http.Request) http.RoundTripper {
+	if !c.idempotent && replayable(out) {
+		return t.fresh
+	}
+	return t.base
+}
+
+// replayable mirrors net/http's Request.isReplayable: the requests its
+// Transport re-sends after a reused connection broke (GET, HEAD,
+// OPTIONS, TRACE, or any method with an Idempotency-Key or
+// X-Idempotency-Key header; without a body or with GetBody).
+func replayable(r *http.Request) bool {
+	if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
+		return false
+	}
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := r.Header["Idempotency-Key"]
+	_, xkey := r.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -190,7 +223,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.mu.Lock()
 		c.attempts++
 		c.mu.Unlock()
-		resp, err := t.base.RoundTrip(out)
+		resp, err := t.transport(c, out).RoundTrip(out)
 		if err != nil {
 			if transient+1 < g.cfg.Attempts && (c.idempotent || neverSent(err)) && ctx.Err() == nil {
 				transient++

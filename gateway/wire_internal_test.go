@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"io"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +66,40 @@ func TestNotPlain(t *testing.T) {
 		}
 		if why := notPlain(u); (why == "") != tt.plain {
 			t.Errorf("notPlain(%q) = %q, want plain %v", tt.target, why, tt.plain)
+		}
+	}
+}
+
+func TestReplayableMirrorsTheTransport(t *testing.T) {
+	tests := []struct {
+		method, header string
+		body, getBody  bool
+		want           bool
+	}{
+		{"GET", "", false, false, true},
+		{"HEAD", "", false, false, true},
+		{"GET", "", true, true, true},
+		{"GET", "", true, false, false},
+		{"POST", "", true, true, false},
+		{"POST", "", false, false, false},
+		{"POST", "Idempotency-Key", true, true, true},
+		{"POST", "X-Idempotency-Key", true, true, true},
+		{"POST", "Idempotency-Key", true, false, false},
+	}
+	for _, tt := range tests {
+		var body io.Reader
+		if tt.body {
+			body = strings.NewReader("{}")
+		}
+		r, _ := http.NewRequest(tt.method, "http://wechat.example/x", body)
+		if !tt.getBody {
+			r.GetBody = nil
+		}
+		if tt.header != "" {
+			r.Header.Set(tt.header, "")
+		}
+		if got := replayable(r); got != tt.want {
+			t.Errorf("replayable(%s, header %q, body %v, GetBody %v) = %v, want %v", tt.method, tt.header, tt.body, tt.getBody, got, tt.want)
 		}
 	}
 }
