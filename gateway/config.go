@@ -74,7 +74,8 @@ type Config struct {
 	// "/oauth/"); they take precedence over the relay for their paths.
 	Mount map[string]http.Handler
 	// MaxRequestBody and MaxResponseBody bound the bodies relayed
-	// (default 20 MiB and 64 MiB; WeChat's media limits are 10-20 MB).
+	// (default 20 MiB and 64 MiB; WeChat's media limits are 10-20 MB). A
+	// call without a client (a user-token /sns call) may send 64 KiB.
 	MaxRequestBody  int64
 	MaxResponseBody int64
 	// TokenWait bounds the wait for a token: a newer one after WeChat
@@ -84,7 +85,8 @@ type Config struct {
 	// network (default 3 attempts in all, 100 ms doubling).
 	Attempts     int
 	RetryInitial time.Duration
-	// CallTimeout bounds one call to WeChat including retries (default 30 s).
+	// CallTimeout bounds one call to WeChat including retries (default 30 s);
+	// twice it bounds the time to receive a request's body.
 	CallTimeout time.Duration
 	// DrainTimeout bounds the wait for in-flight calls on shutdown
 	// (default 30 s).

@@ -22,7 +22,11 @@
 // Every other path is forwarded to Config.BaseURL by an
 // httputil.ReverseProxy (relay.go) with the handle replaced by the
 // current real token; headers and bodies (JSON, multipart uploads, binary
-// downloads) pass unchanged, within MaxRequestBody and MaxResponseBody.
+// downloads) pass unchanged, within MaxRequestBody and MaxResponseBody
+// (64 KiB for a call without a client: the /sns calls below). A request's
+// body must arrive within 2 × CallTimeout (a read deadline set by the
+// front and lifted once the body is read), else -1 and the connection is
+// closed.
 // A handle of any of the last three token versions stays valid and is
 // relayed with the current token, so a rotation fails no call; an
 // unknown one is answered 40001 (the SDK fetches a new token). Retry

@@ -67,23 +67,27 @@ func New(cfg Config) (*Gateway, error) {
 	for pattern, h := range cfg.Mount {
 		mux.Handle(pattern, h)
 	}
-	g.handler = g.plainPathsOnly(mux)
+	g.handler = g.front(mux)
 	return g, nil
 }
 
-// plainPathsOnly refuses, before any routing, a request whose path is not
-// plain (see notPlain) with 48001. The relay forwards the path as the
-// client escaped it, while the client's path list is checked on the
-// decoded path: a front that decodes %2F and resolves "..", as WeChat's
-// may, would serve another path than the one allowed. WeChat's API paths
-// never need any of it.
-func (g *Gateway) plainPathsOnly(next http.Handler) http.Handler {
+// front is what every request meets first. It refuses, before any
+// routing, a request whose path is not plain (see notPlain) with 48001:
+// the relay forwards the path as the client escaped it, while the
+// client's path list is checked on the decoded path, and a front that
+// decodes %2F and resolves "..", as WeChat's may, would serve another
+// path than the one allowed. WeChat's API paths never need any of it.
+// It bounds the time to receive a request's body (bodyDeadline).
+func (g *Gateway) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if why := notPlain(r.URL); why != "" {
 			start := time.Now()
 			g.writeError(w, errUnauthorized, "path not plain: "+why)
 			g.record(clientUnknown, r, errUnauthorized, start, 1)
 			return
+		}
+		if r.ContentLength != 0 { // a body, announced or chunked
+			g.bodyDeadline(w)
 		}
 		next.ServeHTTP(w, r)
 	})

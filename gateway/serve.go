@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -121,17 +122,61 @@ func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, start time
 	g.forward(w, r, cl, start)
 }
 
-// forward reads the body (bounded) and hands the call to the proxy.
+// maxAnonymousBody bounds the body of a call without a wxhub credential
+// (WeChat's /sns endpoints take none): an unauthenticated caller cannot
+// make the gateway buffer MaxRequestBody.
+const maxAnonymousBody = 64 << 10
+
+// bodyTimeout bounds the time to receive a request's body: twice
+// CallTimeout, long enough for the largest upload allowed at a modest
+// speed, short enough that a sender dribbling bytes cannot hold a
+// connection (and its buffer) forever.
+func (g *Gateway) bodyTimeout() time.Duration { return 2 * g.cfg.CallTimeout }
+
+// bodyDeadline bounds, from now, the time to receive the body of the
+// request w answers (bodyTimeout). The front sets it on every request
+// that has a body; a handler that reads the whole body lifts it
+// (liftBodyDeadline), so that the rest of the call (WeChat's answer may
+// take CallTimeout) is not cut. A body left unread keeps it: the server's
+// discard of the rest after the answer is bounded too.
+func (g *Gateway) bodyDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.bodyTimeout()))
+}
+
+// liftBodyDeadline lifts bodyDeadline once the body was read to its end;
+// never after a failed read (the server would wait for the rest).
+func liftBodyDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+}
+
+// forward reads the body (bounded in size and time) and hands the call to
+// the proxy.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, start time.Time) {
 	if r.Body != nil && r.Body != http.NoBody {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody))
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		limit := g.cfg.MaxRequestBody
+		if cl.client == clientAnonymous {
+			limit = maxAnonymousBody
+		}
+		if r.ContentLength > limit {
 			g.writeError(w, errTooBig, "request body over the gateway's limit")
 			g.record(cl.client, r, errTooBig, start, 1)
 			return
 		}
-		if err != nil {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		if err == nil {
+			liftBodyDeadline(w)
+		}
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			g.writeError(w, errTooBig, "request body over the gateway's limit")
+			g.record(cl.client, r, errTooBig, start, 1)
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			g.writeError(w, errSystem, "request body not received in time")
+			g.record(cl.client, r, errSystem, start, 1)
+			return
+		case err != nil:
 			g.record(cl.client, r, errSystem, start, 1)
 			return // the client went away
 		}

@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/wxhub/wxhub/events"
@@ -40,7 +42,17 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req stableTokenRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		g.writeError(w, errSystem, "request body not received in time")
+		g.record(clientUnknown, r, errSystem, start, 1)
+		return
+	}
+	if err == nil {
+		liftBodyDeadline(w)
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
 		g.writeError(w, errBadJSON, "")
 		g.record(clientUnknown, r, errBadJSON, start, 1)
 		return

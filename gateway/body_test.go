@@ -1,0 +1,115 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/gateway"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
+)
+
+// TestAnonymousCallsHaveASmallBodyLimit: a call without a wxhub
+// credential (a /sns call with the user's own token) may carry at most
+// 64 KiB; more is refused with 45001 before anything is forwarded, whether
+// its length is announced or not. WeChat's /sns endpoints take no body.
+func TestAnonymousCallsHaveASmallBodyLimit(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	hc := &http.Client{}
+	target := e.url + wechatsim.PathSNSUserInfo + "?access_token=user-token&openid=o1"
+	tests := []struct {
+		name      string
+		size      int
+		chunked   bool
+		forwarded bool
+	}{
+		{"announced, over the limit", 64<<10 + 1, false, false},
+		{"chunked, over the limit", 64<<10 + 1, true, false},
+		{"far over the limit", 8 << 20, false, false},
+		{"at the limit", 64 << 10, false, true},
+		{"small", 100, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(e.relayed())
+			var body io.Reader = bytes.NewReader(bytes.Repeat([]byte("x"), tt.size))
+			if tt.chunked {
+				body = io.MultiReader(body) // no length: sent chunked
+			}
+			resp, err := hc.Post(target, "application/octet-stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := decodeAnswer(t, resp)
+			forwarded := len(e.relayed()) > before
+			if forwarded != tt.forwarded || (!tt.forwarded && a.ErrCode != 45001) {
+				t.Fatalf("answer %s, forwarded %v; want forwarded %v, else 45001", a.raw, forwarded, tt.forwarded)
+			}
+		})
+	}
+	if n := len(e.callLines("anonymous", "45001")); n != 3 {
+		t.Errorf("%d refusals logged under the anonymous client, want 3", n)
+	}
+}
+
+// TestSlowRequestBodyIsCut: the gateway waits at most 2 × CallTimeout for
+// a request's body, then answers and closes the connection, instead of
+// holding it (and a buffer) for as long as the sender dribbles; also when
+// the handler does not read the body.
+func TestSlowRequestBodyIsCut(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, func(c *gateway.Config) { c.CallTimeout = 300 * time.Millisecond })
+	h := get(t, &http.Client{}, tokenURL(e.url, appA, keyShop)).AccessToken
+	tests := []struct {
+		name, head, part string
+		code             int
+		msg              string
+	}{
+		{"relayed call", "POST " + wechatsim.PathUserInfoBatch + "?access_token=" + h, `{"user_list":`, -1, "request body not received in time"},
+		{"stable_token", "POST /cgi-bin/stable_token", `{"grant_type":`, -1, "request body not received in time"},
+		{"a body the handler does not read", "GET /cgi-bin/token?grant_type=client_credential&appid=" + appA + "&secret=" + keyShop, "x", 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			if _, err = io.WriteString(c, tt.head+" HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"+tt.part); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second)) // the test's own bound, far above the gateway's
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer to a stalled body: %v", err)
+			}
+			a := decodeAnswer(t, resp)
+			if a.ErrCode != tt.code || !strings.Contains(a.ErrMsg, tt.msg) {
+				t.Fatalf("answer %s, want errcode %d %q", a.raw, tt.code, tt.msg)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("after the answer: %v, want the connection closed", err)
+			}
+			if d := time.Since(start); d < 600*time.Millisecond {
+				t.Errorf("cut after %v, before 2 × CallTimeout", d)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, r := range e.relayed() {
+			if r.Path == wechatsim.PathUserInfoBatch {
+				t.Error("the partial call reached WeChat")
+			}
+		}
+	})
+}
