@@ -62,8 +62,10 @@
 // path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
 // registry: wxhub_gateway_calls_total{client,path,errcode},
 // wxhub_gateway_call_duration_seconds{client,path} and
-// wxhub_gateway_retries_total{client,reason}; at most 200 path values,
-// then "other". Logs (debug per call, info for retries, warn for
+// wxhub_gateway_retries_total{client,reason}; at most 200 path values
+// for the clients' calls, then "other" (unknown and anonymous callers
+// get "other" except on a fixed list of WeChat's paths, so they cannot
+// use the 200 up). Logs (debug per call, info for retries, warn for
 // failures) carry the query with every token, secret, key, code and
 // ticket value replaced by [redacted]; never a handle, token, key or
 // AppSecret.

@@ -220,9 +220,10 @@ func (g *Gateway) recordLabel(client string, r *http.Request, code string, start
 	}
 	d := time.Since(start)
 	path := "other"
-	if client != clientUnknown {
+	switch {
+	case client != clientUnknown && client != clientAnonymous:
 		path = g.paths.label(r.URL.Path)
-	} else if knownPath(r.URL.Path) {
+	case knownPath(r.URL.Path):
 		path = r.URL.Path
 	}
 	callsTotal.WithLabelValues(client, path, code).Inc()
@@ -233,10 +234,12 @@ func (g *Gateway) recordLabel(client string, r *http.Request, code string, start
 	}
 }
 
-// knownPath: paths worth a label even from an unauthenticated caller.
+// knownPath: paths worth a label even from an unauthenticated or
+// anonymous caller (neither may use up the clients' path labels).
 func knownPath(p string) bool {
 	switch p {
-	case "/cgi-bin/token", "/cgi-bin/stable_token", "/sns/oauth2/access_token":
+	case "/cgi-bin/token", "/cgi-bin/stable_token", "/sns/oauth2/access_token", "/sns/jscode2session",
+		"/sns/userinfo", "/sns/auth", "/sns/oauth2/refresh_token":
 		return true
 	}
 	return false
