@@ -293,3 +293,25 @@ func TestLostCASSaysTokenDiscarded(t *testing.T) {
 		t.Errorf("stored %q v%d, want other's v7 kept", rec.Holder, rec.Version)
 	}
 }
+
+// A wx_tokens record that is not a token record (written by hand, or by
+// another version) is replaced by the first token fetched: one fetch, a
+// record the workers can read, and no fetch at every check after.
+func TestUndecodableRecordIsReplacedByOneFetch(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	if _, err := e.tokens.Put(context.Background(), app.AppID, []byte("not a token record")); err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(e.config("h1", app), nil)
+	waitRefreshed(t, e, app.AppID, 1)
+	rec, _ := e.record(app.AppID)
+	if rec.AccessToken == "" || rec.Holder != "h1" {
+		t.Fatalf("stored %+v, want h1's token", rec)
+	}
+	r.waitEvals(t, 5)
+	if n := e.fetches(app.AppID); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+}

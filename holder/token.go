@@ -447,7 +447,12 @@ func (a *app) write(ctx context.Context, rec *events.TokenRecord, rev uint64) (u
 			}
 			stored = events.TokenRecord{}
 			if derr := json.Unmarshal(e.Value(), &stored); derr != nil {
-				return stopRetry{fmt.Errorf("holder: decode wx_tokens %s: %w", a.id, derr)}
+				// Not a token record (written by hand, or by another
+				// version): no token anyone can use. Ours, just fetched,
+				// replaces it; giving up would fetch again at every check.
+				a.log.Warn("wx_tokens holds a record that is not a token record; the fetched token replaces it", "error", derr, "revision", e.Revision())
+				rev = e.Revision()
+				continue
 			}
 			if stored.AccessToken == rec.AccessToken {
 				*rec, newRev = stored, e.Revision() // ours (tokens are unique)
