@@ -191,7 +191,7 @@ func (s *jobSubscriber) Close() error {
 func (s *jobSubscriber) deliver(m jetstream.Msg, out chan<- *message.Message) {
 	w := s.w
 	w.inflight.add(1)
-	if w.stopping.Load() {
+	if w.stopping.Load() && !s.lastDelivery(m) {
 		s.refuse(m)
 		return
 	}
@@ -200,17 +200,25 @@ func (s *jobSubscriber) deliver(m jetstream.Msg, out chan<- *message.Message) {
 	case s.slots <- struct{}{}:
 		w.working.Add(1)
 	case <-s.stopCh:
-		s.refuse(m)
-		return
+		if !s.lastDelivery(m) {
+			s.refuse(m)
+			return
+		}
+		if !s.waitSlotStopping(m) {
+			return
+		}
 	}
 	// A slot freed as the stop began: select chose at random between the
-	// two, and a job taken now would start after the stop.
+	// two, and a job taken now would start after the stop (unless it is
+	// the job's last delivery, see lastDelivery).
 	select {
 	case <-s.stopCh:
-		<-s.slots
-		w.working.Add(-1)
-		s.refuse(m)
-		return
+		if !s.lastDelivery(m) {
+			<-s.slots
+			w.working.Add(-1)
+			s.refuse(m)
+			return
+		}
 	default:
 	}
 	wm, md := s.message(m)
@@ -230,6 +238,32 @@ func (s *jobSubscriber) deliver(m jetstream.Msg, out chan<- *message.Message) {
 	case <-s.closing:
 		d.settle(false, 0)
 	}
+}
+
+// lastDelivery reports whether m is its job's last delivery
+// (NumDelivered has reached MaxDeliver). A stopping worker does not nak
+// such a delivery for another process: JetStream counted it already, so
+// the nak would end the job untried (a timeout failure from the reaper).
+// It runs here instead, within the shutdown grace. Only the stop path
+// asks, so the metadata is parsed again only then.
+func (s *jobSubscriber) lastDelivery(m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && md.NumDelivered >= uint64(s.w.cfg.MaxDeliver)
+}
+
+// waitSlotStopping waits, while the worker stops, for a slot for a job's
+// last delivery, and reports whether it got one. It gives up (nak'd) when
+// the grace ran out (hardStop) or the subscriber closed.
+func (s *jobSubscriber) waitSlotStopping(m jetstream.Msg) bool {
+	select {
+	case s.slots <- struct{}{}:
+		s.w.working.Add(1)
+		return true
+	case <-s.w.hardStop.Done():
+	case <-s.closing:
+	}
+	s.refuse(m)
+	return false
 }
 
 // refuse naks a delivery that gets no slot (the worker is stopping).

@@ -35,8 +35,23 @@ func TestJobSubscriberCloseConcurrently(t *testing.T) {
 // A delivery that arrives after the stop began, while a slot is free, is
 // refused: the select between the free slot and the stop picks at
 // random, so without deliver's second look at the stop about half of
-// these would reach the router and start after the stop.
+// these would reach the router and start after the stop. Unless it is
+// the job's last delivery: a nak would end that job untried, so it is
+// taken and runs within the grace.
 func TestDeliverAfterStopIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		maxDeliver int
+		taken      bool
+	}{
+		{"deliveries left: refused, nak'd for another process", 5, false},
+		{"last delivery: taken", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { deliverAfterStop(t, tc.maxDeliver, tc.taken) })
+	}
+}
+
+func deliverAfterStop(t *testing.T, maxDeliver int, taken bool) {
 	const n = 64
 	ctx := context.Background()
 	nc := brokertest.Start(t).Conn(t)
@@ -62,17 +77,27 @@ func TestDeliverAfterStopIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w := &Worker{cfg: Config{Concurrency: n}, inflight: newCounter(), hardStop: ctx, log: slog.New(slog.DiscardHandler)}
+	w := &Worker{cfg: Config{Concurrency: n, MaxDeliver: maxDeliver}, inflight: newCounter(), hardStop: ctx, log: slog.New(slog.DiscardHandler)}
 	s := &jobSubscriber{w: w, slots: make(chan struct{}, n), stopCh: make(chan struct{}), closing: make(chan struct{}), extendAfter: time.Hour}
 	close(s.stopCh) // the stop began; w.stopping is not set yet
-	out := make(chan *message.Message, n)
-	got := 0
+	// All of the batch first: a nak while the pull is still open would
+	// put the job back into the same batch.
+	var msgs []jetstream.Msg
 	for m := range batch.Messages() {
-		s.deliver(m, out)
-		got++
+		msgs = append(msgs, m)
 	}
-	if got != n {
-		t.Fatalf("fetched %d of %d jobs", got, n)
+	if len(msgs) != n {
+		t.Fatalf("fetched %d of %d jobs (%v)", len(msgs), n, batch.Error())
+	}
+	out := make(chan *message.Message, n)
+	for _, m := range msgs {
+		s.deliver(m, out)
+	}
+	if taken {
+		if len(out) != n || len(s.slots) != n || w.working.Load() != n || w.inflight.load() != n {
+			t.Fatalf("last deliveries after the stop: %d reached the router, %d slots held, working %d, in flight %d; want all %d", len(out), len(s.slots), w.working.Load(), w.inflight.load(), n)
+		}
+		return
 	}
 	if len(out) != 0 || len(s.slots) != 0 || w.working.Load() != 0 || w.inflight.load() != 0 {
 		t.Fatalf("after the stop: %d jobs reached the router, %d slots held, working %d, in flight %d; want none", len(out), len(s.slots), w.working.Load(), w.inflight.load())

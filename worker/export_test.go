@@ -34,3 +34,7 @@ func WaitVersion(ctx context.Context, c *TokenCache, appid string, v uint64) (ev
 		}
 	}
 }
+
+// Held returns the deliveries this worker holds and has not settled:
+// those being worked on and those waiting for a slot.
+func (w *Worker) Held() int { return w.inflight.load() }

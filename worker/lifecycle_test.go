@@ -231,3 +231,30 @@ func TestTokenCacheWaitNewer(t *testing.T) {
 		t.Fatalf("WaitNewer without a newer token: %v", err)
 	}
 }
+
+// A job waiting for a slot on its last delivery when the worker stops is
+// run within the grace, not nak'd: JetStream counted that delivery, so a
+// nak would end the job untried (a timeout failure).
+func TestStopRunsALastDeliveryWaitingForASlot(t *testing.T) {
+	const jobs = 3
+	h := newHarness(t, jobs)
+	h.holder.rotate()
+	res := h.follow(events.StreamResults)
+	h.sim.SetLatency(time.Second)
+	a := h.startWorker("a", func(c *worker.Config) { c.Concurrency, c.MaxDeliver = 2, 1 })
+	for i := range jobs {
+		h.lookup(fmt.Sprintf("job-%d", i), i)
+	}
+	waitFor(t, 10*time.Second, "2 jobs in work and 1 waiting for a slot", func() bool { return a.InFlight() == 2 && a.Held() == jobs })
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	res.waitIDs(t, jobs, 20*time.Second)
+	byID, _ := res.snapshot()
+	for id, rs := range byID {
+		if rs[0].Subject != events.SubjectUserProfile {
+			f := failureOf(t, rs[0])
+			t.Errorf("%s: %s %q, want its profile", id, f.Error.Kind, f.Error.ErrMsg)
+		}
+	}
+}
