@@ -314,8 +314,9 @@ func (d *delivery) Value(key any) any {
 	return d.Context.Value(key)
 }
 
-// settle acks (ok) or naks the delivery, with delay unless the worker is
-// stopping, then frees its slot. Only the first call counts.
+// settle acks (ok) or naks the delivery, with delay unless the job was
+// cut by the end of the shutdown grace, then frees its slot. Only the
+// first call counts.
 func (d *delivery) settle(ok bool, delay time.Duration) {
 	if !d.settled.CompareAndSwap(false, true) {
 		return
@@ -327,7 +328,12 @@ func (d *delivery) settle(ok bool, delay time.Duration) {
 		// A plain ack: the job's done record is written, so a lost ack
 		// costs one redelivery that ends at the done record.
 		err = d.m.Ack()
-	case delay <= 0 || w.stopping.Load():
+	case delay <= 0 || w.hardStop.Err() != nil:
+		// No delay asked, or the job was cut when the shutdown grace ran
+		// out: to another process at once. A delay the handler asked for
+		// (WeChat's trouble, a rate limit) holds while the worker stops
+		// too: another process would meet the same, and the redelivery
+		// would spend an attempt for nothing.
 		err = d.m.Nak()
 	default:
 		err = d.m.NakWithDelay(delay)

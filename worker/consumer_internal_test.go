@@ -122,3 +122,58 @@ func deliverAfterStop(t *testing.T, maxDeliver int, taken bool) {
 		t.Fatalf("%d of %d refused jobs redelivered within 10 s; want all (nak'd)", redelivered, n)
 	}
 }
+
+// A stopping worker keeps the delay a failed job asked for (another
+// process would meet the same trouble at once); only a job cut when the
+// grace ran out goes back at once.
+func TestSettleWhileStoppingKeepsTheDelay(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cut       bool // the grace ran out (hardStop cancelled)
+		redeliver bool // back within a second
+	}{
+		{"failed within the grace: its 30 s delay holds", false, false},
+		{"cut by the end of the grace: at once", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			nc := brokertest.Start(t).Conn(t)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SETTLETEST", Subjects: []string{"settletest"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, "settletest", []byte("job")); err != nil {
+				t.Fatal(err)
+			}
+			m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hardStop, hardCancel := context.WithCancel(ctx)
+			defer hardCancel()
+			if tc.cut {
+				hardCancel()
+			}
+			w := &Worker{cfg: Config{Concurrency: 1, MaxDeliver: 5}, inflight: newCounter(), hardStop: hardStop, log: slog.New(slog.DiscardHandler)}
+			w.stopping.Store(true)
+			s := &jobSubscriber{w: w, slots: make(chan struct{}, 1), stopCh: make(chan struct{}), closing: make(chan struct{})}
+			s.slots <- struct{}{}
+			w.working.Add(1)
+			w.inflight.add(1)
+			d := &delivery{Context: hardStop, m: m, s: s}
+			d.settle(false, 30*time.Second)
+			_, err = cons.Next(jetstream.FetchMaxWait(time.Second))
+			if got := err == nil; got != tc.redeliver {
+				t.Fatalf("redelivered within 1 s: %v (%v), want %v", got, err, tc.redeliver)
+			}
+		})
+	}
+}
