@@ -45,7 +45,11 @@
 // the AppSecret (Config.Apps) and are never repeated (a code is used up
 // even by -1). Any other /sns call carrying `secret` is refused with
 // 48001. Other /sns calls carry the user's own token: they pass through
-// unchanged, without a client, under AnonymousRate.
+// unchanged, without a client, under AnonymousRate. No /sns endpoint
+// takes the global token, so a handle (or a RealToken client's real
+// token, or any access_token starting wxh1_) on a /sns path is refused
+// with 48001: relayed with the real token it would draw a 40001, and a
+// token.invalidated report against the valid global token.
 //
 // # Plain paths only
 //

@@ -48,7 +48,19 @@ func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := queryParam(r.URL.RawQuery, "access_token")
 	b, known := g.handles.lookup(tok)
-	if !known && userTokenPath(r.URL.Path) {
+	if userTokenPath(r.URL.Path) {
+		if known || strings.HasPrefix(tok, handlePrefix) {
+			// No /sns endpoint takes the global token: relayed with it,
+			// WeChat would answer 40001 and the gateway would report the
+			// valid global token as rejected (a refresh, a spent fetch).
+			name := clientUnknown
+			if known {
+				name = b.client.Name
+			}
+			g.writeError(w, errUnauthorized, "a wxhub access_token on a /sns path: /sns calls take the user's own OAuth token")
+			g.record(name, r, errUnauthorized, start, 1)
+			return
+		}
 		g.passThrough(w, r, start)
 		return
 	}
