@@ -51,13 +51,15 @@
 // with 48001: relayed with the real token it would draw a 40001, and a
 // token.invalidated report against the valid global token.
 //
-// # Plain paths only
+// # Plain paths and parameter names only
 //
 // Before any routing, a request whose path is not plain (an escape other
 // than the default encoding, such as %2F, so that URL.RawPath is set; a
 // backslash; an empty or a "." or ".." segment) is answered 48001 and
 // counted under the unknown client: the relay forwards the path as
-// escaped while client path lists are checked on the decoded one.
+// escaped while client path lists are checked on the decoded one. So is
+// a query with a parameter name holding '%' or '+': access_token and
+// secret are found by their names as sent, WeChat decodes them.
 //
 // # Clients, logs, metrics
 //

@@ -77,12 +77,19 @@ func New(cfg Config) (*Gateway, error) {
 // client's path list is checked on the decoded path, and a front that
 // decodes %2F and resolves "..", as WeChat's may, would serve another
 // path than the one allowed. WeChat's API paths never need any of it.
+// So is a query with an escaped parameter name (escapedParamName).
 // It bounds the time to receive a request's body (bodyDeadline).
 func (g *Gateway) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if why := notPlain(r.URL); why != "" {
 			start := time.Now()
 			g.writeError(w, errUnauthorized, "path not plain: "+why)
+			g.record(clientUnknown, r, errUnauthorized, start, 1)
+			return
+		}
+		if why := escapedParamName(r.URL.RawQuery); why != "" {
+			start := time.Now()
+			g.writeError(w, errUnauthorized, "query not plain: "+why)
 			g.record(clientUnknown, r, errUnauthorized, start, 1)
 			return
 		}
@@ -114,6 +121,25 @@ func notPlain(u *url.URL) string {
 			return "an empty segment (//)"
 		case s == "." || s == "..":
 			return "a . or .. segment"
+		}
+	}
+	return ""
+}
+
+// escapedParamName says why a raw query has a parameter name that is not
+// plain (one with '%' or '+', so that it means something else once
+// decoded), or "" when every name is plain. The gateway finds
+// access_token and secret by their names as sent, while WeChat decodes
+// them: access%5Ftoken or s%65cret would go unnoticed by the gateway and
+// reach WeChat as access_token or secret. WeChat's parameter names never
+// need an escape; values may be escaped as usual.
+func escapedParamName(raw string) string {
+	for raw != "" {
+		var p string
+		p, raw, _ = strings.Cut(raw, "&")
+		k, _, _ := strings.Cut(p, "=")
+		if strings.ContainsAny(k, "%+") {
+			return "a parameter name with % or +; send parameter names unescaped"
 		}
 	}
 	return ""

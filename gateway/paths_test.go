@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -81,6 +82,50 @@ func TestOnlyPlainPathsAreServed(t *testing.T) {
 		if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != want {
 			t.Errorf("GET %s: %d %q, want %q", path, resp.StatusCode, b, want)
 		}
+	}
+	e.assertNoLeak("the logs", e.logs.String())
+}
+
+// TestEscapedParameterNamesAreRefused: the gateway finds access_token and
+// secret by their names as sent, WeChat decodes the names. A query with
+// an escaped name (access%5Ftoken, s%65cret, or '+') is answered 48001
+// before routing, so a handle or a client key cannot slip past the
+// gateway as an "anonymous" call and reach WeChat under its real name.
+func TestEscapedParameterNamesAreRefused(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, func(c *gateway.Config) {
+		c.Mount = map[string]http.Handler{"/oauth/": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, "login")
+		})}
+	})
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	tests := []struct{ name, target string }{
+		{"a handle as access%5Ftoken on a /sns path", "/sns/userinfo?access%5Ftoken=" + h + "&openid=o1"},
+		{"a handle as access%5ftoken on a relayed path", "/cgi-bin/user/info?openid=" + openID + "&access%5ftoken=" + h},
+		{"a client key as s%65cret on a /sns path", "/sns/userinfo?access_token=user-token&openid=o1&s%65cret=" + keyShop},
+		{"a client key as s%65cret on an exchange", "/sns/jscode2session?appid=" + appA + "&s%65cret=" + keyShop + "&js_code=j1&grant_type=authorization_code"},
+		{"a + in a name", "/sns/auth?access+token=" + h + "&openid=o1"},
+		{"an escaped name on the token endpoint", "/cgi-bin/token?grant_type=client_credential&appid=" + appA + "&s%65cret=" + keyShop},
+		{"an escaped name on a mounted path", "/oauth/authorize?app%69d=" + appA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := get(t, hc, e.url+tt.target)
+			if a.ErrCode != 48001 || !strings.Contains(a.ErrMsg, "(wxhub gateway: query not plain") || !strings.Contains(a.ErrMsg, " rid: ") || a.AccessToken != "" {
+				t.Fatalf("answer %s, want 48001 saying the query is not plain", a.raw)
+			}
+		})
+	}
+	if got := e.relayed(); len(got) != 0 {
+		t.Errorf("%d refused calls reached WeChat, first %s", len(got), got[0].Path)
+	}
+	if n := len(e.callLines("unknown", "48001")); n != len(tests) {
+		t.Errorf("%d refusals logged under the unknown client, want %d", n, len(tests))
+	}
+	// Escaped values are fine.
+	if a := get(t, hc, e.url+"/cgi-bin/user/info?openid="+openID+"&lang=zh%5FCN&access_token="+url.QueryEscape(h)); a.ErrCode != 0 || a.OpenID != openID {
+		t.Fatalf("escaped values: %s", a.raw)
 	}
 	e.assertNoLeak("the logs", e.logs.String())
 }

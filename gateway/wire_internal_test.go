@@ -103,3 +103,25 @@ func TestReplayableMirrorsTheTransport(t *testing.T) {
 		}
 	}
 }
+
+func TestEscapedParamName(t *testing.T) {
+	tests := []struct {
+		query string
+		plain bool
+	}{
+		{"", true},
+		{"access_token=H&openid=o1", true},
+		{"return_to=https%3A%2F%2Fshop.example%2F%3Fa%3D1&state=a+b", true}, // values may be escaped
+		{"flag&x=", true},
+		{"access%5Ftoken=H", false},
+		{"openid=o1&s%65cret=K", false},
+		{"access+token=H", false},
+		{"a%20b=1", false},
+		{"%=1", false},
+	}
+	for _, tt := range tests {
+		if why := escapedParamName(tt.query); (why == "") != tt.plain {
+			t.Errorf("escapedParamName(%q) = %q, want plain %v", tt.query, why, tt.plain)
+		}
+	}
+}
