@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,4 +113,53 @@ func TestSlowRequestBodyIsCut(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAnswerCutPartWayIsCounted: an answer that goes over
+// MaxResponseBody part-way (no Content-Length to refuse it by) is cut:
+// the proxy aborts the handler with http.ErrAbortHandler. The call is
+// counted all the same, as transport, and the client sees a broken
+// answer, never a complete-looking one.
+func TestAnswerCutPartWayIsCounted(t *testing.T) {
+	t.Parallel()
+	const key = "client-key-cut-0123456789"
+	e := startEnv(t, func(c *gateway.Config) {
+		c.MaxResponseBody = 1 << 20 // the download is 3 MiB, sent chunked
+		c.Clients = append(c.Clients, gateway.Client{Name: "cut", Key: key, AppIDs: []string{appA}})
+	})
+	const series = `wxhub_gateway_calls_total{client="cut",errcode="transport",path="/cgi-bin/media/get"}`
+	before := seriesValue(scrapeMetrics(t), series) // -count=N runs share the registry
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, key)).AccessToken
+	resp, err := hc.Get(e.url + "/cgi-bin/media/get?media_id=m1&access_token=" + h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil || n > 1<<20 {
+		t.Fatalf("read %d bytes, err %v: want a cut answer of at most 1 MiB", n, err)
+	}
+	// The server cut the connection after the handler returned, so the
+	// call was counted before the client saw the cut.
+	m := scrapeMetrics(t)
+	if got := seriesValue(m, series) - before; got != 1 {
+		t.Fatalf("%s grew by %v, want 1", series, got)
+	}
+	if strings.Contains(m, `client="cut",errcode="0",path="/cgi-bin/media/get"`) {
+		t.Error("the cut call was counted as a success")
+	}
+	e.assertNoLeak("the metrics", m)
+}
+
+// seriesValue is the value of one series in a metrics scrape (0 when
+// absent).
+func seriesValue(scrape, series string) float64 {
+	for _, line := range strings.Split(scrape, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }

@@ -198,11 +198,21 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, cl), g.cfg.CallTimeout)
 	defer cancel()
+	defer func() {
+		cl.mu.Lock()
+		code, attempts := cl.errcode, cl.attempts
+		cl.mu.Unlock()
+		// The proxy panics with http.ErrAbortHandler when the copy of the
+		// answer fails part-way (over MaxResponseBody, WeChat or the
+		// client gone): the call is counted all the same, as transport,
+		// and the panic goes on to the server, which cuts the connection.
+		if p := recover(); p != nil {
+			g.recordLabel(cl.client, r, "transport", start, attempts)
+			panic(p)
+		}
+		g.recordLabel(cl.client, r, code, start, attempts)
+	}()
 	g.relay.ServeHTTP(w, r.WithContext(ctx))
-	cl.mu.Lock()
-	code, attempts := cl.errcode, cl.attempts
-	cl.mu.Unlock()
-	g.recordLabel(cl.client, r, code, start, attempts)
 }
 
 // queryParam returns the first value of name in a raw query.
