@@ -87,6 +87,7 @@ func (wl *webLogin) install() error {
 	}
 	h, err := weblogin.New(weblogin.Config{
 		Apps: apps, AuthorizeBase: c.AuthorizeBase, Wait: c.Wait,
+		AuthorizeRate: c.AuthorizeRate, AuthorizeBurst: c.AuthorizeBurst,
 		States: wl.states, Jobs: wl.jobs, Logger: wl.p.roleLogger("weblogin"),
 	})
 	if err != nil {

@@ -9,7 +9,9 @@
 // random nonce in the KV bucket wx_login_state (StateStore, 10 minutes)
 // and redirects (302) to open.weixin.qq.com with WeChat's parameter order
 // and the #wechat_redirect fragment (/connect/qrconnect and snsapi_login
-// for website apps). Bad input gets a 400 page saying which.
+// for website apps). Bad input gets a 400 page saying which. The logins
+// started are limited, all browsers together (AuthorizeRate, default 50
+// a second, burst 100): over it a 429 page, and nothing is stored.
 //
 // Callback takes the nonce exactly once (read, then a revision-checked
 // delete: of any number of concurrent or replayed callbacks one proceeds,

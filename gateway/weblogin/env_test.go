@@ -55,7 +55,9 @@ func (e *loginEnv) lastCallback(t *testing.T) string {
 }
 
 type envOptions struct {
-	wait time.Duration
+	wait           time.Duration
+	authorizeRate  float64
+	authorizeBurst int
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -133,11 +135,13 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 			{AppID: e.demoApp.AppID, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL, e.front.URL + "/shop/login"}},
 			{AppID: websiteApp, Website: true, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL}},
 		},
-		AuthorizeBase: e.simURL,
-		States:        weblogin.NewStateStore(e.states, 0, nil),
-		Jobs:          jobs,
-		Wait:          o.wait,
-		Logger:        quiet(),
+		AuthorizeBase:  e.simURL,
+		States:         weblogin.NewStateStore(e.states, 0, nil),
+		Jobs:           jobs,
+		Wait:           o.wait,
+		AuthorizeRate:  o.authorizeRate,
+		AuthorizeBurst: o.authorizeBurst,
+		Logger:         quiet(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -28,6 +30,15 @@ const DefaultAuthorizeBase = "https://open.weixin.qq.com"
 // DefaultWait bounds how long the callback waits for the job's result
 // before it sends the browser on with error=timeout.
 const DefaultWait = 5 * time.Second
+
+// DefaultAuthorizeRate and DefaultAuthorizeBurst bound the logins
+// started (/oauth/authorize calls that store a state), all browsers
+// together: at most rate × the state TTL states (30,000 in 10 minutes)
+// can be in the bucket, however fast anybody asks.
+const (
+	DefaultAuthorizeRate  = 50.0
+	DefaultAuthorizeBurst = 100
+)
 
 // OAuth scopes.
 const (
@@ -71,8 +82,46 @@ type Config struct {
 	States        *StateStore
 	Jobs          JobRunner
 	// Wait bounds the callback's wait for the result; 0 means DefaultWait.
-	Wait   time.Duration
-	Logger *slog.Logger
+	Wait time.Duration
+	// AuthorizeRate limits the logins started per second, all browsers
+	// together, with AuthorizeBurst; 0 means DefaultAuthorizeRate and
+	// DefaultAuthorizeBurst. Over it /oauth/authorize answers 429 and
+	// stores nothing.
+	AuthorizeRate  float64
+	AuthorizeBurst int
+	Logger         *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.AuthorizeBase == "" {
+		c.AuthorizeBase = DefaultAuthorizeBase
+	}
+	if c.Wait <= 0 {
+		c.Wait = DefaultWait
+	}
+	if c.AuthorizeRate == 0 {
+		c.AuthorizeRate = DefaultAuthorizeRate
+	}
+	if c.AuthorizeBurst == 0 {
+		c.AuthorizeBurst = DefaultAuthorizeBurst
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first thing wrong with c (after the defaults).
+func (c Config) Validate() error {
+	if c.States == nil || c.Jobs == nil {
+		return errors.New("weblogin: States and Jobs are required")
+	}
+	if _, err := url.Parse(c.AuthorizeBase); err != nil {
+		return fmt.Errorf("weblogin: authorize base: %w", err)
+	}
+	if c.AuthorizeRate < 0 || c.AuthorizeBurst < 0 {
+		return errors.New("weblogin: AuthorizeRate and AuthorizeBurst must not be negative")
+	}
+	return nil
 }
 
 type app struct {
@@ -88,30 +137,21 @@ type Handler struct {
 	states        *StateStore
 	jobs          JobRunner
 	wait          time.Duration
+	starts        *rate.Limiter // logins started (AuthorizeRate)
 	log           *slog.Logger
 	mux           *http.ServeMux
 }
 
 // New checks cfg and returns the Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.States == nil || cfg.Jobs == nil {
-		return nil, errors.New("weblogin: States and Jobs are required")
-	}
-	if cfg.AuthorizeBase == "" {
-		cfg.AuthorizeBase = DefaultAuthorizeBase
-	}
-	if _, err := url.Parse(cfg.AuthorizeBase); err != nil {
-		return nil, fmt.Errorf("weblogin: authorize base: %w", err)
-	}
-	if cfg.Wait <= 0 {
-		cfg.Wait = DefaultWait
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	h := &Handler{
 		apps: make(map[string]*app), authorizeBase: strings.TrimSuffix(cfg.AuthorizeBase, "/"),
 		states: cfg.States, jobs: cfg.Jobs, wait: cfg.Wait, log: cfg.Logger,
+		starts: rate.NewLimiter(rate.Limit(cfg.AuthorizeRate), cfg.AuthorizeBurst),
 	}
 	for _, a := range cfg.Apps {
 		if err := h.addApp(a); err != nil {
@@ -189,6 +229,14 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	bstate := q.Get("state")
 	if len(bstate) > maxBusinessState {
 		badRequest(w, fmt.Sprintf("state is longer than %d bytes", maxBusinessState))
+		return
+	}
+	if !h.starts.Allow() {
+		// Checked last, so that bad links still say what is wrong; what
+		// is limited is what costs: a stored state.
+		h.log.Debug("weblogin: over the rate of logins started", "appid", appid)
+		w.Header().Set("Retry-After", "1")
+		plainError(w, http.StatusTooManyRequests, "too many logins are being started right now; try again in a moment")
 		return
 	}
 	nonce, err := h.states.Put(r.Context(), State{AppID: appid, Scope: scope, ReturnTo: rt.String(), State: bstate})

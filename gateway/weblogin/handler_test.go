@@ -3,6 +3,7 @@ package weblogin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway/weblogin"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
@@ -362,4 +364,50 @@ func TestDemoPageRefusesALoginStartedElsewhere(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="state-check">The state that came back is not the one`) || strings.Contains(body, `id="openid"`) {
 		t.Fatalf("the demo page accepted a login started elsewhere:\n%s", body)
 	}
+}
+
+// TestAuthorizeIsRateLimited: /oauth/authorize stores a state per call,
+// so logins started are limited (all browsers together): a burst beyond
+// the limit is answered 429 with Retry-After and stores nothing, while a
+// bad link still gets its 400 saying what is wrong.
+func TestAuthorizeIsRateLimited(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{authorizeRate: 0.001, authorizeBurst: 2}) // no refill within the test
+	start := e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_base"}, "return_to": {e.demoURL}})
+	for i, want := range []int{http.StatusFound, http.StatusFound, http.StatusTooManyRequests, http.StatusTooManyRequests, http.StatusTooManyRequests} {
+		resp, body := get(t, start)
+		if resp.StatusCode != want {
+			t.Fatalf("call %d: %d, want %d\n%s", i+1, resp.StatusCode, want, body)
+		}
+		if want == http.StatusTooManyRequests && (resp.Header.Get("Retry-After") == "" || resp.Header.Get("Location") != "" || !strings.Contains(body, "too many logins")) {
+			t.Fatalf("call %d: Retry-After %q, Location %q\n%s", i+1, resp.Header.Get("Retry-After"), resp.Header.Get("Location"), body)
+		}
+	}
+	if resp, body := get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_all"}, "return_to": {e.demoURL}})); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a bad link over the limit: %d, want its 400\n%s", resp.StatusCode, body)
+	}
+	keys, err := e.states.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d states stored, want the 2 within the burst", n)
+	}
+}
+
+func TestConfigRefusesANegativeAuthorizeRate(t *testing.T) {
+	_, err := weblogin.New(weblogin.Config{States: &weblogin.StateStore{}, Jobs: noJobs{}, AuthorizeRate: -1})
+	if err == nil || !strings.Contains(err.Error(), "AuthorizeRate") {
+		t.Fatalf("New: %v, want it to name AuthorizeRate", err)
+	}
+}
+
+type noJobs struct{}
+
+func (noJobs) RunOAuthJob(context.Context, events.OAuthCodeReceived) (weblogin.Outcome, error) {
+	return weblogin.Outcome{}, errors.New("no jobs")
 }

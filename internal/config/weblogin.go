@@ -17,7 +17,12 @@ type WebLogin struct {
 	AuthorizeBase string `yaml:"authorize_base"`
 	// Wait bounds how long the callback waits for the code job's result.
 	Wait time.Duration `yaml:"wait"`
-	Apps []WebLoginApp `yaml:"apps"`
+	// AuthorizeRate and AuthorizeBurst limit the logins started per
+	// second (/oauth/authorize calls that store a state), all browsers
+	// together.
+	AuthorizeRate  float64       `yaml:"authorize_rate"`
+	AuthorizeBurst int           `yaml:"authorize_burst"`
+	Apps           []WebLoginApp `yaml:"apps"`
 }
 
 // WebLoginApp is one app's web-login settings.
@@ -37,7 +42,7 @@ type WebLoginApp struct {
 
 // DefaultWebLogin are the web-login defaults.
 func DefaultWebLogin() WebLogin {
-	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second}
+	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second, AuthorizeRate: 50, AuthorizeBurst: 100}
 }
 
 // ParseWebLoginApp parses the --web-login flag form
@@ -79,6 +84,8 @@ func ParseWebLoginApp(s string) (WebLoginApp, error) {
 func (w *WebLogin) addFlags(fs *flag.FlagSet, apps flag.Value) {
 	fs.StringVar(&w.AuthorizeBase, "oauth-authorize-base", w.AuthorizeBase, "WeChat authorize `URL` base (the simulator's URL for tests)")
 	fs.DurationVar(&w.Wait, "oauth-wait", w.Wait, "how long the OAuth callback waits for the code job's result")
+	fs.Float64Var(&w.AuthorizeRate, "oauth-authorize-rate", w.AuthorizeRate, "logins started per second (/oauth/authorize), all browsers together")
+	fs.IntVar(&w.AuthorizeBurst, "oauth-authorize-burst", w.AuthorizeBurst, "burst of logins started above --oauth-authorize-rate")
 	fs.Var(apps, "web-login", "web login for an app: `appid=ID,callback_base=URL,return_to=URL|URL[,website=true]` (repeatable; ';' separates several)")
 }
 
@@ -89,6 +96,9 @@ func (w WebLogin) Validate() error {
 	}
 	if w.Wait < 100*time.Millisecond || w.Wait > time.Minute {
 		return fmt.Errorf("web_login.wait: %v, want 100ms to 1m", w.Wait)
+	}
+	if w.AuthorizeRate <= 0 || w.AuthorizeBurst < 1 {
+		return fmt.Errorf("web_login.authorize_rate: %v, burst %d: want a rate above 0 and a burst of at least 1", w.AuthorizeRate, w.AuthorizeBurst)
 	}
 	seen := map[string]bool{}
 	for i, a := range w.Apps {

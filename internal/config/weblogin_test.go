@@ -57,6 +57,8 @@ func TestWebLoginValidateNamesTheField(t *testing.T) {
 	}{
 		{"bad authorize base", func(w *WebLogin) { w.AuthorizeBase = "open.weixin.qq.com" }, "web_login.authorize_base"},
 		{"wait too short", func(w *WebLogin) { w.Wait = time.Millisecond }, "web_login.wait"},
+		{"no authorize rate", func(w *WebLogin) { w.AuthorizeRate = 0 }, "web_login.authorize_rate"},
+		{"no authorize burst", func(w *WebLogin) { w.AuthorizeBurst = 0 }, "web_login.authorize_rate"},
 		{"bad appid", func(w *WebLogin) { w.Apps[0].AppID = "a b" }, "web_login.apps[0].appid"},
 		{"twice", func(w *WebLogin) { w.Apps = append(w.Apps, ok) }, "appears twice"},
 		{"no callback base", func(w *WebLogin) { w.Apps[0].CallbackBase = "" }, "web_login.apps[0].callback_base"},
