@@ -23,7 +23,8 @@ import (
 //     when WeChat rejects it (42001, 40001, 40014).
 //   - The user must authorize again (kind reauthorize, retryable false)
 //     when there is no record, the refresh_token has expired, WeChat
-//     refuses the refresh (40030, 42002, 42007: the record is deleted),
+//     refuses the refresh (40030, 42002, 42007: the record is deleted,
+//     with a revision check, so a new login stored meanwhile is kept),
 //     or the grant was snsapi_base (48001).
 //   - When /sns/userinfo fails transiently right after an exchange, the
 //     oauth.code.received job is retried later with the stored token
@@ -137,7 +138,7 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 	for attempt := 0; ; attempt++ {
 		rec, refreshed, err := h.cfg.Vault.Fresh(ctx, req)
 		if err != nil {
-			return wechat.SNSUserInfo{}, rec, h.vaultError(ctx, app.AppID, openid, err)
+			return wechat.SNSUserInfo{}, rec, h.vaultError(ctx, app.AppID, openid, rec.Revision, err)
 		}
 		if refreshed {
 			h.log.Info("user token refreshed", "appid", app.AppID, "openid", openid, "tokens", rec.Tokens)
@@ -161,7 +162,7 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 		case wechat.IsTokenInvalid(err):
 			return ui, rec, &reauthorizeError{reason: "WeChat rejects the refreshed token", err: err}
 		case grantDead(wechat.ErrCode(err)):
-			return ui, rec, h.vaultError(ctx, app.AppID, openid, err)
+			return ui, rec, h.vaultError(ctx, app.AppID, openid, rec.Revision, err)
 		case wechat.ErrCode(err) == wechat.CodeAPIUnauthorized:
 			return ui, rec, &reauthorizeError{reason: "the grant does not allow /sns/userinfo", err: err}
 		}
@@ -170,8 +171,9 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 }
 
 // vaultError maps a vault failure to the job's error, deleting a record
-// that can never work again.
-func (h *Handlers) vaultError(ctx context.Context, appid, openid string, err error) error {
+// that can never work again: the one at rev, the revision that failed. A
+// record written since (the user logged in again meanwhile) is kept.
+func (h *Handlers) vaultError(ctx context.Context, appid, openid string, rev uint64, err error) error {
 	var forget bool
 	var out error
 	switch code := wechat.ErrCode(err); {
@@ -189,9 +191,13 @@ func (h *Handlers) vaultError(ctx context.Context, appid, openid string, err err
 	default:
 		return err
 	}
-	if forget {
-		if _, ferr := h.cfg.Vault.Forget(context.WithoutCancel(ctx), appid, openid); ferr != nil {
+	if forget && rev != 0 {
+		res, ferr := h.cfg.Vault.ForgetIf(context.WithoutCancel(ctx), appid, openid, rev)
+		switch {
+		case ferr != nil:
 			h.log.Warn("cannot delete a dead vault record", "appid", appid, "openid", openid, "err", ferr)
+		case res == vault.ChangedMeanwhile:
+			h.log.Info("dead vault record not deleted: it changed meanwhile (a new login?)", "appid", appid, "openid", openid, "revision", rev)
 		}
 	}
 	return out

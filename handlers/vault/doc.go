@@ -47,6 +47,15 @@
 // TTL, so a dead refresher's lock lapses) and the others watch the user's
 // keys until the refreshed record is written.
 //
+// # Forgetting
+//
+// A record found dead (its refresh_token expired, or WeChat answered
+// 40030, 42002 or 42007) is deleted with ForgetIf and the revision that
+// was read: if the user logged in again meanwhile, the new record is at a
+// later revision and is kept (ChangedMeanwhile, not an error). Rotate
+// drops expired records the same way. Forget deletes whatever is there;
+// it is the operator's `wxhub vault forget`.
+//
 // # What never leaves the process
 //
 // The tokens are in clear only in memory. Tokens' LogValue redacts them,

@@ -79,9 +79,14 @@ func (v *Vault) rotateOne(ctx context.Context, appid, openid string, st *RotateS
 			return nil
 		}
 		if !rec.Tokens.RefreshValid(v.opts.Now()) {
-			// Useless already: let it go rather than re-encrypt it.
-			if _, err := v.Forget(ctx, appid, openid); err != nil {
+			// Useless already: let it go rather than re-encrypt it, unless
+			// a new login replaced it meanwhile.
+			res, err := v.ForgetIf(ctx, appid, openid, rec.Revision)
+			if err != nil {
 				return err
+			}
+			if res == ChangedMeanwhile {
+				continue
 			}
 			st.Gone++
 			return nil

@@ -252,8 +252,10 @@ func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *
 	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: ack.Sequence}, nil
 }
 
-// Forget deletes a user's record (all revisions) and reports whether
-// there was one.
+// Forget deletes a user's record (all revisions), whatever revision it is
+// at, and reports whether there was one: the operator's "forget this
+// user". To delete a record found dead, use ForgetIf with the revision
+// that was found dead.
 func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool, err error) {
 	if err := checkUser(appid, openid); err != nil {
 		return false, err
@@ -270,6 +272,50 @@ func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool,
 		return existed, fmt.Errorf("vault: forget: %w", err)
 	}
 	return existed, nil
+}
+
+// ForgetResult says what ForgetIf did.
+type ForgetResult int
+
+const (
+	// Forgotten: the record was still at the revision and is deleted.
+	Forgotten ForgetResult = iota + 1
+	// ChangedMeanwhile: the record is no longer at the revision (a new
+	// login or a refresh wrote it since, or it is gone already); nothing
+	// was deleted.
+	ChangedMeanwhile
+)
+
+func (r ForgetResult) String() string {
+	switch r {
+	case Forgotten:
+		return "forgotten"
+	case ChangedMeanwhile:
+		return "changed meanwhile"
+	}
+	return fmt.Sprintf("ForgetResult(%d)", int(r))
+}
+
+// ForgetIf deletes a user's record (all revisions) only if it is still at
+// revision rev, the one the caller read and found dead. A record written
+// since (a new login while a refresh was refused) is kept: that is
+// ChangedMeanwhile, not an error. rev must not be 0. Forget, in contrast,
+// deletes whatever is there (the operator's `wxhub vault forget`).
+func (v *Vault) ForgetIf(ctx context.Context, appid, openid string, rev uint64) (ForgetResult, error) {
+	if err := checkUser(appid, openid); err != nil {
+		return 0, err
+	}
+	if rev == 0 {
+		return 0, errors.New("vault: forget: a revision is needed")
+	}
+	err := v.kv.Purge(ctx, userKey(appid, openid), jetstream.LastRevision(rev), jetstream.PurgeTTL(time.Minute))
+	switch {
+	case err == nil:
+		return Forgotten, nil
+	case isWrongLastSeq(err):
+		return ChangedMeanwhile, nil
+	}
+	return 0, fmt.Errorf("vault: forget: %w", err)
 }
 
 func marshalEnvelope(e Envelope) ([]byte, error) {
