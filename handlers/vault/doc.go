@@ -45,7 +45,13 @@
 // Concurrent callers for one user, in one process or many, refresh once:
 // the refresher holds a short lock key l.<appid>.<openid> (created with a
 // TTL, so a dead refresher's lock lapses) and the others watch the user's
-// keys until the refreshed record is written.
+// keys until the refreshed record is written. The lock is never renewed:
+// instead the refresh call runs under a deadline of three quarters of
+// LockTTL from the moment the lock was taken (15 s of the default 20 s;
+// the last quarter is the margin for storing the result and for NATS's
+// latency), so a refresher never calls WeChat once its lock may have
+// lapsed and a waiter may have taken it. A refresh cut so fails (wrapping
+// context.DeadlineExceeded); the next caller refreshes afresh.
 //
 // # Forgetting
 //

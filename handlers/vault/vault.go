@@ -43,7 +43,8 @@ type Options struct {
 	// Now is the clock for token expiries; nil means time.Now.
 	Now func() time.Time
 	// LockTTL bounds how long a refresher holds a user's refresh lock
-	// (and how long the others wait for it). 0 means 20 s.
+	// (and how long the others wait for it). A refresh is cut after three
+	// quarters of it, so it never outlasts the lock. 0 means 20 s.
 	LockTTL time.Duration
 	// Owner names this process in refresh locks; "" means "vault".
 	Owner string

@@ -1,0 +1,83 @@
+package vault_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/handlers/vault"
+	"github.com/wxhub/wxhub/wechat"
+)
+
+// A refresh slower than the lock (retries of a failing WeChat) is cut
+// before its lock may lapse, so the caller that takes the lock next never
+// refreshes with the same refresh_token at the same time.
+func TestFreshSlowRefreshIsCutBeforeItsLockLapsesNoOverlap(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t)
+	c := &clock{now: time.Now()}
+	ctx := context.Background()
+	const lockTTL = 2 * time.Second
+	v, err := vault.Open(ctx, env.JS, ring(t, keyLine(t, "k1")), vault.Options{Now: c.Now, LockTTL: lockTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Store(ctx, "wxapp", "oAlice", tokens(c, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(3 * time.Hour)
+
+	var calls, running, overlaps atomic.Int32
+	firstEntered, secondEntered := make(chan struct{}), make(chan struct{})
+	var firstDeadline time.Duration
+	refresh := func(ctx context.Context, rt string) (wechat.OAuthToken, error) {
+		if running.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer running.Add(-1)
+		if calls.Add(1) == 1 {
+			entered := time.Now()
+			if d, ok := ctx.Deadline(); ok {
+				firstDeadline = d.Sub(entered)
+			}
+			close(firstEntered)
+			select { // a WeChat that does not answer
+			case <-ctx.Done():
+				return wechat.OAuthToken{}, ctx.Err()
+			case <-secondEntered:
+				return wechat.OAuthToken{}, errors.New("still refreshing when the next caller refreshed")
+			case <-time.After(20 * time.Second):
+				return wechat.OAuthToken{}, errors.New("the refresh was never cut")
+			}
+		}
+		close(secondEntered)
+		return wechat.OAuthToken{AccessToken: "86_ACCESS_NEW", ExpiresIn: 2 * time.Hour, RefreshToken: rt, OpenID: "oAlice"}, nil
+	}
+	req := vault.FreshRequest{AppID: "wxapp", OpenID: "oAlice", RefreshTTL: time.Hour, Refresh: refresh}
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := v.Fresh(ctx, req)
+		first <- err
+	}()
+	select {
+	case <-firstEntered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first caller never refreshed")
+	}
+	rec, refreshed, err := v.Fresh(ctx, req) // waits on the lock, then refreshes
+	if err != nil || !refreshed || rec.Tokens.AccessToken != "86_ACCESS_NEW" {
+		t.Fatalf("second caller: refreshed=%v err=%v", refreshed, err)
+	}
+	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("first caller: %v, want its refresh cut (context.DeadlineExceeded)", err)
+	}
+	if overlaps.Load() != 0 {
+		t.Fatalf("%d refreshes ran beside another one", overlaps.Load())
+	}
+	if firstDeadline <= 0 || firstDeadline >= lockTTL {
+		t.Fatalf("the refresh's deadline was %v after it began, want within the %v lock", firstDeadline, lockTTL)
+	}
+}
