@@ -28,7 +28,10 @@
 // key at the end of the ring on every process, restart them, then run
 // Rotate (wxhub vault rotate), which re-encrypts every record under the
 // newest key and retires the older keys' check records; the old keys can
-// then be removed from the ring.
+// then be removed from the ring. Rotate retires only keys its ring holds
+// and has superseded: when the bucket has a check record of a key the
+// ring lacks (a newer ring is in use elsewhere), it refuses with
+// ErrMissingKey naming that key, changing nothing.
 //
 // A wrong or missing key must never look like an empty vault. Open keeps
 // a check record per key id, k.<key id>, holding a known text encrypted

@@ -26,8 +26,17 @@ type RotateStats struct {
 // read again. When every record is under the newest key, the check
 // records of the other keys are removed, so those keys may then be taken
 // out of the keyring. Run it after every process has the new keyring.
+//
+// Only keys this ring holds and has superseded are retired. A check record
+// of a key this ring does not know (a newer keyring in use elsewhere)
+// makes Rotate refuse with ErrMissingKey naming that key, before it
+// re-encrypts anything and again before it retires anything: such a
+// check record is never removed.
 func (v *Vault) Rotate(ctx context.Context) (RotateStats, error) {
 	st := RotateStats{CurrentKeyID: v.ring.Current()}
+	if _, err := v.retirable(ctx); err != nil {
+		return st, err
+	}
 	keys, err := v.keys(ctx, userPrefix+">")
 	if err != nil {
 		return st, fmt.Errorf("vault: listing records: %w", err)
@@ -47,21 +56,43 @@ func (v *Vault) Rotate(ctx context.Context) (RotateStats, error) {
 	if len(failures) > 0 {
 		return st, fmt.Errorf("vault: rotate: %d of %d records not re-encrypted: %w", len(failures), st.Records, errors.Join(failures...))
 	}
-	checks, err := v.keys(ctx, checkPrefix+"*")
+	old, err := v.retirable(ctx)
 	if err != nil {
-		return st, fmt.Errorf("vault: listing key check records: %w", err)
+		return st, err
 	}
-	for _, k := range checks {
-		id := k[len(checkPrefix):]
-		if id == st.CurrentKeyID {
-			continue
-		}
-		if err := v.kv.Purge(ctx, k, jetstream.PurgeTTL(time.Minute)); err != nil {
+	for _, id := range old {
+		if err := v.kv.Purge(ctx, checkPrefix+id, jetstream.PurgeTTL(time.Minute)); err != nil {
 			return st, fmt.Errorf("vault: retiring key %q: %w", id, err)
 		}
 		st.RetiredKeys = append(st.RetiredKeys, id)
 	}
 	return st, nil
+}
+
+// retirable lists the key ids whose check records Rotate may remove: the
+// ring's keys older than its newest. A check record of a key the ring
+// does not have is ErrMissingKey.
+func (v *Vault) retirable(ctx context.Context) ([]string, error) {
+	checks, err := v.keys(ctx, checkPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("vault: listing key check records: %w", err)
+	}
+	stored := map[string]bool{}
+	for _, k := range checks {
+		id := k[len(checkPrefix):]
+		if !v.ring.Has(id) {
+			return nil, fmt.Errorf("%w: bucket %s has a check record for key %q, which this keyring does not have (a newer keyring is in use elsewhere?): run rotate with the newest keyring; nothing was retired",
+				ErrMissingKey, v.opts.Bucket, id)
+		}
+		stored[id] = true
+	}
+	var old []string // oldest first
+	for _, id := range v.ring.IDs() {
+		if stored[id] && id != v.ring.Current() {
+			old = append(old, id)
+		}
+	}
+	return old, nil
 }
 
 func (v *Vault) rotateOne(ctx context.Context, appid, openid string, st *RotateStats) error {
