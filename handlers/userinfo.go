@@ -157,7 +157,7 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 			return ui, rec, nil
 		case wechat.IsTokenInvalid(err) && attempt == 0:
 			// Our clock said valid, WeChat says no: refresh once more.
-			req.Rejected = rec.Tokens.AccessToken
+			req.Rejected, req.RejectedRevision = rec.Tokens.AccessToken, rec.Revision
 			continue
 		case wechat.IsTokenInvalid(err):
 			return ui, rec, &reauthorizeError{reason: "WeChat rejects the refreshed token", err: err}

@@ -56,6 +56,13 @@
 // lapsed and a waiter may have taken it. A refresh cut so fails (wrapping
 // context.DeadlineExceeded); the next caller refreshes afresh.
 //
+// A caller whose access_token WeChat rejected passes it with the revision
+// it was read from (FreshRequest.Rejected, RejectedRevision). A record at
+// another revision was stored after that rejection, so it counts as
+// refreshed already even when it holds the same access_token (WeChat
+// renews an unexpired token as itself): N reports of one rejected token
+// cause one refresh.
+//
 // # Forgetting
 //
 // A record found dead (its refresh_token expired, or WeChat answered

@@ -24,6 +24,13 @@ type FreshRequest struct {
 	// (42001, 40001, 40014): a record still holding it is refreshed even
 	// if our clock says it is valid.
 	Rejected string
+	// RejectedRevision is the revision of the record the rejected token
+	// was read from. A record at any other revision was stored after the
+	// rejection (someone refreshed already: WeChat returns the same
+	// access_token while it is unexpired), so it is not refreshed again:
+	// N reports of one rejected token cause one refresh. 0 means the
+	// revision this call first reads.
+	RejectedRevision uint64
 	// RefreshTTL is the life of a NEW refresh_token, should WeChat return
 	// a different one (30 days for web apps).
 	RefreshTTL time.Duration
@@ -44,6 +51,7 @@ func (v *Vault) Fresh(ctx context.Context, req FreshRequest) (rec Record, refres
 	if err := checkUser(req.AppID, req.OpenID); err != nil {
 		return Record{}, false, err
 	}
+	rejectedRev := req.RejectedRevision
 	for range 5 {
 		rec, err := v.Get(ctx, req.AppID, req.OpenID)
 		if err != nil {
@@ -53,7 +61,14 @@ func (v *Vault) Fresh(ctx context.Context, req FreshRequest) (rec Record, refres
 		if !rec.Tokens.RefreshValid(now) {
 			return rec, false, ErrRefreshExpired
 		}
-		if rec.Tokens.AccessValid(now, req.Margin) && (req.Rejected == "" || rec.Tokens.AccessToken != req.Rejected) {
+		rejected := req.Rejected != "" && rec.Tokens.AccessToken == req.Rejected
+		if rejected && rejectedRev == 0 {
+			rejectedRev = rec.Revision
+		}
+		// A record stored since the rejection was refreshed by someone
+		// else, even when it holds the same access_token.
+		rejected = rejected && rec.Revision == rejectedRev
+		if rec.Tokens.AccessValid(now, req.Margin) && !rejected {
 			return rec, false, nil
 		}
 		rec, refreshed, err = v.refreshOnce(ctx, req, rec)

@@ -3,9 +3,12 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/handlers/vault"
@@ -79,5 +82,70 @@ func TestFreshSlowRefreshIsCutBeforeItsLockLapsesNoOverlap(t *testing.T) {
 	}
 	if firstDeadline <= 0 || firstDeadline >= lockTTL {
 		t.Fatalf("the refresh's deadline was %v after it began, want within the %v lock", firstDeadline, lockTTL)
+	}
+}
+
+// A storm of reports of one rejected access_token, which WeChat renews
+// as the same token (it has not expired): 20 callers, across two
+// connections, and one late caller, cause one refresh.
+func TestFreshTwentyReportsOfOneRejectedTokenOneRefresh(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t)
+	c := &clock{now: time.Now()}
+	ctx := context.Background()
+	k := ring(t, keyLine(t, "k1"))
+	js2, err := jetstream.New(env.Conn(t)) // a second process
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, v2 := openVault(t, env.JS, k, c), openVault(t, js2, k, c)
+	tok := tokens(c, 1)
+	used, err := v.Store(ctx, "wxapp", "oAlice", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	req := vault.FreshRequest{AppID: "wxapp", OpenID: "oAlice", Rejected: tok.AccessToken, RejectedRevision: used.Revision,
+		RefreshTTL: time.Hour, Refresh: func(_ context.Context, rt string) (wechat.OAuthToken, error) {
+			calls.Add(1)
+			return wechat.OAuthToken{AccessToken: tok.AccessToken, ExpiresIn: 2 * time.Hour, RefreshToken: rt, OpenID: "oAlice"}, nil
+		}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		vi := v
+		if i%2 == 1 {
+			vi = v2
+		}
+		wg.Go(func() {
+			rec, _, err := vi.Fresh(ctx, req)
+			if err == nil && rec.Revision == used.Revision {
+				err = errors.New("got the rejected record back")
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// A report arriving after the refresh is stale too.
+	if _, refreshed, err := v.Fresh(ctx, req); err != nil || refreshed {
+		t.Fatalf("late report: refreshed=%v err=%v", refreshed, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d refreshes for 21 reports of one rejected token, want 1", n)
+	}
+	// A rejection of the refreshed record itself does refresh.
+	cur, err := v.Get(ctx, "wxapp", "oAlice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.RejectedRevision = cur.Revision
+	if _, refreshed, err := v.Fresh(ctx, req); err != nil || !refreshed || calls.Load() != 2 {
+		t.Fatalf("rejection of the current record: refreshed=%v calls=%d err=%v", refreshed, calls.Load(), err)
 	}
 }
