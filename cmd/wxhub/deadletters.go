@@ -254,7 +254,10 @@ func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {
 		body = fixed
 	}
 	var job map[string]any
-	if err := json.Unmarshal(body, &job); err != nil {
+	if err := json.Unmarshal(body, &job); err != nil || job == nil { // `null` decodes to a nil map
+		if err == nil {
+			err = errors.New("it is null")
+		}
 		return usagef("dead letter %d: the job is not a JSON object (%v): fix it and pass it with --body FILE", seq, err)
 	}
 	if jobID == "" {

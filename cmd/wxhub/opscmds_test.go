@@ -135,6 +135,13 @@ func TestResultAndDeadLetters(t *testing.T) {
 	if code, _, e := wx("deadletters", "replay", "--seq", strconv.FormatUint(notJSON.Seq, 10)); code != exitUsage || !strings.Contains(e, "--body") {
 		t.Fatalf("replay of a broken job without --body: %d %s", code, e)
 	}
+	// A `null` job (a business published null; the worker dead-letters it)
+	// is no object to replay either, passed as is or as the fix.
+	nullBody := filepath.Join(t.TempDir(), "null.json")
+	os.WriteFile(nullBody, []byte("null"), 0o600)
+	if code, _, e := wx("deadletters", "replay", "--seq", strconv.FormatUint(notJSON.Seq, 10), "--body", nullBody); code != exitUsage || !strings.Contains(e, "not a JSON object (it is null)") {
+		t.Fatalf("replay with a null body: %d %s", code, e)
+	}
 	fixed := filepath.Join(t.TempDir(), "fixed.json")
 	os.WriteFile(fixed, []byte(`{"job_id":"ops-unknown-app","appid":"`+appid+`","openid":"`+openid+`"}`), 0o600)
 	code, o, e = wx("deadletters", "replay", "--seq", strconv.FormatUint(unknown.Seq, 10), "--body", fixed)
