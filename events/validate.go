@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -97,6 +98,12 @@ func validate(subject string, data []byte) (any, error) {
 	if err != nil {
 		return nil, &ValidationError{Subject: subject, Err: ErrNotJSON, Problems: []string{err.Error()}}
 	}
+	if at := duplicateKey(data); at != "" {
+		// encoding/json keeps the last of two equal keys, and a decoder
+		// reading the first would see another job: refused, like the fast
+		// decoder does.
+		return nil, &ValidationError{Subject: subject, Err: ErrSchema, Problems: []string{at + ": appears twice"}}
+	}
 	if err := sch.Validate(doc); err != nil {
 		var ve *jsonschema.ValidationError
 		if !errors.As(err, &ve) {
@@ -139,6 +146,58 @@ func parseJSON(data []byte) (any, error) {
 	}
 	return doc, nil
 }
+
+// duplicateKey returns the JSON pointer of the first key that appears
+// twice in one object of data (valid JSON, at most MaxJobSize), or "".
+func duplicateKey(data []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	p, _ := duplicateIn(dec, "")
+	return p
+}
+
+// duplicateIn reads one value from dec, found at path, and returns the
+// pointer of the first duplicate key within it.
+func duplicateIn(dec *json.Decoder, path string) (string, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return "", nil // a scalar
+	}
+	switch d {
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return "", err
+			}
+			key, _ := kt.(string)
+			p := path + "/" + pointerEscaper.Replace(key)
+			if seen[key] {
+				return p, nil
+			}
+			seen[key] = true
+			if dp, err := duplicateIn(dec, p); dp != "" || err != nil {
+				return dp, err
+			}
+		}
+	case '[':
+		for i := 0; dec.More(); i++ {
+			if dp, err := duplicateIn(dec, path+"/"+strconv.Itoa(i)); dp != "" || err != nil {
+				return dp, err
+			}
+		}
+	}
+	_, err = dec.Token() // the closing } or ]
+	return "", err
+}
+
+// pointerEscaper escapes a key for a JSON pointer (RFC 6901).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // compiled holds the schemas, compiled on first use.
 var compiled struct {
