@@ -7,23 +7,45 @@
 // Authorize checks the app, the scope and return_to (against the app's
 // allow-list: exact origin, path prefix), stores a State under a fresh
 // random nonce in the KV bucket wx_login_state (StateStore, 10 minutes)
-// and redirects (302) to open.weixin.qq.com with WeChat's parameter order
+// with a random job id, sets a login cookie on the browser (a fresh
+// 32-byte secret; the State keeps only its SHA-256) and redirects (302)
+// to open.weixin.qq.com with WeChat's parameter order
 // and the #wechat_redirect fragment (/connect/qrconnect and snsapi_login
 // for website apps). Bad input gets a 400 page saying which. The logins
 // started are limited, all browsers together (AuthorizeRate, default 50
 // a second, burst 100): over it a 429 page, and nothing is stored.
 //
-// Callback takes the nonce exactly once (read, then a revision-checked
-// delete: of any number of concurrent or replayed callbacks one proceeds,
-// the others get 400 and publish nothing; a browser reload is a replay),
-// publishes oauth.code.received with JobID(nonce) as job_id and
-// Nats-Msg-Id, waits (bounded) for the result, and redirects to return_to
+// Callback accepts the nonce only from the browser that started the login:
+// without that login's cookie, or with another secret in it, it answers
+// 403 and leaves the state in place (login CSRF / state fixation: an
+// attacker's WeChat URL opened by a victim is refused, the victim's code
+// is never exchanged). It takes the nonce exactly once (read, then a
+// revision-checked delete: of any number of concurrent or replayed
+// callbacks one proceeds, the others get 400 and publish nothing; a
+// browser reload is a replay), clears the cookie, publishes
+// oauth.code.received with the State's job id as job_id and Nats-Msg-Id,
+// waits (bounded) for the result, and redirects to return_to
 // with wxhub_job, the business's state and error: access_denied when the
 // user refused (no code), timeout when no result came in time, or the
 // failure's kind.
 //
 // Choices where WeChat and the contract are silent:
 //   - The nonce is crypto/rand.Text (26 base32 characters, 130 bits).
+//   - The job id is "weblogin-" and 32 hex digits from crypto/rand, chosen
+//     at authorize and kept in the State: it cannot be computed from the
+//     nonce, which travels in WeChat's URLs.
+//   - The login cookie is one per login (named wxhub_login_ and a digest of
+//     the nonce, so two tabs can log in at once), HttpOnly, SameSite=Lax
+//     (the callback is a top-level cross-site GET from WeChat), Max-Age the
+//     state TTL. Over an https callback base it is __Host-wxhub_login_…,
+//     Secure, Path=/ (the prefix requires /; it keeps sibling subdomains
+//     from planting one); over http (the local demo) Path is the
+//     callback's path and it is not Secure. /oauth/authorize must be
+//     reached on the callback base's host, or the callback never sees it.
+//   - A callback without the right cookie does not consume the state: the
+//     code it carries is not exchanged either way, and the browser that
+//     started the login can still finish it; consuming would only let
+//     whoever sees the URL cancel someone's login.
 //   - An expired state (older than the TTL by the store's clock, even if
 //     the bucket still holds it) is consumed and refused.
 //   - The job's state field carries the nonce (the state that came back

@@ -3,8 +3,10 @@ package weblogin_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -173,6 +175,32 @@ func (e *loginEnv) jobsPublished(t *testing.T) uint64 {
 // exchanges counts code exchanges at the simulator.
 func (e *loginEnv) exchanges() int64 {
 	return e.sim.Stats().CallCount(wechatsim.PathOAuthToken, e.demoApp.AppID)
+}
+
+// agent is one browser: an HTTP client with its own cookie jar that
+// shows redirects instead of following them.
+type agent struct{ c *http.Client }
+
+func newAgent(t *testing.T) *agent {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := noFollow()
+	c.Jar = jar
+	return &agent{c: c}
+}
+
+func (a *agent) get(t *testing.T, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := a.c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
 }
 
 // noFollow is an HTTP client that shows redirects instead of following.

@@ -2,7 +2,10 @@ package weblogin
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -126,8 +129,10 @@ func (c Config) Validate() error {
 
 type app struct {
 	App
-	redirectURI string
-	allowed     []allowed
+	redirectURI  string
+	callbackPath string // the redirect_uri's path: the login cookie's path over http
+	secure       bool   // the callback is https: Secure, __Host- cookie
+	allowed      []allowed
 }
 
 // Handler serves GET /oauth/authorize and GET /oauth/callback.
@@ -178,7 +183,8 @@ func (h *Handler) addApp(a App) error {
 	if len(a.ReturnTo) == 0 {
 		return fmt.Errorf("weblogin: app %s: the return_to allow-list is empty", a.AppID)
 	}
-	x := &app{App: a, redirectURI: strings.TrimSuffix(a.CallbackBase, "/") + PathCallback}
+	x := &app{App: a, redirectURI: strings.TrimSuffix(a.CallbackBase, "/") + PathCallback, secure: cb.Scheme == "https"}
+	x.callbackPath = strings.TrimSuffix(cb.EscapedPath(), "/") + PathCallback
 	for _, s := range a.ReturnTo {
 		al, err := parseAllowed(s)
 		if err != nil {
@@ -239,12 +245,14 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusTooManyRequests, "too many logins are being started right now; try again in a moment")
 		return
 	}
-	nonce, err := h.states.Put(r.Context(), State{AppID: appid, Scope: scope, ReturnTo: rt.String(), State: bstate})
+	secret, jobID := newBrowserSecret(), newJobID()
+	nonce, err := h.states.Put(r.Context(), State{AppID: appid, Scope: scope, ReturnTo: rt.String(), State: bstate, Browser: hashSecret(secret), JobID: jobID})
 	if err != nil {
 		h.log.Error("weblogin: cannot store a login state", "appid", appid, "err", err)
 		plainError(w, http.StatusServiceUnavailable, "web login is unavailable right now; try again")
 		return
 	}
+	http.SetCookie(w, h.loginCookie(a, nonce, secret, int(h.states.TTL().Seconds())))
 	http.Redirect(w, r, h.authorizeURL(a, scope, nonce), http.StatusFound)
 }
 
@@ -264,13 +272,65 @@ func (h *Handler) authorizeURL(a *app, scope, nonce string) string {
 		"#wechat_redirect"
 }
 
-// JobID is the oauth.code.received job_id of the login whose state is
-// nonce: the same nonce always gives the same job_id, so a republish is a
-// duplicate JetStream drops. It does not reveal the nonce.
-func JobID(nonce string) string {
-	sum := sha256.Sum256([]byte("wxhub-weblogin:" + nonce))
-	return "weblogin-" + hex.EncodeToString(sum[:16])
+// newJobID is a login's oauth.code.received job_id: "weblogin-" and 32
+// hex digits from crypto/rand, chosen at /oauth/authorize and kept in the
+// State, so nobody can compute it from the nonce WeChat carries.
+func newJobID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return "weblogin-" + hex.EncodeToString(b[:])
 }
+
+// newBrowserSecret is the login cookie's value: 32 bytes from crypto/rand.
+func newBrowserSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// hashSecret is what the State keeps of the cookie's secret.
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// LoginCookiePrefix starts the name of the cookie that binds a login to
+// the browser that started it; over https the name has the __Host-
+// prefix in front.
+const LoginCookiePrefix = "wxhub_login_"
+
+// loginCookieName is the login cookie's name for nonce: one cookie per
+// login (a user may start two logins in two tabs), named by a digest of
+// the nonce rather than the nonce itself.
+func loginCookieName(a *app, nonce string) string {
+	sum := sha256.Sum256([]byte("wxhub-weblogin-cookie:" + nonce))
+	name := LoginCookiePrefix + hex.EncodeToString(sum[:8])
+	if a.secure {
+		name = "__Host-" + name
+	}
+	return name
+}
+
+// loginCookie is the cookie that binds the login under nonce to this
+// browser (maxAge < 0 clears it). HttpOnly; SameSite=Lax, which a
+// top-level GET from WeChat to the callback carries. Over https:
+// Secure and the __Host- prefix, which requires Path=/ (so no sibling
+// subdomain can plant one); over http (the local demo): no Secure, Path
+// the callback's path.
+func (h *Handler) loginCookie(a *app, nonce, secret string, maxAge int) *http.Cookie {
+	c := &http.Cookie{
+		Name: loginCookieName(a, nonce), Value: secret, Path: a.callbackPath,
+		MaxAge: maxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	}
+	if a.secure {
+		c.Secure, c.Path = true, "/"
+	}
+	return c
+}
+
+// errOtherBrowser: the callback came without the login cookie of the
+// browser that started the login (or with another value).
+var errOtherBrowser = errors.New("weblogin: the login was started in another browser")
 
 // callback serves GET /oauth/callback.
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
@@ -280,8 +340,24 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "state is missing: this page is only reached from WeChat's authorize page")
 		return
 	}
-	st, err := h.states.Take(r.Context(), nonce)
+	var a *app
+	st, err := h.states.TakeIf(r.Context(), nonce, func(st State) error {
+		if a = h.apps[st.AppID]; a == nil {
+			return fmt.Errorf("weblogin: app %s is no longer configured", st.AppID)
+		}
+		c, err := r.Cookie(loginCookieName(a, nonce))
+		if err != nil || st.Browser == "" || subtle.ConstantTimeCompare([]byte(hashSecret(c.Value)), []byte(st.Browser)) != 1 {
+			return errOtherBrowser
+		}
+		return nil
+	})
 	switch {
+	case errors.Is(err, errOtherBrowser):
+		// Not consumed: the browser that started the login can still
+		// finish it, and this request's code is never exchanged.
+		h.log.Info("weblogin: callback from a browser that did not start the login", "appid", a.AppID)
+		plainError(w, http.StatusForbidden, "this login was not started in this browser (or its login cookie is gone): start the login again from this page")
+		return
 	case errors.Is(err, ErrBadNonce), errors.Is(err, ErrStateUnknown):
 		h.log.Info("weblogin: callback with an unknown or used state", "err", err)
 		badRequest(w, "this login link is unknown, expired or already used: start the login again")
@@ -294,12 +370,13 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusServiceUnavailable, "web login is unavailable right now; try again")
 		return
 	}
+	http.SetCookie(w, h.loginCookie(a, nonce, "", -1)) // used: cleared
 	code := q.Get("code")
 	if code == "" { // WeChat's answer when the user refused consent
 		h.finish(w, r, st, "", ErrorAccessDenied)
 		return
 	}
-	jobID := JobID(nonce)
+	jobID := st.JobID
 	job := events.OAuthCodeReceived{JobID: jobID, AppID: st.AppID, Code: code, State: nonce}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.wait)
 	defer cancel()

@@ -123,19 +123,35 @@ func TestAuthorizeRefusesWithAPlain400(t *testing.T) {
 	}
 }
 
-// login runs authorize → simulator (snsapi_base: silent) and returns the
-// callback URL the simulator sent the browser to, not yet opened.
-func (e *loginEnv) login(t *testing.T, scope, returnTo, state string) string {
+// login runs authorize → simulator (snsapi_base: silent) in a fresh
+// browser and returns the callback URL the simulator sent it to, not yet
+// opened, and the browser (which holds the login cookie).
+func (e *loginEnv) login(t *testing.T, scope, returnTo, state string) (string, *agent) {
 	t.Helper()
-	resp, body := get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {scope}, "return_to": {returnTo}, "state": {state}}))
+	b := newAgent(t)
+	resp, body := b.get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {scope}, "return_to": {returnTo}, "state": {state}}))
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("authorize: %d\n%s", resp.StatusCode, body)
 	}
-	resp, body = get(t, resp.Header.Get("Location"))
+	resp, body = b.get(t, resp.Header.Get("Location"))
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("simulator authorize: %d\n%s", resp.StatusCode, body)
 	}
-	return resp.Header.Get("Location")
+	return resp.Header.Get("Location"), b
+}
+
+// storedState reads the State kept under nonce without taking it.
+func (e *loginEnv) storedState(t *testing.T, nonce string) weblogin.State {
+	t.Helper()
+	entry, err := e.states.Get(context.Background(), nonce)
+	if err != nil {
+		t.Fatalf("state %s: %v", nonce, err)
+	}
+	var st weblogin.State
+	if err := json.Unmarshal(entry.Value(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func query(t *testing.T, loc string) url.Values {
@@ -150,17 +166,18 @@ func query(t *testing.T, loc string) url.Values {
 func TestCallbackExchangesOnceThenRefusesReplays(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
-	cbURL := e.login(t, "snsapi_base", e.demoURL+"done?keep=1", "biz-1")
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL+"done?keep=1", "biz-1")
 	nonce := query(t, cbURL).Get("state")
 	if !strings.HasPrefix(cbURL, e.front.URL+"/oauth/callback?code=") {
 		t.Fatalf("simulator sent the browser to %q", cbURL)
 	}
+	jobID := e.storedState(t, nonce).JobID
 
-	resp, body := get(t, cbURL)
+	resp, body := b.get(t, cbURL)
 	loc := resp.Header.Get("Location")
 	q := query(t, loc)
 	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, e.demoURL+"done?") ||
-		q.Get("wxhub_job") != weblogin.JobID(nonce) || q.Get("state") != "biz-1" || q.Get("keep") != "1" || q.Has("error") {
+		q.Get("wxhub_job") != jobID || q.Get("state") != "biz-1" || q.Get("keep") != "1" || q.Has("error") {
 		t.Fatalf("callback: %d Location %q\n%s", resp.StatusCode, loc, body)
 	}
 	if n, x := e.jobsPublished(t), e.exchanges(); n != 1 || x != 1 {
@@ -169,7 +186,7 @@ func TestCallbackExchangesOnceThenRefusesReplays(t *testing.T) {
 
 	// A reload (or a replay by anyone who saw the URL): the nonce is gone.
 	for range 3 {
-		resp, body := get(t, cbURL)
+		resp, body := b.get(t, cbURL)
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
 			t.Fatalf("replayed callback: %d\n%s", resp.StatusCode, body)
 		}
@@ -182,12 +199,12 @@ func TestCallbackExchangesOnceThenRefusesReplays(t *testing.T) {
 func TestCallbackForgedOrTamperedStateIs400WithoutAJob(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
-	cbURL := e.login(t, "snsapi_base", e.demoURL, "")
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "")
 	q := query(t, cbURL)
 	nonce := []byte(q.Get("state"))
 	nonce[0] ^= 1 // one character off
 	for _, state := range []string{string(nonce), "", "Forged0000000000000000000A", "a.b", strings.Repeat("A", 200)} {
-		resp, body := get(t, e.front.URL+"/oauth/callback?"+url.Values{"code": {q.Get("code")}, "state": {state}}.Encode())
+		resp, body := b.get(t, e.front.URL+"/oauth/callback?"+url.Values{"code": {q.Get("code")}, "state": {state}}.Encode())
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("state %q: %d\n%s", state, resp.StatusCode, body)
 		}
@@ -196,7 +213,7 @@ func TestCallbackForgedOrTamperedStateIs400WithoutAJob(t *testing.T) {
 		t.Fatalf("forged states published %d jobs and made %d exchanges", n, x)
 	}
 	// The genuine callback still works once.
-	if resp, _ := get(t, cbURL); resp.StatusCode != http.StatusFound || query(t, resp.Header.Get("Location")).Has("error") {
+	if resp, _ := b.get(t, cbURL); resp.StatusCode != http.StatusFound || query(t, resp.Header.Get("Location")).Has("error") {
 		t.Fatalf("genuine callback after forgeries: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
@@ -204,9 +221,9 @@ func TestCallbackForgedOrTamperedStateIs400WithoutAJob(t *testing.T) {
 func TestCallbackWithoutCodeIsAccessDenied(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
-	cbURL := e.login(t, "snsapi_base", e.demoURL, "biz-9")
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "biz-9")
 	nonce := query(t, cbURL).Get("state")
-	resp, _ := get(t, e.front.URL+"/oauth/callback?state="+nonce) // WeChat's answer to a refusal
+	resp, _ := b.get(t, e.front.URL+"/oauth/callback?state="+nonce) // WeChat's answer to a refusal
 	q := query(t, resp.Header.Get("Location"))
 	if resp.StatusCode != http.StatusFound || q.Get("error") != weblogin.ErrorAccessDenied || q.Get("state") != "biz-9" || q.Has("wxhub_job") {
 		t.Fatalf("refusal: %d %q", resp.StatusCode, resp.Header.Get("Location"))
@@ -214,7 +231,7 @@ func TestCallbackWithoutCodeIsAccessDenied(t *testing.T) {
 	if n := e.jobsPublished(t); n != 0 {
 		t.Fatalf("a refusal published %d jobs", n)
 	}
-	if resp, _ := get(t, cbURL); resp.StatusCode != http.StatusBadRequest {
+	if resp, _ := b.get(t, cbURL); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("the refused login's nonce worked afterwards: %d", resp.StatusCode)
 	}
 }
@@ -222,15 +239,16 @@ func TestCallbackWithoutCodeIsAccessDenied(t *testing.T) {
 func TestCallbackReportsAFailedJob(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
-	cbURL := e.login(t, "snsapi_base", e.demoURL, "biz-2")
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "biz-2")
 	q := query(t, cbURL)
+	jobID := e.storedState(t, q.Get("state")).JobID
 	// The code was exchanged elsewhere first: WeChat answers 40163.
 	if _, err := (&http.Client{}).Get(e.simURL + wechatsim.PathOAuthToken + "?" + url.Values{"appid": {e.demoApp.AppID}, "secret": {e.demoApp.Secret}, "code": {q.Get("code")}, "grant_type": {"authorization_code"}}.Encode()); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ := get(t, cbURL)
+	resp, _ := b.get(t, cbURL)
 	rq := query(t, resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusFound || rq.Get("error") != "wechat" || rq.Get("wxhub_job") != weblogin.JobID(q.Get("state")) || rq.Get("state") != "biz-2" {
+	if resp.StatusCode != http.StatusFound || rq.Get("error") != "wechat" || rq.Get("wxhub_job") != jobID || rq.Get("state") != "biz-2" {
 		t.Fatalf("failed job: %d %q; want error=wechat with wxhub_job and state", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
@@ -238,12 +256,12 @@ func TestCallbackReportsAFailedJob(t *testing.T) {
 func TestCallbackTimesOutBoundedAndSaysSo(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{wait: 300 * time.Millisecond})
-	cbURL := e.login(t, "snsapi_base", e.demoURL, "biz-3")
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "biz-3")
 	if err := e.sim.AddFault(wechatsim.Fault{Path: wechatsim.PathOAuthToken, DelayMS: 3000, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	resp, _ := get(t, cbURL)
+	resp, _ := b.get(t, cbURL)
 	took := time.Since(start)
 	q := query(t, resp.Header.Get("Location"))
 	if resp.StatusCode != http.StatusFound || q.Get("error") != weblogin.ErrorTimeout || q.Get("wxhub_job") == "" || q.Get("state") != "biz-3" {
@@ -307,9 +325,10 @@ func TestWebsiteAppLoginThroughQRConnectGetsTheProfile(t *testing.T) {
 	if err := e.sim.LogIn(websiteApp, wechatsim.LoggedInUser{OpenID: "oWeb_user1"}); err != nil {
 		t.Fatal(err)
 	}
-	resp, _ := get(t, e.authorize(url.Values{"appid": {websiteApp}, "return_to": {e.demoURL}, "state": {"w1"}}))
+	b := newAgent(t)
+	resp, _ := b.get(t, e.authorize(url.Values{"appid": {websiteApp}, "return_to": {e.demoURL}, "state": {"w1"}}))
 	cbURL := consent(t, resp.Header.Get("Location"), nil, "allow")
-	resp, _ = get(t, cbURL)
+	resp, _ = b.get(t, cbURL)
 	q := query(t, resp.Header.Get("Location"))
 	if q.Has("error") || q.Get("wxhub_job") == "" {
 		t.Fatalf("website login: %q", resp.Header.Get("Location"))
@@ -325,7 +344,8 @@ func TestSnapshotUserProfileIsMarked(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
 	profile := e.profiles(t)
-	resp, _ := get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_userinfo"}, "return_to": {e.demoURL}}))
+	b := newAgent(t)
+	resp, _ := b.get(t, e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_userinfo"}, "return_to": {e.demoURL}}))
 	req, _ := http.NewRequest(http.MethodGet, resp.Header.Get("Location"), nil)
 	req.AddCookie(&http.Cookie{Name: wechatsim.CookieOpenID, Value: e.demoApp.OpenIDs[1]})
 	req.AddCookie(&http.Cookie{Name: wechatsim.CookieSnapshot, Value: "1"})
@@ -337,7 +357,7 @@ func TestSnapshotUserProfileIsMarked(t *testing.T) {
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("snapshot visitor: %d, want a silent redirect", resp.StatusCode)
 	}
-	resp, _ = get(t, resp.Header.Get("Location"))
+	resp, _ = b.get(t, resp.Header.Get("Location"))
 	q := query(t, resp.Header.Get("Location"))
 	p := profile(q.Get("wxhub_job"))
 	if p.IsSnapshotUser != 1 || p.OpenID != wechatsim.VirtualOpenID(e.demoApp.AppID, e.demoApp.OpenIDs[1]) || p.Nickname != "" {
@@ -353,8 +373,8 @@ func TestDemoPageRefusesALoginStartedElsewhere(t *testing.T) {
 	e := newLoginEnv(t, envOptions{})
 	// The attacker starts and finishes a login in their own browser, but
 	// stops before opening the final URL...
-	cbURL := e.login(t, "snsapi_base", e.demoURL, "attacker-state")
-	resp, _ := get(t, cbURL)
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "attacker-state")
+	resp, _ := b.get(t, cbURL)
 	final := resp.Header.Get("Location")
 	if !strings.Contains(final, "wxhub_job=") {
 		t.Fatalf("attacker's login: %q", final)

@@ -35,10 +35,17 @@ var validNonce = regexp.MustCompile(`^[a-zA-Z0-9]{1,128}$`)
 // State is what /oauth/authorize remembers about one login, keyed by the
 // nonce WeChat carries as its state parameter.
 type State struct {
-	AppID     string    `json:"appid"`
-	Scope     string    `json:"scope"`
-	ReturnTo  string    `json:"return_to"`
-	State     string    `json:"state,omitempty"` // the business's own state
+	AppID    string `json:"appid"`
+	Scope    string `json:"scope"`
+	ReturnTo string `json:"return_to"`
+	State    string `json:"state,omitempty"` // the business's own state
+	// Browser is the hex SHA-256 of the secret in the login cookie set
+	// on the browser that started the login; the secret itself is only
+	// in that cookie.
+	Browser string `json:"browser,omitempty"`
+	// JobID is the oauth.code.received job_id the callback will use:
+	// random (crypto/rand), not derived from the nonce.
+	JobID     string    `json:"job_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -94,6 +101,15 @@ func (s *StateStore) Put(ctx context.Context, st State) (string, error) {
 // ErrStateUnknown to every later or concurrent caller. A state older than
 // the TTL is consumed and reported as ErrStateExpired.
 func (s *StateStore) Take(ctx context.Context, nonce string) (State, error) {
+	return s.TakeIf(ctx, nonce, nil)
+}
+
+// TakeIf is Take with a check: when check (if not nil) refuses the
+// stored state, TakeIf returns check's error and leaves the state in
+// place, so that a request that may not have it (another browser) does
+// not spend it for the one that may. An expired state is consumed and
+// reported as ErrStateExpired before check is asked.
+func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State) error) (State, error) {
 	if !validNonce.MatchString(nonce) {
 		return State{}, ErrBadNonce
 	}
@@ -104,6 +120,16 @@ func (s *StateStore) Take(ctx context.Context, nonce string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("weblogin: read state: %w", err)
 	}
+	var st State
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return State{}, fmt.Errorf("weblogin: decode state: %w", err)
+	}
+	expired := s.now().Sub(st.CreatedAt) > s.ttl
+	if !expired && check != nil {
+		if err := check(st); err != nil {
+			return State{}, err
+		}
+	}
 	// Compare-and-delete: only the caller that read this revision can
 	// delete it; everyone else finds a newer revision (the delete marker).
 	if err := s.kv.Delete(ctx, nonce, jetstream.LastRevision(e.Revision())); err != nil {
@@ -112,11 +138,7 @@ func (s *StateStore) Take(ctx context.Context, nonce string) (State, error) {
 		}
 		return State{}, fmt.Errorf("weblogin: consume state: %w", err)
 	}
-	var st State
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return State{}, fmt.Errorf("weblogin: decode state: %w", err)
-	}
-	if s.now().Sub(st.CreatedAt) > s.ttl {
+	if expired {
 		return State{}, ErrStateExpired
 	}
 	return st, nil

@@ -165,3 +165,46 @@ func TestStateStoreConcurrentTakesOneWinner(t *testing.T) {
 		}
 	}
 }
+
+// A check that refuses leaves the state in place for the caller it was
+// meant for; an expired state is consumed whatever the check says.
+func TestStateStoreTakeIfRefusalKeepsTheState(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := &testClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	s := NewStateStore(stateBucket(t), time.Minute, clock.Now)
+	nonce, err := s.Put(ctx, State{AppID: "wxapp", Browser: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := errors.New("not this browser")
+	for range 3 {
+		if _, err := s.TakeIf(ctx, nonce, func(State) error { return refuse }); !errors.Is(err, refuse) {
+			t.Fatalf("TakeIf with a refusing check: %v, want its error", err)
+		}
+	}
+	st, err := s.TakeIf(ctx, nonce, func(st State) error {
+		if st.Browser != "b1" {
+			return refuse
+		}
+		return nil
+	})
+	if err != nil || st.AppID != "wxapp" {
+		t.Fatalf("TakeIf after refusals: %+v %v, want the state", st, err)
+	}
+	if _, err := s.TakeIf(ctx, nonce, func(State) error { return nil }); !errors.Is(err, ErrStateUnknown) {
+		t.Fatalf("second TakeIf: %v, want ErrStateUnknown", err)
+	}
+
+	late, err := s.Put(ctx, State{AppID: "wxapp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	if _, err := s.TakeIf(ctx, late, func(State) error { return refuse }); !errors.Is(err, ErrStateExpired) {
+		t.Fatalf("expired: %v, want ErrStateExpired", err)
+	}
+	if _, err := s.TakeIf(ctx, late, nil); !errors.Is(err, ErrStateUnknown) {
+		t.Fatalf("expired state not consumed: %v", err)
+	}
+}
