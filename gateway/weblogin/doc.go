@@ -23,8 +23,10 @@
 // revision-checked delete: of any number of concurrent or replayed
 // callbacks one proceeds, the others get 400 and publish nothing; a
 // browser reload is a replay), clears the cookie, publishes
-// oauth.code.received with the State's job id as job_id and Nats-Msg-Id,
-// waits (bounded) for the result, and redirects to return_to
+// oauth.code.received with the State's job id as job_id and Nats-Msg-Id
+// and CorrelationID(the business's state), the hex SHA-256 of it, as
+// Wx-Correlation-Id (the result carries it back: a business trusts a
+// result only when it equals the hash of its session's state), waits (bounded) for the result, and redirects to return_to
 // with wxhub_job, the business's state and error: access_denied when the
 // user refused (no code), timeout when no result came in time, or the
 // failure's kind.
@@ -57,5 +59,9 @@
 //     error=temporarily_unavailable; the nonce is spent (the code may be
 //     too), so the user starts again.
 //
-// Package demo (gateway/weblogin/demo) is a business page that uses it.
+// The callback logs a fingerprint of the job id, never the id itself (a
+// reference to the user's profile), the code, the nonce or the cookie.
+//
+// Package demo (gateway/weblogin/demo) is a business page that uses it,
+// with both of the business's checks (state, correlation id).
 package weblogin

@@ -1,6 +1,7 @@
 package weblogin_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -60,6 +61,25 @@ type envOptions struct {
 	wait           time.Duration
 	authorizeRate  float64
 	authorizeBurst int
+	logs           *syncBuffer // the front's log, at Debug; nil: discarded
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -132,6 +152,10 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(jobs.Close)
+	log := quiet()
+	if o.logs != nil {
+		log = slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	h, err := weblogin.New(weblogin.Config{
 		Apps: []weblogin.App{
 			{AppID: e.demoApp.AppID, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL, e.front.URL + "/shop/login"}},
@@ -143,7 +167,7 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 		Wait:           o.wait,
 		AuthorizeRate:  o.authorizeRate,
 		AuthorizeBurst: o.authorizeBurst,
-		Logger:         quiet(),
+		Logger:         log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -332,6 +332,27 @@ func (h *Handler) loginCookie(a *app, nonce, secret string, maxAge int) *http.Co
 // browser that started the login (or with another value).
 var errOtherBrowser = errors.New("weblogin: the login was started in another browser")
 
+// CorrelationID is the Wx-Correlation-Id of the job of a login whose
+// business state is state: the hex SHA-256 of state ("" when the business
+// gave none; the job's id is used then). The result carries it back, so a
+// business checks that the result it is about to trust has
+// CorrelationID(the state in this user's session): a wxhub_job taken from
+// someone else's finished login does not. The state itself never enters
+// NATS.
+func CorrelationID(state string) string {
+	if state == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(state))
+	return hex.EncodeToString(sum[:])
+}
+
+// fingerprint is what logs show of a job id.
+func fingerprint(jobID string) string {
+	sum := sha256.Sum256([]byte(jobID))
+	return hex.EncodeToString(sum[:6])
+}
+
 // callback serves GET /oauth/callback.
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -380,16 +401,19 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	job := events.OAuthCodeReceived{JobID: jobID, AppID: st.AppID, Code: code, State: nonce}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.wait)
 	defer cancel()
-	o, err := h.jobs.RunOAuthJob(ctx, job)
+	o, err := h.jobs.RunOAuthJob(ctx, job, CorrelationID(st.State))
+	// The job id is a reference to the user's profile: logs get a
+	// fingerprint of it only.
+	fp := fingerprint(jobID)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		h.log.Warn("weblogin: no result within the wait", "appid", st.AppID, "job_id", jobID, "wait", h.wait)
+		h.log.Warn("weblogin: no result within the wait", "appid", st.AppID, "job_fp", fp, "wait", h.wait)
 		h.finish(w, r, st, jobID, ErrorTimeout)
 	case err != nil:
-		h.log.Error("weblogin: cannot run the code job", "appid", st.AppID, "job_id", jobID, "err", err)
+		h.log.Error("weblogin: cannot run the code job", "appid", st.AppID, "job_fp", fp, "err", err)
 		h.finish(w, r, st, "", ErrorUnavailable)
 	default:
-		h.log.Info("weblogin: login done", "appid", st.AppID, "job_id", jobID, "failed", o.Kind)
+		h.log.Info("weblogin: login done", "appid", st.AppID, "job_fp", fp, "failed", o.Kind)
 		h.finish(w, r, st, jobID, o.Kind)
 	}
 }

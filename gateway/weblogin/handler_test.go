@@ -428,6 +428,6 @@ func TestConfigRefusesANegativeAuthorizeRate(t *testing.T) {
 
 type noJobs struct{}
 
-func (noJobs) RunOAuthJob(context.Context, events.OAuthCodeReceived) (weblogin.Outcome, error) {
+func (noJobs) RunOAuthJob(context.Context, events.OAuthCodeReceived, string) (weblogin.Outcome, error) {
 	return weblogin.Outcome{}, errors.New("no jobs")
 }

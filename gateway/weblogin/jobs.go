@@ -22,11 +22,12 @@ type Outcome struct {
 // Failed reports whether the job ended in user.profile.failed.
 func (o Outcome) Failed() bool { return o.Kind != "" }
 
-// JobRunner publishes an oauth.code.received job and waits for its
-// result until ctx ends (then it returns ctx's error, and the job goes on
-// without the browser).
+// JobRunner publishes an oauth.code.received job with correlationID as
+// its Wx-Correlation-Id (the worker carries it onto the result) and waits
+// for its result until ctx ends (then it returns ctx's error, and the job
+// goes on without the browser).
 type JobRunner interface {
-	RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived) (Outcome, error)
+	RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived, correlationID string) (Outcome, error)
 }
 
 // NATSJobs runs jobs over NATS: it publishes to JetStream with the job_id
@@ -103,7 +104,7 @@ func (j *NATSJobs) onResult(m *nats.Msg) {
 }
 
 // RunOAuthJob publishes job and waits for its result.
-func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived) (Outcome, error) {
+func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived, correlationID string) (Outcome, error) {
 	b, err := json.Marshal(job)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("weblogin: encode job: %w", err)
@@ -126,7 +127,10 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 
 	msg := nats.NewMsg(j.subjects.OAuthCodeReceived)
 	msg.Header.Set(jetstream.MsgIDHeader, job.JobID)
-	msg.Header.Set("Wx-Correlation-Id", job.JobID)
+	if correlationID == "" {
+		correlationID = job.JobID
+	}
+	msg.Header.Set(events.HeaderCorrelationID, correlationID)
 	msg.Data = b
 	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
 		return Outcome{}, fmt.Errorf("weblogin: publish job: %w", err)

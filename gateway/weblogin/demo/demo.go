@@ -2,14 +2,19 @@
 // wxhub's web login, the way a real business system would: it links to
 // /oauth/authorize with its own state in a cookie, and when the browser
 // comes back with wxhub_job it checks that state and shows the profile it
-// received on user.profile for that job. `wxhub run` serves it against the
+// received on user.profile for that job, once it has checked that the
+// result's Wx-Correlation-Id is the SHA-256 of that same state (so a
+// wxhub_job taken from someone else's finished login is refused too).
+// `wxhub run` serves it against the
 // WeChat simulator; the browser test drives it with chromium.
 package demo
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +56,7 @@ type Config struct {
 type result struct {
 	profile *events.UserProfile
 	failed  *events.UserProfileFailed
+	corrID  string // the message's Wx-Correlation-Id
 }
 
 // Page is the demo business page, an http.Handler.
@@ -99,7 +105,7 @@ func (p *Page) Close() {
 }
 
 func (p *Page) onResult(m *nats.Msg, failed bool) {
-	var r result
+	r := result{corrID: m.Header.Get(events.HeaderCorrelationID)}
 	var id string
 	if failed {
 		var f events.UserProfileFailed
@@ -173,9 +179,11 @@ type view struct {
 	LoginUserInfo, LoginBs string
 	Error, JobID           string
 	StateChecked, StateOK  bool
-	Profile                *events.UserProfile
-	Failed                 *events.UserProfileFailed
-	Pending                bool
+	NotThisLogin           bool // the result's correlation id is not this browser's state's
+
+	Profile *events.UserProfile
+	Failed  *events.UserProfileFailed
+	Pending bool
 }
 
 // ServeHTTP shows the login links, or the outcome of a login.
@@ -187,6 +195,7 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	q := r.URL.Query()
 	v := view{AppID: p.cfg.AppID, Error: q.Get("error"), JobID: q.Get("wxhub_job")}
+	var state string
 	if v.Error != "" || v.JobID != "" {
 		// The business's own CSRF check: the state that came back must be
 		// the one this browser was given, or someone else's finished
@@ -194,6 +203,7 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.StateChecked = true
 		if c, err := r.Cookie(stateCookie); err == nil && c.Value != "" {
 			v.StateOK = subtle.ConstantTimeCompare([]byte(c.Value), []byte(q.Get("state"))) == 1
+			state = c.Value
 		}
 		http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/", MaxAge: -1})
 	}
@@ -201,6 +211,14 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), p.cfg.Wait)
 		res, ok := p.lookup(ctx, v.JobID)
 		cancel()
+		// The second check: the result must be the one of the login this
+		// browser started, whose correlation id is the SHA-256 of its
+		// state. A wxhub_job copied from someone else's finished login
+		// (history, logs) paired with this browser's state fails here.
+		sum := sha256.Sum256([]byte(state))
+		if ok && subtle.ConstantTimeCompare([]byte(res.corrID), []byte(hex.EncodeToString(sum[:]))) != 1 {
+			v.NotThisLogin, ok, res = true, true, result{}
+		}
 		v.Profile, v.Failed, v.Pending = res.profile, res.failed, !ok
 	}
 	if v.JobID == "" && v.Error == "" {
@@ -225,6 +243,7 @@ var page = template.Must(template.New("demo").Parse(`<!doctype html>
 {{else}}
 {{if not .StateOK}}<p id="state-check">The state that came back is not the one this browser was given: login refused (start again).</p>
 {{else}}<p id="state-check">state checked: this browser started this login.</p>{{end}}
+{{if .NotThisLogin}}<p id="correlation-check">The result of job <code>{{.JobID}}</code> is not for the login this browser started (its correlation id is not the hash of this browser's state): login refused (start again).</p>{{end}}
 {{if .Error}}<p>Login failed: <b id="error">{{.Error}}</b>{{if .JobID}} (job <code id="job">{{.JobID}}</code>){{end}}</p>{{end}}
 {{with .Profile}}
 <p id="welcome">Logged in.</p>
