@@ -55,9 +55,11 @@
 //     on the final redirect.
 //   - return_to's own query is kept; wxhub_job, state and error replace
 //     any parameters of those names.
-//   - A job that could not be published ends the login with
-//     error=temporarily_unavailable; the nonce is spent (the code may be
-//     too), so the user starts again.
+//   - A job that could not be published (refused, or not acknowledged
+//     within the wait: ErrNotPublished) ends the login with
+//     error=temporarily_unavailable and no wxhub_job, never with
+//     error=timeout; the nonce is spent (the code may be too), so the
+//     user starts again.
 //
 // The callback logs a fingerprint of the job id, never the id itself (a
 // reference to the user's profile), the code, the nonce or the cookie.

@@ -53,9 +53,9 @@ const (
 // Errors a business finds in the error parameter of return_to besides the
 // job's failure kinds (events.Kind*).
 const (
-	ErrorAccessDenied = "access_denied" // the user refused consent
-	ErrorTimeout      = "timeout"       // no result within the wait; wxhub_job still names the job
-	ErrorUnavailable  = "temporarily_unavailable"
+	ErrorAccessDenied = "access_denied"           // the user refused consent
+	ErrorTimeout      = "timeout"                 // no result within the wait; wxhub_job still names the job
+	ErrorUnavailable  = "temporarily_unavailable" // the job could not be published (no wxhub_job)
 )
 
 // maxBusinessState bounds the business's state parameter.
@@ -406,6 +406,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	// fingerprint of it only.
 	fp := fingerprint(jobID)
 	switch {
+	case errors.Is(err, ErrNotPublished): // before the deadline case: a publish can hit it too
+		h.log.Error("weblogin: cannot publish the code job", "appid", st.AppID, "job_fp", fp, "err", err)
+		h.finish(w, r, st, "", ErrorUnavailable)
 	case errors.Is(err, context.DeadlineExceeded):
 		h.log.Warn("weblogin: no result within the wait", "appid", st.AppID, "job_fp", fp, "wait", h.wait)
 		h.finish(w, r, st, jobID, ErrorTimeout)

@@ -3,6 +3,7 @@ package weblogin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -22,10 +23,16 @@ type Outcome struct {
 // Failed reports whether the job ended in user.profile.failed.
 func (o Outcome) Failed() bool { return o.Kind != "" }
 
+// ErrNotPublished wraps the error of a job that was not published (not
+// acknowledged by JetStream: down, slow past the deadline, refused): no
+// job goes on, so the browser gets no wxhub_job.
+var ErrNotPublished = errors.New("weblogin: job not published")
+
 // JobRunner publishes an oauth.code.received job with correlationID as
 // its Wx-Correlation-Id (the worker carries it onto the result) and waits
 // for its result until ctx ends (then it returns ctx's error, and the job
-// goes on without the browser).
+// goes on without the browser). An error from publishing wraps
+// ErrNotPublished, whatever else it wraps (ctx's deadline too).
 type JobRunner interface {
 	RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived, correlationID string) (Outcome, error)
 }
@@ -133,7 +140,7 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 	msg.Header.Set(events.HeaderCorrelationID, correlationID)
 	msg.Data = b
 	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
-		return Outcome{}, fmt.Errorf("weblogin: publish job: %w", err)
+		return Outcome{}, fmt.Errorf("%w: %w", ErrNotPublished, err)
 	}
 	select {
 	case o := <-ch:
