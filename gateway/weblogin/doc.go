@@ -53,8 +53,10 @@
 //   - The job's state field carries the nonce (the state that came back
 //     with the code); the business's state never leaves the store except
 //     on the final redirect.
-//   - return_to's own query is kept; wxhub_job, state and error replace
-//     any parameters of those names.
+//   - return_to's own query is kept byte for byte, in its order (flags
+//     without '=', ';' within pairs, its escaping); parameters named
+//     wxhub_job, state or error (also as ';'-separated parts) are
+//     dropped, and ours are appended after it.
 //   - A job that could not be published (refused, or not acknowledged
 //     within the wait: ErrNotPublished) ends the login with
 //     error=temporarily_unavailable and no wxhub_job, never with

@@ -429,21 +429,54 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, st State, jobID
 		plainError(w, http.StatusInternalServerError, "bad stored return_to")
 		return
 	}
-	q := u.Query()
-	for _, k := range []string{"wxhub_job", "state", "error"} {
-		q.Del(k)
+	var add []string
+	for _, kv := range [][2]string{{"wxhub_job", jobID}, {"state", st.State}, {"error", errKind}} {
+		if kv[1] != "" {
+			add = append(add, kv[0]+"="+url.QueryEscape(kv[1]))
+		}
 	}
-	if jobID != "" {
-		q.Set("wxhub_job", jobID)
-	}
-	if st.State != "" {
-		q.Set("state", st.State)
-	}
-	if errKind != "" {
-		q.Set("error", errKind)
-	}
-	u.RawQuery = q.Encode()
+	u.RawQuery = strings.Join(append(withoutOurParams(u.RawQuery), add...), "&")
+	u.ForceQuery = false
 	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// ourParams are the parameters finish sets on return_to.
+var ourParams = map[string]bool{"wxhub_job": true, "state": true, "error": true}
+
+// withoutOurParams splits return_to's raw query at '&' and drops the
+// parameters named like ours, keeping every other one byte for byte, in
+// its order (a flag without '=', ';' inside a pair, its own escaping).
+// Within a pair, ';'-separated parts named like ours are dropped too, for
+// servers that split at ';'.
+func withoutOurParams(raw string) []string {
+	if raw == "" {
+		return nil
+	}
+	var keep []string
+	for _, pair := range strings.Split(raw, "&") {
+		parts := strings.Split(pair, ";")
+		kept := parts[:0]
+		for _, p := range parts {
+			if !ourParams[paramName(p)] {
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) == len(parts) {
+			keep = append(keep, pair)
+		} else if len(kept) > 0 {
+			keep = append(keep, strings.Join(kept, ";"))
+		}
+	}
+	return keep
+}
+
+// paramName is the unescaped name of one key=value pair.
+func paramName(p string) string {
+	k, _, _ := strings.Cut(p, "=")
+	if u, err := url.QueryUnescape(k); err == nil {
+		return u
+	}
+	return k
 }
 
 var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
