@@ -156,3 +156,41 @@ func TestLoginCookieAttributes(t *testing.T) {
 	}
 	check(loginSetCookie(t, w.Result()), true, "/")
 }
+
+// Every error page (400, 403, 429) allows no script or other content,
+// cannot be framed, is not sniffed, cached or referred from.
+func TestErrorPagesLockDownContentFramingCachingAndReferrer(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{authorizeRate: 0.001, authorizeBurst: 1})
+	start := e.authorize(url.Values{"appid": {e.demoApp.AppID}, "scope": {"snsapi_base"}, "return_to": {e.demoURL}})
+	resp, _ := newAgent(t).get(t, start) // spends the burst
+	wechatURL := resp.Header.Get("Location")
+	resp, _ = get(t, wechatURL)
+	cbURL := resp.Header.Get("Location")
+	want := map[string]string{
+		"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+		"X-Frame-Options":         "DENY",
+		"X-Content-Type-Options":  "nosniff",
+		"Cache-Control":           "no-store",
+		"Referrer-Policy":         "no-referrer",
+	}
+	for _, c := range []struct {
+		u    string
+		code int
+	}{
+		{e.authorize(url.Values{"appid": {"wxunknown"}}), http.StatusBadRequest},
+		{e.front.URL + weblogin.PathCallback + "?state=Unknown00000000000000000000", http.StatusBadRequest},
+		{cbURL, http.StatusForbidden}, // no login cookie
+		{start, http.StatusTooManyRequests},
+	} {
+		resp, body := get(t, c.u)
+		if resp.StatusCode != c.code {
+			t.Fatalf("%s: %d, want %d\n%s", c.u, resp.StatusCode, c.code, body)
+		}
+		for k, v := range want {
+			if got := resp.Header.Get(k); got != v {
+				t.Errorf("%d page: %s %q, want %q", c.code, k, got, v)
+			}
+		}
+	}
+}

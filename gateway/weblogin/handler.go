@@ -490,6 +490,9 @@ func badRequest(w http.ResponseWriter, msg string) { plainError(w, http.StatusBa
 func plainError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// The page has no script, style or image and is never framed.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY")
 	w.WriteHeader(status)
 	_ = errorPage.Execute(w, struct {
 		Status string
