@@ -66,15 +66,20 @@
 // therefore listens, in the core NATS queue group MaxDeliverQueue (one
 // process per advisory), to JetStream's max-deliveries advisory of its
 // durable consumers (AdvisoryMaxDeliveries.WX_JOBS.<consumer>). For each
-// advisory it reads the job from the stream by sequence and publishes a
+// advisory it reads the job from the stream by sequence; if the job has a
+// done record (its result is stored) the message is only deleted.
+// Otherwise it first keeps the job's bytes on the dead-letter subject
+// with a Wx-Dead-Letter-Reason header, then publishes a
 // user.profile.failed with kind timeout, retryable=true and attempts =
-// MaxDeliver, under the job's result id (handlers.ResultID), unless the
-// job has a done record (its result is stored: the message is only
-// deleted); if the stream reports the publish as a duplicate, the job
-// already had its terminal result and nothing more is done. Otherwise the job's bytes go to the dead-letter
-// subject with a Wx-Dead-Letter-Reason header. Then the message is
-// deleted from WX_JOBS. All of this is idempotent: several processes may
-// end the same job, one result survives the dedupe.
+// MaxDeliver, both under the job's result id (handlers.ResultID), and
+// only then deletes the message from WX_JOBS. Dead letter first: once the
+// failure is out a retry would skip the job, so the bytes must already be
+// kept; while either publish fails the message stays for the next sweep.
+// If the stream reports the failure as a duplicate, the job already had
+// its terminal result (stored without its done record) and the dead
+// letter just kept is superfluous. All of this is idempotent: several
+// processes may end the same job, one result and one dead letter survive
+// the dedupe.
 //
 // Advisories are fire-and-forget. With MaxDeliver 1 the server gives up
 // at AckWait; if no worker is subscribed then, the advisory is lost. So

@@ -17,6 +17,11 @@ import (
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
+// FaultExhaustedDeadLetterStored is a fault stage (Config.Fault) of the
+// reaper: the dead letter of a job that used all its deliveries is
+// stored, its failure is not published yet, the job is still in WX_JOBS.
+const FaultExhaustedDeadLetterStored = "exhausted-dead-letter-stored"
+
 // AdvisoryMaxDeliveries is the prefix of the subjects on which JetStream
 // announces that a message of a consumer used up its MaxDeliver; the
 // stream and consumer names follow, e.g.
@@ -187,9 +192,10 @@ func (r *reaper) endLogged(ctx context.Context, ref exhaustedRef) {
 	}
 }
 
-// end publishes the terminal failure of one given-up job message (unless
-// the job already has a result), keeps its bytes on the dead-letter
-// subject, and deletes it from the jobs stream.
+// end keeps the bytes of one given-up job message on the dead-letter
+// subject, then publishes its terminal failure (unless the job already
+// has a done record), then deletes it from the jobs stream. Any step that
+// fails leaves the message for the next sweep; every step is idempotent.
 func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	r.mu.Lock()
 	skip := r.undelete[ref.seq]
@@ -243,9 +249,24 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	if err != nil {
 		return fmt.Errorf("encode failure: %w", err)
 	}
+	log := w.log.With("subject", raw.Subject, "job_id", jobID, "appid", appID, "stream_seq", ref.seq, "via", ref.via, "correlation_id", corrID)
+	// Dead letter first: once the failure is out, a retry sees it as a
+	// duplicate (or the done record) and would keep nothing, so the bytes
+	// must be stored before. The dead letter's Nats-Msg-Id (the result id)
+	// makes a retry store it once. Until it is stored the job stays in
+	// WX_JOBS for the next sweep.
+	dl := map[string]string{events.HeaderDeadLetterReason: events.KindTimeout + ": " + reason}
+	dlMsg := newResultMsg(w.subjects.StoredDeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)
+	dlAck, err := w.js.PublishMsg(ctx, dlMsg)
+	if err != nil {
+		return fmt.Errorf("publish dead letter: %w", err)
+	}
+	if w.cfg.Fault != nil {
+		w.cfg.Fault(FaultExhaustedDeadLetterStored, jobID)
+	}
 	ack, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredUserProfileFailed, b, msgID, corrID, nil))
 	if err != nil {
-		return fmt.Errorf("publish failure: %w", err)
+		return fmt.Errorf("publish failure (the dead letter is stored): %w", err)
 	}
 	rec := events.DoneRecord{JobID: jobID, JobSubject: raw.Subject, ResultSeq: ack.Sequence, DoneAt: time.Now().UTC(), By: w.cfg.ID}
 	if !ack.Duplicate {
@@ -254,18 +275,12 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	if err := w.done.MarkDone(ctx, rec); err != nil {
 		w.log.Warn("failure stored but the done record was not written", "job_id", jobID, "err", err)
 	}
-	log := w.log.With("subject", raw.Subject, "job_id", jobID, "appid", appID, "stream_seq", ref.seq, "via", ref.via, "correlation_id", corrID)
 	if ack.Duplicate {
 		// A terminal result is already out (its worker published it and
-		// died before the ack): the job was not lost, keep no dead letter.
-		log.Info("job that used all its deliveries already had a result")
+		// died before its done record): the job was not lost. The dead
+		// letter just stored is superfluous; say which one.
+		log.Info("job that used all its deliveries already had a result; its dead letter is kept anyway", "dead_letter_seq", dlAck.Sequence, "dead_letter_duplicate", dlAck.Duplicate)
 	} else {
-		dl := map[string]string{events.HeaderDeadLetterReason: events.KindTimeout + ": " + reason}
-		if _, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredDeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)); err != nil {
-			// The failure is out; without the dead letter now, a retry
-			// would see the failure as a duplicate and skip it.
-			log.Error("failure published but the dead letter was not", "err", err)
-		}
 		r.ended.Add(1)
 		metrics.JobsTotal.WithLabelValues(ref.c.bare, metrics.OutcomeFailed).Inc()
 		log.Warn("job failed: it used all its deliveries without an answer", "attempts", attempts)

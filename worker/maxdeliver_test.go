@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,8 +127,15 @@ func TestJobExhaustedByDeadWorkers(t *testing.T) {
 				if got.Subject != events.SubjectUserProfile {
 					t.Fatalf("result on %s: %s", got.Subject, got.Data)
 				}
-				if dlTotal != 0 || survivor.Exhausted() != 0 {
-					t.Fatalf("dead letters %d, exhausted %d: want none", dlTotal, survivor.Exhausted())
+				// A result stored without its done record is found only by
+				// the failure's dedupe, after the dead letter is stored
+				// (dead letter first: see TestExhaustedJobDeadLetterBeforeFailure).
+				wantDL := 0
+				if tt.preResult {
+					wantDL = 1
+				}
+				if dlTotal != wantDL || survivor.Exhausted() != 0 {
+					t.Fatalf("dead letters %d (want %d), exhausted %d (want 0)", dlTotal, wantDL, survivor.Exhausted())
 				}
 			case wantHandler:
 				f := failureOf(t, got)
@@ -182,4 +191,77 @@ func jobsInStream(t *testing.T, h *harness) uint64 {
 		return 1
 	}
 	return info.State.Msgs
+}
+
+// The reaper stores a given-up job's dead letter before its failure, and
+// leaves the job in WX_JOBS until both are out: a worker whose connection
+// dies between the two steps loses nothing, and the next worker's sweep
+// ends the job with one failure and one dead letter (the dead letter's
+// Nats-Msg-Id dedupes the retry).
+func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
+	h := newHarness(t, 1)
+	h.holder.rotate()
+	res := h.follow(events.StreamResults)
+	dead := h.follow(events.StreamDeadLetters)
+	if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 1000, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(c *worker.Config) {
+		c.MaxDeliver, c.Concurrency = 1, 1
+		c.AckWait, c.JobTimeout, c.SweepInterval = 2*time.Second, 1500*time.Millisecond, 100*time.Millisecond
+	}
+	job, _ := json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
+	h.publishJob(events.SubjectUserLookup, job, "job-1", nil)
+	victim := h.startWorker("victim", cfg)
+	waitFor(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
+
+	// The first reaper's connection dies right after it stored the dead letter.
+	var reaperConn atomic.Pointer[nats.Conn]
+	faulted := make(chan struct{})
+	var once sync.Once
+	first := h.startWorker("first-reaper", func(c *worker.Config) {
+		cfg(c)
+		c.Fault = func(stage, id string) {
+			if stage == worker.FaultExhaustedDeadLetterStored && id == "job-1" {
+				once.Do(func() {
+					reaperConn.Load().Close()
+					close(faulted)
+				})
+			}
+		}
+	})
+	reaperConn.Store(first.nc)
+	victim.KillJobConn()
+	victim.nc.Close()
+	select {
+	case <-faulted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first reaper never stored the dead letter")
+	}
+	if n := jobsInStream(t, h); n != 1 {
+		t.Fatalf("%d jobs in %s after the reaper died mid-way, want the job kept", n, events.StreamJobs)
+	}
+
+	second := h.startWorker("second-reaper", cfg)
+	h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
+	waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
+	base := second.Sweeps()
+	waitFor(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
+	res.waitIDs(t, 2, 10*time.Second)
+	dead.waitIDs(t, 1, 10*time.Second)
+
+	got := res.get("job-1")
+	if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
+		t.Fatalf("job-1 results: %+v, want one failure", got)
+	}
+	if f := failureOf(t, got[0]); f.Error.Kind != events.KindTimeout || !f.Error.Retryable {
+		t.Fatalf("failure %+v", f)
+	}
+	dl := dead.get("job-1")
+	if _, total := dead.snapshot(); total != 1 || len(dl) != 1 || string(dl[0].Data) != string(job) {
+		t.Fatalf("dead letters (%d stored): %+v, want the job's bytes once", total, dl)
+	}
+	if n := second.Exhausted(); n != 1 {
+		t.Fatalf("the second reaper ended %d jobs, want 1", n)
+	}
 }
