@@ -1,12 +1,16 @@
 package worker_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
@@ -290,5 +294,63 @@ func TestEachJobCountsUnderOneOutcome(t *testing.T) {
 		if got := count(o) - before[o]; got != want[o] {
 			t.Errorf("outcome %s counted %v times, want %v", o, got, want[o])
 		}
+	}
+}
+
+// A job that fills the server's max_payload is stored in WX_JOBS, but its
+// dead letter (with Wx-Dead-Letter-Reason added) would not fit: it is
+// stored with the body cut to fit and Wx-Dead-Letter-Truncated, and the
+// job ends at once as one invalid_job failure (not nak'd until the reaper
+// calls it a retryable timeout).
+func TestJobAtMaxPayloadIsRejectedWithTruncatedDeadLetter(t *testing.T) {
+	h := newHarness(t, 1)
+	h.holder.rotate()
+	res := h.follow(events.StreamResults)
+	dead := h.follow(events.StreamDeadLetters)
+	w := h.startWorker("w", func(c *worker.Config) {
+		c.MaxDeliver, c.AckWait, c.JobTimeout, c.FinishTimeout = 2, 3*time.Second, 2*time.Second, 500*time.Millisecond
+	})
+	max := int(h.env.NC.MaxPayload())
+	m := nats.NewMsg(events.SubjectUserLookup)
+	m.Header.Set(events.HeaderMsgID, "big-1")
+	m.Header.Set(events.HeaderCorrelationID, "corr-big")
+	prefix, suffix := `{"job_id":"big-1","appid":"`+testApp+`","openid":"`, `"}`
+	hdrSize := m.Size() - len(m.Subject)
+	m.Data = []byte(prefix + strings.Repeat("o", max-hdrSize-len(prefix)-len(suffix)) + suffix)
+	if got := m.Size() - len(m.Subject); got != max {
+		t.Fatalf("job is %d bytes on the wire, want max_payload %d", got, max)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.env.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("publish job: %v", err)
+	}
+	res.waitIDs(t, 1, 20*time.Second)
+	dead.waitIDs(t, 1, 10*time.Second)
+	waitFor(t, 10*time.Second, "the job acked", func() bool { return jobsInStream(t, h) == 0 })
+
+	got := res.get("big-1")
+	if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
+		t.Fatalf("results: %+v, want one failure", got)
+	}
+	if f := failureOf(t, got[0]); f.Error.Kind != events.KindInvalidJob || f.Error.Retryable || f.Attempts != 1 {
+		t.Fatalf("failure %+v, want invalid_job on the first delivery", f)
+	}
+	dl := dead.get("big-1")
+	if _, total := dead.snapshot(); total != 1 || len(dl) != 1 {
+		t.Fatalf("%d dead letters stored (%+v), want one", total, dl)
+	}
+	d := dl[0]
+	if v := d.Header.Get(worker.HeaderDeadLetterTruncated); v != strconv.Itoa(len(m.Data)) {
+		t.Fatalf("%s = %q, want the job's size %d", worker.HeaderDeadLetterTruncated, v, len(m.Data))
+	}
+	if len(d.Data) == 0 || len(d.Data) >= len(m.Data) || !bytes.HasPrefix(m.Data, d.Data) {
+		t.Fatalf("dead letter keeps %d of %d bytes, want the job's first bytes", len(d.Data), len(m.Data))
+	}
+	if r := d.Header.Get(events.HeaderDeadLetterReason); !strings.HasPrefix(r, events.KindInvalidJob+": ") {
+		t.Fatalf("dead letter reason %q", r)
+	}
+	if s := w.Stats(); s.Deliveries != 1 || s.Invalid != 1 {
+		t.Fatalf("stats %+v: want one delivery, rejected", s)
 	}
 }

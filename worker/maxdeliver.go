@@ -257,6 +257,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	// WX_JOBS for the next sweep.
 	dl := map[string]string{events.HeaderDeadLetterReason: events.KindTimeout + ": " + reason}
 	dlMsg := newResultMsg(w.subjects.StoredDeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)
+	fitDeadLetter(dlMsg, w.cfg.Conn.MaxPayload())
 	dlAck, err := w.js.PublishMsg(ctx, dlMsg)
 	if err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)

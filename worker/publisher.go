@@ -14,7 +14,12 @@ import (
 // Publisher is the handlers.Publisher on JetStream: it publishes to the
 // subject with exactly the headers it is given (Nats-Msg-Id, so the
 // stream deduplicates; Wx-Correlation-Id; a dead letter's reason) and no
-// others, and waits for the stream's acknowledgement under ctx.
+// others, and waits for the stream's acknowledgement under ctx. A dead
+// letter (a DeadLetterReason is set) that would not fit in the server's
+// max_payload is stored with its body cut to fit and
+// HeaderDeadLetterTruncated: a job that fit once its dead-letter headers
+// are added ends as one invalid_job failure instead of failing the
+// publish on every delivery.
 //
 // watermill-nats' JetStream publisher is not used for results: it adds
 // its internal _watermill_message_uuid header, which would reach every
@@ -33,6 +38,9 @@ func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js}
 // Publish implements handlers.Publisher.
 func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, header handlers.Header) (handlers.Stored, error) {
 	nm := &nats.Msg{Subject: subject, Data: data, Header: natsHeader(header)}
+	if header.DeadLetterReason != "" {
+		fitDeadLetter(nm, p.js.Conn().MaxPayload())
+	}
 	ack, err := p.js.PublishMsg(ctx, nm)
 	if err != nil {
 		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, err)
