@@ -149,6 +149,12 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 			return fmt.Errorf("no result for job %s within %v: %w", j.jobID, j.timeout, ctx.Err())
 		}
 	}
+	return printResult(env, subs, found)
+}
+
+// printResult prints a result as indented JSON: nil for user.profile,
+// errFailed for user.profile.failed.
+func printResult(env *cmdEnv, subs events.Subjects, found *nats.Msg) error {
 	var pretty json.RawMessage = found.Data
 	out, err := json.MarshalIndent(pretty, "", "  ")
 	if err != nil {

@@ -34,7 +34,9 @@ import (
 // job on its job subject under a new job_id (default <job_id>.replay-<seq>,
 // so replaying one dead letter twice runs it once), waits for its result
 // and prints it like `wxhub lookup`. The old job_id cannot be reused: its
-// result and done record already exist.
+// result and done record already exist. When the replay job has a done
+// record already (replayed before), its stored result is printed and
+// nothing is published.
 func cmdDeadLetters(ctx context.Context, env *cmdEnv, args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return usagef("deadletters list|show|replay: say which")
@@ -237,10 +239,10 @@ func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	m, err := getDeadLetter(lctx, js, seq)
-	cancel()
-	nc.Close()
 	if err != nil {
 		return err
 	}
@@ -275,6 +277,26 @@ func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {
 	if err := events.Validate(bare, body); err != nil {
 		return usagef("dead letter %d is still not a valid %s job: %w; fix it and pass it with --body FILE", seq, bare, err)
 	}
+	// A replay job that already ran (past the jobs' duplicate window, so a
+	// publish would not be reported as a duplicate) would end silently at
+	// its done record: print its stored result instead of publishing.
+	if done, err := js.Bucket(events.BucketDone).KeyValue(lctx, events.BucketDone); err == nil {
+		if _, err := done.Get(lctx, events.DoneKey(jobID)); err == nil {
+			found, err := findStoredResult(lctx, js, subs, jobID)
+			if err != nil {
+				return err
+			}
+			if found == nil {
+				return fmt.Errorf("job %s already ran (it has a done record) but its result is no longer stored; replay under a new id with --job-id", jobID)
+			}
+			fmt.Fprintf(env.stderr, "wxhub: dead letter %d was replayed before as %s job %s; its stored result:\n", seq, bare, jobID)
+			return printResult(env, subs, found)
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("done record of %s: %w", jobID, err)
+		}
+	}
+	cancel()
+	nc.Close()
 	fmt.Fprintf(env.stderr, "wxhub: replaying dead letter %d as %s job %s\n", seq, bare, jobID)
 	return publishAndWait(ctx, env, cfg, subs.Prefix+bare, jobFlags{jobID: jobID, timeout: timeout}, json.RawMessage(body))
 }
