@@ -79,6 +79,11 @@ const (
 	HeaderCorrelationID = "Wx-Correlation-Id"
 	// HeaderDeadLetterReason says why a job went to the dead-letter subject.
 	HeaderDeadLetterReason = "Wx-Dead-Letter-Reason"
+	// HeaderDeadLetterTruncated marks a dead letter whose job, with the
+	// dead letter's headers added, did not fit in the server's
+	// max_payload: its body is the job's first bytes, cut to fit, and the
+	// value is the job's original size in bytes.
+	HeaderDeadLetterTruncated = "Wx-Dead-Letter-Truncated"
 )
 
 // Subjects holds every subject name with a prefix applied. The zero value

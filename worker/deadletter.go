@@ -4,14 +4,14 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/events"
 )
 
-// HeaderDeadLetterTruncated marks a dead letter whose job, with the dead
-// letter's headers added, did not fit in the server's max_payload: its
-// body is the job's first bytes, cut to fit, and the header's value is
-// the job's original size in bytes. (A job that fit when published may
-// not fit once Wx-Dead-Letter-Reason and Wx-Correlation-Id are added.)
-const HeaderDeadLetterTruncated = "Wx-Dead-Letter-Truncated"
+// HeaderDeadLetterTruncated is events.HeaderDeadLetterTruncated (a job
+// that fit when published may not fit once Wx-Dead-Letter-Reason and
+// Wx-Correlation-Id are added).
+const HeaderDeadLetterTruncated = events.HeaderDeadLetterTruncated
 
 // fitDeadLetter cuts m's body so that m, headers included, fits in max
 // bytes (the connection's MaxPayload), and then sets
