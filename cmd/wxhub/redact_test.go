@@ -55,6 +55,14 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 		if strings.Contains(out, "redact-client-key-0123") {
 			t.Errorf("%s printed a gateway client key:\n%s", what, out)
 		}
+		if strings.Contains(out, "redact-secret") {
+			t.Errorf("%s printed the AppSecret:\n%s", what, out)
+		}
+		for _, part := range []string{"Odd/Pw", "Odd,Pw", "Odd#Pw"} {
+			if strings.Contains(out, part) {
+				t.Errorf("%s printed a password that makes the URL invalid (%s):\n%s", what, part, out)
+			}
+		}
 	}
 	// Long-running roles: started, ready, stopped with SIGTERM.
 	startRole := func(role string, ready *regexp.Regexp, extra ...string) func() {
@@ -115,6 +123,11 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 	run("status", "--nats-url", refused)
 	run("lookup", "--nats-url", refused, "--appid", "wxredact", "--openid", "oRedact")
 	run("status", "--nats-url", "nats://"+user+":"+password+"@bad host:4222")
+	// Passwords that make the URL invalid, in a list too: masked anyway.
+	for _, odd := range []string{"Odd/Pw-1", "Odd,Pw-2", "Odd#Pw-3"} {
+		run("status", "--nats-url", "nats://"+user+":"+odd+"@127.0.0.1:1")
+		run("lookup", "--nats-url", "nats://a:1,nats://"+user+":"+odd+"@127.0.0.1:1", "--appid", "wxredact", "--openid", "oRedact")
+	}
 	run("holder", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0", "--nats-connect-timeout", "0")
 	run("worker", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0", "--nats-connect-timeout", "0")
 	run("gateway", "--nats-url", refused, "--wechat-base-url", api.URL, "--app", "appid=wxredact", "--http-listen", "127.0.0.1:0",

@@ -17,6 +17,14 @@ func TestURL(t *testing.T) {
 		{"tls://u:p@host", "tls://u:xxxxx@host"},
 		{"https://user@example.com/x", "https://user@example.com/x"},
 		{"nats://u:p w@host", "nats://u:xxxxx@host"},
+		// Passwords that make the URL invalid are masked all the same.
+		{"nats://u:pa/ss@127.0.0.1:1", "nats://u:xxxxx@127.0.0.1:1"},
+		{"nats://u:ab,cd@h:1", "nats://u:xxxxx@h:1"},
+		{"nats://u:ab,cd@h:1,nats://v:e/f,g@k:2", "nats://u:xxxxx@h:1,nats://v:xxxxx@k:2"},
+		{"nats://u:p#ss@h:1", "nats://u:xxxxx@h:1"},
+		{"nats://s3cr3t tok@h:1", "nats://xxxxx@h:1"},
+		{"nats://u:p@ss@h:1", "nats://u:xxxxx@h:1"},
+		{"nats://a:1,nats://u:p@b:2", "nats://a:1,nats://u:xxxxx@b:2"},
 		{"", ""},
 	}
 	for _, c := range cases {
@@ -34,6 +42,11 @@ func TestText(t *testing.T) {
 	}
 	if !strings.Contains(got, "admin:xxxxx@10.0.0.1") {
 		t.Errorf("Text lost the user or host: %q", got)
+	}
+	// A URL that did not parse, quoted in a library's error, twice.
+	in = `connect to NATS at nats://u:pa/ss@127.0.0.1:1: parse "nats://u:pa/ss@127.0.0.1:1": invalid port`
+	if got := redact.Text(in); strings.Contains(got, "pa/ss") || strings.Count(got, "u:xxxxx@127.0.0.1:1") != 2 {
+		t.Errorf("Text(%q) = %q", in, got)
 	}
 }
 
