@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/internal/redact"
 )
 
 // Roles select which flags a subcommand takes.
@@ -63,6 +64,19 @@ type secretFlag struct{ p *string }
 
 func (f secretFlag) String() string     { return "" }
 func (f secretFlag) Set(v string) error { *f.p = v; return nil }
+
+// urlFlag is a string flag holding URLs whose -help default shows them
+// with their passwords and tokens masked (redact.URL): a --nats-url from
+// the file or the environment may carry user:password@.
+type urlFlag struct{ p *string }
+
+func (f urlFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return redact.URL(*f.p)
+}
+func (f urlFlag) Set(v string) error { *f.p = v; return nil }
 
 // listFlag collects the values of a repeatable flag whose value may hold
 // several items separated by ';' (--app, --client, --web-login): the first
@@ -132,7 +146,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 	var configPath string
 	fs.StringVar(&configPath, "config", path, "YAML configuration `file` (env WXHUB_CONFIG)")
 	if roles&FlagsNATS != 0 {
-		fs.StringVar(&c.NATS.URL, "nats-url", c.NATS.URL, "NATS server `URL`s, comma-separated")
+		fs.Var(urlFlag{&c.NATS.URL}, "nats-url", "NATS server `URL`s, comma-separated")
 		fs.StringVar(&c.NATS.Creds, "nats-creds", c.NATS.Creds, "NATS credentials `file`")
 		fs.StringVar(&c.NATS.NKey, "nats-nkey", c.NATS.NKey, "NATS nkey seed `file`")
 		fs.StringVar(&c.NATS.User, "nats-user", c.NATS.User, "NATS user")
