@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -239,15 +240,10 @@ func splitList(v string) []string {
 	return out
 }
 
-// redactClient hides a key=... value in a --client flag for error messages.
+// redactClient shows a --client flag for error messages with only the
+// values of its known, non-secret keys (see redactPairs).
 func redactClient(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if strings.HasPrefix(strings.TrimSpace(p), "key=") {
-			parts[i] = "key=[redacted]"
-		}
-	}
-	return strings.Join(parts, ",")
+	return redactPairs(s, "name", "key_file", "appids", "paths", "rate", "burst", "real_token")
 }
 
 // Config is the whole configuration.
@@ -345,12 +341,25 @@ func ParseApp(s string) (App, error) {
 	return a, nil
 }
 
-// redactApp hides a secret=... value in an --app flag for error messages.
+// redactApp shows an --app flag for error messages with only the values
+// of its known, non-secret keys (see redactPairs).
 func redactApp(s string) string {
+	return redactPairs(s, "appid", "secret_file", "mode", "vault", "refresh_days")
+}
+
+// redactPairs shows a key=value list with the values of the keys in shown
+// only. Every other value, a secret's, a misspelt key's (Secret=...,
+// app_secret=...) or a part without '=', is [redacted]: whatever was
+// typed there may be the secret.
+func redactPairs(s string, shown ...string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		if strings.HasPrefix(strings.TrimSpace(p), "secret=") {
-			parts[i] = "secret=[redacted]"
+		k, _, ok := strings.Cut(strings.TrimSpace(p), "=")
+		switch {
+		case !ok:
+			parts[i] = "[redacted]"
+		case !slices.Contains(shown, k):
+			parts[i] = k + "=[redacted]"
 		}
 	}
 	return strings.Join(parts, ",")

@@ -211,14 +211,14 @@ func TestParseClientAndKeys(t *testing.T) {
 // password or token from the file or the environment is a default then.
 func TestHelpShowsNoSecret(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "wxhub.yaml")
-	os.WriteFile(file, []byte("nats: {url: nats://file:4222, user: u, password: file-password, token: file-token}\n"), 0o600)
+	os.WriteFile(file, []byte("nats: {url: 'nats://u:url-password@file:4222', user: u, password: file-password, token: file-token}\n"), 0o600)
 	for _, src := range []struct {
 		name string
 		args []string
 		env  map[string]string
 	}{
 		{"file", []string{"--config", file, "-help"}, nil},
-		{"env", []string{"-help"}, map[string]string{"WXHUB_NATS_USER": "u", "WXHUB_NATS_PASSWORD": "env-password", "WXHUB_NATS_TOKEN": "env-token"}},
+		{"env", []string{"-help"}, map[string]string{"WXHUB_NATS_USER": "u", "WXHUB_NATS_PASSWORD": "env-password", "WXHUB_NATS_TOKEN": "env-token", "WXHUB_NATS_URL": "nats://env-url-token@h:4222"}},
 	} {
 		t.Run(src.name, func(t *testing.T) {
 			var out strings.Builder
@@ -228,7 +228,7 @@ func TestHelpShowsNoSecret(t *testing.T) {
 			if !strings.Contains(out.String(), "nats-password") {
 				t.Fatalf("no help printed:\n%s", out.String())
 			}
-			for _, secret := range []string{"file-password", "file-token", "env-password", "env-token"} {
+			for _, secret := range []string{"file-password", "file-token", "env-password", "env-token", "url-password", "env-url-token"} {
 				if strings.Contains(out.String(), secret) {
 					t.Errorf("-help shows %q:\n%s", secret, out.String())
 				}
@@ -375,6 +375,32 @@ func TestPlaceholdersRefused(t *testing.T) {
 				t.Fatalf("err = %v, want none", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// A malformed --app or --client never echoes what may be its secret: a
+// misspelt key's value, or a part without '=', is redacted too.
+func TestParseErrorsShowNoSecret(t *testing.T) {
+	tests := []struct {
+		name, in string
+		parse    func(string) error
+		want     string // in the error
+	}{
+		{"app: Secret", "appid=wx1,Secret=TOPSECRET123", func(s string) error { _, err := ParseApp(s); return err }, `unknown key "Secret"`},
+		{"app: app_secret", "appid=wx1,app_secret=TOPSECRET123", func(s string) error { _, err := ParseApp(s); return err }, `appid=wx1,app_secret=[redacted]`},
+		{"app: space before =", "appid=wx1, secret =TOPSECRET123", func(s string) error { _, err := ParseApp(s); return err }, `unknown key`},
+		{"app: no =", "appid=wx1,TOPSECRET123", func(s string) error { _, err := ParseApp(s); return err }, `appid=wx1,[redacted]`},
+		{"app: bad mode keeps the secret out", "appid=wx1,secret=TOPSECRET123,mode=x,bogus=1", func(s string) error { _, err := ParseApp(s); return err }, `secret=[redacted]`},
+		{"client: Key", "name=a,Key=TOPSECRET123", func(s string) error { _, err := ParseClient(s); return err }, `unknown key "Key"`},
+		{"client: no =", "name=a,TOPSECRET123", func(s string) error { _, err := ParseClient(s); return err }, `name=a,[redacted]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.parse(tt.in)
+			if err == nil || strings.Contains(err.Error(), "TOPSECRET123") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one containing %q and no secret", err, tt.want)
 			}
 		})
 	}
