@@ -21,6 +21,7 @@ import (
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
@@ -49,7 +50,7 @@ type env struct {
 	tokens  *worker.TokenCache
 	gw      *gateway.Gateway
 	url     string
-	logs    *lockedBuffer
+	logs    *wxhubtest.Buffer
 	seen    *tokenSpy
 	wechat  *requestLog // every request that reached "WeChat"
 	stop    context.CancelFunc
@@ -184,7 +185,7 @@ func startEnvWith(t testing.TB, arrived chan<- struct{}, opts ...envOption) *env
 	api := httptest.NewServer(upstream(sim, arrived, wlog))
 	t.Cleanup(api.Close)
 
-	logs := &lockedBuffer{}
+	logs := &wxhubtest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	wc, err := wechat.NewClient(wechat.Config{BaseURL: api.URL})
 	if err != nil {
@@ -378,24 +379,6 @@ func redact(u string) string {
 
 func tokenURL(base, appid, key string) string {
 	return base + "/cgi-bin/token?grant_type=client_credential&appid=" + appid + "&secret=" + url.QueryEscape(key)
-}
-
-// lockedBuffer is a log sink safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // relayed returns the requests that reached WeChat other than the

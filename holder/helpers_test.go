@@ -1,7 +1,6 @@
 package holder
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
@@ -38,13 +38,13 @@ type testEnv struct {
 	wc     *wechat.Client
 	tokens jetstream.KeyValue
 	quota  jetstream.KeyValue
-	logs   *syncBuffer
+	logs   *wxhubtest.Buffer
 	events *eventLog
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, nats: brokertest.Start(t), clock: wechatsim.NewManualClock(t0), logs: &syncBuffer{}}
+	e := &testEnv{t: t, nats: brokertest.Start(t), clock: wechatsim.NewManualClock(t0), logs: &wxhubtest.Buffer{}}
 	e.sim = wechatsim.New(wechatsim.WithClock(e.clock), wechatsim.WithLogger(slog.New(slog.DiscardHandler)))
 	srv := httptest.NewServer(e.sim)
 	t.Cleanup(srv.Close)
@@ -328,23 +328,6 @@ func waitRefreshed(t *testing.T, e *testEnv, appid string, version uint64) event
 	t.Helper()
 	return waitEvent(t, e.events, events.SubjectTokenRefreshed, appid, 15*time.Second,
 		func(ev events.TokenRefreshed) bool { return ev.Version == version })
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type atomicBool = atomic.Bool

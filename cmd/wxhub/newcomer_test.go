@@ -19,6 +19,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -118,7 +119,7 @@ func TestSecondRunOnSamePortOrDataDir(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr lockedBuffer
+			var stdout, stderr wxhubtest.Buffer
 			env := &cmdEnv{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
 			start := time.Now()
 			code := run(context.Background(), env, append([]string{"run", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0"}, tt.args...))

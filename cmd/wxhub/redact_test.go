@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -71,9 +72,9 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = env
 		stderr, _ := cmd.StderrPipe()
-		var stdout lockedBuffer
+		var stdout wxhubtest.Buffer
 		cmd.Stdout = &stdout
-		log := &lockedBuffer{}
+		log := &wxhubtest.Buffer{}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -86,14 +86,14 @@ func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string
 	api := httptest.NewServer(sim)
 	defer api.Close()
 
-	start := func(role string, extra ...string) (*exec.Cmd, *lineWaiter, chan error, *lockedBuffer) {
+	start := func(role string, extra ...string) (*exec.Cmd, *lineWaiter, chan error, *wxhubtest.Buffer) {
 		args := append([]string{role, "--nats-url", natsURL, "--wechat-base-url", api.URL,
 			"--http-listen", "127.0.0.1:0", "--app", "appid=wxroles", "--log-format", "json"}, extra...)
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXROLES=roles-secret", "WXHUB_CLIENT_KEY_SHOP=roles-client-key-0123")
 		cmd.Env = append(cmd.Env, natsEnv(role)...)
 		stderr, _ := cmd.StderrPipe()
-		log := &lockedBuffer{}
+		log := &wxhubtest.Buffer{}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string
 	for name, r := range map[string]struct {
 		cmd  *exec.Cmd
 		done chan error
-		log  *lockedBuffer
+		log  *wxhubtest.Buffer
 	}{"worker": {worker, workerDone, workerBuf}, "holder": {holder, holderDone, holderBuf}, "gateway": {gateway, gatewayDone, gatewayBuf}} {
 		if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -177,23 +177,4 @@ func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string
 			}
 		}
 	}
-}
-
-// lockedBuffer is a strings.Builder safe for concurrent writers (a
-// process's stdout and stderr) and readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -34,7 +35,7 @@ func TestREADMETokenStepsLeaveNoLockout(t *testing.T) {
 		"--http-listen", "127.0.0.1:0", "--app", "appid=wxsteps", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXSTEPS=steps-secret")
 	stderr, _ := cmd.StderrPipe()
-	logs := &lockedBuffer{}
+	logs := &wxhubtest.Buffer{}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
@@ -34,7 +35,7 @@ type vaultRun struct {
 	dir     string
 	keys    string
 	simURL  string
-	logs    *lockedBuffer
+	logs    *wxhubtest.Buffer
 	cmd     *exec.Cmd
 	exited  chan error
 	natsURL string
@@ -211,7 +212,7 @@ func TestVaultEndToEndWithRealProcesses(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	dir := t.TempDir()
-	r := &vaultRun{t: t, bin: wxhubBinary(t), dir: dir, keys: filepath.Join(dir, "vault.keys"), simURL: srv.URL, logs: &lockedBuffer{}}
+	r := &vaultRun{t: t, bin: wxhubBinary(t), dir: dir, keys: filepath.Join(dir, "vault.keys"), simURL: srv.URL, logs: &wxhubtest.Buffer{}}
 	r.appendKey("k1")
 	r.start()
 

@@ -109,7 +109,7 @@ func TestGatewayServesWebLogin(t *testing.T) {
 		"--client", "name=shop,appids="+run.AppID,
 		"--web-login", "appid="+run.AppID+",callback_base="+base+",return_to="+base+"/shop/")
 	cmd.Env = append(os.Environ(), "WXHUB_CLIENT_KEY_SHOP=shop-key-0123456789abcdef")
-	var out lockedBuffer // both output streams
+	var out wxhubtest.Buffer // both output streams
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

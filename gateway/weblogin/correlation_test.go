@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway/weblogin"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // resultHeaders follows the result subjects and returns the headers of
@@ -115,7 +116,7 @@ func TestDemoPageRefusesAnotherLoginsJobWithThisBrowsersState(t *testing.T) {
 // login cookie's secret and the business state are not in it.
 func TestCallbackLogsNoJobIDOrSecrets(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &wxhubtest.Buffer{}
 	e := newLoginEnv(t, envOptions{logs: logs})
 	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "biz-logged")
 	q := query(t, cbURL)

@@ -1,7 +1,6 @@
 package weblogin_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway/weblogin"
 	"github.com/wxhub/wxhub/gateway/weblogin/demo"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
@@ -61,25 +61,7 @@ type envOptions struct {
 	wait           time.Duration
 	authorizeRate  float64
 	authorizeBurst int
-	logs           *syncBuffer // the front's log, at Debug; nil: discarded
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs           *wxhubtest.Buffer // the front's log, at Debug; nil: discarded
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

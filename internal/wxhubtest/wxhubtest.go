@@ -241,3 +241,25 @@ func Background(t testing.TB, name string, run func(context.Context) error) (sto
 	})
 	return stop
 }
+
+// Buffer collects output written concurrently (a process's stdout and
+// stderr, a logger shared by goroutines) and reads it safely at any time.
+// The zero value is ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write appends p.
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
