@@ -54,24 +54,7 @@ func TestDeliverAfterStopIsRefused(t *testing.T) {
 func deliverAfterStop(t *testing.T, maxDeliver int, taken bool) {
 	const n = 64
 	ctx := context.Background()
-	nc := brokertest.Start(t).Conn(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "STOPTEST", Subjects: []string{"stoptest"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		if _, err := js.Publish(ctx, "stoptest", fmt.Appendf(nil, "job %d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cons := testJobs(t, n)
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -137,22 +120,7 @@ func TestSettleWhileStoppingKeepsTheDelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			nc := brokertest.Start(t).Conn(t)
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SETTLETEST", Subjects: []string{"settletest"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := js.Publish(ctx, "settletest", []byte("job")); err != nil {
-				t.Fatal(err)
-			}
+			cons := testJobs(t, 1)
 			m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 			if err != nil {
 				t.Fatal(err)
@@ -176,4 +144,29 @@ func TestSettleWhileStoppingKeepsTheDelay(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testJobs is a durable pull consumer (explicit acks, AckWait 30 s) on
+// a stream of its own on an embedded server, holding n published jobs.
+func testJobs(t *testing.T, n int) jetstream.Consumer {
+	t.Helper()
+	ctx := context.Background()
+	js, err := jetstream.New(brokertest.Start(t).Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "JOBSTEST", Subjects: []string{"jobstest"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := js.Publish(ctx, "jobstest", fmt.Appendf(nil, "job %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cons
 }
