@@ -343,6 +343,9 @@ func (h *Holder) watchTokens(ctx context.Context) {
 	for ctx.Err() == nil {
 		w, err := h.tokens.WatchAll(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return // stopping: not a failure
+			}
 			h.log.Warn("watch wx_tokens failed; retrying", "error", err)
 			if !sleepCtx(ctx, h.cfg.LeaseTTL/3) {
 				return

@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -11,6 +12,9 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
+
+// whyStopping is the step-down reason of a holder that stops.
+const whyStopping = "stopping"
 
 // leaseLoop competes for and keeps the app's lease in wx_leases.
 //
@@ -34,7 +38,14 @@ func (a *app) leaseLoop(ctx context.Context) {
 		}
 		if was {
 			metrics.HolderLeader.WithLabelValues(a.id).Set(0)
-			a.log.Warn("stepped down as token leader", "why", why)
+			// A stop is the one planned step-down: Info, so that a clean
+			// shutdown logs no warning. Every other reason means the lease
+			// was lost and deserves an operator's look.
+			level := slog.LevelWarn
+			if why == whyStopping {
+				level = slog.LevelInfo
+			}
+			a.log.Log(context.Background(), level, "stepped down as token leader", "why", why)
 			if f := a.h.hooks.leadership; f != nil {
 				f(a.id, false)
 			}
@@ -124,7 +135,7 @@ func (a *app) leaseLoop(ctx context.Context) {
 		a.mu.Lock()
 		held, rev := a.leader, a.leaseRev
 		a.mu.Unlock()
-		stepDown("stopping")
+		stepDown(whyStopping)
 		if held && !a.h.noRelease.Load() {
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
