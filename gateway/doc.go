@@ -51,15 +51,20 @@
 // with 48001: relayed with the real token it would draw a 40001, and a
 // token.invalidated report against the valid global token.
 //
-// # Plain paths and parameter names only
+// # Plain paths and queries only
 //
 // Before any routing, a request whose path is not plain (an escape other
 // than the default encoding, such as %2F, so that URL.RawPath is set; a
 // backslash; an empty or a "." or ".." segment) is answered 48001 and
 // counted under the unknown client: the relay forwards the path as
 // escaped while client path lists are checked on the decoded one. So is
-// a query with a parameter name holding '%' or '+': access_token and
-// secret are found by their names as sent, WeChat decodes them.
+// a query (query.go) with a parameter name holding '%' or '+' (access_token
+// and secret are found by their names as sent, WeChat decodes them), or
+// with a parameter the gateway reads, rewrites or sends on with a
+// credential given more than once (readParams: access_token, secret,
+// appid, grant_type, code, js_code, and the web login's state, scope and
+// return_to): the gateway reads the first, WeChat or a proxy may read
+// another. Other parameters may repeat.
 //
 // # Clients, logs, metrics
 //

@@ -77,7 +77,9 @@ func New(cfg Config) (*Gateway, error) {
 // client's path list is checked on the decoded path, and a front that
 // decodes %2F and resolves "..", as WeChat's may, would serve another
 // path than the one allowed. WeChat's API paths never need any of it.
-// So is a query with an escaped parameter name (escapedParamName).
+// So is a query that the gateway and WeChat could read differently
+// (queryNotPlain): an escaped parameter name, or a parameter the gateway
+// reads given more than once.
 // It bounds the time to receive a request's body (bodyDeadline).
 func (g *Gateway) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +89,7 @@ func (g *Gateway) front(next http.Handler) http.Handler {
 			g.record(clientUnknown, r, errUnauthorized, start, 1)
 			return
 		}
-		if why := escapedParamName(r.URL.RawQuery); why != "" {
+		if why := queryNotPlain(r.URL.RawQuery); why != "" {
 			start := time.Now()
 			g.writeError(w, errUnauthorized, "query not plain: "+why)
 			g.record(clientUnknown, r, errUnauthorized, start, 1)
@@ -121,25 +123,6 @@ func notPlain(u *url.URL) string {
 			return "an empty segment (//)"
 		case s == "." || s == "..":
 			return "a . or .. segment"
-		}
-	}
-	return ""
-}
-
-// escapedParamName says why a raw query has a parameter name that is not
-// plain (one with '%' or '+', so that it means something else once
-// decoded), or "" when every name is plain. The gateway finds
-// access_token and secret by their names as sent, while WeChat decodes
-// them: access%5Ftoken or s%65cret would go unnoticed by the gateway and
-// reach WeChat as access_token or secret. WeChat's parameter names never
-// need an escape; values may be escaped as usual.
-func escapedParamName(raw string) string {
-	for raw != "" {
-		var p string
-		p, raw, _ = strings.Cut(raw, "&")
-		k, _, _ := strings.Cut(p, "=")
-		if strings.ContainsAny(k, "%+") {
-			return "a parameter name with % or +; send parameter names unescaped"
 		}
 	}
 	return ""

@@ -125,3 +125,27 @@ func TestEscapedParamName(t *testing.T) {
 		}
 	}
 }
+
+func TestRepeatedParam(t *testing.T) {
+	tests := []struct{ query, want string }{
+		{"", ""},
+		{"access_token=H&openid=o1&openid=o2&lang=zh_CN&lang=en", ""}, // not read: may repeat
+		{"access_token=H&access_token=H", "access_token more than once; send it once"},
+		{"secret=&secret=K", "secret more than once; send it once"},
+		{"appid=a&x=1&appid", "appid more than once; send it once"},
+		{"code=c1&state=s&code=c2", "code more than once; send it once"},
+		{"js_code=j&js_code=j", "js_code more than once; send it once"},
+		{"grant_type=a&grant_type=b", "grant_type more than once; send it once"},
+		{"return_to=a&scope=s&state=t&return_to=b", "return_to more than once; send it once"},
+		{"access_token=H&access_tokens=X&xaccess_token=Y", ""}, // other names
+		{"&&access_token=H&&", ""},
+	}
+	for _, tt := range tests {
+		if got := repeatedParam(tt.query); got != tt.want {
+			t.Errorf("repeatedParam(%q) = %q, want %q", tt.query, got, tt.want)
+		}
+	}
+	if len(readParams) > 32 {
+		t.Fatalf("%d readParams: repeatedParam's bit set holds 32", len(readParams))
+	}
+}
