@@ -64,7 +64,8 @@
 // credential given more than once (readParams: access_token, secret,
 // appid, grant_type, code, js_code, and the web login's state, scope and
 // return_to): the gateway reads the first, WeChat or a proxy may read
-// another. Other parameters may repeat.
+// another. Other parameters may repeat. So is a query with a raw ';',
+// which some servers split parameters on and the gateway does not.
 //
 // # Clients, logs, metrics
 //

@@ -78,8 +78,8 @@ func New(cfg Config) (*Gateway, error) {
 // decodes %2F and resolves "..", as WeChat's may, would serve another
 // path than the one allowed. WeChat's API paths never need any of it.
 // So is a query that the gateway and WeChat could read differently
-// (queryNotPlain): an escaped parameter name, or a parameter the gateway
-// reads given more than once.
+// (queryNotPlain): a ';', an escaped parameter name, or a parameter the
+// gateway reads given more than once.
 // It bounds the time to receive a request's body (bodyDeadline).
 func (g *Gateway) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -28,16 +28,33 @@ var readParams = [...]string{
 }
 
 // queryNotPlain says why a raw query is refused, or "" when it is not:
-// an escaped parameter name (escapedParamName) or a parameter of
-// readParams more than once (repeatedParam).
+// a ';' (semicolonInQuery), an escaped parameter name (escapedParamName)
+// or a parameter of readParams more than once (repeatedParam).
 func queryNotPlain(raw string) string {
 	if raw == "" {
 		return ""
+	}
+	if why := semicolonInQuery(raw); why != "" {
+		return why
 	}
 	if why := escapedParamName(raw); why != "" {
 		return why
 	}
 	return repeatedParam(raw)
+}
+
+// semicolonInQuery says why a raw query with a ';' (in a name or a
+// value) is refused, or "" without one. Some servers and proxies split
+// parameters on ';' as on '&'; the gateway does not (queryParam), and Go's
+// url.ParseQuery drops such a pair (the token endpoint): so
+// "openid=o1;secret=K" would pass the gateway as a call without a client
+// key and reach WeChat as two parameters. WeChat's APIs separate
+// parameters with '&' only, and SDKs escape a ';' in a value (%3B).
+func semicolonInQuery(raw string) string {
+	if strings.Contains(raw, ";") {
+		return "a ';' in the query; separate parameters with '&' and escape a ';' in a value as %3B"
+	}
+	return ""
 }
 
 // escapedParamName says why a raw query has a parameter name that is not

@@ -149,3 +149,20 @@ func TestRepeatedParam(t *testing.T) {
 		t.Fatalf("%d readParams: repeatedParam's bit set holds 32", len(readParams))
 	}
 }
+
+func TestQueryNotPlain(t *testing.T) {
+	tests := []struct{ query, want string }{
+		{"", ""},
+		{"access_token=H&openid=o1&note=a%3Bb", ""},
+		{"openid=o1;secret=K", "a ';' in the query"},
+		{"access_token=H;", "a ';' in the query"},
+		{"openid=o1;access%5Ftoken=H&openid=o2", "a ';' in the query"},
+		{"access%5Ftoken=H&access_token=H", "a parameter name with %"},
+		{"secret=&secret=K", "secret more than once"},
+	}
+	for _, tt := range tests {
+		if got := queryNotPlain(tt.query); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
+			t.Errorf("queryNotPlain(%q) = %q, want %q...", tt.query, got, tt.want)
+		}
+	}
+}
