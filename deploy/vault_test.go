@@ -33,7 +33,7 @@ func TestVaultUnderTheWorkerGrant(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	v, err := vault.Open(ctx, wu.js, ring, vault.Options{Now: clock, LockTTL: 5 * time.Second})
+	v, err := vault.Open(ctx, wu.js, ring, vault.Options{Now: clock, RefreshTimeout: 2 * time.Second, LockTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("the worker cannot open the vault: %v", err)
 	}

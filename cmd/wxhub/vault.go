@@ -42,7 +42,7 @@ func openVault(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	v, err := vault.Open(ctx, js, ring, vault.Options{Owner: owner, Logger: log})
-	if errors.Is(err, vault.ErrWrongKey) || errors.Is(err, vault.ErrMissingKey) {
+	if errors.Is(err, vault.ErrWrongKey) || errors.Is(err, vault.ErrMissingKey) || errors.Is(err, vault.ErrOptions) {
 		return nil, usageError{err}
 	}
 	if errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -50,11 +50,31 @@
 // TTL, so a dead refresher's lock lapses) and the others watch the user's
 // keys until the refreshed record is written. The lock is never renewed:
 // instead the refresh call runs under a deadline of three quarters of
-// LockTTL from the moment the lock was taken (15 s of the default 20 s;
-// the last quarter is the margin for storing the result and for NATS's
-// latency), so a refresher never calls WeChat once its lock may have
-// lapsed and a waiter may have taken it. A refresh cut so fails (wrapping
-// context.DeadlineExceeded); the next caller refreshes afresh.
+// LockTTL from the moment the lock was taken (the last quarter is the
+// margin for storing the result and for NATS's latency), so a refresher
+// never calls WeChat once its lock may have lapsed and a waiter may have
+// taken it. A refresh cut so fails (wrapping context.DeadlineExceeded);
+// the next caller refreshes afresh.
+//
+// # The refresh budget
+//
+// The lock is sized from the refresh, not the other way round: a refresh
+// that behaves as configured is never cut. Options.RefreshTimeout is the
+// longest a refresh may take, its retries included; for the worker that is
+// RetryMaxElapsed (10 s of backoff on transient errors, whose last call
+// may start just before the 10 s are up) plus the WeChat client's Timeout
+// (10 s for that last call): 20 s, the default. LockTTL defaults to the
+// shortest lock whose deadline covers RefreshTimeout plus RefreshSlack
+// (1 s, for the read under the lock and the refresh's own work), in the
+// whole seconds NATS counts key TTLs in: MinLockTTL, 28 s for the default
+// (a 21 s deadline). Open refuses, with ErrOptions, a LockTTL that is
+// shorter or not whole seconds; package handlers refuses a vault whose
+// RefreshTimeout is shorter than its RetryMaxElapsed plus its client's
+// Timeout. We chose to lengthen the lock rather than cap the retries to
+// fit it: the retries and the timeout are what an operator tunes for
+// WeChat, and a shorter lock would quietly shorten them; a longer lock
+// costs only when a refresher dies holding it (the others wait up to
+// LockTTL before refreshing themselves).
 //
 // A caller whose access_token WeChat rejected passes it with the revision
 // it was read from (FreshRequest.Rejected, RejectedRevision). A record at

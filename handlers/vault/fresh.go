@@ -34,9 +34,11 @@ type FreshRequest struct {
 	// RefreshTTL is the life of a NEW refresh_token, should WeChat return
 	// a different one (30 days for web apps).
 	RefreshTTL time.Duration
-	// Refresh calls WeChat. Its context ends before the refresh lock may
-	// lapse (three quarters of Options.LockTTL after the lock was taken):
-	// it must honour it, retries included.
+	// Refresh calls WeChat. It should take no longer than the vault's
+	// Options.RefreshTimeout, retries included; its context ends before
+	// the refresh lock may lapse (three quarters of Options.LockTTL after
+	// the lock was taken, at least RefreshTimeout + RefreshSlack), and it
+	// must honour it.
 	Refresh RefreshFunc
 }
 
@@ -81,13 +83,6 @@ func (v *Vault) Fresh(ctx context.Context, req FreshRequest) (rec Record, refres
 }
 
 var errRetry = errors.New("vault: look again")
-
-// refreshBudget is how long a refresh may run under the user's lock,
-// counted from just before the lock was taken: LockTTL less a quarter of
-// it (15 s of the default 20 s). The quarter is the safety margin for the
-// store after the refresh and for NATS's latency, so that no refresh runs
-// once the lock may have lapsed and a waiter may have taken it.
-func (v *Vault) refreshBudget() time.Duration { return v.opts.LockTTL - v.opts.LockTTL/4 }
 
 // refreshOnce takes the user's lock and refreshes, or waits for whoever
 // holds it; errRetry means "read the record again".
@@ -150,13 +145,14 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 	}
 	// The refresh runs only while the lock surely holds: a waiter takes
 	// the lock once it lapses, and must not refresh beside us.
-	rctx, cancel := context.WithDeadline(ctx, locked.Add(v.refreshBudget()))
+	deadline := refreshDeadline(v.opts.LockTTL)
+	rctx, cancel := context.WithDeadline(ctx, locked.Add(deadline))
 	defer cancel()
 	tok, err := req.Refresh(rctx, cur.Tokens.RefreshToken)
 	if err != nil {
 		var api *wechat.APIError
 		if rctx.Err() != nil && ctx.Err() == nil && !errors.As(err, &api) {
-			err = fmt.Errorf("vault: refresh cut after %v, before the refresh lock may lapse: %w", v.refreshBudget(), err)
+			err = fmt.Errorf("vault: refresh cut after %v, before the refresh lock may lapse (it ran longer than RefreshTimeout %v): %w", deadline, v.opts.RefreshTimeout, err)
 		}
 		return cur, false, err
 	}

@@ -15,16 +15,17 @@ import (
 	"github.com/wxhub/wxhub/wechat"
 )
 
-// A refresh slower than the lock (retries of a failing WeChat) is cut
-// before its lock may lapse, so the caller that takes the lock next never
-// refreshes with the same refresh_token at the same time.
+// A refresh that runs over its RefreshTimeout (a WeChat that does not
+// answer, a Refresh that ignores its budget) is cut before its lock may
+// lapse, so the caller that takes the lock next never refreshes with the
+// same refresh_token at the same time.
 func TestFreshSlowRefreshIsCutBeforeItsLockLapsesNoOverlap(t *testing.T) {
 	t.Parallel()
 	env := brokertest.Start(t)
 	c := &clock{now: time.Now()}
 	ctx := context.Background()
 	const lockTTL = 2 * time.Second
-	v, err := vault.Open(ctx, env.JS, ring(t, keyLine(t, "k1")), vault.Options{Now: c.Now, LockTTL: lockTTL})
+	v, err := vault.Open(ctx, env.JS, ring(t, keyLine(t, "k1")), vault.Options{Now: c.Now, RefreshTimeout: 500 * time.Millisecond, LockTTL: lockTTL})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/wxhub/wxhub/events"
 )
 
 // Errors of Open: a keyring that does not fit the bucket.
@@ -36,22 +33,6 @@ const (
 
 var userIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// Options tune a Vault; the zero value means the defaults on each field.
-type Options struct {
-	// Bucket is the KV bucket; "" means events.BucketVault (wx_vault).
-	Bucket string
-	// Now is the clock for token expiries; nil means time.Now.
-	Now func() time.Time
-	// LockTTL bounds how long a refresher holds a user's refresh lock
-	// (and how long the others wait for it). A refresh is cut after three
-	// quarters of it, so it never outlasts the lock. 0 means 20 s.
-	LockTTL time.Duration
-	// Owner names this process in refresh locks; "" means "vault".
-	Owner string
-	// Logger; nil means slog.Default().
-	Logger *slog.Logger
-}
-
 // Vault is the encrypted token store on a KV bucket. It is safe for
 // concurrent use.
 type Vault struct {
@@ -69,20 +50,9 @@ func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Optio
 	if ring == nil || len(ring.keys) == 0 {
 		return nil, ErrNoKeys
 	}
-	if opts.Bucket == "" {
-		opts.Bucket = events.BucketVault
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.LockTTL <= 0 {
-		opts.LockTTL = 20 * time.Second
-	}
-	if opts.Owner == "" {
-		opts.Owner = "vault"
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	kv, err := js.KeyValue(ctx, opts.Bucket)
 	if err != nil {
@@ -94,6 +64,14 @@ func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Optio
 	}
 	return v, nil
 }
+
+// RefreshTimeout is the longest a refresh may take (Options.RefreshTimeout
+// or its default): a FreshRequest's Refresh that fits in it is never cut.
+func (v *Vault) RefreshTimeout() time.Duration { return v.opts.RefreshTimeout }
+
+// LockTTL is the life of a refresh lock (Options.LockTTL or the one
+// derived from RefreshTimeout).
+func (v *Vault) LockTTL() time.Duration { return v.opts.LockTTL }
 
 // Now is the vault's clock (Options.Now): token expiries are on it.
 func (v *Vault) Now() time.Time { return v.opts.Now() }

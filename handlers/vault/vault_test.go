@@ -56,7 +56,7 @@ func openVault(t *testing.T, js jetstream.JetStream, r *vault.Keyring, c *clock)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := vault.Open(ctx, js, r, vault.Options{Now: c.Now, LockTTL: 5 * time.Second})
+	v, err := vault.Open(ctx, js, r, vault.Options{Now: c.Now, RefreshTimeout: 2 * time.Second, LockTTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestFreshAfterADeadRefreshersLockLapses(t *testing.T) {
 	c := &clock{now: time.Now()}
 	ctx := context.Background()
 	r := ring(t, keyLine(t, "k1"))
-	v, err := vault.Open(ctx, env.JS, r, vault.Options{Now: c.Now, LockTTL: 2 * time.Second})
+	v, err := vault.Open(ctx, env.JS, r, vault.Options{Now: c.Now, RefreshTimeout: 500 * time.Millisecond, LockTTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
