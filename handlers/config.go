@@ -59,7 +59,9 @@ type Config struct {
 	// Done keeps the done record of every finished job (wx_done).
 	Done DoneStore
 	// Vault keeps users' OAuth tokens for the apps with Vault on; nil
-	// when no app has it.
+	// when no app has it. Its RefreshTimeout must cover a refresh with
+	// its retries: at least RetryMaxElapsed + WeChat.Timeout() (the
+	// defaults, 10 s + 10 s, fit vault.DefaultRefreshTimeout).
 	Vault *vault.Vault
 	Apps  []App
 	// Prefix of every subject (see events.NewSubjects).
@@ -154,6 +156,9 @@ func (c Config) Validate() error {
 	case c.NakDelayMin > c.NakDelayMax:
 		return errors.New("handlers: NakDelayMin above NakDelayMax")
 	}
+	if err := c.validateVault(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, a := range c.Apps {
 		if a.AppID == "" {
@@ -166,6 +171,22 @@ func (c Config) Validate() error {
 		if a.Vault && c.Vault == nil {
 			return fmt.Errorf("handlers: apps[%d]: %s has the vault on but no Vault is configured", i, a.AppID)
 		}
+	}
+	return nil
+}
+
+// validateVault refuses a vault whose refresh lock would not cover a
+// refresh: the refresh retries transient errors for up to RetryMaxElapsed,
+// and its last call may start just before that and take the client's
+// Timeout.
+func (c Config) validateVault() error {
+	if c.Vault == nil {
+		return nil
+	}
+	need := c.RetryMaxElapsed + c.WeChat.Timeout()
+	if have := c.Vault.RefreshTimeout(); have < need {
+		return fmt.Errorf("handlers: a user-token refresh may take RetryMaxElapsed (%s) + the WeChat client's Timeout (%s) = %s, longer than the vault's RefreshTimeout (%s), and would be cut before its refresh lock lapses: open the vault with vault.Options.RefreshTimeout of at least %s (its LockTTL follows)",
+			c.RetryMaxElapsed, c.WeChat.Timeout(), need, have, need)
 	}
 	return nil
 }

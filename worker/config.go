@@ -40,7 +40,8 @@ type Config struct {
 	// config.
 	Apps []App
 	// Vault keeps users' OAuth tokens for the apps with Vault on (open it
-	// with vault.Open); nil when no app has it.
+	// with vault.Open); nil when no app has it. Its RefreshTimeout must be
+	// at least RetryMaxElapsed + WeChat.Timeout(), or New refuses it.
 	Vault *vault.Vault
 	// Prefix of every subject, e.g. "wx." (see events.NewSubjects).
 	Prefix string

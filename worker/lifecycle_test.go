@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -170,6 +171,13 @@ func TestConfigValidate(t *testing.T) {
 	base := func() worker.Config {
 		return worker.Config{Conn: h.env.NC, WeChat: h.wc, Apps: []worker.App{{AppID: testApp, Secret: testSecret}}}
 	}
+	// Vaults whose refresh may take 15 s (the default 10 s of retries and
+	// this client's 5 s timeout) and 14 s.
+	ring := testRing(t)
+	fits, short := openTestVault(t, h, ring, 15*time.Second), openTestVault(t, h, ring, 14*time.Second)
+	withVault := func(v *vault.Vault) func(*worker.Config) {
+		return func(c *worker.Config) { c.Vault, c.Apps[0].Vault = v, true }
+	}
 	tests := []struct {
 		name    string
 		mod     func(*worker.Config)
@@ -182,6 +190,16 @@ func TestConfigValidate(t *testing.T) {
 		{"no appid", func(c *worker.Config) { c.Apps[0].AppID = "" }, "appid"},
 		{"job timeout above ack wait", func(c *worker.Config) { c.AckWait, c.JobTimeout = time.Second, 2*time.Second }, "AckWait"},
 		{"max ack pending below concurrency", func(c *worker.Config) { c.Concurrency, c.MaxAckPending = 100, 10 }, "MaxAckPending"},
+		{"vault refresh timeout covers the retries and the HTTP timeout", withVault(fits), ""},
+		{"vault refresh timeout shorter than the retries and the HTTP timeout", withVault(short), "RefreshTimeout of at least 15s"},
+		{"vault refresh timeout shorter than longer retries", func(c *worker.Config) {
+			withVault(fits)(c)
+			c.RetryMaxElapsed = 11 * time.Second
+		}, "RetryMaxElapsed (11s)"},
+		{"shorter retries fit a shorter vault refresh timeout", func(c *worker.Config) {
+			withVault(short)(c)
+			c.RetryMaxElapsed = 9 * time.Second
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,6 +214,32 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testRing is a keyring of one new key.
+func testRing(t *testing.T) *vault.Keyring {
+	t.Helper()
+	line, err := vault.NewKeyLine("k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := vault.ParseKeyring(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
+}
+
+// openTestVault opens the harness's vault with the given RefreshTimeout.
+func openTestVault(t *testing.T, h *harness, ring *vault.Keyring, refreshTimeout time.Duration) *vault.Vault {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := vault.Open(ctx, h.env.JS, ring, vault.Options{RefreshTimeout: refreshTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func TestTokenCacheWaitNewer(t *testing.T) {
