@@ -10,7 +10,8 @@
 // Envelope: {"v":1,"kid":"<key id>","nonce":"...","ct":"..."}, where ct is
 // the AES-256-GCM encryption (crypto/cipher, 12-byte random nonce) of the
 // JSON of Tokens: access_token, refresh_token, scope, unionid,
-// is_snapshotuser and the two expiry instants. The GCM additional data is
+// is_snapshotuser, the two expiry instants, when they were stored and,
+// after a refresh, the revision it replaced. The GCM additional data is
 // "wx_vault/v1/<appid>/<openid>", so a record copied under another user's
 // key does not decrypt: records cannot be swapped. Nothing but the key id
 // is in clear text, and the key itself only names the user (appid and
@@ -77,11 +78,14 @@
 // LockTTL before refreshing themselves).
 //
 // A caller whose access_token WeChat rejected passes it with the revision
-// it was read from (FreshRequest.Rejected, RejectedRevision). A record at
-// another revision was stored after that rejection, so it counts as
-// refreshed already even when it holds the same access_token (WeChat
+// it was read from (FreshRequest.Rejected, RejectedRevision). A record
+// that a refresh of that revision or of a later one stored counts as
+// refreshed already, even when it holds the same access_token (WeChat
 // renews an unexpired token as itself): N reports of one rejected token
-// cause one refresh.
+// cause one refresh. The revision alone does not tell: Rotate writes a
+// new revision of the same tokens. So each refresh seals into the record
+// the revision it replaced (Tokens.RefreshedFrom), which Rotate keeps: a
+// re-encrypted record is still the rejected one, and is refreshed.
 //
 // # Forgetting
 //

@@ -25,11 +25,13 @@ type FreshRequest struct {
 	// if our clock says it is valid.
 	Rejected string
 	// RejectedRevision is the revision of the record the rejected token
-	// was read from. A record at any other revision was stored after the
-	// rejection (someone refreshed already: WeChat returns the same
-	// access_token while it is unexpired), so it is not refreshed again:
-	// N reports of one rejected token cause one refresh. 0 means the
-	// revision this call first reads.
+	// was read from. A record refreshed since (from that revision or a
+	// later one: Tokens.RefreshedFrom) is not refreshed again, even when
+	// it holds the same access_token (WeChat returns it while it is
+	// unexpired): N reports of one rejected token cause one refresh. A
+	// record at a later revision that no refresh wrote (Rotate
+	// re-encrypted it) still holds the rejected token and is refreshed.
+	// 0 means the revision this call first reads.
 	RejectedRevision uint64
 	// RefreshTTL is the life of a NEW refresh_token, should WeChat return
 	// a different one (30 days for web apps).
@@ -67,9 +69,10 @@ func (v *Vault) Fresh(ctx context.Context, req FreshRequest) (rec Record, refres
 		if rejected && rejectedRev == 0 {
 			rejectedRev = rec.Revision
 		}
-		// A record stored since the rejection was refreshed by someone
-		// else, even when it holds the same access_token.
-		rejected = rejected && rec.Revision == rejectedRev
+		// A record refreshed since the rejection counts, even when it
+		// holds the same access_token; one merely re-encrypted (Rotate)
+		// since, at a later revision, does not.
+		rejected = rejected && !rec.Tokens.refreshedSince(rejectedRev)
 		if rec.Tokens.AccessValid(now, req.Margin) && !rejected {
 			return rec, false, nil
 		}
@@ -160,6 +163,7 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 		return cur, false, fmt.Errorf("vault: refresh answered for another openid")
 	}
 	nt := FromExchange(tok, v.opts.Now(), req.RefreshTTL, &cur.Tokens)
+	nt.RefreshedFrom = cur.Revision
 	rec, err := v.StoreIf(ctx, req.AppID, req.OpenID, nt, cur.Revision)
 	if err != nil {
 		return Record{}, true, err

@@ -50,7 +50,16 @@ type Tokens struct {
 	AccessExpiresAt  time.Time `json:"access_expires_at"`
 	RefreshExpiresAt time.Time `json:"refresh_expires_at"`
 	StoredAt         time.Time `json:"stored_at"`
+	// RefreshedFrom is the KV revision of the record that the refresh
+	// which stored these tokens replaced; 0 after a login. Rotate keeps
+	// it, so it tells a refresh from a re-encryption, which only the
+	// revision changes (see FreshRequest.RejectedRevision).
+	RefreshedFrom uint64 `json:"refreshed_from,omitempty"`
 }
+
+// refreshedSince reports whether t were stored by a refresh of the
+// record at revision rev or of a later one.
+func (t Tokens) refreshedSince(rev uint64) bool { return t.RefreshedFrom >= rev }
 
 // LogValue keeps the tokens out of logs.
 func (t Tokens) LogValue() slog.Value {
