@@ -68,9 +68,9 @@ func retryable(err error) bool {
 }
 
 // withToken calls fn with the app's current token. When WeChat rejects
-// the token (40001, 40014, 42001) it reports the version, waits for a
-// newer one (at most TokenWait) and calls fn again, at most MaxRotations
-// times.
+// the token (40001, 40014, 42001) it reports the version (unless a newer
+// one is held already), waits for a newer one (at most TokenWait; none
+// when it is held) and calls fn again, at most MaxRotations times.
 func (h *Handlers) withToken(ctx context.Context, appid string, fn func(ctx context.Context, token string) error) error {
 	rec, ok := h.cfg.Tokens.Current(appid)
 	if !ok {
@@ -84,18 +84,30 @@ func (h *Handlers) withToken(ctx context.Context, appid string, fn func(ctx cont
 		if !wechat.IsTokenInvalid(err) {
 			return err
 		}
-		code := wechat.ErrCode(err)
-		h.log.Info("access_token rejected", "appid", appid, "version", rec.Version, "errcode", code,
-			"token_fp", wechat.Fingerprint(rec.AccessToken))
-		if ierr := h.cfg.Invalidator.Invalidate(ctx, appid, rec.Version, code); ierr != nil {
-			h.log.Warn("cannot report the rejected token", "appid", appid, "version", rec.Version, "err", ierr)
-		}
+		h.rejected(ctx, appid, rec, wechat.ErrCode(err))
 		if rotation+1 >= h.cfg.MaxRotations {
 			return &tokenUnavailableError{err: fmt.Errorf("%d tokens rejected in one delivery: %w", rotation+1, err)}
 		}
 		if rec, err = h.waitToken(ctx, appid, rec.Version); err != nil {
 			return err
 		}
+	}
+}
+
+// rejected logs that WeChat rejected rec and reports it on
+// token.invalidated, unless a newer version is held already: the holder
+// replaced it while the call was in flight, and the report would be
+// stale (the holder drops it, but it is an event, a log line and a count
+// for nothing).
+func (h *Handlers) rejected(ctx context.Context, appid string, rec events.TokenRecord, code int) {
+	attrs := []any{"appid", appid, "version", rec.Version, "errcode", code, "token_fp", wechat.Fingerprint(rec.AccessToken)}
+	if cur, ok := h.cfg.Tokens.Current(appid); ok && cur.Version > rec.Version {
+		h.log.Info("access_token rejected; a newer one is held already: not reported", append(attrs, "held_version", cur.Version)...)
+		return
+	}
+	h.log.Info("access_token rejected", attrs...)
+	if err := h.cfg.Invalidator.Invalidate(ctx, appid, rec.Version, code); err != nil {
+		h.log.Warn("cannot report the rejected token", "appid", appid, "version", rec.Version, "err", err)
 	}
 }
 

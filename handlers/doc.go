@@ -37,6 +37,8 @@
 // copy of the wx_tokens bucket). On 40001, 40014 or 42001 it reports the
 // rejected version through the Invalidator, waits (bounded, event-driven)
 // for a newer version and retries; a token rotation never fails a job.
+// When a newer version is held already it retries with it at once and
+// reports nothing (the report would be stale).
 //
 // OAuth rules: a code is exchanged at most once by any job but its owner.
 // Before exchanging, the handler claims the code in the OAuthStore (key:
