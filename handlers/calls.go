@@ -67,15 +67,41 @@ func retryable(err error) bool {
 	return wechat.IsTransient(err) && wechat.ErrCode(err) != wechat.CodeMinuteQuota && !errors.As(err, &spent)
 }
 
-// withToken calls fn with the app's current token. When WeChat rejects
-// the token (40001, 40014, 42001) it reports the version (unless a newer
-// one is held already), waits for a newer one (at most TokenWait; none
-// when it is held) and calls fn again, at most MaxRotations times.
+// TokenExpiryMargin is how long past its expires_at a global token is
+// still used. expires_at is by the holder's clock (a holder more than 30 s
+// off the NATS server's refuses to lead), compared with the worker's own:
+// the margin keeps a worker whose clock runs a little ahead from refusing
+// a token WeChat still takes. The holder refreshes 10 min before
+// expires_at, so only a holder that stopped refreshing leaves a token to
+// expire.
+const TokenExpiryMargin = time.Minute
+
+// ErrNoFreshToken: the only token known for an app is past its expires_at
+// (TokenExpired), and no newer one came.
+var ErrNoFreshToken = errors.New("no fresh token: holder not refreshing?")
+
+// TokenExpired reports whether rec is more than TokenExpiryMargin past its
+// expires_at at now. A record without expires_at never is: WeChat judges
+// it.
+func TokenExpired(rec events.TokenRecord, now time.Time) bool {
+	return !rec.ExpiresAt.IsZero() && now.Sub(rec.ExpiresAt) > TokenExpiryMargin
+}
+
+// withToken calls fn with the app's current token. A token past its
+// expires_at (TokenExpired) is never used: it waits for a newer one (at
+// most TokenWait). When WeChat rejects the token (40001, 40014, 42001) it
+// reports the version (unless a newer one is held already), waits for a
+// newer one (at most TokenWait; none when it is held) and calls fn again,
+// at most MaxRotations times.
 func (h *Handlers) withToken(ctx context.Context, appid string, fn func(ctx context.Context, token string) error) error {
 	rec, ok := h.cfg.Tokens.Current(appid)
-	if !ok {
+	if !ok || h.expired(rec) {
+		if ok {
+			h.log.Debug("access_token expired: waiting for a newer one", "appid", appid, "version", rec.Version,
+				"expires_at", rec.ExpiresAt, "token_fp", wechat.Fingerprint(rec.AccessToken))
+		}
 		var err error
-		if rec, err = h.waitToken(ctx, appid, 0); err != nil {
+		if rec, err = h.waitToken(ctx, appid, rec.Version); err != nil {
 			return err
 		}
 	}
@@ -111,19 +137,37 @@ func (h *Handlers) rejected(ctx context.Context, appid string, rec events.TokenR
 	}
 }
 
-// waitToken waits at most TokenWait for a token newer than version.
+// expired: rec is past its expires_at by the handlers' clock.
+func (h *Handlers) expired(rec events.TokenRecord) bool { return TokenExpired(rec, h.cfg.Now()) }
+
+// waitToken waits at most TokenWait for an unexpired token newer than
+// version (0: any unexpired token).
 func (h *Handlers) waitToken(ctx context.Context, appid string, version uint64) (events.TokenRecord, error) {
 	wctx, cancel := context.WithTimeout(ctx, h.cfg.TokenWait)
 	defer cancel()
-	rec, err := h.cfg.Tokens.WaitNewer(wctx, appid, version)
-	if err == nil {
-		return rec, nil
+	for after := version; ; {
+		rec, err := h.cfg.Tokens.WaitNewer(wctx, appid, after)
+		if err != nil {
+			return rec, h.noToken(ctx, appid, version)
+		}
+		if !h.expired(rec) {
+			return rec, nil
+		}
+		after = rec.Version // expired as well: wait for one newer still
 	}
+}
+
+// noToken is waitToken's error when the wait ran out.
+func (h *Handlers) noToken(ctx context.Context, appid string, version uint64) error {
 	if ctx.Err() != nil {
-		return rec, ctx.Err() // the job's own deadline or the worker stopping
+		return ctx.Err() // the job's own deadline or the worker stopping
+	}
+	if rec, ok := h.cfg.Tokens.Current(appid); ok && h.expired(rec) {
+		return &tokenUnavailableError{err: fmt.Errorf("%w (version %d of %s expired at %s; none newer after %s)",
+			ErrNoFreshToken, rec.Version, appid, rec.ExpiresAt.UTC().Format(time.RFC3339), h.cfg.TokenWait)}
 	}
 	if version == 0 {
-		return rec, &tokenUnavailableError{err: fmt.Errorf("no token for %s after %s", appid, h.cfg.TokenWait)}
+		return &tokenUnavailableError{err: fmt.Errorf("no token for %s after %s", appid, h.cfg.TokenWait)}
 	}
-	return rec, &tokenUnavailableError{err: fmt.Errorf("no token newer than version %d for %s after %s", version, appid, h.cfg.TokenWait)}
+	return &tokenUnavailableError{err: fmt.Errorf("no token newer than version %d for %s after %s", version, appid, h.cfg.TokenWait)}
 }

@@ -21,7 +21,15 @@ type fakeTokens struct {
 	rec     events.TokenRecord
 	ok      bool
 	changed chan struct{}
-	onWait  func() // called once, as the first WaitNewer starts to wait
+	onWait  func() // called once, as a WaitNewer is about to wait (set with whenWaiting)
+}
+
+// whenWaiting makes the next WaitNewer that would wait call fn first (a
+// holder storing a token as a job starts waiting).
+func (f *fakeTokens) whenWaiting(fn func()) {
+	f.mu.Lock()
+	f.onWait = fn
+	f.mu.Unlock()
 }
 
 func newFakeTokens(rec *events.TokenRecord) *fakeTokens {
@@ -49,12 +57,14 @@ func (f *fakeTokens) Current(string) (events.TokenRecord, bool) {
 func (f *fakeTokens) WaitNewer(ctx context.Context, _ string, version uint64) (events.TokenRecord, error) {
 	for {
 		f.mu.Lock()
-		rec, ok, ch, hook := f.rec, f.ok, f.changed, f.onWait
-		f.onWait = nil
-		f.mu.Unlock()
+		rec, ok, ch := f.rec, f.ok, f.changed
 		if ok && rec.Version > version {
+			f.mu.Unlock()
 			return rec, nil
 		}
+		hook := f.onWait
+		f.onWait = nil
+		f.mu.Unlock()
 		if hook != nil {
 			hook()
 			continue
@@ -145,6 +155,60 @@ func TestWithToken(t *testing.T) {
 			reports:     []uint64{1},
 			unavailable: true,
 		},
+		{
+			name:  "expired token not used: waits for the holder's next",
+			start: ptr(tok(1, -time.Hour)),
+			setup: func(e env) { e.tokens.whenWaiting(func() { e.tokens.set(tok(2, 2*time.Hour)) }) },
+			call:  func(env, string) error { return nil },
+			tried: []string{"t2"},
+		},
+		{
+			name:        "expired token, nothing newer comes: no call, no report, no fresh token",
+			start:       ptr(tok(1, -time.Hour)),
+			call:        func(env, string) error { return nil },
+			unavailable: true,
+			is:          ErrNoFreshToken,
+		},
+		{
+			name:  "expired token, the next one expired too: waits for a fresh one",
+			start: ptr(tok(1, -2*time.Hour)),
+			setup: func(e env) {
+				e.tokens.whenWaiting(func() {
+					e.tokens.set(tok(2, -time.Hour))
+					e.tokens.whenWaiting(func() { e.tokens.set(tok(3, 2*time.Hour)) })
+				})
+			},
+			call:  func(env, string) error { return nil },
+			tried: []string{"t3"},
+		},
+		{
+			name:  "expired within the clock margin: used",
+			start: ptr(tok(1, -TokenExpiryMargin+time.Second)),
+			call:  func(env, string) error { return nil },
+			tried: []string{"t1"},
+		},
+		{
+			name:  "no expires_at: used",
+			start: &events.TokenRecord{AppID: "wxa", AccessToken: "t1", Version: 1},
+			call:  func(env, string) error { return nil },
+			tried: []string{"t1"},
+		},
+		{
+			name:  "newer version held when rejected but expired: not used, not reported",
+			start: ptr(tok(1, time.Hour)),
+			call: func(e env, token string) error {
+				e.tokens.set(tok(2, -time.Hour))
+				return errRejected
+			},
+			tried:       []string{"t1"},
+			unavailable: true,
+			is:          ErrNoFreshToken,
+		},
+		{
+			name:        "no token at all: token unavailable, not the expiry reason",
+			call:        func(env, string) error { return nil },
+			unavailable: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +231,8 @@ func TestWithToken(t *testing.T) {
 				t.Fatalf("err = %v, want a *tokenUnavailableError", err)
 			case tt.is != nil && !errors.Is(err, tt.is):
 				t.Fatalf("err = %v, want %v", err, tt.is)
+			case tt.is == nil && errors.Is(err, ErrNoFreshToken):
+				t.Fatalf("err = %v: not an expiry", err)
 			}
 			if !slices.Equal(tried, tt.tried) {
 				t.Errorf("tokens tried %v, want %v", tried, tt.tried)

@@ -73,8 +73,9 @@ type Config struct {
 	// FinishTimeout must be shorter than the consumer's AckWait. 0 means
 	// 45 s.
 	JobTimeout time.Duration
-	// TokenWait bounds the wait for a newer token after a rejection (or
-	// for a first token). 0 means 20 s.
+	// TokenWait bounds the wait for a newer token after a rejection, for
+	// a first token, or for a newer one when the app's token has expired
+	// (TokenExpired). 0 means 20 s.
 	TokenWait time.Duration
 	// MaxRotations bounds how many newer tokens one delivery tries. 0
 	// means 3.
@@ -104,7 +105,8 @@ type Config struct {
 	Reporter string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// Now returns the time for result timestamps; nil means time.Now.
+	// Now returns the time for result timestamps and for the expiry of
+	// tokens (TokenExpired); nil means time.Now.
 	Now func() time.Time
 }
 

@@ -38,7 +38,10 @@
 // rejected version through the Invalidator, waits (bounded, event-driven)
 // for a newer version and retries; a token rotation never fails a job.
 // When a newer version is held already it retries with it at once and
-// reports nothing (the report would be stale).
+// reports nothing (the report would be stale). A token more than
+// TokenExpiryMargin past its expires_at is never sent to WeChat: the job
+// waits for a newer one just as after a rejection, then fails as
+// token_unavailable (retryable) wrapping ErrNoFreshToken.
 //
 // OAuth rules: a code is exchanged at most once by any job but its owner.
 // Before exchanging, the handler claims the code in the OAuthStore (key:

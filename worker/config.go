@@ -78,8 +78,9 @@ type Config struct {
 	// (a process also holds up to Concurrency/2 jobs per subject waiting
 	// for a slot), or more processes add no capacity. 0 means 1024.
 	MaxAckPending int
-	// TokenWait bounds a job's wait for a newer token (or a first one).
-	// 0 means 20 s.
+	// TokenWait bounds a job's wait for a newer token: after a rejection,
+	// for a first one, or when the app's token is past its expires_at
+	// (handlers.TokenExpired). 0 means 20 s.
 	TokenWait time.Duration
 	// RetryInitial, RetryMax, RetryMaxElapsed: in-job exponential backoff
 	// for transient WeChat errors. 0 means 100 ms, 2 s, 10 s.
