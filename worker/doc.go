@@ -107,6 +107,9 @@
 // holders' account; see package grants). Jobs never read KV and wait for
 // a newer version on a channel. Invalidator publishes token.invalidated,
 // at most once per token version per process per InvalidateInterval.
+// While an app's token is past its expires_at (handlers.TokenExpired) its
+// jobs send WeChat nothing and ReadyError names the app
+// (handlers.ErrNoFreshToken).
 //
 // # Stopping
 //

@@ -82,9 +82,25 @@ func (rw *runningWorker) stop(t *testing.T) error {
 	}
 }
 
-// startWorker starts a worker on its own connection. mod adjusts the
-// config (small timings for tests).
+// startWorker starts a worker on its own connection and waits until it
+// is ready. mod adjusts the config (small timings for tests).
 func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorker {
+	h.t.Helper()
+	rw := h.launchWorker(id, mod)
+	waitFor(h.t, 10*time.Second, "worker ready", func() bool {
+		select {
+		case <-rw.done:
+			h.t.Fatalf("worker stopped at start: %v", rw.err)
+		default:
+		}
+		return rw.Ready()
+	})
+	return rw
+}
+
+// launchWorker starts a worker as startWorker does, without waiting for
+// it to be ready.
+func (h *harness) launchWorker(id string, mod func(*worker.Config)) *runningWorker {
 	t := h.t
 	t.Helper()
 	nc := h.env.Conn(t)
@@ -123,14 +139,6 @@ func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorke
 		case <-time.After(60 * time.Second):
 			t.Error("worker did not stop at cleanup")
 		}
-	})
-	waitFor(t, 10*time.Second, "worker ready", func() bool {
-		select {
-		case <-rw.done:
-			t.Fatalf("worker stopped at start: %v", rw.err)
-		default:
-		}
-		return w.Ready()
 	})
 	return rw
 }

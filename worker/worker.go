@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -120,15 +121,41 @@ func (w *Worker) Stats() handlers.Stats { return w.h.Stats() }
 // Concurrency).
 func (w *Worker) InFlight() int { return int(w.working.Load()) }
 
-// Ready reports whether the worker takes jobs and has loaded the tokens
-// (for /readyz).
-func (w *Worker) Ready() bool {
+// Ready reports whether the worker can do its work: ReadyError is nil.
+func (w *Worker) Ready() bool { return w.ReadyError() == nil }
+
+// ReadyError is nil when the worker has loaded the tokens, takes jobs,
+// and holds no app's token past its expires_at (handlers.TokenExpired:
+// a margin past it, so readiness does not turn on clock differences);
+// else it says why not, naming the apps, versions and expiry times (for
+// /readyz; never a token). An app with an expired token wraps
+// handlers.ErrNoFreshToken: its jobs wait for a newer token and fail
+// until a holder refreshes it.
+func (w *Worker) ReadyError() error {
 	select {
 	case <-w.tokens.Ready():
-		return w.ready.Load()
 	default:
-		return false
+		return errors.New("tokens not loaded yet")
 	}
+	if !w.ready.Load() {
+		return errors.New("not consuming jobs yet")
+	}
+	return w.expiredTokens(time.Now())
+}
+
+// expiredTokens names the configured apps whose token is past its
+// expires_at at now, wrapping handlers.ErrNoFreshToken; nil when none is.
+func (w *Worker) expiredTokens(now time.Time) error {
+	var expired []string
+	for _, a := range w.cfg.Apps {
+		if rec, ok := w.tokens.Current(a.AppID); ok && handlers.TokenExpired(rec, now) {
+			expired = append(expired, fmt.Sprintf("%s version %d expired at %s", a.AppID, rec.Version, rec.ExpiresAt.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(expired) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", handlers.ErrNoFreshToken, strings.Join(expired, "; "))
 }
 
 // Run binds to the streams, buckets and durable consumers (made by

@@ -153,18 +153,7 @@ func workerRole(p *process) (runner.Role, error) {
 	if err != nil {
 		return runner.Role{}, usageError{err}
 	}
-	ready := func() error {
-		if w.Ready() {
-			return nil
-		}
-		select {
-		case <-w.Tokens().Ready():
-			return errors.New("not consuming jobs yet")
-		default:
-			return errors.New("tokens not loaded yet")
-		}
-	}
-	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(streams), ready), Status: workerPresence(w)}, nil
+	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(streams), w.ReadyError), Status: workerPresence(w)}, nil
 }
 
 // cmdHolder runs the token holder against an existing NATS.
