@@ -76,8 +76,10 @@ func retryable(err error) bool {
 // expire.
 const TokenExpiryMargin = time.Minute
 
-// ErrNoFreshToken: the only token known for an app is past its expires_at
-// (TokenExpired), and no newer one came.
+// ErrNoFreshToken: the newest token known for an app is past its
+// expires_at (TokenExpired), so no holder is refreshing it; a job gets it
+// (in a token_unavailable failure) when no newer one came within
+// TokenWait, package worker's ReadyError while it lasts.
 var ErrNoFreshToken = errors.New("no fresh token: holder not refreshing?")
 
 // TokenExpired reports whether rec is more than TokenExpiryMargin past its
