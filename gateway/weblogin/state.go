@@ -113,12 +113,9 @@ func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State)
 	if !validNonce.MatchString(nonce) {
 		return State{}, ErrBadNonce
 	}
-	e, err := s.kv.Get(ctx, nonce)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return State{}, ErrStateUnknown
-	}
+	e, err := s.get(ctx, nonce)
 	if err != nil {
-		return State{}, fmt.Errorf("weblogin: read state: %w", err)
+		return State{}, err
 	}
 	var st State
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
@@ -142,6 +139,44 @@ func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State)
 		return State{}, ErrStateExpired
 	}
 	return st, nil
+}
+
+// notFoundRetries are the waits before get asks again for a nonce the
+// bucket said it does not have (about 0.2 s in all).
+//
+// On a replicated bucket any replica answers a read (KV reads are direct
+// gets, served by every replica that is nearly in sync), and one that
+// lags a few milliseconds behind has not seen a state stored just now.
+// The callback can come that soon: an snsapi_base login, or a user who
+// authorized the app before, goes through WeChat's authorize redirect
+// without a page. Asking again (each read may go to another replica)
+// finds the state once the replica caught up; a nonce that was never
+// issued or was used already costs only the wait. A stale read the other
+// way (a used state still seen) is harmless: the compare-and-delete in
+// TakeIf refuses it.
+var notFoundRetries = [...]time.Duration{10 * time.Millisecond, 40 * time.Millisecond, 150 * time.Millisecond}
+
+// get reads nonce's entry; ErrStateUnknown when the bucket does not have
+// it after notFoundRetries.
+func (s *StateStore) get(ctx context.Context, nonce string) (jetstream.KeyValueEntry, error) {
+	for i := 0; ; i++ {
+		e, err := s.kv.Get(ctx, nonce)
+		switch {
+		case err == nil:
+			return e, nil
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return nil, fmt.Errorf("weblogin: read state: %w", err)
+		case i == len(notFoundRetries):
+			return nil, ErrStateUnknown
+		}
+		t := time.NewTimer(notFoundRetries[i])
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("weblogin: read state: %w", ctx.Err())
+		}
+	}
 }
 
 func isWrongLastSequence(err error) bool {

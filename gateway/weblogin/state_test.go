@@ -208,3 +208,69 @@ func TestStateStoreTakeIfRefusalKeepsTheState(t *testing.T) {
 		t.Fatalf("expired state not consumed: %v", err)
 	}
 }
+
+// laggingReplica is the bucket as read through a replica that has not
+// seen the last writes yet: its first misses Gets of a key say "not
+// found", as a direct get served by a lagging replica does. Every other
+// call goes to the real bucket.
+type laggingReplica struct {
+	jetstream.KeyValue
+	misses int
+	gets   atomic.Int32
+}
+
+func (r *laggingReplica) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if int(r.gets.Add(1)) <= r.misses {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return r.KeyValue.Get(ctx, key)
+}
+
+// A callback read by a replica that lags behind the Put still finds its
+// state (the read is asked again), takes it once, and a never-issued or
+// used nonce is still unknown, after the same few reads.
+func TestStateStoreReadsPastALaggingReplica(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bucket := stateBucket(t)
+	tests := []struct {
+		name    string
+		misses  int
+		put     bool // take a nonce that was stored
+		wantErr error
+	}{
+		{name: "in sync", misses: 0, put: true},
+		{name: "one stale read", misses: 1, put: true},
+		{name: "stale for every retry but the last", misses: len(notFoundRetries), put: true},
+		{name: "never issued", misses: 0, wantErr: ErrStateUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := &laggingReplica{KeyValue: bucket, misses: tt.misses}
+			s := NewStateStore(kv, 0, nil)
+			nonce := "NeverIssuedLaggingReplica0"
+			if tt.put {
+				var err error
+				if nonce, err = s.Put(ctx, State{AppID: "wxapp", Scope: ScopeBase, ReturnTo: "https://shop.example.com/"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := s.Take(ctx, nonce)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Take = %+v, %v; want error %v", st, err, tt.wantErr)
+			}
+			if tt.wantErr == nil && st.AppID != "wxapp" {
+				t.Fatalf("Take = %+v", st)
+			}
+			if tt.wantErr != nil {
+				if got, want := int(kv.gets.Load()), len(notFoundRetries)+1; got != want {
+					t.Errorf("unknown nonce read %d times, want %d", got, want)
+				}
+				return
+			}
+			if _, err := NewStateStore(bucket, 0, nil).Take(ctx, nonce); !errors.Is(err, ErrStateUnknown) {
+				t.Fatalf("second Take: %v, want ErrStateUnknown", err)
+			}
+		})
+	}
+}
