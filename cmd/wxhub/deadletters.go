@@ -21,6 +21,8 @@ import (
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/config"
+	"github.com/wxhub/wxhub/internal/redact"
+	"github.com/wxhub/wxhub/wechat"
 )
 
 // cmdDeadLetters browses WX_DEADLETTERS, the original bytes of jobs that
@@ -30,10 +32,12 @@ import (
 //	wxhub deadletters show --seq N
 //	wxhub deadletters replay --seq N [--body FILE|-] [--job-id ID] [--timeout 30s]
 //
-// replay publishes the dead letter's bytes (or the fixed body) as a new
-// job on its job subject under a new job_id (default <job_id>.replay-<seq>,
-// so replaying one dead letter twice runs it once), waits for its result
-// and prints it like `wxhub lookup`. The old job_id cannot be reused: its
+// show prints the job with every credential (an OAuth code, a token) as
+// its fingerprint, and a body that is not a JSON object not at all (see
+// printDeadLetterJob). replay publishes the dead letter's original bytes
+// (or the fixed body) as a new job on its job subject under a new job_id
+// (default <job_id>.replay-<seq>, so replaying one dead letter twice runs
+// it once), waits for its result and prints it like `wxhub lookup`. The old job_id cannot be reused: its
 // result and done record already exist. When the replay job has a done
 // record already (replayed before), its stored result is printed and
 // nothing is published.
@@ -206,11 +210,29 @@ func deadLettersShow(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	subs := events.NewSubjects(cfg.Prefix)
 	d := toDeadLetter(subs, m.Sequence, m.Time, m.Subject, m.Header, m.Data)
-	fmt.Fprintf(env.stdout, "seq:         %d\ntime:        %s\njob subject: %s\njob id:      %s\nappid:       %s\nreason:      %s\nbytes:       %d\n\n",
+	fmt.Fprintf(env.stdout, "seq:         %d\ntime:        %s\njob subject: %s\njob id:      %s\nappid:       %s\nreason:      %s\nbytes:       %d\n",
 		d.Seq, d.Time.UTC().Format(time.RFC3339), d.JobSubject, orDash(d.JobID), orDash(d.AppID), d.Reason, d.Bytes)
-	env.stdout.Write(m.Data)
+	if orig := m.Header.Get(events.HeaderDeadLetterTruncated); orig != "" {
+		fmt.Fprintf(env.stdout, "truncated:   the job had %s bytes; these are its first\n", orig)
+	}
 	fmt.Fprintln(env.stdout)
+	printDeadLetterJob(env.stdout, m.Data)
 	return nil
+}
+
+// printDeadLetterJob prints a dead letter's job with every credential (the
+// OAuth code of an oauth.code.received job, or a token or secret in a bad
+// job) as its fingerprint. A body that is not one JSON object (corrupt,
+// or truncated to fit) may hold a code anywhere: only its size and
+// fingerprint are printed.
+func printDeadLetterJob(w io.Writer, data []byte) {
+	job, err := redact.JSON(data)
+	if err != nil {
+		fmt.Fprintf(w, "job not shown, it may hold a credential (%v): %d bytes, fingerprint %s\n",
+			err, len(data), wechat.Fingerprint(string(data)))
+		return
+	}
+	fmt.Fprintf(w, "%s\n", job)
 }
 
 func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {

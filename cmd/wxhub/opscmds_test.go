@@ -27,25 +27,10 @@ import (
 // reasons, and `deadletters replay --body` runs a fixed job under a new
 // job_id.
 func TestResultAndDeadLetters(t *testing.T) {
-	bin := wxhubBinary(t)
-	proc := exec.Command(bin, "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
-		"--data-dir", filepath.Join(t.TempDir(), "data"))
-	stdout, _ := proc.StdoutPipe()
-	if err := proc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
-	out := newLineWaiter(stdout, nil)
-	natsURL := out.wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), 60*time.Second)[1]
+	natsURL, out := startWxhubRun(t)
 	demo := out.wait(t, regexp.MustCompile(`demo app (\S+) \(followers: \[(\S+)`), 5*time.Second)
 	appid, openid := demo[1], demo[2]
-
-	wx := func(args ...string) (int, string, string) {
-		var o, e bytes.Buffer
-		env := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": natsURL}[k] }}
-		code := run(context.Background(), env, args)
-		return code, o.String(), e.String()
-	}
+	wx := cliAt(natsURL)
 	if code, o, e := wx("lookup", "--appid", appid, "--openid", openid, "--job-id", "ops-ok"); code != exitOK {
 		t.Fatalf("lookup: %d %s %s", code, o, e)
 	}
@@ -124,7 +109,7 @@ func TestResultAndDeadLetters(t *testing.T) {
 		t.Fatalf("deadletters list table:\n%s", o)
 	}
 	code, o, _ = wx("deadletters", "show", "--seq", strconv.FormatUint(unknown.Seq, 10))
-	if code != exitOK || !strings.Contains(o, "reason:      config:") || !strings.Contains(o, `"appid":"wxnotconfigured"`) {
+	if code != exitOK || !strings.Contains(o, "reason:      config:") || !strings.Contains(o, `"appid": "wxnotconfigured"`) {
 		t.Fatalf("deadletters show: %d\n%s", code, o)
 	}
 	if code, _, e := wx("deadletters", "show", "--seq", "999999"); code != exitFailure || !strings.Contains(e, "no dead letter with sequence 999999") {
@@ -152,5 +137,31 @@ func TestResultAndDeadLetters(t *testing.T) {
 	code, o2, e := wx("deadletters", "replay", "--seq", strconv.FormatUint(unknown.Seq, 10), "--body", fixed)
 	if code != exitOK || o2 != o {
 		t.Fatalf("second replay: %d\n%s\n%s", code, o2, e)
+	}
+}
+
+// startWxhubRun starts `wxhub run` (embedded NATS, simulator, every role)
+// and returns its NATS URL and its output.
+func startWxhubRun(t *testing.T) (string, *lineWaiter) {
+	t.Helper()
+	proc := exec.Command(wxhubBinary(t), "run", "--nats-listen", "127.0.0.1:0", "--sim-listen", "127.0.0.1:0", "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(t.TempDir(), "data"))
+	stdout, _ := proc.StdoutPipe()
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	out := newLineWaiter(stdout, nil)
+	return out.wait(t, regexp.MustCompile(`NATS: (nats://\S+)`), 60*time.Second)[1], out
+}
+
+// cliAt runs wxhub commands in-process against natsURL: exit status,
+// stdout, stderr.
+func cliAt(natsURL string) func(args ...string) (int, string, string) {
+	return func(args ...string) (int, string, string) {
+		var o, e bytes.Buffer
+		env := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": natsURL}[k] }}
+		code := run(context.Background(), env, args)
+		return code, o.String(), e.String()
 	}
 }

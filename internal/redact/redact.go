@@ -1,7 +1,8 @@
 // Package redact keeps credentials out of what wxhub prints. Every role
 // and command formats NATS (and other) URLs through URL before they reach
 // a log line, an error or status output, so nats://user:password@host is
-// shown as nats://user:xxxxx@host.
+// shown as nats://user:xxxxx@host. JSON shows a job (a dead letter) with
+// its credentials, such as an OAuth code, replaced by their fingerprints.
 package redact
 
 import (
