@@ -321,6 +321,28 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 		t.Fatal("the result carries the token")
 	}
 
+	// What a worker's reaper does with the dead letter of a job that used
+	// all its deliveries: store it, and find it again on its job subject
+	// (a later attempt to end the job, past the duplicate window).
+	subs := events.NewSubjects("")
+	dl := nats.NewMsg(subs.StoredDeadLetter(events.SubjectUserLookup))
+	dl.Header.Set(events.HeaderMsgID, "job-dl")
+	dl.Data = []byte(`{"job_id":"job-dl"}`)
+	dlAck, err := wu.js.PublishMsg(ctx, dl)
+	if err != nil {
+		t.Fatalf("worker: store a dead letter: %v", err)
+	}
+	dls, err := wu.streams.For(events.StreamDeadLetters).Stream(ctx, events.StreamDeadLetters)
+	if err != nil {
+		t.Fatalf("worker: %s: %v", events.StreamDeadLetters, err)
+	}
+	gctx, gcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer gcancel()
+	if got, err := dls.GetMsg(gctx, dlAck.Sequence, jetstream.WithGetMsgSubject(subs.DeadLetter(events.SubjectUserLookup))); err != nil ||
+		got.Sequence != dlAck.Sequence || got.Header.Get(events.HeaderMsgID) != "job-dl" {
+		t.Fatalf("worker: read the dead letter back: %v", err)
+	}
+
 	// A report of the current token (as a worker would) makes the leader
 	// refresh it.
 	rep, _ := json.Marshal(events.TokenInvalidated{AppID: testApp, Version: first.Version, ErrCode: 40001, Reporter: "deploy-test"})

@@ -222,7 +222,8 @@ var Streams = []Stream{
 		"workers read a job that used all its deliveries, publish its failure, then delete it"},
 	{events.StreamResults, Provision, []Role{Worker, Gateway}, nil, nil, "results are published here"},
 	{events.StreamTokenEvents, Holder, []Role{Holder, Worker, Gateway}, nil, nil, "token events are published here"},
-	{events.StreamDeadLetters, Provision, []Role{Worker}, nil, nil, "dead letters are published here"},
+	{events.StreamDeadLetters, Provision, []Role{Worker}, []Role{Worker}, nil,
+		"dead letters are published here; workers read them back so that a job that used all its deliveries gets one dead letter, even when a retry comes after the duplicate window"},
 }
 
 // Consumers: the durables of WX_JOBS, one per job subject.

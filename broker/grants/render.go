@@ -276,8 +276,11 @@ func Markdown() string {
 				}
 			}
 			for _, st := range Streams {
-				if slices.Contains(st.MsgDelete, r) {
+				switch {
+				case slices.Contains(st.MsgDelete, r):
 					may = append(may, "read and delete single messages of `"+st.Name+"` (jobs that used all their deliveries)")
+				case slices.Contains(st.MsgGet, r):
+					may = append(may, "read single messages of `"+st.Name+"` (the dead letter an earlier attempt stored for such a job)")
 				}
 			}
 			if r == Client {
