@@ -3,6 +3,7 @@ package events
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"time"
 )
 
@@ -35,4 +36,32 @@ func DoneKey(resultID string) string {
 	var key [2 * sha256.Size]byte // on the stack: one allocation, the string
 	hex.Encode(key[:], sum[:])
 	return string(key[:])
+}
+
+// DeadLetterMark is the wx_done record (key DeadLetterMarkKey) a worker
+// writes just before it stores the dead letter of a job that used all its
+// deliveries. A later attempt to end the same job message (after a crash,
+// perhaps past WX_DEADLETTERS' duplicate window, where Nats-Msg-Id no
+// longer dedupes) looks for the dead letter among those stored after
+// After, from the mark's time on, instead of storing a second one. The
+// bucket's TTL outlives the job message.
+type DeadLetterMark struct {
+	// JobID is the result id, the dead letter's Nats-Msg-Id.
+	JobID string `json:"job_id"`
+	// JobSubject is the job's subject (with prefix).
+	JobSubject string `json:"job_subject"`
+	// JobSeq is the job message's sequence in WX_JOBS.
+	JobSeq uint64 `json:"job_seq"`
+	// After is WX_DEADLETTERS' last sequence before the attempt: its
+	// dead letter, if stored, comes after it.
+	After uint64 `json:"after_seq"`
+	// By names the worker that wrote it.
+	By string `json:"by,omitempty"`
+}
+
+// DeadLetterMarkKey is the wx_done key of the dead-letter mark of the job
+// message with result id resultID at sequence jobSeq of WX_JOBS: "dl."
+// and the hex sha256 of "<resultID>@<jobSeq>", apart from every DoneKey.
+func DeadLetterMarkKey(resultID string, jobSeq uint64) string {
+	return "dl." + DoneKey(resultID+"@"+strconv.FormatUint(jobSeq, 10))
 }

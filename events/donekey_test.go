@@ -20,3 +20,13 @@ func TestDoneKey(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadLetterMarkKey: one key per job message (result id and WX_JOBS
+// sequence), never a done record's key.
+func TestDeadLetterMarkKey(t *testing.T) {
+	t.Parallel()
+	a, b, c := events.DeadLetterMarkKey("job-1", 7), events.DeadLetterMarkKey("job-1", 8), events.DeadLetterMarkKey("job-2", 7)
+	if a != "dl."+events.DoneKey("job-1@7") || a == b || a == c || a == events.DoneKey("job-1") {
+		t.Errorf("keys %s %s %s", a, b, c)
+	}
+}

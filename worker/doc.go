@@ -79,7 +79,13 @@
 // its terminal result (stored without its done record) and the dead
 // letter just kept is superfluous. All of this is idempotent: several
 // processes may end the same job, one result and one dead letter survive
-// the dedupe.
+// the dedupe. Past the duplicate window (a worker that died after keeping
+// the dead letter, and no worker up again within the window) the
+// Nats-Msg-Id no longer dedupes the dead letter; so before keeping it the
+// worker writes the job's dead-letter mark in wx_done
+// (events.DeadLetterMark: WX_DEADLETTERS' last sequence then), and an
+// attempt that finds a mark looks for the dead letter stored after it on
+// the job's dead-letter subject before storing one (storeDeadLetter).
 //
 // Advisories are fire-and-forget. With MaxDeliver 1 the server gives up
 // at AckWait; if no worker is subscribed then, the advisory is lost. So
@@ -93,7 +99,8 @@
 //
 // NATS permissions: the worker's user must be allowed to subscribe to
 // $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.WX_JOBS.> and to publish
-// $JS.API.STREAM.MSG.DELETE.WX_JOBS. Without the delete permission the
+// $JS.API.STREAM.MSG.DELETE.WX_JOBS and $JS.API.STREAM.MSG.GET.WX_DEADLETTERS
+// (under $JS.CORE.API in the accounts layout). Without the delete permission the
 // failure and dead letter are still published and the job stays in
 // WX_JOBS; its done record keeps later sweeps from publishing again.
 //

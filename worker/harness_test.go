@@ -242,6 +242,30 @@ func (l *streamLog) waitIDs(t *testing.T, n int, d time.Duration) {
 	}
 }
 
+// caughtUp waits until l has read every message stored in stream.
+func (l *streamLog) caughtUp(t *testing.T, h *harness, stream string) {
+	t.Helper()
+	s, err := h.env.JS.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(s.CachedInfo().State.Msgs)
+	deadline := time.After(10 * time.Second)
+	for {
+		l.mu.Lock()
+		got, ch := l.total, l.changed
+		l.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out: read %d of the %d messages in %s", got, n, stream)
+		}
+	}
+}
+
 func (l *streamLog) snapshot() (map[string][]stored, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

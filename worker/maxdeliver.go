@@ -17,10 +17,19 @@ import (
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
-// FaultExhaustedDeadLetterStored is a fault stage (Config.Fault) of the
-// reaper: the dead letter of a job that used all its deliveries is
-// stored, its failure is not published yet, the job is still in WX_JOBS.
-const FaultExhaustedDeadLetterStored = "exhausted-dead-letter-stored"
+// Fault stages (Config.Fault) of the reaper, ending a job that used all
+// its deliveries; the job is still in WX_JOBS at both.
+const (
+	// FaultExhaustedDeadLetterMarked: the job's dead-letter mark is
+	// written in wx_done, its dead letter is not stored yet.
+	FaultExhaustedDeadLetterMarked = "exhausted-dead-letter-marked"
+	// FaultExhaustedDeadLetterStored: the dead letter is stored, the
+	// failure is not published yet.
+	FaultExhaustedDeadLetterStored = "exhausted-dead-letter-stored"
+)
+
+// endTimeout bounds one attempt to end a job (reaper.end).
+const endTimeout = 10 * time.Second
 
 // AdvisoryMaxDeliveries is the prefix of the subjects on which JetStream
 // announces that a message of a consumer used up its MaxDeliver; the
@@ -204,7 +213,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 		return nil
 	}
 	w := r.w
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, endTimeout)
 	defer cancel()
 	stream, err := w.jobsJS().Stream(ctx, events.StreamJobs)
 	if err != nil {
@@ -252,19 +261,20 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	log := w.log.With("subject", raw.Subject, "job_id", jobID, "appid", appID, "stream_seq", ref.seq, "via", ref.via, "correlation_id", corrID)
 	// Dead letter first: once the failure is out, a retry sees it as a
 	// duplicate (or the done record) and would keep nothing, so the bytes
-	// must be stored before. The dead letter's Nats-Msg-Id (the result id)
-	// makes a retry store it once. Until it is stored the job stays in
+	// must be stored before. A retry stores it once (storeDeadLetter),
+	// even past the duplicate window. Until it is stored the job stays in
 	// WX_JOBS for the next sweep.
 	dl := map[string]string{events.HeaderDeadLetterReason: events.KindTimeout + ": " + reason}
 	dlMsg := newResultMsg(w.subjects.StoredDeadLetter(ref.c.bare), raw.Data, msgID, corrID, dl)
 	fitDeadLetter(dlMsg, w.cfg.Conn.MaxPayload())
-	dlAck, err := w.js.PublishMsg(ctx, dlMsg)
+	dlSeq, dlBefore, err := r.storeDeadLetter(ctx, ref.c.bare, raw, dlMsg)
 	if err != nil {
-		return fmt.Errorf("publish dead letter: %w", err)
+		return err
 	}
-	if w.cfg.Fault != nil {
-		w.cfg.Fault(FaultExhaustedDeadLetterStored, jobID)
+	if dlBefore {
+		log.Info("the job's dead letter was stored by an earlier attempt to end it", "dead_letter_seq", dlSeq)
 	}
+	w.fault(FaultExhaustedDeadLetterStored, jobID)
 	ack, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredUserProfileFailed, b, msgID, corrID, nil))
 	if err != nil {
 		return fmt.Errorf("publish failure (the dead letter is stored): %w", err)
@@ -280,7 +290,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 		// A terminal result is already out (its worker published it and
 		// died before its done record): the job was not lost. The dead
 		// letter just stored is superfluous; say which one.
-		log.Info("job that used all its deliveries already had a result; its dead letter is kept anyway", "dead_letter_seq", dlAck.Sequence, "dead_letter_duplicate", dlAck.Duplicate)
+		log.Info("job that used all its deliveries already had a result; its dead letter is kept anyway", "dead_letter_seq", dlSeq, "dead_letter_stored_before", dlBefore)
 	} else {
 		r.ended.Add(1)
 		metrics.JobsTotal.WithLabelValues(ref.c.bare, metrics.OutcomeFailed).Inc()
@@ -316,6 +326,13 @@ func newResultMsg(subject string, data []byte, msgID, corrID string, hdr map[str
 		m.Header.Set(k, v)
 	}
 	return m
+}
+
+// fault calls the fault-injection hook (Config.Fault), if any.
+func (w *Worker) fault(stage, resultID string) {
+	if w.cfg.Fault != nil {
+		w.cfg.Fault(stage, resultID)
+	}
 }
 
 // Exhausted returns how many jobs this worker ended with a failure after

@@ -265,3 +265,122 @@ func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
 		t.Fatalf("the second reaper ended %d jobs, want 1", n)
 	}
 }
+
+// A reaper that dies between the steps of ending a given-up job, and a
+// retry that comes after WX_DEADLETTERS' duplicate window (every worker
+// was down for longer), where the dead letter's Nats-Msg-Id no longer
+// dedupes: the job still ends with one dead letter and one failure. Died
+// after storing the dead letter: the retry finds it through the job's
+// dead-letter mark and stores no second one. Died after writing the mark,
+// before the dead letter: the retry stores it.
+func TestExhaustedJobOneDeadLetterWhenTheRetryComesAfterTheDuplicateWindow(t *testing.T) {
+	for _, stage := range []string{worker.FaultExhaustedDeadLetterStored, worker.FaultExhaustedDeadLetterMarked} {
+		t.Run(stage, func(t *testing.T) {
+			h := newHarness(t, 1)
+			h.holder.rotate()
+			res := h.follow(events.StreamResults)
+			dead := h.follow(events.StreamDeadLetters)
+			if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 1000, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			cfg := func(c *worker.Config) {
+				c.MaxDeliver, c.Concurrency = 1, 1
+				c.AckWait, c.JobTimeout, c.SweepInterval = 2*time.Second, 1500*time.Millisecond, 100*time.Millisecond
+			}
+			job, _ := json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
+			h.publishJob(events.SubjectUserLookup, job, "job-1", nil)
+			victim := h.startWorker("victim", cfg)
+			waitFor(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
+
+			var reaperConn atomic.Pointer[nats.Conn]
+			faulted := make(chan struct{})
+			var once sync.Once
+			first := h.startWorker("first-reaper", func(c *worker.Config) {
+				cfg(c)
+				c.Fault = func(s, id string) {
+					if s == stage && id == "job-1" {
+						once.Do(func() {
+							reaperConn.Load().Close()
+							close(faulted)
+						})
+					}
+				}
+			})
+			reaperConn.Store(first.nc)
+			victim.KillJobConn()
+			victim.nc.Close()
+			select {
+			case <-faulted:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("the first reaper never reached %s", stage)
+			}
+			if n := jobsInStream(t, h); n != 1 {
+				t.Fatalf("%d jobs in %s after the reaper died mid-way, want the job kept", n, events.StreamJobs)
+			}
+
+			probes := h.forgetMsgIDs(events.StreamDeadLetters)
+			second := h.startWorker("second-reaper", cfg)
+			h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
+			waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
+			base := second.Sweeps()
+			waitFor(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
+			res.caughtUp(t, h, events.StreamResults)
+			dead.caughtUp(t, h, events.StreamDeadLetters)
+
+			got := res.get("job-1")
+			if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
+				t.Fatalf("job-1 results: %+v, want one failure", got)
+			}
+			if f := failureOf(t, got[0]); f.Error.Kind != events.KindTimeout || !f.Error.Retryable {
+				t.Fatalf("failure %+v", f)
+			}
+			dl := dead.get("job-1")
+			if _, total := dead.snapshot(); len(dl) != 1 || total != 1+probes || string(dl[0].Data) != string(job) {
+				t.Fatalf("dead letters of job-1: %d (%d stored, %d of them probes): %+v, want the job's bytes once", len(dl), total, probes, dl)
+			}
+			if n := second.Exhausted(); n != 1 {
+				t.Fatalf("the second reaper ended %d jobs, want 1", n)
+			}
+		})
+	}
+}
+
+// forgetMsgIDs makes stream forget the Nats-Msg-Ids it stored so far, as
+// it does once its duplicate window has passed: it shrinks the window to
+// its 100 ms minimum (the server then purges at once what is older) and
+// publishes a probe until the probe's own id is forgotten, so every id
+// stored before it is too. The next provision restores the window; what
+// was forgotten stays forgotten. It returns how many probes were stored
+// (on deadletter.oauth.userinfo, under the id "probe").
+func (h *harness) forgetMsgIDs(stream string) int {
+	t := h.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := h.env.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	sc.Duplicates = 100 * time.Millisecond
+	if _, err := h.env.JS.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	probe := func() bool {
+		m := nats.NewMsg(events.NewSubjects("").StoredDeadLetter(events.SubjectOAuthUserInfo))
+		m.Data = []byte(`{}`)
+		m.Header.Set(events.HeaderMsgID, "probe")
+		ack, err := h.env.JS.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ack.Duplicate {
+			stored++
+		}
+		return !ack.Duplicate
+	}
+	probe()
+	waitFor(t, 10*time.Second, stream+" forgetting the probe's Nats-Msg-Id", probe)
+	return stored
+}

@@ -208,6 +208,54 @@ func (s *KVDoneStore) MarkDone(ctx context.Context, rec events.DoneRecord) error
 	return err
 }
 
+// errMarkTaken: another attempt wrote or rewrote the dead-letter mark
+// meanwhile.
+var errMarkTaken = errors.New("another worker is storing this dead letter")
+
+// deadLetterMark reads the dead-letter mark at key: the mark, when it was
+// written (the server's time) and its revision; found is false when there
+// is none, or when it is unreadable (rev then says what to overwrite).
+func (s *KVDoneStore) deadLetterMark(ctx context.Context, key string) (mark events.DeadLetterMark, at time.Time, rev uint64, found bool, err error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return mark, at, 0, false, err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return mark, at, 0, false, nil
+	}
+	if err != nil {
+		return mark, at, 0, false, err
+	}
+	if err := json.Unmarshal(e.Value(), &mark); err != nil {
+		return events.DeadLetterMark{}, at, e.Revision(), false, nil
+	}
+	return mark, e.Created(), e.Revision(), true, nil
+}
+
+// putDeadLetterMark writes the dead-letter mark at key: a new one when rev
+// is 0, else over revision rev. A mark written or rewritten meanwhile by
+// another attempt gives errMarkTaken.
+func (s *KVDoneStore) putDeadLetterMark(ctx context.Context, key string, mark events.DeadLetterMark, rev uint64) error {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(mark)
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		_, err = kv.Create(ctx, key, b)
+	} else {
+		_, err = kv.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isRevisionConflict(err) {
+		return errMarkTaken
+	}
+	return err
+}
+
 func isRevisionConflict(err error) bool {
 	if err == nil {
 		return false
