@@ -1,7 +1,11 @@
 package events
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -40,6 +44,55 @@ func (r TokenRecord) Fresh(now time.Time, margin time.Duration) bool {
 // "appid.YYYYMMDD".
 func QuotaKey(appid string, t time.Time) string {
 	return fmt.Sprintf("%s.%s", appid, ChinaDay(t))
+}
+
+// QuotaRecord is the value under a wx_quota key (QuotaKey, or QuotaKey
+// plus ".force" for stable_token forced calls): what the holders counted
+// on that China day. Only holders write it, with compare-and-swap.
+type QuotaRecord struct {
+	// Used is the number of WeChat calls counted that day.
+	Used int64 `json:"used"`
+	// Recent holds the ids of the last fetches counted (at most
+	// QuotaRecentFetches, oldest first). A holder whose write timed out
+	// after it landed finds its fetch's id here on the retry and does not
+	// count the call twice.
+	Recent []string `json:"recent,omitempty"`
+}
+
+// QuotaRecentFetches bounds QuotaRecord.Recent.
+const QuotaRecentFetches = 16
+
+// ParseQuotaRecord decodes a wx_quota value: a QuotaRecord, or a bare
+// count (as older holders wrote it, or an operator with `nats kv put`).
+func ParseQuotaRecord(b []byte) (QuotaRecord, error) {
+	b = bytes.TrimSpace(b)
+	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil {
+		if n < 0 {
+			return QuotaRecord{}, fmt.Errorf("quota record: negative count %d", n)
+		}
+		return QuotaRecord{Used: n}, nil
+	}
+	var r QuotaRecord
+	if len(b) == 0 || b[0] != '{' {
+		return r, errors.New("quota record: neither a count nor a JSON object")
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return QuotaRecord{}, fmt.Errorf("quota record: %w", err)
+	}
+	if r.Used < 0 {
+		return QuotaRecord{}, fmt.Errorf("quota record: negative count %d", r.Used)
+	}
+	return r, nil
+}
+
+// Counted reports whether the fetch id is among the recent ones.
+func (r QuotaRecord) Counted(id string) bool {
+	for _, x := range r.Recent {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // ChinaTZ is UTC+8, the zone WeChat's daily quotas reset in.

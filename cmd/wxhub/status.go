@@ -153,7 +153,9 @@ func collectStatus(ctx context.Context, js *broker.JetStreams) (statusReport, er
 		}
 		if quota != nil {
 			if e, err := quota.Get(ctx, events.QuotaKey(k, now)); err == nil {
-				a.FetchesToday, _ = strconv.Atoi(string(e.Value()))
+				if r, err := events.ParseQuotaRecord(e.Value()); err == nil {
+					a.FetchesToday = int(r.Used)
+				}
 			}
 		}
 		a.QuotaLeft = 2000 - a.FetchesToday
