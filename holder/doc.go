@@ -153,7 +153,11 @@
 //
 // Every fetch attempt (also failed ones: WeChat's own count may be lower) is
 // counted before the call in wx_quota under events.QuotaKey (appid.YYYYMMDD,
-// China day of Config.Now) with compare-and-swap increments. Once the count
+// China day of Config.Now) with compare-and-swap increments, each call
+// once: the events.QuotaRecord keeps the ids of the last fetches counted,
+// so a retried increment whose first attempt landed adds nothing, and a
+// count whose call is not made after all (the lease got too short, the
+// term ended) is taken back. Once the count
 // reaches QuotaDailyLimit-QuotaReserve (2000-200), forced refreshes stop;
 // scheduled ones go on. Each holder exports its QuotaDailyLimit and
 // QuotaReserve for every token mode app (wxhub_token_quota_limit,

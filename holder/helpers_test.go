@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -190,6 +191,28 @@ func (e *testEnv) record(appid string) (events.TokenRecord, uint64) {
 		e.t.Fatal(err)
 	}
 	return rec, ent.Revision()
+}
+
+// quotaUsed reads today's count (of forced stable_token calls when force
+// is set) from wx_quota; 0 when there is no record.
+func (e *testEnv) quotaUsed(appid string, force bool) int64 {
+	e.t.Helper()
+	key := events.QuotaKey(appid, e.clock.Now())
+	if force {
+		key += forceSuffix
+	}
+	ent, err := e.quota.Get(context.Background(), key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0
+	}
+	if err != nil {
+		e.t.Fatalf("get wx_quota %s: %v", key, err)
+	}
+	r, err := events.ParseQuotaRecord(ent.Value())
+	if err != nil {
+		e.t.Fatalf("wx_quota %s: %v", key, err)
+	}
+	return r.Used
 }
 
 func (e *testEnv) fetches(appid string) int64 {

@@ -3,7 +3,6 @@ package holder
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -173,17 +172,13 @@ func (a *app) lockoutMetric() {
 // markForceExhausted raises today's force_refresh count to WeChat's limit
 // after a 45009 on a forced call, so that a successor knows (best effort).
 func (a *app) markForceExhausted(ctx context.Context, now time.Time) {
-	key := a.quotaKey(now, true)
-	n, rev, err := a.getCount(ctx, key)
-	if err != nil || n >= StableForceDailyLimit {
-		return
-	}
-	val := []byte(strconv.Itoa(StableForceDailyLimit))
-	if rev == 0 {
-		_, err = a.h.quota.Create(ctx, key, val)
-	} else {
-		_, err = a.h.quota.Update(ctx, key, val, rev)
-	}
+	_, err := a.updateQuota(ctx, a.quotaKey(now, true), func(r *events.QuotaRecord) bool {
+		if r.Used >= StableForceDailyLimit {
+			return false
+		}
+		r.Used = StableForceDailyLimit
+		return true
+	})
 	if err != nil {
 		a.log.Warn("recording the exhausted force_refresh limit in wx_quota failed", "error", err)
 	}

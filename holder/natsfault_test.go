@@ -21,22 +21,24 @@ import (
 )
 
 // faultyKV puts NATS faults between the holder and one bucket: while
-// armed, the next Create/Update calls fail with err (after doing the
-// write when applied is set: a timeout that landed anyway).
+// armed, the next Create/Update calls (of keys ending in suffix, when set)
+// fail with err (after doing the write when applied is set: a timeout
+// that landed anyway).
 type faultyKV struct {
 	jetstream.KeyValue
 	armed   atomic.Bool
 	left    atomic.Int64
 	err     error
 	applied bool
+	suffix  string
 }
 
-func (f *faultyKV) fault() bool {
-	return f.armed.Load() && f.left.Add(-1) >= 0
+func (f *faultyKV) fault(key string) bool {
+	return f.armed.Load() && strings.HasSuffix(key, f.suffix) && f.left.Add(-1) >= 0
 }
 
 func (f *faultyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
-	if f.fault() {
+	if f.fault(key) {
 		if f.applied {
 			_, _ = f.KeyValue.Create(ctx, key, value, opts...)
 		}
@@ -46,7 +48,7 @@ func (f *faultyKV) Create(ctx context.Context, key string, value []byte, opts ..
 }
 
 func (f *faultyKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	if f.fault() {
+	if f.fault(key) {
 		if f.applied {
 			_, _ = f.KeyValue.Update(ctx, key, value, rev)
 		}
@@ -61,7 +63,9 @@ var errTemporarilyUnavailable = &jetstream.APIError{Code: 503, ErrorCode: 10008,
 
 // A scheduled refresh whose KV write (or quota increment) fails N times
 // with each kind of NATS error ends with the fetched token stored: exactly
-// one WeChat call, no "configuration" stall, no second fetch.
+// one WeChat call, no "configuration" stall, no second fetch, and wx_quota
+// counts each call once (an increment that landed before its answer was
+// lost is not counted again by the retry).
 func TestFetchedTokenSurvivesNATSFaults(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -77,6 +81,9 @@ func TestFetchedTokenSurvivesNATSFaults(t *testing.T) {
 		{"token write: timeout after it landed x2", events.BucketTokens, context.DeadlineExceeded, true, 2},
 		{"quota increment: 10008 x5", events.BucketQuota, errTemporarilyUnavailable, false, 5},
 		{"quota increment: no responders x5", events.BucketQuota, nats.ErrNoResponders, false, 5},
+		{"quota increment: timeout x5", events.BucketQuota, context.DeadlineExceeded, false, 5},
+		// One fault: the retry finds the fetch counted and writes nothing.
+		{"quota increment: timeout after it landed", events.BucketQuota, context.DeadlineExceeded, true, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +113,9 @@ func TestFetchedTokenSurvivesNATSFaults(t *testing.T) {
 			if got := e.fetches(app.AppID); got != 2 {
 				t.Errorf("WeChat token calls = %d, want 2 (startup + one refresh)", got)
 			}
+			if n := e.quotaUsed(app.AppID, false); n != e.fetches(app.AppID) {
+				t.Errorf("wx_quota counts %d fetches for %d WeChat token calls", n, e.fetches(app.AppID))
+			}
 			rec, _ := e.record(app.AppID)
 			if rec.Version != 2 || rec.AccessToken != e.sim.ValidToken(app.AppID) {
 				t.Errorf("stored version %d; stored token is WeChat's latest: %v", rec.Version, rec.AccessToken == e.sim.ValidToken(app.AppID))
@@ -118,6 +128,63 @@ func TestFetchedTokenSurvivesNATSFaults(t *testing.T) {
 			}
 			if st := r.h.Status()[0]; st.LastError != "" || !st.NextAttemptAt.IsZero() {
 				t.Errorf("status after the stored refresh: %+v", st)
+			}
+		})
+	}
+}
+
+// A forced stable_token refresh whose count of forced calls fails, or
+// lands and loses its answer, is counted once in both records: the retry
+// counts neither the call nor the forced call again.
+func TestForcedFetchCountedOnceUnderNATSFaults(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		err     error
+		applied bool
+		n       int64
+	}{
+		{"forced count: 10008 x3", errTemporarilyUnavailable, false, 3},
+		{"forced count: timeout x3", context.DeadlineExceeded, false, 3},
+		{"forced count: timeout after it landed", context.DeadlineExceeded, true, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			app := e.newApp(events.ModeStableToken)
+			fk := &faultyKV{err: tc.err, applied: tc.applied, suffix: forceSuffix}
+			fk.left.Store(tc.n)
+			var forcedCalls atomic.Int64
+			e.start(e.config("h1", app), func(h *Holder) {
+				h.hooks.wrapKV = func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue {
+					if bucket != events.BucketQuota {
+						return kv
+					}
+					fk.KeyValue = kv
+					return fk
+				}
+				h.hooks.fetched = func(_ string, forced bool) {
+					if forced {
+						forcedCalls.Add(1)
+					}
+				}
+			})
+			waitRefreshed(t, e, app.AppID, 1)
+			fk.armed.Store(true)
+			e.report(app.AppID, 1, 3)
+			waitRefreshed(t, e, app.AppID, 2)
+			if fk.left.Load() > 0 {
+				t.Errorf("%d faults not consumed", fk.left.Load())
+			}
+			if got := e.fetches(app.AppID); got != 2 || forcedCalls.Load() != 1 {
+				t.Fatalf("WeChat calls = %d (forced %d), want 2 (startup + one forced)", got, forcedCalls.Load())
+			}
+			if n := e.quotaUsed(app.AppID, false); n != 2 {
+				t.Errorf("wx_quota counts %d calls for 2", n)
+			}
+			if n := e.quotaUsed(app.AppID, true); n != 1 {
+				t.Errorf("wx_quota counts %d forced calls for 1", n)
 			}
 		})
 	}

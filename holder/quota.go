@@ -2,9 +2,11 @@ package holder
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,61 +30,151 @@ func (a *app) quotaKey(now time.Time, force bool) string {
 // readQuota returns today's count (China day of now) of fetches, or of
 // forced stable_token fetches when force is set.
 func (a *app) readQuota(ctx context.Context, now time.Time, force bool) (int64, error) {
-	n, _, err := a.getCount(ctx, a.quotaKey(now, force))
-	return n, err
+	r, _, err := a.getQuota(ctx, a.quotaKey(now, force))
+	return r.Used, err
 }
 
-func (a *app) getCount(ctx context.Context, key string) (int64, uint64, error) {
+// getQuota reads one wx_quota record and its revision (0: no record).
+func (a *app) getQuota(ctx context.Context, key string) (events.QuotaRecord, uint64, error) {
 	e, err := a.h.quota.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		return 0, 0, nil
+		return events.QuotaRecord{}, 0, nil
 	case err != nil:
-		return 0, 0, err
+		return events.QuotaRecord{}, 0, err
 	}
-	n, err := strconv.ParseInt(string(e.Value()), 10, 64)
+	r, err := events.ParseQuotaRecord(e.Value())
 	if err != nil {
-		return 0, 0, fmt.Errorf("wx_quota %s: not a number", key)
+		return events.QuotaRecord{}, 0, fmt.Errorf("wx_quota %s: %w", key, err)
 	}
-	return n, e.Revision(), nil
+	return r, e.Revision(), nil
 }
 
-// countFetch adds one to today's fetch count before a fetch (and to the
-// forced count when force is set), with compare-and-swap so concurrent
-// writers never lose an increment. It returns today's fetch count.
-func (a *app) countFetch(ctx context.Context, now time.Time, force bool) (int64, error) {
-	used, err := a.increment(ctx, a.quotaKey(now, false))
-	if err != nil {
-		return 0, err
-	}
-	if force {
-		if _, err := a.increment(ctx, a.quotaKey(now, true)); err != nil {
-			return 0, err
-		}
-	}
-	return used, nil
-}
-
-func (a *app) increment(ctx context.Context, key string) (int64, error) {
+// updateQuota applies change to the record under key with
+// compare-and-swap, so concurrent writers never lose an update. change
+// reports whether it changed anything; nothing is written when it did not.
+// Each change must be idempotent (decided by the record, such as a fetch
+// id being in Recent): a write that failed may have landed, and the retry
+// then finds it done.
+func (a *app) updateQuota(ctx context.Context, key string, change func(*events.QuotaRecord) bool) (events.QuotaRecord, error) {
 	for attempt := 0; attempt < 20; attempt++ {
-		n, rev, err := a.getCount(ctx, key)
+		r, rev, err := a.getQuota(ctx, key)
 		if err != nil {
-			return 0, err
+			return r, err
 		}
-		val := []byte(strconv.FormatInt(n+1, 10))
+		if !change(&r) {
+			return r, nil
+		}
+		val, err := json.Marshal(r)
+		if err != nil {
+			return r, fmt.Errorf("wx_quota %s: encode: %w", key, err)
+		}
 		if rev == 0 {
 			_, err = a.h.quota.Create(ctx, key, val)
 		} else {
 			_, err = a.h.quota.Update(ctx, key, val, rev)
 		}
 		if err == nil {
-			return n + 1, nil
+			return r, nil
 		}
 		if !isWrongLastSeq(err) {
-			return 0, err
+			return r, err
 		}
 	}
-	return 0, fmt.Errorf("wx_quota %s: too many concurrent updates", key)
+	return events.QuotaRecord{}, fmt.Errorf("wx_quota %s: too many concurrent updates", key)
+}
+
+// newFetchID names one fetch in the wx_quota records it is counted in.
+func newFetchID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// addFetch counts the fetch id once: a record that has it already counted
+// it (an earlier attempt landed).
+func addFetch(id string) func(*events.QuotaRecord) bool {
+	return func(r *events.QuotaRecord) bool {
+		if r.Counted(id) {
+			return false
+		}
+		r.Used++
+		r.Recent = append(r.Recent, id)
+		if n := len(r.Recent) - events.QuotaRecentFetches; n > 0 {
+			r.Recent = append([]string(nil), r.Recent[n:]...)
+		}
+		return true
+	}
+}
+
+// removeFetch takes back the count of the fetch id, if it is there.
+func removeFetch(id string) func(*events.QuotaRecord) bool {
+	return func(r *events.QuotaRecord) bool {
+		for i, x := range r.Recent {
+			if x == id {
+				r.Recent = append(r.Recent[:i:i], r.Recent[i+1:]...)
+				r.Used = max(r.Used-1, 0)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// fetchCount is what countFetch counted: today's fetches and, for a
+// forced stable_token call, today's forced ones.
+type fetchCount struct {
+	used, forced int64
+}
+
+// countFetch counts the fetch id in today's record before the call (and
+// in the forced count when force is set). Each record counts the id once,
+// however often countFetch is retried: a retry after a write that landed
+// but whose answer was lost, or after the forced count failed, adds
+// nothing to what is counted already.
+func (a *app) countFetch(ctx context.Context, now time.Time, force bool, id string) (fetchCount, error) {
+	var c fetchCount
+	r, err := a.updateQuota(ctx, a.quotaKey(now, false), addFetch(id))
+	if err != nil {
+		return c, err
+	}
+	c.used = r.Used
+	if force {
+		r, err := a.updateQuota(ctx, a.quotaKey(now, true), addFetch(id))
+		if err != nil {
+			return c, err
+		}
+		c.forced = r.Used
+	}
+	return c, nil
+}
+
+// uncountTimeout bounds uncountFetch: it may run after the term ended,
+// and a holder that stops waits for it.
+const uncountTimeout = 2 * time.Second
+
+// uncountFetch takes back the count of a fetch whose WeChat call was not
+// made after all (the lease got too short, or the term ended while
+// counting). Best effort: should NATS fail it too, the day stays counted
+// one too high, never too low.
+func (a *app) uncountFetch(ctx context.Context, now time.Time, force bool, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), uncountTimeout)
+	defer cancel()
+	keys := []string{a.quotaKey(now, false)}
+	if force {
+		keys = append(keys, a.quotaKey(now, true))
+	}
+	for _, key := range keys {
+		r, err := a.updateQuota(ctx, key, removeFetch(id))
+		if err != nil {
+			a.log.Warn("taking back the count of a fetch that was not made failed; wx_quota counts one fetch too many today",
+				"key", key, "error", err)
+			continue
+		}
+		if key == keys[0] {
+			a.setQuotaUsed(r.Used)
+		}
+	}
 }
 
 func (a *app) setQuotaUsed(n int64) {

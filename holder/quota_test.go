@@ -3,9 +3,12 @@ package holder
 import (
 	"context"
 	"errors"
-	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
@@ -48,11 +51,7 @@ func TestQuotaReserveStopsForcedRefreshes(t *testing.T) {
 	if ev.Reason != events.ReasonScheduled {
 		t.Errorf("reason = %q, want scheduled", ev.Reason)
 	}
-	ent, err := e.quota.Get(ctx, events.QuotaKey(app.AppID, e.clock.Now()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := strconv.Atoi(string(ent.Value())); n != 1801 {
+	if n := e.quotaUsed(app.AppID, false); n != 1801 {
 		t.Errorf("wx_quota = %d, want 1801", n)
 	}
 }
@@ -220,5 +219,89 @@ func TestQuotaLimitAndReserveExported(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// gatedKV holds the first write to a bucket after armed until the gate
+// opens (blocked says it waits, done that it returned).
+type gatedKV struct {
+	jetstream.KeyValue
+	armed         atomic.Bool
+	blocked, done chan struct{}
+	gate          chan struct{}
+}
+
+func (g *gatedKV) wait() (gated bool) {
+	if g.armed.CompareAndSwap(true, false) {
+		g.blocked <- struct{}{}
+		<-g.gate
+		return true
+	}
+	return false
+}
+
+func (g *gatedKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if g.wait() {
+		defer close(g.done)
+	}
+	return g.KeyValue.Create(ctx, key, value, opts...)
+}
+
+func (g *gatedKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if g.wait() {
+		defer close(g.done)
+	}
+	return g.KeyValue.Update(ctx, key, value, rev)
+}
+
+// A fetch counted in wx_quota whose WeChat call is then not made (the
+// count took so long that too little of the lease was left) is taken back:
+// wx_quota counts the calls made, each once.
+func TestFetchNotMadeIsNotCounted(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	gk := &gatedKV{blocked: make(chan struct{}, 1), done: make(chan struct{}), gate: make(chan struct{})}
+	var pausing atomicBool
+	renewGate := make(chan struct{})
+	r := e.start(e.config("h1", app), func(h *Holder) {
+		h.hooks.wrapKV = func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue {
+			if bucket != events.BucketQuota {
+				return kv
+			}
+			gk.KeyValue = kv
+			return gk
+		}
+		h.hooks.leaseStep = func(string) {
+			if pausing.Load() {
+				<-renewGate // no renewal: the lease runs down
+			}
+		}
+	})
+	var once sync.Once
+	resume := func() { once.Do(func() { close(renewGate) }) }
+	t.Cleanup(resume)
+	waitRefreshed(t, e, app.AppID, 1)
+
+	pausing.Store(true)
+	gk.armed.Store(true)
+	e.clock.Advance(2 * time.Hour) // v1 expired: a scheduled refresh is due
+	<-gk.blocked                   // its count waits
+	a := r.h.apps[app.AppID]
+	eventually(t, 10*time.Second, "the lease too short for a WeChat call", func() bool { return !a.leaseRoom() })
+	close(gk.gate) // the count lands: too late for the call
+	<-gk.done
+	r.waitEvals(t, 1) // that refresh ended
+	if n := e.quotaUsed(app.AppID, false); n != 1 {
+		t.Errorf("wx_quota counts %d fetches for 1 WeChat call: the count of the call not made stayed", n)
+	}
+	if n := e.fetches(app.AppID); n != 1 {
+		t.Fatalf("WeChat calls = %d, want 1: no call this close to the lease's end", n)
+	}
+
+	resume() // renewals again (or a new term): the refresh is made and counted
+	waitRefreshed(t, e, app.AppID, 2)
+	if n, calls := e.quotaUsed(app.AppID, false), e.fetches(app.AppID); n != calls || calls != 2 {
+		t.Errorf("wx_quota counts %d fetches for %d WeChat calls, want 2 for 2", n, calls)
 	}
 }

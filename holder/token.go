@@ -307,6 +307,36 @@ func (a *app) leaseRoom() bool {
 	return a.leaseLeft() > a.h.fetchTimeout+a.h.fetchMargin
 }
 
+// count counts the fetch about to be made in wx_quota (retryNATS), once
+// however often a write is retried. It returns today's fetch count, or an
+// error when the call must not be made: the term ended while counting, or
+// too little of the lease is left now (errLeaseShort). The count is then
+// taken back: wx_quota counts the calls made, each once. A call that was
+// made stays counted whatever its outcome (WeChat may have counted it).
+func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, error) {
+	force := forced && a.stable()
+	id := newFetchID()
+	var c fetchCount
+	err := a.retryNATS(ctx, "counting the fetch in wx_quota", func(ctx context.Context) error {
+		var err error
+		c, err = a.countFetch(ctx, now, force, id)
+		return err
+	})
+	if err == nil && !a.leaseRoom() {
+		err = errLeaseShort
+	}
+	if err != nil {
+		// An attempt may have landed before the term ended.
+		a.uncountFetch(ctx, now, force, id)
+		return 0, err
+	}
+	a.setQuotaUsed(c.used)
+	if force {
+		a.forceUsed = c.forced
+	}
+	return c.used, nil
+}
+
 // refresh fetches a token from WeChat and stores it with a CAS write.
 func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	if !a.leaseValid() {
@@ -317,21 +347,9 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	}
 	now := a.h.cfg.Now()
 	rec, rev := a.record()
-	var used int64
-	err := a.retryNATS(ctx, "counting the fetch in wx_quota", func(ctx context.Context) error {
-		var err error
-		used, err = a.countFetch(ctx, now, forced && a.stable())
-		return err
-	})
+	used, err := a.count(ctx, now, forced)
 	if err != nil {
-		return err // the term ended: nothing was fetched
-	}
-	a.setQuotaUsed(used)
-	if forced && a.stable() {
-		a.forceUsed++
-	}
-	if !a.leaseRoom() {
-		return errLeaseShort
+		return err
 	}
 	if forced {
 		a.lastForcedAt = now
