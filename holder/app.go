@@ -43,7 +43,8 @@ type app struct {
 	leaderID   string
 	sawOther   bool // another holder led this appid since we started
 	term       context.Context
-	quotaUsed  int64
+	quotaUsed  int64     // wx_quota count of the China day quotaDay, as last seen
+	quotaDay   string    // "" when not known
 	nextTry    time.Time // holder clock, for Status
 	lastErr    string
 	lockouts   []Lockout // the token loop's view, for Status
@@ -58,7 +59,8 @@ type app struct {
 	// forceBlockedUntil: WeChat answered 45009 to a stable_token
 	// force_refresh call; forced calls wait for the China day to turn.
 	forceBlockedUntil time.Time
-	forceUsed         int64  // today's stable_token force_refresh count, as last seen
+	forceUsed         int64 // stable_token force_refresh count of the China day forceDay, as last seen
+	forceDay          string
 	forcedVer         uint64 // version produced by the last refresh for a report
 	acceptedVer       uint64 // version whose report caused a refresh
 	conflictVer       uint64 // version a conflict was announced for
@@ -173,7 +175,7 @@ func (a *app) status() AppStatus {
 		Version:       a.rec.Version,
 		ExpiresAt:     a.rec.ExpiresAt,
 		FetchedAt:     a.rec.FetchedAt,
-		FetchesToday:  a.quotaUsed,
+		FetchesToday:  a.usedOnLocked(a.h.cfg.Now()),
 		NextAttemptAt: a.nextTry,
 		LastError:     a.lastErr,
 		Lockouts:      a.lockoutsNow(),

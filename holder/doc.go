@@ -162,7 +162,11 @@
 // scheduled ones go on. Each holder exports its QuotaDailyLimit and
 // QuotaReserve for every token mode app (wxhub_token_quota_limit,
 // wxhub_token_quota_reserve) next to the count (wxhub_token_quota_used),
-// so an alert can compare them without repeating the configuration. 45009 stops every fetch until the China day turns
+// so an alert can compare them without repeating the configuration. The
+// count in AppStatus, the lockouts and the gauge is the current China
+// day's: the leader reads the new day's counts as the day turns, and only
+// the leader exports the gauge (a holder drops it when it stops leading).
+// 45009 stops every fetch until the China day turns
 // (events.NextChinaMidnight by Config.Now), after which attempts are spaced
 // by the exponential backoff; for a stable_token force_refresh call it
 // stops forced calls only (see below). -1, 45011, HTTP 5xx, network errors and

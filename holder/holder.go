@@ -212,8 +212,9 @@ type AppStatus struct {
 	Version   uint64
 	ExpiresAt time.Time
 	FetchedAt time.Time
-	// FetchesToday is the wx_quota count of the China day as last seen by
-	// this holder (the leader keeps it current).
+	// FetchesToday is the wx_quota count of the current China day (by
+	// Config.Now) as the leader sees it; 0 from the China midnight until
+	// the new day's count is read, and on a standby.
 	FetchesToday int64
 	// NextAttemptAt is set while fetching is backing off after a failure.
 	NextAttemptAt time.Time

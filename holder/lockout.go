@@ -102,13 +102,13 @@ func (a *app) computeLockouts(now time.Time) []Lockout {
 		if now.Before(a.forceBlockedUntil) {
 			out = append(out, Lockout{LockoutForceExhausted, a.forceBlockedUntil,
 				"WeChat answered 45009 to force_refresh: reports fall back to normal stable_token calls, scheduled refreshes go on"})
-		} else if a.forceUsed >= StableForceDailyLimit {
+		} else if forced := a.forceUsedOn(now); forced >= StableForceDailyLimit {
 			out = append(out, Lockout{LockoutForceLimit, midnight,
-				fmt.Sprintf("%d of %d force_refresh calls used today: reports fall back to normal stable_token calls, scheduled refreshes go on", a.forceUsed, StableForceDailyLimit)})
+				fmt.Sprintf("%d of %d force_refresh calls used today: reports fall back to normal stable_token calls, scheduled refreshes go on", forced, StableForceDailyLimit)})
 		}
-	} else if limit := int64(cfg.QuotaDailyLimit - cfg.QuotaReserve); a.quotaUsedLocked() >= limit {
+	} else if used, limit := a.usedOn(now), int64(cfg.QuotaDailyLimit-cfg.QuotaReserve); used >= limit {
 		out = append(out, Lockout{LockoutQuotaReserve, midnight,
-			fmt.Sprintf("%d of %d fetches used today (reserve %d): forced refreshes stop, scheduled ones go on", a.quotaUsedLocked(), cfg.QuotaDailyLimit, cfg.QuotaReserve)})
+			fmt.Sprintf("%d of %d fetches used today (reserve %d): forced refreshes stop, scheduled ones go on", used, cfg.QuotaDailyLimit, cfg.QuotaReserve)})
 	}
 	if wait := time.Until(a.retryAt); wait > 0 {
 		a.mu.Lock()
@@ -120,12 +120,6 @@ func (a *app) computeLockouts(now time.Time) []Lockout {
 		out = append(out, Lockout{LockoutBackoff, now.Add(wait), detail})
 	}
 	return out
-}
-
-func (a *app) quotaUsedLocked() int64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.quotaUsed
 }
 
 // setLockouts stores the token loop's view for Status and the metric.
@@ -182,5 +176,5 @@ func (a *app) markForceExhausted(ctx context.Context, now time.Time) {
 	if err != nil {
 		a.log.Warn("recording the exhausted force_refresh limit in wx_quota failed", "error", err)
 	}
-	a.forceUsed = StableForceDailyLimit
+	a.setForceUsed(now, StableForceDailyLimit)
 }

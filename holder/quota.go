@@ -172,14 +172,96 @@ func (a *app) uncountFetch(ctx context.Context, now time.Time, force bool, id st
 			continue
 		}
 		if key == keys[0] {
-			a.setQuotaUsed(r.Used)
+			a.setQuotaUsed(now, r.Used)
 		}
 	}
 }
 
-func (a *app) setQuotaUsed(n int64) {
+// The quota view: today's counts as the leader last saw them, for Status,
+// the lockouts and the gauge wxhub_token_quota_used. Each count is of a
+// China day and reads as 0 on any other: the view never shows yesterday's
+// count (or a lockout it caused) after the China midnight. The leader
+// reads the new day's counts as the day turns (followDay); a holder that
+// stops leading an app stops exporting the gauge (dropQuotaView), so only
+// the leader's count is scraped.
+
+// setQuotaUsed records n as the fetch count of now's China day.
+func (a *app) setQuotaUsed(now time.Time, n int64) {
 	a.mu.Lock()
-	a.quotaUsed = n
+	a.quotaDay, a.quotaUsed = events.ChinaDay(now), n
 	a.mu.Unlock()
 	metrics.QuotaUsed.WithLabelValues(a.id).Set(float64(n))
+}
+
+// usedOn returns the fetch count of now's China day as last seen.
+func (a *app) usedOn(now time.Time) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.usedOnLocked(now)
+}
+
+func (a *app) usedOnLocked(now time.Time) int64 {
+	if a.quotaDay != events.ChinaDay(now) {
+		return 0
+	}
+	return a.quotaUsed
+}
+
+// setForceUsed records n as the forced stable_token count of now's China
+// day. Token loop only.
+func (a *app) setForceUsed(now time.Time, n int64) {
+	a.forceDay, a.forceUsed = events.ChinaDay(now), n
+}
+
+// forceUsedOn returns the forced count of now's China day as last seen.
+func (a *app) forceUsedOn(now time.Time) int64 {
+	if a.forceDay != events.ChinaDay(now) {
+		return 0
+	}
+	return a.forceUsed
+}
+
+// loadQuota reads now's China day counts from wx_quota into the view.
+// Token loop only.
+func (a *app) loadQuota(ctx context.Context, now time.Time) error {
+	used, err := a.readQuota(ctx, now, false)
+	if err != nil {
+		return err
+	}
+	a.setQuotaUsed(now, used)
+	if a.stable() {
+		forced, err := a.readQuota(ctx, now, true)
+		if err != nil {
+			return err
+		}
+		a.setForceUsed(now, forced)
+	}
+	return nil
+}
+
+// followDay reads the new day's counts once the China day of now is not
+// the view's (the day turned, or an earlier read failed). Until a read
+// succeeds the view and the gauge show 0 for the new day. Token loop only.
+func (a *app) followDay(ctx context.Context, now time.Time) {
+	day := events.ChinaDay(now)
+	a.mu.Lock()
+	current := a.quotaDay == day
+	a.mu.Unlock()
+	if current && (!a.stable() || a.forceDay == day) {
+		return
+	}
+	if err := a.loadQuota(ctx, now); err != nil {
+		metrics.QuotaUsed.WithLabelValues(a.id).Set(0)
+		a.log.Debug("reading the China day's counts from wx_quota failed; retrying", "day", day, "error", err)
+	}
+}
+
+// dropQuotaView ends the term's view: the gauge is the leader's alone,
+// and the next term reads the counts afresh.
+func (a *app) dropQuotaView() {
+	a.mu.Lock()
+	a.quotaDay = ""
+	a.mu.Unlock()
+	a.forceDay = ""
+	metrics.QuotaUsed.DeleteLabelValues(a.id)
 }

@@ -305,3 +305,84 @@ func TestFetchNotMadeIsNotCounted(t *testing.T) {
 		t.Errorf("wx_quota counts %d fetches for %d WeChat calls, want 2 for 2", n, calls)
 	}
 }
+
+// The quota view follows the China day: after the midnight the leader's
+// status, lockouts and wxhub_token_quota_used show the new day's count
+// (not yesterday's with its lockout moved to the next midnight), and a
+// holder that stops leading the app no longer exports the gauge.
+func TestQuotaViewFollowsTheChinaDay(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		mode    string
+		force   bool // the count put in is of forced stable_token calls
+		count   string
+		lockout string
+	}{
+		{"token: quota reserve", events.ModeToken, false, "1799", LockoutQuotaReserve},
+		{"stable_token: force limit", events.ModeStableToken, true, "20", LockoutForceLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			e.clock.Set(time.Date(2025, 3, 10, 15, 30, 0, 0, time.UTC)) // 23:30 in China
+			app := e.newApp(tc.mode)
+			ctx := context.Background()
+			key := events.QuotaKey(app.AppID, e.clock.Now())
+			if tc.force {
+				key += forceSuffix
+			}
+			if _, err := e.quota.Create(ctx, key, []byte(tc.count)); err != nil {
+				t.Fatal(err)
+			}
+			r := e.start(e.config("h1", app), nil)
+			waitRefreshed(t, e, app.AppID, 1)
+			r.waitEvals(t, 2)
+			st := r.h.Status()[0]
+			if lockoutOf(st, tc.lockout) == nil || lockoutGauge(app.AppID, tc.lockout) != 1 {
+				t.Fatalf("before the midnight: lockouts %v, want %s", st.Lockouts, tc.lockout)
+			}
+			wantBefore := int64(1)
+			if !tc.force {
+				wantBefore = 1800
+			}
+			if v, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID); st.FetchesToday != wantBefore || !ok || v != float64(wantBefore) {
+				t.Fatalf("before the midnight: FetchesToday %d, gauge %v (exported %v), want %d", st.FetchesToday, v, ok, wantBefore)
+			}
+
+			e.clock.Set(time.Date(2025, 3, 10, 16, 30, 0, 0, time.UTC)) // 00:30, the next China day
+			r.waitEvals(t, 2)
+			st = r.h.Status()[0]
+			if l := lockoutOf(st, tc.lockout); l != nil || lockoutGauge(app.AppID, tc.lockout) != 0 {
+				t.Errorf("on the new China day: lockout %v (gauge %v) from yesterday's count", l, lockoutGauge(app.AppID, tc.lockout))
+			}
+			if v, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID); st.FetchesToday != 0 || !ok || v != 0 {
+				t.Errorf("on the new China day with no fetch: FetchesToday %d, gauge %v (exported %v), want 0", st.FetchesToday, v, ok)
+			}
+
+			// Another holder takes the lease: h1 stops exporting the count.
+			leases, err := e.nats.JS.KeyValue(ctx, events.BucketLeases)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := leases.Put(ctx, app.AppID, []byte("other")); err != nil {
+				t.Fatal(err)
+			}
+			for stepped := false; !stepped; {
+				select {
+				case l := <-r.leaderCh: // its becoming leader first
+					stepped = !l
+				case <-time.After(10 * time.Second):
+					t.Fatal("h1 did not step down")
+				}
+			}
+			eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
+				_, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID)
+				return !ok
+			})
+			if st := r.h.Status()[0]; st.Leader || st.FetchesToday != 0 || len(st.Lockouts) != 0 {
+				t.Errorf("standby status %+v", st)
+			}
+		})
+	}
+}

@@ -80,14 +80,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 		return
 	}
-	if used, err := a.readQuota(ctx, a.h.cfg.Now(), false); err == nil {
-		a.setQuotaUsed(used)
-	}
-	if a.stable() {
-		if used, err := a.readQuota(ctx, a.h.cfg.Now(), true); err == nil {
-			a.forceUsed = used
-		}
-	}
+	a.loadQuota(ctx, a.h.cfg.Now())
 	// What the previous leader knew survives in the record: whether this
 	// token was fetched for a report (conflict detection) and when the
 	// last forced refresh was (its rate limit).
@@ -100,6 +93,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 	}
 	defer a.setLockouts(nil)
+	defer a.dropQuotaView()
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
@@ -117,7 +111,9 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		if a.evaluate(ctx) && ctx.Err() != nil {
 			return
 		}
-		a.setLockouts(a.computeLockouts(a.h.cfg.Now()))
+		now := a.h.cfg.Now()
+		a.followDay(ctx, now)
+		a.setLockouts(a.computeLockouts(now))
 		if f := a.h.hooks.evaluated; f != nil {
 			f(a.id)
 		}
@@ -245,7 +241,7 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 		return true
 	}
 	if a.stable() {
-		a.forceUsed = used
+		a.setForceUsed(now, used)
 	}
 	limit := int64(a.h.cfg.QuotaDailyLimit - a.h.cfg.QuotaReserve)
 	what := "daily quota reserve"
@@ -330,9 +326,9 @@ func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, err
 		a.uncountFetch(ctx, now, force, id)
 		return 0, err
 	}
-	a.setQuotaUsed(c.used)
+	a.setQuotaUsed(now, c.used)
 	if force {
-		a.forceUsed = c.forced
+		a.setForceUsed(now, c.forced)
 	}
 	return c.used, nil
 }
