@@ -57,6 +57,11 @@ type QuotaRecord struct {
 	// after it landed finds its fetch's id here on the retry and does not
 	// count the call twice.
 	Recent []string `json:"recent,omitempty"`
+	// ExhaustedAt is when WeChat answered 45009 to a normal fetch that
+	// day (holder clock), ExhaustedBy the holder that got it: no fetch
+	// until the China day turns, whichever holder leads.
+	ExhaustedAt time.Time `json:"exhausted_at,omitzero"`
+	ExhaustedBy string    `json:"exhausted_by,omitempty"`
 }
 
 // QuotaRecentFetches bounds QuotaRecord.Recent.

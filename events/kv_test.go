@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // A wx_quota value is a QuotaRecord, or a bare count as older holders (and
 // operators) wrote it; anything else is an error, never a zero count.
 func TestParseQuotaRecord(t *testing.T) {
-	full, _ := json.Marshal(QuotaRecord{Used: 1801, Recent: []string{"a", "b"}})
+	at := time.Date(2025, 3, 10, 14, 0, 0, 0, time.UTC)
+	full, _ := json.Marshal(QuotaRecord{Used: 1801, Recent: []string{"a", "b"}, ExhaustedAt: at, ExhaustedBy: "h1"})
 	for _, tc := range []struct {
 		name, in string
 		want     QuotaRecord
@@ -17,7 +19,7 @@ func TestParseQuotaRecord(t *testing.T) {
 	}{
 		{"bare count", "1799", QuotaRecord{Used: 1799}, false},
 		{"bare count with newline", "12\n", QuotaRecord{Used: 12}, false},
-		{"record", string(full), QuotaRecord{Used: 1801, Recent: []string{"a", "b"}}, false},
+		{"record", string(full), QuotaRecord{Used: 1801, Recent: []string{"a", "b"}, ExhaustedAt: at, ExhaustedBy: "h1"}, false},
 		{"record, count only", `{"used":3}`, QuotaRecord{Used: 3}, false},
 		{"negative count", "-1", QuotaRecord{}, true},
 		{"negative record", `{"used":-2}`, QuotaRecord{}, true},

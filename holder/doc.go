@@ -167,7 +167,9 @@
 // day's: the leader reads the new day's counts as the day turns, and only
 // the leader exports the gauge (a holder drops it when it stops leading).
 // 45009 stops every fetch until the China day turns
-// (events.NextChinaMidnight by Config.Now), after which attempts are spaced
+// (events.NextChinaMidnight by Config.Now); it is recorded in the day's
+// wx_quota record, so a successor or a restarted holder starts blocked
+// too and makes no call that day. After the midnight attempts are spaced
 // by the exponential backoff; for a stable_token force_refresh call it
 // stops forced calls only (see below). -1, 45011, HTTP 5xx, network errors and
 // timeouts are retried with exponential backoff (cenkalti/backoff/v4,

@@ -221,14 +221,17 @@ func (a *app) forceUsedOn(now time.Time) int64 {
 	return a.forceUsed
 }
 
-// loadQuota reads now's China day counts from wx_quota into the view.
-// Token loop only.
+// loadQuota reads now's China day counts from wx_quota into the view,
+// and the day's 45009 if a holder recorded one. Token loop only.
 func (a *app) loadQuota(ctx context.Context, now time.Time) error {
-	used, err := a.readQuota(ctx, now, false)
+	r, _, err := a.getQuota(ctx, a.quotaKey(now, false))
 	if err != nil {
 		return err
 	}
-	a.setQuotaUsed(now, used)
+	a.setQuotaUsed(now, r.Used)
+	if !r.ExhaustedAt.IsZero() {
+		a.blockExhausted(now, r)
+	}
 	if a.stable() {
 		forced, err := a.readQuota(ctx, now, true)
 		if err != nil {
@@ -254,6 +257,39 @@ func (a *app) followDay(ctx context.Context, now time.Time) {
 		metrics.QuotaUsed.WithLabelValues(a.id).Set(0)
 		a.log.Debug("reading the China day's counts from wx_quota failed; retrying", "day", day, "error", err)
 	}
+}
+
+// markExhausted records in today's wx_quota record that WeChat answered
+// 45009 to a normal fetch, so that a successor (or this holder after a
+// restart) does not call again before the China day turns. Best effort.
+func (a *app) markExhausted(ctx context.Context, now time.Time) {
+	_, err := a.updateQuota(ctx, a.quotaKey(now, false), func(r *events.QuotaRecord) bool {
+		if !r.ExhaustedAt.IsZero() {
+			return false
+		}
+		r.ExhaustedAt, r.ExhaustedBy = now, a.h.cfg.ID
+		return true
+	})
+	if err != nil {
+		a.log.Warn("recording the exhausted daily quota (45009) in wx_quota failed; a successor will try one fetch today", "error", err)
+	}
+}
+
+// blockExhausted blocks every fetch until the China day turns: a holder
+// recorded a 45009 for today (r). Token loop only.
+func (a *app) blockExhausted(now time.Time, r events.QuotaRecord) {
+	until := events.NextChinaMidnight(now)
+	if !a.blockedUntil.Before(until) {
+		return
+	}
+	a.blockedUntil = until
+	msg := fmt.Sprintf("WeChat answered 45009 (daily quota) to holder %s at %s: no fetch until the China day turns (%s)",
+		r.ExhaustedBy, r.ExhaustedAt.Format(time.RFC3339), until.Format(time.RFC3339))
+	a.mu.Lock()
+	a.nextTry, a.lastErr = until, msg
+	a.mu.Unlock()
+	a.log.Warn("daily token quota exhausted today (45009, recorded in wx_quota): no fetch until the China day turns",
+		"exhausted_by", r.ExhaustedBy, "exhausted_at", r.ExhaustedAt, "next_attempt_at", until)
 }
 
 // dropQuotaView ends the term's view: the gauge is the leader's alone,

@@ -3,6 +3,7 @@ package holder
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,6 +383,74 @@ func TestQuotaViewFollowsTheChinaDay(t *testing.T) {
 			})
 			if st := r.h.Status()[0]; st.Leader || st.FetchesToday != 0 || len(st.Lockouts) != 0 {
 				t.Errorf("standby status %+v", st)
+			}
+		})
+	}
+}
+
+// A 45009 is recorded in the day's wx_quota record: a standby that takes
+// over, or the holder restarted, makes no /cgi-bin/token call that day (it
+// would get 45009 again) and shows quota_exhausted until the China
+// midnight; the first fetch of the new day succeeds.
+func TestQuotaExhaustedSurvivesFailover(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		standby bool // a standby runs and takes over; else h1 restarts
+	}{
+		{"standby takes over", true},
+		{"holder restarts", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			e.clock.Set(time.Date(2025, 3, 10, 13, 0, 0, 0, time.UTC)) // 21:00 in China
+			app := e.newApp(events.ModeToken)
+			r1 := e.start(e.config("h1", app), nil)
+			waitRefreshed(t, e, app.AppID, 1)
+			var r2 *running
+			if tc.standby {
+				r2 = e.start(e.config("h2", app), nil)
+				eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+			}
+			e.sim.SetTokenDailyLimit(app.AppID, 1)
+			e.clock.Advance(2*time.Hour - 9*time.Minute) // 22:51: the scheduled refresh gets 45009
+			waitEvent(t, e.events, events.SubjectTokenRefreshFailed, app.AppID, 10*time.Second,
+				func(ev events.TokenRefreshFailed) bool { return ev.ErrCode == 45009 })
+			r1.waitEvals(t, 1) // the failure is handled (and recorded)
+			if n := e.fetches(app.AppID); n != 2 {
+				t.Fatalf("WeChat calls = %d, want 2 (startup + the 45009)", n)
+			}
+
+			r1.stop(t)
+			if !tc.standby {
+				r2 = e.start(e.config("h1", app), nil)
+			}
+			for led := false; !led; {
+				select {
+				case led = <-r2.leaderCh:
+				case <-time.After(10 * time.Second):
+					t.Fatal("no holder took over")
+				}
+			}
+			e.clock.Advance(20 * time.Minute) // 23:11: the token expired meanwhile
+			r2.waitEvals(t, 5)
+			if n := e.fetches(app.AppID); n != 2 {
+				t.Errorf("WeChat calls after the takeover = %d, want 2: the new leader called again on the day of the 45009", n)
+			}
+			midnight := events.NextChinaMidnight(e.clock.Now())
+			st := r2.h.Status()[0]
+			if l := lockoutOf(st, LockoutQuotaExhausted); l == nil || !l.Until.Equal(midnight) {
+				t.Errorf("new leader's lockouts %v, want quota_exhausted until %v", st.Lockouts, midnight)
+			}
+			if !st.NextAttemptAt.Equal(midnight) || !strings.Contains(st.LastError, "45009") {
+				t.Errorf("new leader's status: next attempt %v, last error %q; want %v and the 45009", st.NextAttemptAt, st.LastError, midnight)
+			}
+
+			e.clock.Set(midnight.Add(time.Minute)) // the day turns: the next fetch succeeds
+			waitRefreshed(t, e, app.AppID, 2)
+			if n := e.fetches(app.AppID); n != 3 {
+				t.Errorf("WeChat calls = %d, want 3", n)
 			}
 		})
 	}

@@ -576,6 +576,7 @@ func (a *app) failed(ctx context.Context, reason string, forced bool, err error)
 			"forced_until", a.forceBlockedUntil, "error", err)
 	case class == wechat.ClassQuota:
 		a.blockedUntil = events.NextChinaMidnight(nowClock)
+		a.markExhausted(ctx, nowClock)
 		wait = a.bo.NextBackOff()
 		next = a.blockedUntil
 		a.log.Error("daily token quota exhausted (45009): no fetch until the China day turns",
