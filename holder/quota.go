@@ -242,9 +242,10 @@ func (a *app) loadQuota(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// followDay reads the new day's counts once the China day of now is not
-// the view's (the day turned, or an earlier read failed). Until a read
-// succeeds the view and the gauge show 0 for the new day. Token loop only.
+// followDay reads the day's counts when the China day of now is not the
+// view's: at the start of a term, when the day turned, or after a failed
+// read. Until a read succeeds the view and the gauge show 0 for the day.
+// Token loop only.
 func (a *app) followDay(ctx context.Context, now time.Time) {
 	day := events.ChinaDay(now)
 	a.mu.Lock()

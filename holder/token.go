@@ -80,7 +80,8 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 		return
 	}
-	a.loadQuota(ctx, a.h.cfg.Now())
+	defer a.dropQuotaView() // the gauge is the leader's alone
+	a.followDay(ctx, a.h.cfg.Now())
 	// What the previous leader knew survives in the record: whether this
 	// token was fetched for a report (conflict detection) and when the
 	// last forced refresh was (its rate limit).
@@ -93,7 +94,6 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 	}
 	defer a.setLockouts(nil)
-	defer a.dropQuotaView()
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
