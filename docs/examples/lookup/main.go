@@ -47,10 +47,19 @@ func lookup(ctx context.Context, url, jobID, appid, openid string) (string, []by
 		return "", nil, err
 	}
 
-	// Subscribe to the results first, so none slips past.
-	results := make(chan *nats.Msg, 64)
+	// Subscribe to the results first, so none slips past. Every job's
+	// result comes by: keep only ours, in the handler, so a busy system's
+	// results never queue up here.
+	mine := make(chan *nats.Msg, 1)
 	for _, s := range []string{"user.profile", "user.profile.failed"} {
-		sub, err := nc.ChanSubscribe(s, results)
+		sub, err := nc.Subscribe(s, func(m *nats.Msg) {
+			if m.Header.Get("Nats-Msg-Id") == jobID {
+				select {
+				case mine <- m:
+				default:
+				}
+			}
+		})
 		if err != nil {
 			return "", nil, err
 		}
@@ -72,17 +81,23 @@ func lookup(ctx context.Context, url, jobID, appid, openid string) (string, []by
 		// results stream.
 		return pastResult(ctx, js, jobID, time.Now().Add(-11*time.Minute))
 	}
-	for {
-		select {
-		case m := <-results:
-			if m.Header.Get("Nats-Msg-Id") == jobID {
-				return m.Subject, m.Data, nil
-			}
-		case <-ctx.Done():
-			return "", nil, fmt.Errorf("no result for job %s: %w", jobID, ctx.Err())
-		}
+	select {
+	case m := <-mine:
+		return m.Subject, m.Data, nil
+	case <-time.After(liveWait):
+		// A job_id used more than the duplicate window ago is stored as a
+		// new job, and the worker ends it at once without a second result
+		// (its done record): the result is in WX_RESULTS (kept 24 h). Read
+		// from there, which also waits for a job still being worked on.
+		return pastResult(ctx, js, jobID, time.Now().Add(-24*time.Hour))
+	case <-ctx.Done():
+		return "", nil, fmt.Errorf("no result for job %s: %w", jobID, ctx.Err())
 	}
 }
+
+// liveWait is how long lookup waits for the result to come by before it
+// reads the results stream instead.
+const liveWait = 5 * time.Second
 
 // publish publishes msg until JetStream acknowledges it or ctx ends.
 func publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg) (*jetstream.PubAck, error) {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
@@ -36,9 +39,64 @@ func TestLookupTwiceAgainstWxhubRun(t *testing.T) {
 			t.Fatalf("the duplicate run read %s, the first got %s", body, first)
 		}
 	}
+	// Past the duplicate window the job_id is stored as a new job, which
+	// the worker ends at once (its done record) without a second result:
+	// the program reads the first result from WX_RESULTS.
+	forgetJobIDs(t, ctx, run.NATSURL)
+	if subject, body, err := lookup(ctx, run.NATSURL, "order-42-lookup", run.AppID, run.OpenID); err != nil || subject != "user.profile" || string(body) != string(first) {
+		t.Fatalf("run past the duplicate window: %s %s %v; want the first result %s", subject, body, err, first)
+	}
 	// A job that fails still ends in its one result.
 	subject, body, err := lookup(ctx, run.NATSURL, "order-43-lookup", run.AppID, "o-not-a-follower")
 	if err != nil || subject != "user.profile.failed" {
 		t.Fatalf("lookup of a stranger: %s %s %v", subject, body, err)
+	}
+}
+
+// forgetJobIDs makes WX_JOBS forget the job ids it has seen, as it does
+// once its duplicate window (10 min) has passed: the window is cut to
+// 100 ms, and a probe id published twice, the second time not a
+// duplicate, shows the ids were dropped.
+func forgetJobIDs(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "WX_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	probe := nats.NewMsg("user.lookup")
+	probe.Header.Set("Nats-Msg-Id", "window-probe")
+	probe.Data = []byte(`{"job_id":"window-probe","appid":"wxdemo0000000001","openid":"o-probe"}`)
+	if _, err := js.PublishMsg(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ack, err := js.PublishMsg(ctx, probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ack.Duplicate {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("WX_JOBS did not forget the probe's id")
+		}
 	}
 }
