@@ -18,6 +18,9 @@ import (
 // worker process for a short while (scatter-gather). It carries no secret.
 const statusSubject = events.SubjectStatus
 
+// presenceWait is how long a command gathers the replies by default.
+const presenceWait = 500 * time.Millisecond
+
 // processStatus is one process's reply.
 type processStatus struct {
 	Role     string   `json:"role"`
@@ -27,7 +30,27 @@ type processStatus struct {
 	Leads    []string `json:"leads,omitempty"`
 	// Lockouts per appid, as this holder sees them (holders only).
 	Lockouts map[string][]holder.Lockout `json:"lockouts,omitempty"`
-	Stats    json.RawMessage             `json:"stats,omitempty"`
+	// Apps are the apps this holder is configured with, led or not
+	// (holders only): how status lists an app that has no token yet.
+	Apps  []presenceApp   `json:"apps,omitempty"`
+	Stats json.RawMessage `json:"stats,omitempty"`
+}
+
+// presenceApp is one app of a holder's reply. It carries no secret.
+type presenceApp struct {
+	AppID  string `json:"appid"`
+	Mode   string `json:"mode"`
+	Leader bool   `json:"leader,omitempty"`
+}
+
+// app returns the holder's entry for appid, or nil.
+func (p *processStatus) app(appid string) *presenceApp {
+	for i := range p.Apps {
+		if p.Apps[i].AppID == appid {
+			return &p.Apps[i]
+		}
+	}
+	return nil
 }
 
 func workerPresence(w *worker.Worker) func() any {
@@ -43,6 +66,7 @@ func holderPresence(h *holder.Holder) func() any {
 	return func() any {
 		ps := processStatus{Role: "holder", ID: h.ID()}
 		for _, a := range h.Status() {
+			ps.Apps = append(ps.Apps, presenceApp{AppID: a.AppID, Mode: a.Mode, Leader: a.Leader})
 			if a.Leader {
 				ps.Leads = append(ps.Leads, a.AppID)
 			}

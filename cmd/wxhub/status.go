@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
@@ -23,7 +26,7 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	var wait time.Duration
 	cfg, _, err := parseConfig(env, "status", config.FlagsNATS, args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
-		fs.DurationVar(&wait, "wait", 500*time.Millisecond, "how long to gather replies from running holders and workers")
+		fs.DurationVar(&wait, "wait", presenceWait, "how long to gather replies from running holders and workers")
 	})
 	if err != nil {
 		return err
@@ -35,11 +38,11 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	st, err := collectStatus(ctx, js)
+	procs, err := gatherStatus(ctx, nc, cfg.Prefix, wait)
 	if err != nil {
 		return err
 	}
-	st.Processes, err = gatherStatus(ctx, nc, cfg.Prefix, wait)
+	st, err := collectStatus(ctx, js, procs)
 	if err != nil {
 		return err
 	}
@@ -63,11 +66,7 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APPID\tVERSION\tMODE\tEXPIRES IN\tFETCHES TODAY\tQUOTA LEFT\tLEADER\tLOCKOUTS")
-	for _, a := range st.Apps {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\n", a.AppID, a.Version, a.Mode, a.ExpiresIn, a.FetchesToday, a.QuotaLeft, a.Leader, lockoutSummary(a.Lockouts))
-	}
-	fmt.Fprintln(tw)
+	printApps(tw, st.Apps)
 	fmt.Fprintln(tw, "JOB SUBJECT\tCONSUMER\tPENDING\tIN FLIGHT\tREDELIVERED\tWORKERS\tWAITING PULLS")
 	for _, j := range st.Jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", j.Subject, j.Consumer, j.Pending, j.InFlight, j.Redelivered, j.Workers, j.WaitingPulls)
@@ -92,17 +91,44 @@ func cmdStatus(ctx context.Context, env *cmdEnv, args []string) error {
 }
 
 type appStatus struct {
-	AppID        string    `json:"appid"`
+	AppID string `json:"appid"`
+	// Version is 0, and ExpiresAt and ExpiresIn are absent, when
+	// wx_tokens holds no token for the app (a holder is configured with
+	// it, but its first fetch has not succeeded: see Lockouts).
 	Version      uint64    `json:"version"`
 	Mode         string    `json:"mode"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	ExpiresIn    string    `json:"expires_in"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ExpiresIn    string    `json:"expires_in,omitempty"`
 	FetchesToday int       `json:"fetches_today"`
 	QuotaLeft    int       `json:"quota_left"`
 	Leader       string    `json:"leader"`
 	// Lockouts: what stops refreshes of the app now (the leading
 	// holder's view; not_leading when no holder holds the lease).
 	Lockouts []holder.Lockout `json:"lockouts"`
+}
+
+// printApps prints the app table, then each lockout's detail on a line
+// of its own ("appid: state until ...: detail").
+func printApps(tw *tabwriter.Writer, apps []appStatus) {
+	fmt.Fprintln(tw, "APPID\tVERSION\tMODE\tEXPIRES IN\tFETCHES TODAY\tQUOTA LEFT\tLEADER\tLOCKOUTS")
+	for _, a := range apps {
+		version := "-"
+		if a.Version > 0 {
+			version = strconv.FormatUint(a.Version, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", a.AppID, version, a.Mode, orDash(a.ExpiresIn), a.FetchesToday, a.QuotaLeft, a.Leader, lockoutSummary(a.Lockouts))
+	}
+	fmt.Fprintln(tw)
+	details := false
+	for _, a := range apps {
+		for _, l := range a.Lockouts {
+			fmt.Fprintf(tw, "%s: %s\n", a.AppID, l)
+			details = true
+		}
+	}
+	if details {
+		fmt.Fprintln(tw)
+	}
 }
 
 type jobStatus struct {
@@ -121,45 +147,28 @@ type statusReport struct {
 	Processes []processStatus `json:"processes"`
 }
 
-// collectStatus reads the apps' token, lease and quota records and the
-// job consumers' state, each stream through js (the admin's view). It
-// lists the token keys with JetStream API requests alone (no KV watch):
-// in the accounts layout wx_tokens is in HOLDER, reached only through
-// the API it imports (see broker.BucketKeys).
-func collectStatus(ctx context.Context, js *broker.JetStreams) (statusReport, error) {
-	var st statusReport
-	tokens, err := js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
+// collectStatus reads the token, lease and quota records of every app
+// in wx_tokens or in a holder's reply (procs: an app whose first fetch
+// fails has no token yet), and the job consumers' state, each stream
+// through js (the admin's view). It lists the token keys with JetStream
+// API requests alone (no KV watch): in the accounts layout wx_tokens is
+// in HOLDER, reached only through the API it imports (see
+// broker.BucketKeys).
+func collectStatus(ctx context.Context, js *broker.JetStreams, procs []processStatus) (statusReport, error) {
+	st := statusReport{Processes: procs}
+	b, err := openStatusBuckets(ctx, js)
 	if err != nil {
-		return st, fmt.Errorf("bucket %s: %w (run `wxhub provision` first%s)", events.BucketTokens, err, accountsHint(js))
+		return st, err
 	}
-	leases, _ := js.Bucket(events.BucketLeases).KeyValue(ctx, events.BucketLeases)
-	quota, _ := js.Bucket(events.BucketQuota).KeyValue(ctx, events.BucketQuota)
 	keys, err := broker.BucketKeys(ctx, js.Bucket(events.BucketTokens), events.BucketTokens)
 	if err != nil {
 		return st, fmt.Errorf("list tokens: %w", err)
 	}
 	now := time.Now()
-	for _, k := range keys {
-		rec, err := readToken(ctx, tokens, k)
-		if err != nil {
-			continue // deleted, or not a token record
+	for _, id := range statusAppIDs(keys, procs) {
+		if a, ok := b.app(ctx, id, now, procs); ok {
+			st.Apps = append(st.Apps, a)
 		}
-		a := appStatus{AppID: k, Version: rec.Version, Mode: rec.Mode, ExpiresAt: rec.ExpiresAt,
-			ExpiresIn: rec.ExpiresAt.Sub(now).Round(time.Second).String(), Leader: "-"}
-		if leases != nil {
-			if e, err := leases.Get(ctx, k); err == nil {
-				a.Leader = string(e.Value())
-			}
-		}
-		if quota != nil {
-			if e, err := quota.Get(ctx, events.QuotaKey(k, now)); err == nil {
-				if r, err := events.ParseQuotaRecord(e.Value()); err == nil {
-					a.FetchesToday = int(r.Used)
-				}
-			}
-		}
-		a.QuotaLeft = 2000 - a.FetchesToday
-		st.Apps = append(st.Apps, a)
 	}
 	stream, err := js.For(events.StreamJobs).Stream(ctx, events.StreamJobs)
 	if err != nil {
@@ -176,6 +185,84 @@ func collectStatus(ctx context.Context, js *broker.JetStreams) (statusReport, er
 	}
 	sort.Slice(st.Jobs, func(i, k int) bool { return st.Jobs[i].Subject < st.Jobs[k].Subject })
 	return st, nil
+}
+
+// statusBuckets are the buckets an app's status is read from; leases
+// and quota are nil when they cannot be opened (the columns show "-" and
+// 0).
+type statusBuckets struct {
+	tokens, leases, quota jetstream.KeyValue
+}
+
+func openStatusBuckets(ctx context.Context, js *broker.JetStreams) (statusBuckets, error) {
+	var b statusBuckets
+	var err error
+	b.tokens, err = js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
+	if err != nil {
+		return b, fmt.Errorf("bucket %s: %w (run `wxhub provision` first%s)", events.BucketTokens, err, accountsHint(js))
+	}
+	b.leases, _ = js.Bucket(events.BucketLeases).KeyValue(ctx, events.BucketLeases)
+	b.quota, _ = js.Bucket(events.BucketQuota).KeyValue(ctx, events.BucketQuota)
+	return b, nil
+}
+
+// statusAppIDs is the sorted union of the token keys and the apps the
+// answering holders are configured with.
+func statusAppIDs(keys []string, procs []processStatus) []string {
+	ids := append([]string(nil), keys...)
+	for _, p := range procs {
+		for _, a := range p.Apps {
+			ids = append(ids, a.AppID)
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// app reads appid's status. ok is false when wx_tokens holds no
+// readable token for it and no answering holder is configured with it
+// (a deleted key, or not a token record).
+func (b statusBuckets) app(ctx context.Context, appid string, now time.Time, procs []processStatus) (a appStatus, ok bool) {
+	a = appStatus{AppID: appid, Leader: "-"}
+	if rec, err := readToken(ctx, b.tokens, appid); err == nil {
+		a.Version, a.Mode, a.ExpiresAt = rec.Version, rec.Mode, rec.ExpiresAt
+		a.ExpiresIn = rec.ExpiresAt.Sub(now).Round(time.Second).String()
+	} else if h := configuredApp(procs, appid); h != nil {
+		a.Mode = h.Mode
+	} else {
+		return a, false
+	}
+	if b.leases != nil {
+		if e, err := b.leases.Get(ctx, appid); err == nil {
+			a.Leader = string(e.Value())
+		}
+	}
+	if b.quota != nil {
+		if e, err := b.quota.Get(ctx, events.QuotaKey(appid, now)); err == nil {
+			if r, err := events.ParseQuotaRecord(e.Value()); err == nil {
+				a.FetchesToday = int(r.Used)
+			}
+		}
+	}
+	a.QuotaLeft = 2000 - a.FetchesToday
+	return a, true
+}
+
+// configuredApp is appid's entry in the reply of the holder leading it,
+// else of the first holder configured with it; nil when none is.
+func configuredApp(procs []processStatus, appid string) *presenceApp {
+	var first *presenceApp
+	for i := range procs {
+		if h := procs[i].app(appid); h != nil {
+			if h.Leader {
+				return h
+			}
+			if first == nil {
+				first = h
+			}
+		}
+	}
+	return first
 }
 
 // mergeLockouts fills each app's lockouts from the reply of the holder

@@ -7,11 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
@@ -69,27 +71,74 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 		return fmt.Errorf("bucket %s: %w%s", events.BucketTokens, err, accountsHint(js))
 	}
 	rec, err := readToken(ctx, kv, appid)
+	if errors.Is(err, errNoToken) {
+		return fmt.Errorf("%w: %s", err, whyNoToken(ctx, nc, js, cfg.Prefix, appid))
+	}
 	if err != nil {
 		return err
 	}
-	{
-		v := tokenView{AppID: rec.AppID, Version: rec.Version, Mode: rec.Mode, FetchedAt: rec.FetchedAt,
-			ExpiresAt: rec.ExpiresAt, ExpiresIn: time.Until(rec.ExpiresAt).Round(time.Second).String(),
-			Holder: rec.Holder, Fingerprint: wechat.Fingerprint(rec.AccessToken)}
-		if show {
-			v.AccessToken = rec.AccessToken
-		}
-		out, _ := json.MarshalIndent(v, "", "  ")
-		fmt.Fprintln(env.stdout, string(out))
-		return nil
+	v := tokenView{AppID: rec.AppID, Version: rec.Version, Mode: rec.Mode, FetchedAt: rec.FetchedAt,
+		ExpiresAt: rec.ExpiresAt, ExpiresIn: time.Until(rec.ExpiresAt).Round(time.Second).String(),
+		Holder: rec.Holder, Fingerprint: wechat.Fingerprint(rec.AccessToken)}
+	if show {
+		v.AccessToken = rec.AccessToken
 	}
+	out, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(env.stdout, string(out))
+	return nil
+}
+
+// errNoToken: wx_tokens has no record for the app.
+var errNoToken = errors.New("no token stored")
+
+// whyNoToken asks the running holders (wxhub.status) about an app that
+// has no token and says what they report: the lockouts of the one that
+// leads it (its failed first fetch: backoff and its error), not_leading,
+// or that none is configured with it. It names no secret: a holder's
+// lockouts carry none.
+func whyNoToken(ctx context.Context, nc *nats.Conn, js *broker.JetStreams, prefix, appid string) string {
+	procs, err := gatherStatus(ctx, nc, prefix, presenceWait)
+	if err != nil {
+		return fmt.Sprintf("asking the holders failed: %v", err)
+	}
+	holders := 0
+	for _, p := range procs {
+		if p.Role == "holder" {
+			holders++
+		}
+	}
+	if holders == 0 {
+		return "no holder answers on this NATS (start `wxhub holder` or `wxhub run` configured with this app)"
+	}
+	b, err := openStatusBuckets(ctx, js)
+	if err != nil {
+		return err.Error()
+	}
+	a, ok := b.app(ctx, appid, time.Now(), procs)
+	if !ok {
+		return fmt.Sprintf("none of the %d holders that answered is configured with this app (`wxhub status` lists the apps they hold)", holders)
+	}
+	st := statusReport{Apps: []appStatus{a}, Processes: procs}
+	mergeLockouts(&st)
+	if len(st.Apps[0].Lockouts) == 0 {
+		return "holder " + a.Leader + " leads this app and reports no lockout: its first fetch may be under way (see `wxhub status`)"
+	}
+	parts := make([]string, 0, len(st.Apps[0].Lockouts))
+	for _, l := range st.Apps[0].Lockouts {
+		parts = append(parts, l.String())
+	}
+	who := "the holders report"
+	if a.Leader != "-" {
+		who = "holder " + a.Leader + " leads this app and reports"
+	}
+	return who + " " + strings.Join(parts, "; ")
 }
 
 func readToken(ctx context.Context, kv jetstream.KeyValue, appid string) (events.TokenRecord, error) {
 	var rec events.TokenRecord
 	e, err := kv.Get(ctx, appid)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return rec, fmt.Errorf("no token stored for %s (is a holder configured with this app?)", appid)
+		return rec, fmt.Errorf("%w for %s", errNoToken, appid)
 	}
 	if err != nil {
 		return rec, fmt.Errorf("read token: %w", err)
