@@ -46,8 +46,15 @@ func QuotaKey(appid string, t time.Time) string {
 	return fmt.Sprintf("%s.%s", appid, ChinaDay(t))
 }
 
-// QuotaRecord is the value under a wx_quota key (QuotaKey, or QuotaKey
-// plus ".force" for stable_token forced calls): what the holders counted
+// ForceQuotaKey is the wx_quota key counting a stable_token app's
+// force_refresh calls on the China calendar day of t:
+// "appid.YYYYMMDD.force".
+func ForceQuotaKey(appid string, t time.Time) string {
+	return QuotaKey(appid, t) + ".force"
+}
+
+// QuotaRecord is the value under a wx_quota key (QuotaKey, or
+// ForceQuotaKey for stable_token forced calls): what the holders counted
 // on that China day. Only holders write it, with compare-and-swap.
 type QuotaRecord struct {
 	// Used is the number of WeChat calls counted that day.

@@ -167,7 +167,7 @@ func (a *app) currentTerm() context.Context {
 func (a *app) status() AppStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return AppStatus{
+	st := AppStatus{
 		AppID:         a.id,
 		Mode:          a.mode,
 		Leader:        a.leader && time.Now().Before(a.validUntil),
@@ -180,6 +180,10 @@ func (a *app) status() AppStatus {
 		LastError:     a.lastErr,
 		Lockouts:      a.lockoutsNow(),
 	}
+	if !a.stable() {
+		st.QuotaLimit, st.QuotaReserve = a.h.cfg.QuotaDailyLimit, a.h.cfg.QuotaReserve
+	}
+	return st
 }
 
 // margins returns the refresh margin and jitter bound for this app's mode.

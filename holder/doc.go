@@ -162,10 +162,12 @@
 // scheduled ones go on. Each holder exports its QuotaDailyLimit and
 // QuotaReserve for every token mode app (wxhub_token_quota_limit,
 // wxhub_token_quota_reserve) next to the count (wxhub_token_quota_used),
-// so an alert can compare them without repeating the configuration. The
-// count in AppStatus, the lockouts and the gauge is the current China
-// day's: the leader reads the new day's counts as the day turns, and only
-// the leader exports the gauge (a holder drops it when it stops leading).
+// so an alert can compare them without repeating the configuration; they
+// are in AppStatus too (QuotaLimit, QuotaReserve), which `wxhub status`
+// reads for its QUOTA LEFT column. The count in AppStatus, the lockouts
+// and the gauge is the current China day's: the leader reads the new
+// day's counts as the day turns, and only the leader exports the gauge (a
+// holder drops it when it stops leading).
 // 45009 stops every fetch until the China day turns
 // (events.NextChinaMidnight by Config.Now); it is recorded in the day's
 // wx_quota record, so a successor or a restarted holder starts blocked
@@ -188,7 +190,7 @@
 // is not stored again (version unchanged) and the call is retried after a
 // backoff. Reports and manual refreshes use force_refresh=true, at least
 // max(MinForceInterval, 30 s) apart and at most 20 a China day, counted in
-// wx_quota under "appid.YYYYMMDD.force"; the general reserve does not apply
+// wx_quota under events.ForceQuotaKey ("appid.YYYYMMDD.force"); the general reserve does not apply
 // to stable_token apps (their normal calls do not use the 2000/day quota).
 // WeChat's force limit is separate from normal calls: a 45009 on a forced
 // call blocks forced calls only, until the China day turns (recorded in

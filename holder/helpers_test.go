@@ -199,7 +199,7 @@ func (e *testEnv) quotaUsed(appid string, force bool) int64 {
 	e.t.Helper()
 	key := events.QuotaKey(appid, e.clock.Now())
 	if force {
-		key += forceSuffix
+		key = events.ForceQuotaKey(appid, e.clock.Now())
 	}
 	ent, err := e.quota.Get(context.Background(), key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

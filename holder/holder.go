@@ -216,6 +216,11 @@ type AppStatus struct {
 	// Config.Now) as the leader sees it; 0 from the China midnight until
 	// the new day's count is read, and on a standby.
 	FetchesToday int64
+	// QuotaLimit and QuotaReserve are this holder's QuotaDailyLimit and
+	// QuotaReserve for a token mode app (0 for stable_token apps: their
+	// normal calls do not use the daily quota, their forced calls have
+	// WeChat's StableForceDailyLimit).
+	QuotaLimit, QuotaReserve int
 	// NextAttemptAt is set while fetching is backing off after a failure.
 	NextAttemptAt time.Time
 	// LastError is the last fetch error (free of secrets), "" after a success.

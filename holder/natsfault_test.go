@@ -21,7 +21,7 @@ import (
 )
 
 // faultyKV puts NATS faults between the holder and one bucket: while
-// armed, the next Create/Update calls (of keys ending in suffix, when set)
+// armed, the next Create/Update calls (of the key only, when set)
 // fail with err (after doing the write when applied is set: a timeout
 // that landed anyway).
 type faultyKV struct {
@@ -30,11 +30,11 @@ type faultyKV struct {
 	left    atomic.Int64
 	err     error
 	applied bool
-	suffix  string
+	key     string
 }
 
 func (f *faultyKV) fault(key string) bool {
-	return f.armed.Load() && strings.HasSuffix(key, f.suffix) && f.left.Add(-1) >= 0
+	return f.armed.Load() && (f.key == "" || key == f.key) && f.left.Add(-1) >= 0
 }
 
 func (f *faultyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
@@ -153,7 +153,7 @@ func TestForcedFetchCountedOnceUnderNATSFaults(t *testing.T) {
 			t.Parallel()
 			e := newTestEnv(t)
 			app := e.newApp(events.ModeStableToken)
-			fk := &faultyKV{err: tc.err, applied: tc.applied, suffix: forceSuffix}
+			fk := &faultyKV{err: tc.err, applied: tc.applied, key: events.ForceQuotaKey(app.AppID, e.clock.Now())}
 			fk.left.Store(tc.n)
 			var forcedCalls atomic.Int64
 			e.start(e.config("h1", app), func(h *Holder) {

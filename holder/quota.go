@@ -15,16 +15,11 @@ import (
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
-// forceSuffix marks the wx_quota key counting stable_token force_refresh
-// calls: "appid.YYYYMMDD.force".
-const forceSuffix = ".force"
-
 func (a *app) quotaKey(now time.Time, force bool) string {
-	k := events.QuotaKey(a.id, now)
 	if force {
-		k += forceSuffix
+		return events.ForceQuotaKey(a.id, now)
 	}
-	return k
+	return events.QuotaKey(a.id, now)
 }
 
 // readQuota returns today's count (China day of now) of fetches, or of

@@ -331,7 +331,7 @@ func TestQuotaViewFollowsTheChinaDay(t *testing.T) {
 			ctx := context.Background()
 			key := events.QuotaKey(app.AppID, e.clock.Now())
 			if tc.force {
-				key += forceSuffix
+				key = events.ForceQuotaKey(app.AppID, e.clock.Now())
 			}
 			if _, err := e.quota.Create(ctx, key, []byte(tc.count)); err != nil {
 				t.Fatal(err)

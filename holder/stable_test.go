@@ -76,7 +76,7 @@ func TestStableTokenMode(t *testing.T) {
 
 	// The day's 20 forced refreshes are used up: reports fall back to a
 	// normal call (which returns the current token: nothing stored).
-	key := events.QuotaKey(app.AppID, e.clock.Now()) + forceSuffix
+	key := events.ForceQuotaKey(app.AppID, e.clock.Now())
 	if n := e.quotaUsed(app.AppID, true); n != 2 {
 		t.Errorf("force counter = %d, want 2", n)
 	}

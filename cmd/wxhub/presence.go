@@ -41,6 +41,10 @@ type presenceApp struct {
 	AppID  string `json:"appid"`
 	Mode   string `json:"mode"`
 	Leader bool   `json:"leader,omitempty"`
+	// QuotaLimit and QuotaReserve: the holder's daily /cgi-bin/token
+	// limit and reserve (token mode apps; absent for stable_token).
+	QuotaLimit   int `json:"quota_limit,omitempty"`
+	QuotaReserve int `json:"quota_reserve,omitempty"`
 }
 
 // app returns the holder's entry for appid, or nil.
@@ -66,7 +70,8 @@ func holderPresence(h *holder.Holder) func() any {
 	return func() any {
 		ps := processStatus{Role: "holder", ID: h.ID()}
 		for _, a := range h.Status() {
-			ps.Apps = append(ps.Apps, presenceApp{AppID: a.AppID, Mode: a.Mode, Leader: a.Leader})
+			ps.Apps = append(ps.Apps, presenceApp{AppID: a.AppID, Mode: a.Mode, Leader: a.Leader,
+				QuotaLimit: a.QuotaLimit, QuotaReserve: a.QuotaReserve})
 			if a.Leader {
 				ps.Leads = append(ps.Leads, a.AppID)
 			}

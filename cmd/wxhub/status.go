@@ -100,8 +100,18 @@ type appStatus struct {
 	ExpiresAt    time.Time `json:"expires_at,omitzero"`
 	ExpiresIn    string    `json:"expires_in,omitempty"`
 	FetchesToday int       `json:"fetches_today"`
-	QuotaLeft    int       `json:"quota_left"`
-	Leader       string    `json:"leader"`
+	// QuotaLimit, QuotaReserve and QuotaLeft (token mode): the daily
+	// /cgi-bin/token limit and reserve the leading holder (else any
+	// answering holder configured with the app) reports, and the limit
+	// minus FetchesToday; absent when no such holder answers.
+	QuotaLimit   *int `json:"quota_limit,omitempty"`
+	QuotaReserve *int `json:"quota_reserve,omitempty"`
+	QuotaLeft    *int `json:"quota_left,omitempty"`
+	// ForcedToday and ForcedLeft (stable_token mode): today's
+	// force_refresh calls (wx_quota) and those left of WeChat's 20.
+	ForcedToday *int   `json:"forced_today,omitempty"`
+	ForcedLeft  *int   `json:"forced_left,omitempty"`
+	Leader      string `json:"leader"`
 	// Lockouts: what stops refreshes of the app now (the leading
 	// holder's view; not_leading when no holder holds the lease).
 	Lockouts []holder.Lockout `json:"lockouts"`
@@ -116,7 +126,7 @@ func printApps(tw *tabwriter.Writer, apps []appStatus) {
 		if a.Version > 0 {
 			version = strconv.FormatUint(a.Version, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", a.AppID, version, a.Mode, orDash(a.ExpiresIn), a.FetchesToday, a.QuotaLeft, a.Leader, lockoutSummary(a.Lockouts))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.AppID, version, a.Mode, orDash(a.ExpiresIn), a.FetchesToday, quotaCell(a), a.Leader, lockoutSummary(a.Lockouts))
 	}
 	fmt.Fprintln(tw)
 	details := false
@@ -237,15 +247,53 @@ func (b statusBuckets) app(ctx context.Context, appid string, now time.Time, pro
 			a.Leader = string(e.Value())
 		}
 	}
-	if b.quota != nil {
-		if e, err := b.quota.Get(ctx, events.QuotaKey(appid, now)); err == nil {
-			if r, err := events.ParseQuotaRecord(e.Value()); err == nil {
-				a.FetchesToday = int(r.Used)
-			}
-		}
+	a.FetchesToday = b.count(ctx, events.QuotaKey(appid, now))
+	if a.Mode == events.ModeStableToken {
+		forced := b.count(ctx, events.ForceQuotaKey(appid, now))
+		a.ForcedToday, a.ForcedLeft = &forced, ptr(max(holder.StableForceDailyLimit-forced, 0))
+	} else if h := configuredApp(procs, appid); h != nil && h.QuotaLimit > 0 {
+		a.QuotaLimit, a.QuotaReserve = ptr(h.QuotaLimit), ptr(h.QuotaReserve)
+		a.QuotaLeft = ptr(max(h.QuotaLimit-a.FetchesToday, 0))
 	}
-	a.QuotaLeft = 2000 - a.FetchesToday
 	return a, true
+}
+
+// count reads the count of a wx_quota record (events.ParseQuotaRecord:
+// a QuotaRecord, or a bare count): 0 when absent or unreadable.
+func (b statusBuckets) count(ctx context.Context, key string) int {
+	if b.quota == nil {
+		return 0
+	}
+	e, err := b.quota.Get(ctx, key)
+	if err != nil {
+		return 0
+	}
+	r, err := events.ParseQuotaRecord(e.Value())
+	if err != nil {
+		return 0
+	}
+	return int(r.Used)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// quotaCell is the QUOTA LEFT column: for a token mode app the fetches
+// left of the holder's daily limit and its reserve ("1990/2000 (reserve
+// 200)": forced refreshes stop when the left reach the reserve), for a
+// stable_token app the force_refresh calls left of WeChat's 20 ("18/20
+// forced"); "-" when no holder configured with a token mode app answers.
+func quotaCell(a appStatus) string {
+	switch {
+	case a.ForcedLeft != nil:
+		return fmt.Sprintf("%d/%d forced", *a.ForcedLeft, holder.StableForceDailyLimit)
+	case a.QuotaLeft != nil:
+		s := fmt.Sprintf("%d/%d", *a.QuotaLeft, *a.QuotaLimit)
+		if *a.QuotaReserve > 0 {
+			s += fmt.Sprintf(" (reserve %d)", *a.QuotaReserve)
+		}
+		return s
+	}
+	return "-"
 }
 
 // configuredApp is appid's entry in the reply of the holder leading it,

@@ -23,7 +23,9 @@ const (
 	statusBadApp     = "wxstatusbad00001"
 	// statusBadSecret is what the holder is given for statusBadApp; the
 	// simulator knows another one, so every fetch fails (40125).
-	statusBadSecret = "status-wrong-secret-9876543210"
+	statusBadSecret    = "status-wrong-secret-9876543210"
+	statusStableApp    = "wxstatusstable01"
+	statusStableSecret = "status-stable-secret-0123456789"
 )
 
 // statusHolder is a real holder process, configured with the apps in
@@ -32,6 +34,7 @@ type statusHolder struct {
 	t    *testing.T
 	bin  string
 	url  string
+	cmd  *exec.Cmd
 	logs *lineWaiter
 }
 
@@ -47,9 +50,18 @@ func startStatusHolder(t *testing.T, sim *wechatsim.Sim, args []string, env ...s
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	h.logs = newLineWaiter(stderr, nil)
+	t.Cleanup(h.stop)
+	h.cmd, h.logs = cmd, newLineWaiter(stderr, nil)
 	return h
+}
+
+func (h *statusHolder) stop() { _ = h.cmd.Process.Kill(); _ = h.cmd.Wait() }
+
+// waitLog waits for the holder's log line msg (a prefix) about appid.
+func (h *statusHolder) waitLog(msg, appid string) {
+	h.t.Helper()
+	m, a := regexp.QuoteMeta(`"msg":"`+msg), regexp.QuoteMeta(`"appid":"`+appid+`"`)
+	h.logs.wait(h.t, regexp.MustCompile(m+`.*`+a+`|`+a+`.*`+m), 30*time.Second)
 }
 
 // run runs a wxhub command against the holder's NATS and returns its
@@ -77,8 +89,8 @@ func TestStatusListsAConfiguredAppWithoutToken(t *testing.T) {
 	h := startStatusHolder(t, sim, []string{"--app", "appid=" + statusGoodApp + ";appid=" + statusBadApp},
 		"WXHUB_SECRET_"+strings.ToUpper(statusGoodApp)+"="+statusGoodSecret,
 		"WXHUB_SECRET_"+strings.ToUpper(statusBadApp)+"="+statusBadSecret)
-	h.logs.wait(t, regexp.MustCompile(`"msg":"token refreshed".*"appid":"`+statusGoodApp+`"|"appid":"`+statusGoodApp+`".*"msg":"token refreshed"`), 30*time.Second)
-	h.logs.wait(t, regexp.MustCompile(`"msg":"token fetch refused.*"appid":"`+statusBadApp+`"|"appid":"`+statusBadApp+`".*"msg":"token fetch refused`), 30*time.Second)
+	h.waitLog("token refreshed", statusGoodApp)
+	h.waitLog("token fetch refused", statusBadApp)
 
 	var outputs []string
 	out, errOut, code := h.run("status", "--json")
@@ -110,7 +122,7 @@ func TestStatusListsAConfiguredAppWithoutToken(t *testing.T) {
 
 	out, errOut, code = h.run("status")
 	outputs = append(outputs, out, errOut)
-	row := regexp.MustCompile(`(?m)^` + statusBadApp + `\s+-\s+token\s+-\s+1\s+\S+\s+h1\s+backoff until \S+Z$`)
+	row := regexp.MustCompile(`(?m)^` + statusBadApp + `\s+-\s+token\s+-\s+1\s+1999/2000 \(reserve 200\)\s+h1\s+backoff until \S+Z$`)
 	detail := regexp.MustCompile(`(?m)^` + statusBadApp + `: backoff until \S+Z: .*40125`)
 	if code != exitOK || !row.MatchString(out) || !detail.MatchString(out) {
 		t.Errorf("status table: exit %d, want a row %v and a line %v:\n%s%s", code, row, detail, out, errOut)
@@ -134,4 +146,70 @@ func TestStatusListsAConfiguredAppWithoutToken(t *testing.T) {
 			}
 		}
 	}
+}
+
+// QUOTA LEFT is, for a token mode app, the fetches left of the daily
+// limit the holder reports, with its reserve (here --quota-reserve 150,
+// not the default), and "-" once no holder answers; for a stable_token
+// app, the force_refresh calls left of WeChat's 20 (by wx_quota, so with
+// or without a holder).
+func TestStatusQuotaLeftIsTheHoldersLimitAndReserve(t *testing.T) {
+	sim := wechatsim.New()
+	sim.AddApp(statusGoodApp, statusGoodSecret)
+	sim.AddApp(statusStableApp, statusStableSecret)
+	h := startStatusHolder(t, sim, []string{"--quota-reserve", "150",
+		"--app", "appid=" + statusGoodApp + ";appid=" + statusStableApp + ",mode=stable_token"},
+		"WXHUB_SECRET_"+strings.ToUpper(statusGoodApp)+"="+statusGoodSecret,
+		"WXHUB_SECRET_"+strings.ToUpper(statusStableApp)+"="+statusStableSecret)
+	h.waitLog("token refreshed", statusGoodApp)
+	h.waitLog("token refreshed", statusStableApp)
+	if out, errOut, code := h.run("token", "invalidate", "--appid", statusStableApp); code != exitOK {
+		t.Fatalf("token invalidate (a forced stable_token call): exit %d\n%s%s", code, out, errOut)
+	}
+
+	type want struct {
+		cell                    string // the QUOTA LEFT column
+		limit, reserve, left    int    // --json; -1: absent
+		forcedToday, forcedLeft int    // --json; -1: absent
+	}
+	check := func(stage string, wants map[string]want, args ...string) {
+		t.Helper()
+		out, errOut, code := h.run(append([]string{"status"}, args...)...)
+		if code != exitOK {
+			t.Fatalf("%s: status: exit %d\n%s%s", stage, code, out, errOut)
+		}
+		for app, w := range wants {
+			cell := regexp.MustCompile(`(?m)^` + app + `\s+\d+\s+\S+\s+\S+\s+\d+\s+` + regexp.QuoteMeta(w.cell) + `\s+h1\s`)
+			if !cell.MatchString(out) {
+				t.Errorf("%s: QUOTA LEFT of %s is not %q:\n%s", stage, app, w.cell, out)
+			}
+		}
+		out, errOut, code = h.run(append([]string{"status", "--json"}, args...)...)
+		var st statusReport
+		if err := json.Unmarshal([]byte(out), &st); code != exitOK || err != nil {
+			t.Fatalf("%s: status --json: exit %d %v\n%s%s", stage, code, err, out, errOut)
+		}
+		val := func(p *int) int {
+			if p == nil {
+				return -1
+			}
+			return *p
+		}
+		for _, a := range st.Apps {
+			w := wants[a.AppID]
+			got := want{w.cell, val(a.QuotaLimit), val(a.QuotaReserve), val(a.QuotaLeft), val(a.ForcedToday), val(a.ForcedLeft)}
+			if got != w {
+				t.Errorf("%s: %s in --json: %+v, want %+v", stage, a.AppID, got, w)
+			}
+		}
+	}
+	check("holder running", map[string]want{
+		statusGoodApp:   {"1999/2000 (reserve 150)", 2000, 150, 1999, -1, -1},
+		statusStableApp: {"19/20 forced", -1, -1, -1, 1, 19},
+	})
+	h.stop()
+	check("no holder", map[string]want{
+		statusGoodApp:   {"-", -1, -1, -1, -1, -1},
+		statusStableApp: {"19/20 forced", -1, -1, -1, 1, 19},
+	}, "--wait", "100ms")
 }
