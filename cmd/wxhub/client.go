@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
@@ -104,8 +106,18 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	}
 	defer nc.Close()
 	subs := events.NewSubjects(cfg.Prefix)
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
+	// A job that already ran past the duplicate window would be acked
+	// silently at its done record: print its stored result instead.
+	if found, err := doneResult(ctx, js, subs, j.jobID); err != nil || found != nil {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "wxhub: job %s already ran; its stored result (nothing was published):\n", j.jobID)
+		return printResult(env, subs, found)
+	}
 
 	// Subscribe before publishing so the result cannot slip past.
 	results := make(chan *nats.Msg, 64)
@@ -127,6 +139,7 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	msg.Data = body
 	msg.Header.Set(events.HeaderMsgID, j.jobID)
 	msg.Header.Set(events.HeaderCorrelationID, j.jobID)
+	published := time.Now()
 	ack, err := js.Local().PublishMsg(ctx, msg) // a publish: no API prefix
 	if err != nil {
 		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
@@ -146,10 +159,26 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 				found = m
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("no result for job %s within %v: %w", j.jobID, j.timeout, ctx.Err())
+			// The result may have come and gone unseen: look it up.
+			if found, err = resultAfterTimeout(parent, js, subs, j.jobID, time.Since(published)); err != nil || found == nil {
+				return errors.Join(fmt.Errorf("no result for job %s within %v, and none stored in %s: %w (is a worker running? see `wxhub status`)",
+					j.jobID, j.timeout, events.StreamResults, ctx.Err()), err)
+			}
 		}
 	}
 	return printResult(env, subs, found)
+}
+
+// resultAfterTimeout looks for the stored result of a job published
+// elapsed ago whose result was not seen in time, under its own deadline
+// (the wait's is over); nothing when parent is done (interrupted).
+func resultAfterTimeout(parent context.Context, js *broker.JetStreams, subs events.Subjects, jobID string, elapsed time.Duration) (*nats.Msg, error) {
+	if parent.Err() != nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(parent, 15*time.Second)
+	defer cancel()
+	return storedResult(ctx, js, subs, jobID, elapsed+time.Minute)
 }
 
 // printResult prints a result as indented JSON: nil for user.profile,
@@ -183,9 +212,48 @@ func findStoredResult(ctx context.Context, js *broker.JetStreams, subs events.Su
 	if err != nil {
 		return nil, fmt.Errorf("results stream: %w", err)
 	}
-	m, err := findResult(ctx, js, subs, jobID, stream.CachedInfo().Config.Duplicates+time.Minute)
+	return storedResult(ctx, js, subs, jobID, stream.CachedInfo().Config.Duplicates+time.Minute)
+}
+
+// storedResult is findResult as a message: nil when there is none.
+func storedResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects, jobID string, since time.Duration) (*nats.Msg, error) {
+	m, err := findResult(ctx, js, subs, jobID, since)
 	if err != nil || m == nil {
 		return nil, err
 	}
 	return &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}, nil
+}
+
+// doneResult returns the stored result of a job that already ran (it has
+// a done record in wx_done), so that a command does not publish a job
+// the worker would end silently at its done record (past the duplicate
+// window the publish is not reported as a duplicate). It returns nil,
+// nil when the job has no done record or wx_done cannot be opened (a
+// user without access to it publishes as before), and an error when the
+// job ran but its result is no longer stored.
+func doneResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects, jobID string) (*nats.Msg, error) {
+	done, err := js.Bucket(events.BucketDone).KeyValue(ctx, events.BucketDone)
+	if err != nil {
+		return nil, nil
+	}
+	ent, err := done.Get(ctx, events.DoneKey(jobID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("done record of %s: %w", jobID, err)
+	}
+	since := 24 * time.Hour // results are kept 24 h
+	var rec events.DoneRecord
+	if json.Unmarshal(ent.Value(), &rec) == nil && !rec.DoneAt.IsZero() {
+		since = time.Since(rec.DoneAt) + time.Minute
+	}
+	found, err := storedResult(ctx, js, subs, jobID, since)
+	if err != nil {
+		return nil, err
+	}
+	if found == nil {
+		return nil, fmt.Errorf("job %s already ran (it has a done record) but its result is no longer stored in %s; run it again under a new id with --job-id", jobID, events.StreamResults)
+	}
+	return found, nil
 }

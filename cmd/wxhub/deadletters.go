@@ -302,20 +302,12 @@ func deadLettersReplay(ctx context.Context, env *cmdEnv, args []string) error {
 	// A replay job that already ran (past the jobs' duplicate window, so a
 	// publish would not be reported as a duplicate) would end silently at
 	// its done record: print its stored result instead of publishing.
-	if done, err := js.Bucket(events.BucketDone).KeyValue(lctx, events.BucketDone); err == nil {
-		if _, err := done.Get(lctx, events.DoneKey(jobID)); err == nil {
-			found, err := findStoredResult(lctx, js, subs, jobID)
-			if err != nil {
-				return err
-			}
-			if found == nil {
-				return fmt.Errorf("job %s already ran (it has a done record) but its result is no longer stored; replay under a new id with --job-id", jobID)
-			}
-			fmt.Fprintf(env.stderr, "wxhub: dead letter %d was replayed before as %s job %s; its stored result:\n", seq, bare, jobID)
-			return printResult(env, subs, found)
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("done record of %s: %w", jobID, err)
+	if found, err := doneResult(lctx, js, subs, jobID); err != nil || found != nil {
+		if err != nil {
+			return err
 		}
+		fmt.Fprintf(env.stderr, "wxhub: dead letter %d was replayed before as %s job %s; its stored result:\n", seq, bare, jobID)
+		return printResult(env, subs, found)
 	}
 	cancel()
 	nc.Close()

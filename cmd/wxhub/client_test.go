@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
+)
+
+// storeResult stores a result in WX_RESULTS as a worker does (the
+// internal subject, Nats-Msg-Id = job_id) and returns its sequence.
+func storeResult(t *testing.T, env *brokertest.Env, subject string, result any, jobID string) uint64 {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data, _ = json.Marshal(result)
+	m.Header.Set(events.HeaderMsgID, jobID)
+	ack, err := env.JS.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// storeDone writes the done record a worker writes once a job's result is
+// stored.
+func storeDone(t *testing.T, env *brokertest.Env, jobID, jobSubject, resultSubject string, seq uint64) {
+	t.Helper()
+	done, err := env.JS.KeyValue(context.Background(), events.BucketDone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(events.DoneRecord{JobID: jobID, JobSubject: jobSubject, ResultSubject: resultSubject, ResultSeq: seq, DoneAt: time.Now().UTC()})
+	if _, err := done.Put(context.Background(), events.DoneKey(jobID), rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runIn runs a wxhub command in-process against env.
+func runIn(env *brokertest.Env, args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	cenv := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": env.URL}[k] }}
+	code = run(context.Background(), cenv, args)
+	return code, o.String(), e.String()
+}
+
+// A client command given the id of a job that already ran prints that
+// job's stored result instead of waiting for one the worker never sends
+// (past the duplicate window it acks the new job at its done record):
+// from the done record without publishing, else, when no result came in
+// time, from WX_RESULTS. No worker runs here.
+func TestClientCommandOfAJobThatAlreadyRan(t *testing.T) {
+	subs := events.NewSubjects("")
+	profile := func(id string) events.UserProfile {
+		return events.UserProfile{JobID: id, AppID: "wxapp", OpenID: "o1", Source: events.SourceUserInfo, CompletedAt: time.Now().UTC()}
+	}
+	failure := func(id string) events.UserProfileFailed {
+		return events.UserProfileFailed{JobID: id, JobSubject: events.SubjectOAuthCodeReceived, AppID: "wxapp",
+			Error: events.FailureError{Kind: "wechat", ErrCode: 40163, ErrMsg: "code been used"}, Attempts: 1, FailedAt: time.Now().UTC()}
+	}
+	tests := []struct {
+		name      string
+		setup     func(t *testing.T, env *brokertest.Env, id string)
+		args      []string
+		code      int
+		stdout    string // regexp
+		stderr    string // regexp
+		published uint64 // jobs in WX_JOBS afterwards
+	}{
+		{"lookup: done record and result",
+			func(t *testing.T, env *brokertest.Env, id string) {
+				storeDone(t, env, id, events.SubjectUserLookup, events.SubjectUserProfile, storeResult(t, env, subs.StoredUserProfile, profile(id), id))
+			},
+			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "3s"},
+			exitOK, `"job_id": "old-job"`, `job old-job already ran; its stored result`, 0},
+		{"oauth: done record and failure",
+			func(t *testing.T, env *brokertest.Env, id string) {
+				storeDone(t, env, id, events.SubjectOAuthCodeReceived, events.SubjectUserProfileFailed, storeResult(t, env, subs.StoredUserProfileFailed, failure(id), id))
+			},
+			[]string{"oauth", "--appid", "wxapp", "--code", "C0DE", "--timeout", "3s"},
+			exitFailure, `"errcode": 40163`, `job old-job already ran`, 0},
+		{"lookup: done record, result no longer stored",
+			func(t *testing.T, env *brokertest.Env, id string) {
+				storeDone(t, env, id, events.SubjectUserLookup, events.SubjectUserProfile, 999)
+			},
+			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "3s"},
+			exitFailure, `^$`, `job old-job already ran \(it has a done record\) but its result is no longer stored`, 0},
+		{"lookup: result stored but not seen, no done record",
+			func(t *testing.T, env *brokertest.Env, id string) {
+				storeResult(t, env, subs.StoredUserProfile, profile(id), id)
+			},
+			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "1s"},
+			exitOK, `"job_id": "old-job"`, `^$`, 1},
+		{"lookup: no result at all",
+			func(t *testing.T, env *brokertest.Env, id string) {},
+			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "1s"},
+			exitFailure, `^$`, `no result for job old-job within 1s, and none stored in WX_RESULTS`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := brokertest.Start(t)
+			tt.setup(t, env, "old-job")
+			code, stdout, stderr := runIn(env, append(tt.args, "--job-id", "old-job")...)
+			if code != tt.code || !regexp.MustCompile(tt.stdout).MatchString(stdout) || !regexp.MustCompile(tt.stderr).MatchString(stderr) {
+				t.Errorf("exit %d (want %d)\nstdout (want %s):\n%s\nstderr (want %s):\n%s", code, tt.code, tt.stdout, stdout, tt.stderr, stderr)
+			}
+			if n := jobsStored(t, env); n != tt.published {
+				t.Errorf("%d jobs published, want %d", n, tt.published)
+			}
+		})
+	}
+}
