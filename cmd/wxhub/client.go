@@ -8,6 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -120,20 +122,11 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	}
 
 	// Subscribe before publishing so the result cannot slip past.
-	results := make(chan *nats.Msg, 64)
-	var subsList []*nats.Subscription
-	for _, s := range subs.Results() {
-		sub, err := nc.ChanSubscribe(s, results)
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", s, err)
-		}
-		subsList = append(subsList, sub)
+	w, err := newResultWaiter(nc, subs.Results(), j.jobID, env.stderr)
+	if err != nil {
+		return err
 	}
-	defer func() {
-		for _, s := range subsList {
-			_ = s.Unsubscribe()
-		}
-	}()
+	defer w.close()
 	body, _ := json.Marshal(job)
 	msg := nats.NewMsg(subject)
 	msg.Data = body
@@ -152,21 +145,116 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 			return err
 		}
 	}
-	for found == nil {
-		select {
-		case m := <-results:
-			if m.Header.Get(events.HeaderMsgID) == j.jobID || jobIDOf(m.Data) == j.jobID {
-				found = m
-			}
-		case <-ctx.Done():
-			// The result may have come and gone unseen: look it up.
-			if found, err = resultAfterTimeout(parent, js, subs, j.jobID, time.Since(published)); err != nil || found == nil {
-				return errors.Join(fmt.Errorf("no result for job %s within %v, and none stored in %s: %w (is a worker running? see `wxhub status`)",
-					j.jobID, j.timeout, events.StreamResults, ctx.Err()), err)
-			}
+	if found == nil {
+		found, err = w.wait(ctx, func(ctx context.Context) (*nats.Msg, error) {
+			return doneResult(ctx, js, subs, j.jobID)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if found == nil {
+		// The result may have come and gone unseen: look it up.
+		if found, err = resultAfterTimeout(parent, js, subs, j.jobID, time.Since(published)); err != nil || found == nil {
+			return errors.Join(fmt.Errorf("no result for job %s within %v, and none stored in %s: %w (is a worker running? see `wxhub status`)",
+				j.jobID, j.timeout, events.StreamResults, ctx.Err()), err)
 		}
 	}
 	return printResult(env, subs, found)
+}
+
+// resultPendingBytes bounds what a client command's result subscriptions
+// queue (their message count is unbounded): a burst of other jobs'
+// results must not make the client drop its own.
+const resultPendingBytes = 256 << 20
+
+// resultWaiter receives one job's result from the core result subjects.
+// Its handler keeps the result whose Nats-Msg-Id is the job's (it
+// decodes a body only when a result has no such header) and drops every
+// other job's result at once on the subscription's goroutine: a burst of
+// them is never queued behind a decoder, and never printed.
+type resultWaiter struct {
+	jobID   string
+	found   chan *nats.Msg
+	dropped chan struct{} // a slow consumer lost messages (ours among them?)
+	subs    []*nats.Subscription
+	stderr  io.Writer
+}
+
+func newResultWaiter(nc *nats.Conn, subjects []string, jobID string, stderr io.Writer) (*resultWaiter, error) {
+	w := &resultWaiter{jobID: jobID, found: make(chan *nats.Msg, 1), dropped: make(chan struct{}, 1), stderr: stderr}
+	for _, s := range subjects {
+		sub, err := nc.Subscribe(s, w.onMsg)
+		if err == nil {
+			err = sub.SetPendingLimits(-1, resultPendingBytes)
+		}
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("subscribe %s: %w", s, err)
+		}
+		w.subs = append(w.subs, sub)
+	}
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) && slices.Contains(w.subs, sub) {
+			select {
+			case w.dropped <- struct{}{}:
+			default:
+			}
+			return
+		}
+		if prev != nil {
+			prev(c, sub, err)
+		}
+	})
+	return w, nil
+}
+
+func (w *resultWaiter) onMsg(m *nats.Msg) {
+	if resultIDOf(m.Header, m.Data) != w.jobID {
+		return
+	}
+	select {
+	case w.found <- m:
+	default: // a second copy
+	}
+}
+
+func (w *resultWaiter) close() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// wait returns the job's result as it arrives, or nil when ctx ends
+// first. Once a slow consumer lost messages it asks lost (the result of
+// the job's done record) at once and then every second, as the result may
+// be among them.
+func (w *resultWaiter) wait(ctx context.Context, lost func(context.Context) (*nats.Msg, error)) (*nats.Msg, error) {
+	var poll <-chan time.Time
+	for {
+		select {
+		case m := <-w.found:
+			return m, nil
+		case <-w.dropped:
+			if poll == nil {
+				fmt.Fprintf(w.stderr, "wxhub: results arrive faster than this command reads them (slow consumer, some dropped): looking for job %s's done record in %s as well\n", w.jobID, events.BucketDone)
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				poll = t.C
+			}
+		case <-poll:
+		case <-ctx.Done():
+			return nil, nil
+		}
+		m, err := lost(ctx)
+		if ctx.Err() != nil {
+			return nil, nil // the caller's lookup after the timeout follows
+		}
+		if err != nil || m != nil {
+			return m, err
+		}
+	}
 }
 
 // resultAfterTimeout looks for the stored result of a job published
