@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -102,12 +103,16 @@ func cmdOAuth(ctx context.Context, env *cmdEnv, args []string) error {
 // terminal result as JSON: nil for user.profile, errFailed for
 // user.profile.failed.
 func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subject string, j jobFlags, job any) error {
+	subs := events.NewSubjects(cfg.Prefix)
+	body, err := checkJob(strings.TrimPrefix(subject, subs.Prefix), job)
+	if err != nil {
+		return err
+	}
 	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	subs := events.NewSubjects(cfg.Prefix)
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
@@ -127,7 +132,6 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 		return err
 	}
 	defer w.close()
-	body, _ := json.Marshal(job)
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(events.HeaderMsgID, j.jobID)
@@ -269,19 +273,78 @@ func resultAfterTimeout(parent context.Context, js *broker.JetStreams, subs even
 	return storedResult(ctx, js, subs, jobID, elapsed+time.Minute)
 }
 
-// printResult prints a result as indented JSON: nil for user.profile,
-// errFailed for user.profile.failed.
-func printResult(env *cmdEnv, subs events.Subjects, found *nats.Msg) error {
-	var pretty json.RawMessage = found.Data
-	out, err := json.MarshalIndent(pretty, "", "  ")
+// jobFlagNames are the flags that set a job's fields.
+var jobFlagNames = map[string]string{"/job_id": "--job-id", "/appid": "--appid", "/openid": "--openid",
+	"/code": "--code", "/state": "--state", "/lang": "--lang"}
+
+// checkJob encodes a job a client command is about to publish and
+// validates it against its subject's schema (bare: without the prefix),
+// so that a malformed flag is a usage error naming the flag (exit 2),
+// not a published job that comes back as invalid_job.
+func checkJob(bare string, job any) ([]byte, error) {
+	body, err := json.Marshal(job)
 	if err != nil {
-		out = found.Data
+		return nil, fmt.Errorf("encode the job: %w", err)
 	}
-	fmt.Fprintln(env.stdout, string(out))
-	if found.Subject == subs.UserProfileFailed {
-		return errFailed
+	problems, err := flagProblems(bare, body)
+	if err != nil || len(problems) == 0 {
+		return body, err
 	}
-	return nil
+	return nil, usagef("not a valid %s job: %s", bare, strings.Join(problems, "; "))
+}
+
+// checkJobID checks a job id given on the command line against the job
+// schemas' job_id pattern (every result id has its form).
+func checkJobID(id string) error {
+	if events.ValidJobID(id) {
+		return nil
+	}
+	body, _ := json.Marshal(events.UserLookup{JobID: id, AppID: "wx", OpenID: "o"})
+	problems, _ := flagProblems(events.SubjectUserLookup, body)
+	if len(problems) == 0 {
+		problems = []string{"--job-id: not a job id"}
+	}
+	return usagef("%s (a job's job_id, or invalid-<seq> for a job that had none)", strings.Join(problems, "; "))
+}
+
+// flagProblems are the schema's problems with body, each field named by
+// the flag that sets it ("--openid: must match ..."); none when body is
+// valid. The schema's problems quote no value.
+func flagProblems(bare string, body []byte) ([]string, error) {
+	err := events.Validate(bare, body)
+	var ve *events.ValidationError
+	if !errors.As(err, &ve) {
+		return nil, err // nil, or a subject without a schema
+	}
+	problems := make([]string, 0, len(ve.Problems))
+	for _, p := range ve.Problems {
+		if field, rest, ok := strings.Cut(p, ": "); ok && jobFlagNames[field] != "" {
+			p = jobFlagNames[field] + ": " + rest
+		}
+		problems = append(problems, p)
+	}
+	return problems, nil
+}
+
+// printResult prints a result as indented JSON: nil for user.profile;
+// for user.profile.failed errFailed, and one line on stderr saying that
+// the job failed and why (so that it reads apart from "no result").
+func printResult(env *cmdEnv, subs events.Subjects, found *nats.Msg) error {
+	printJSON(env, found.Data)
+	if found.Subject != subs.UserProfileFailed {
+		return nil
+	}
+	var f events.UserProfileFailed
+	_ = json.Unmarshal(found.Data, &f)
+	why := f.Error.Kind
+	if f.Error.ErrCode != 0 {
+		why += fmt.Sprintf(", errcode %d", f.Error.ErrCode)
+	}
+	if f.Error.ErrMsg != "" {
+		why += ": " + f.Error.ErrMsg
+	}
+	fmt.Fprintf(env.stderr, "wxhub: job %s failed (%s); its %s result is above\n", f.JobID, why, events.SubjectUserProfileFailed)
+	return errFailed
 }
 
 func jobIDOf(data []byte) string {

@@ -60,7 +60,8 @@ func runIn(env *brokertest.Env, args ...string) (code int, stdout, stderr string
 // job's stored result instead of waiting for one the worker never sends
 // (past the duplicate window it acks the new job at its done record):
 // from the done record without publishing, else, when no result came in
-// time, from WX_RESULTS. No worker runs here.
+// time, from WX_RESULTS. A failed job and no result both exit 1, and
+// stderr says which. No worker runs here.
 func TestClientCommandOfAJobThatAlreadyRan(t *testing.T) {
 	subs := events.NewSubjects("")
 	profile := func(id string) events.UserProfile {
@@ -90,7 +91,7 @@ func TestClientCommandOfAJobThatAlreadyRan(t *testing.T) {
 				storeDone(t, env, id, events.SubjectOAuthCodeReceived, events.SubjectUserProfileFailed, storeResult(t, env, subs.StoredUserProfileFailed, failure(id), id))
 			},
 			[]string{"oauth", "--appid", "wxapp", "--code", "C0DE", "--timeout", "3s"},
-			exitFailure, `"errcode": 40163`, `job old-job already ran`, 0},
+			exitFailure, `"errcode": 40163`, `job old-job already ran(.|\n)*job old-job failed \(wechat, errcode 40163: code been used\); its user.profile.failed result is above`, 0},
 		{"lookup: done record, result no longer stored",
 			func(t *testing.T, env *brokertest.Env, id string) {
 				storeDone(t, env, id, events.SubjectUserLookup, events.SubjectUserProfile, 999)
@@ -103,6 +104,16 @@ func TestClientCommandOfAJobThatAlreadyRan(t *testing.T) {
 			},
 			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "1s"},
 			exitOK, `"job_id": "old-job"`, `^$`, 1},
+		{"result: a failure",
+			func(t *testing.T, env *brokertest.Env, id string) {
+				storeDone(t, env, id, events.SubjectOAuthCodeReceived, events.SubjectUserProfileFailed, storeResult(t, env, subs.StoredUserProfileFailed, failure(id), id))
+			},
+			[]string{"result"},
+			exitFailure, `"errcode": 40163`, `^wxhub: job old-job failed \(wechat, errcode 40163: code been used\)`, 0},
+		{"result: none",
+			func(t *testing.T, env *brokertest.Env, id string) {},
+			[]string{"result"},
+			exitFailure, `^$`, `^wxhub result: no result for job old-job in WX_RESULTS`, 0},
 		{"lookup: no result at all",
 			func(t *testing.T, env *brokertest.Env, id string) {},
 			[]string{"lookup", "--appid", "wxapp", "--openid", "o1", "--timeout", "1s"},

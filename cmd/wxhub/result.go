@@ -18,7 +18,8 @@ import (
 )
 
 // cmdResult prints the stored result of a past job from WX_RESULTS: exit
-// 0 for user.profile, 1 for user.profile.failed or when there is none.
+// 0 for user.profile, 1 for user.profile.failed or when there is none
+// (stderr says which), 2 for a --job-id that is no job id.
 //
 // It looks the job up in wx_done first (one KV read and one stream read);
 // a user without access to wx_done, or a job without a done record, makes
@@ -36,6 +37,9 @@ func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
 	if jobID == "" {
 		return usagef("--job-id is required")
 	}
+	if err := checkJobID(jobID); err != nil {
+		return err
+	}
 	nc, js, err := connectAs(cfg, "wxhub-cli", grants.Provision)
 	if err != nil {
 		return err
@@ -51,11 +55,7 @@ func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
 	if m == nil {
 		return fmt.Errorf("no result for job %s in %s (results are kept 24 h; scanned the last %v): it may still be waiting or running (wxhub status), or was never published", jobID, events.StreamResults, since)
 	}
-	printJSON(env, m.Data)
-	if m.Subject == subs.UserProfileFailed {
-		return errFailed
-	}
-	return nil
+	return printResult(env, subs, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
 }
 
 // findResult returns the stored result of jobID, or nil if there is none.
