@@ -141,30 +141,37 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	if err != nil {
 		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
 	}
-	var found *nats.Msg
-	if ack.Duplicate {
-		// The job_id was seen before: its result may already be stored.
-		found, err = findStoredResult(ctx, js, subs, j.jobID)
-		if err != nil {
-			return err
+	found, err := awaitResult(ctx, js, subs, w, ack.Duplicate)
+	if err == nil && found == nil {
+		if err := parent.Err(); err != nil {
+			return fmt.Errorf("no result for job %s: %w", j.jobID, err) // interrupted
 		}
-	}
-	if found == nil {
-		found, err = w.wait(ctx, func(ctx context.Context) (*nats.Msg, error) {
-			return doneResult(ctx, js, subs, j.jobID)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	if found == nil {
 		// The result may have come and gone unseen: look it up.
-		if found, err = resultAfterTimeout(parent, js, subs, j.jobID, time.Since(published)); err != nil || found == nil {
+		found, err = resultAfterTimeout(parent, js, subs, j.jobID, time.Since(published))
+		if found == nil {
 			return errors.Join(fmt.Errorf("no result for job %s within %v, and none stored in %s: %w (is a worker running? see `wxhub status`)",
 				j.jobID, j.timeout, events.StreamResults, ctx.Err()), err)
 		}
 	}
+	if err != nil {
+		return err
+	}
 	return printResult(env, subs, found)
+}
+
+// awaitResult returns the published job's result: the stored one of a
+// duplicate publish, else the one w receives; nil when ctx ends first.
+func awaitResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects, w *resultWaiter, duplicate bool) (*nats.Msg, error) {
+	if duplicate {
+		// The job_id was seen before: its result may already be stored.
+		found, err := findStoredResult(ctx, js, subs, w.jobID)
+		if err != nil || found != nil {
+			return found, err
+		}
+	}
+	return w.wait(ctx, func(ctx context.Context) (*nats.Msg, error) {
+		return doneResult(ctx, js, subs, w.jobID)
+	})
 }
 
 // resultPendingBytes bounds what a client command's result subscriptions
@@ -263,11 +270,8 @@ func (w *resultWaiter) wait(ctx context.Context, lost func(context.Context) (*na
 
 // resultAfterTimeout looks for the stored result of a job published
 // elapsed ago whose result was not seen in time, under its own deadline
-// (the wait's is over); nothing when parent is done (interrupted).
+// (the wait's is over).
 func resultAfterTimeout(parent context.Context, js *broker.JetStreams, subs events.Subjects, jobID string, elapsed time.Duration) (*nats.Msg, error) {
-	if parent.Err() != nil {
-		return nil, nil
-	}
 	ctx, cancel := context.WithTimeout(parent, 15*time.Second)
 	defer cancel()
 	return storedResult(ctx, js, subs, jobID, elapsed+time.Minute)
@@ -336,14 +340,14 @@ func printResult(env *cmdEnv, subs events.Subjects, found *nats.Msg) error {
 	}
 	var f events.UserProfileFailed
 	_ = json.Unmarshal(found.Data, &f)
-	why := f.Error.Kind
+	why := orDash(f.Error.Kind)
 	if f.Error.ErrCode != 0 {
 		why += fmt.Sprintf(", errcode %d", f.Error.ErrCode)
 	}
 	if f.Error.ErrMsg != "" {
 		why += ": " + f.Error.ErrMsg
 	}
-	fmt.Fprintf(env.stderr, "wxhub: job %s failed (%s); its %s result is above\n", f.JobID, why, events.SubjectUserProfileFailed)
+	fmt.Fprintf(env.stderr, "wxhub: job %s failed (%s); its %s result is above\n", resultIDOf(found.Header, found.Data), why, events.SubjectUserProfileFailed)
 	return errFailed
 }
 
