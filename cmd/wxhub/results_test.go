@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
@@ -311,25 +312,54 @@ func TestRedeliveryAfterDuplicateWindowNoSecondResult(t *testing.T) {
 	}
 }
 
-// `wxhub lookup` with an openid that makes the job oversized gets its
-// failure at once, under its job_id (the job's Nats-Msg-Id: its body is
-// too large to be read), instead of waiting for a result that never comes.
-func TestLookupOfAnOversizedJobFailsUnderItsJobID(t *testing.T) {
+// An oversized job gets its failure at once, under its job_id (the job's
+// Nats-Msg-Id: its body is too large to be read), instead of no result;
+// `wxhub result` prints it. `wxhub lookup` itself refuses to publish such
+// a job (a usage error, exit 2): its flags are checked against the
+// schema first.
+func TestOversizedJobFailsUnderItsJobID(t *testing.T) {
 	t.Parallel()
 	run := wxhubtest.StartRun(t)
-	start := time.Now()
+	openid := strings.Repeat("o", events.MaxJobSize)
 	cmd := exec.Command(wxhubtest.Binary(t), "lookup", "--nats-url", run.NATSURL, "--appid", run.AppID,
-		"--openid", strings.Repeat("o", events.MaxJobSize), "--job-id", "big-lookup", "--timeout", "25s")
-	out, err := cmd.Output()
+		"--openid", openid, "--job-id", "big-lookup", "--timeout", "25s")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("exit %v, want status 1; output %s", err, out)
+	if !errors.As(err, &exit) || exit.ExitCode() != exitUsage || !strings.Contains(stderr.String(), "not a valid user.lookup job: ") {
+		t.Fatalf("lookup of an oversized job: %v, want status 2; stderr %s", err, stderr.String())
+	}
+
+	// Published by another client: the worker fails it under its Nats-Msg-Id.
+	nc, err := nats.Connect(run.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	failed, err := nc.SubscribeSync(events.SubjectUserProfileFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := nats.NewMsg(events.SubjectUserLookup)
+	job.Header.Set(events.HeaderMsgID, "big-lookup")
+	job.Data = fmt.Appendf(nil, `{"job_id":"big-lookup","appid":%q,"openid":%q}`, run.AppID, openid)
+	if _, err := js.PublishMsg(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	m, err := failed.NextMsgWithContext(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var f events.UserProfileFailed
-	if err := json.Unmarshal(out, &f); err != nil || f.JobID != "big-lookup" || f.Error.Kind != events.KindInvalidJob {
-		t.Fatalf("printed %s (%v), want an invalid_job failure for big-lookup", out, err)
+	if err := json.Unmarshal(m.Data, &f); err != nil || f.JobID != "big-lookup" || f.Error.Kind != events.KindInvalidJob {
+		t.Fatalf("failure %s (%v), want an invalid_job failure for big-lookup", m.Data, err)
 	}
-	if d := time.Since(start); d > 15*time.Second {
-		t.Fatalf("took %v", d)
+	out, err := exec.Command(wxhubtest.Binary(t), "result", "--nats-url", run.NATSURL, "--job-id", "big-lookup").Output()
+	if !errors.As(err, &exit) || exit.ExitCode() != exitFailure || !strings.Contains(string(out), `"kind": "invalid_job"`) {
+		t.Fatalf("result of the oversized job: %v\n%s", err, out)
 	}
 }
