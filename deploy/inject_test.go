@@ -633,12 +633,14 @@ func (w *injectWorld) fire(v volley, shots []shot) []string {
 	_ = w.heard() // the test's own messages so far
 	base := w.snapshot()
 	var settles []func()
-	var refused int
 	for _, s := range shots {
 		settle, err := s.fire()
 		if err != nil {
-			refused++
-			w.t.Logf("%s: refused: %v", s.name, err)
+			// Every shot is a request the attacker's grant allows, with
+			// only its reply or deliver subject aimed elsewhere: one the
+			// server refuses never reached its target and proves
+			// nothing. A grant that changed must change the shots too.
+			w.t.Errorf("%s: refused, so it attacked nothing: %v", s.name, err)
 			continue
 		}
 		if settle != nil {
