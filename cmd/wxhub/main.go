@@ -83,6 +83,11 @@ func commands() []command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal stops gracefully (in-flight work finishes); the
+	// handler is then released, so a second one ends the process at once,
+	// as the signal's default action (a double Ctrl-C). Work cut that way
+	// is redelivered, never lost.
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, &cmdEnv{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}, os.Args[1:])
 	stop()
 	os.Exit(code)

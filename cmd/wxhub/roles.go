@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -202,12 +203,12 @@ const runConnName = "wxhub-run"
 func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.Logger, started func(opsAddr string), builds ...roleBuilder) error {
 	nc, js, err := connectWait(ctx, cfg, connName, log)
 	if err != nil {
-		return err
+		return stoppedEarly(ctx, log, err)
 	}
 	defer nc.Close()
 	if connName == runConnName {
 		if err := provision(ctx, js, cfg); err != nil {
-			return err
+			return stoppedEarly(ctx, log, err)
 		}
 	}
 	wc, err := newWeChatClient(cfg.WeChatBaseURL)
@@ -227,14 +228,42 @@ func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.L
 		}
 		roles = append(roles, r)
 	}
+	var running atomic.Bool
 	rn := &runner.Runner{
 		Roles: roles, Conn: nc, Prefix: cfg.Prefix, OpsListen: cfg.HTTPListen,
-		Logger: log.With("nats", redact.URL(cfg.NATS.URL), "apps", len(cfg.Apps)), Started: started,
+		Logger: log.With("nats", redact.URL(cfg.NATS.URL), "apps", len(cfg.Apps)),
+		Started: func(opsAddr string) {
+			running.Store(true)
+			if started != nil {
+				started(opsAddr)
+			}
+		},
 	}
 	err = rn.Run(ctx)
 	var le *runner.ListenError
 	if errors.As(err, &le) {
 		return usageError{err}
 	}
+	if !running.Load() {
+		return stoppedEarly(ctx, log, err)
+	}
 	return err
+}
+
+// stoppedEarly is err, or nil when a stop (SIGTERM, Ctrl-C: ctx ended)
+// came while the process was still starting: waiting for NATS, for the
+// streams `wxhub provision` makes, or for a role to start. Nothing had
+// started, so nothing is lost; the process stops as asked, with status 0,
+// and says what it was waiting for. An error once every role ran (a
+// drain cut short, a role that failed) stays an error.
+func stoppedEarly(ctx context.Context, log *slog.Logger, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return err
+	}
+	log.Info("stopped while starting", "waiting_for", err.Error())
+	return nil
 }

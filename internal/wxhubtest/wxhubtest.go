@@ -143,6 +143,16 @@ func (r *Run) Stop(t testing.TB, d time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process.
+func (r *Run) Signal(sig os.Signal) error { return r.cmd.Process.Signal(sig) }
+
+// Exited is closed once the process has exited; Err is then its exit
+// error (nil for status 0).
+func (r *Run) Exited() <-chan struct{} { return r.exited }
+
+// Err is the exit error once Exited is closed.
+func (r *Run) Err() error { <-r.exited; return r.err }
+
 // Lines collects a stream's lines and lets a test wait for one.
 type Lines struct {
 	mu    sync.Mutex
