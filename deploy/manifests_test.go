@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
@@ -727,7 +728,10 @@ func TestKubernetesManifests(t *testing.T) {
 	}{
 		{"holder", 2, 30},
 		{"worker", 0, 60},
-		{"gateway", 0, 30}, // the drain bound; its preStop pause comes on top
+		// The longest drain (config.MaxGatewayDrain: the longest web
+		// login wait accepted) and 5 s to close the ops port; the preStop
+		// pause comes on top.
+		{"gateway", 0, int((config.MaxGatewayDrain() + 5*time.Second) / time.Second)},
 	}
 	for _, tc := range roles {
 		t.Run(tc.role, func(t *testing.T) {
@@ -795,6 +799,9 @@ func TestKubernetesManifests(t *testing.T) {
 			resolveFiles(t, role, cfg, mountedFiles(t, ps, c), env)
 			if err := cfg.Validate(role == "holder"); err != nil {
 				t.Errorf("after resolving the secrets: %v", err)
+			}
+			if drain := cfg.GatewayDrain(); role == "gateway" && time.Duration(ps.TerminationGracePeriodSeconds-preStop)*time.Second < drain {
+				t.Errorf("terminationGracePeriodSeconds %d: after the preStop pause (%d s) less than the gateway's drain (%v)", ps.TerminationGracePeriodSeconds, preStop, drain)
 			}
 
 			// A PodDisruptionBudget and a headless metrics Service cover

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wxhub/wxhub/internal/config"
 )
 
 // unit is a systemd unit file: section → key → values (keys may repeat).
@@ -138,7 +140,9 @@ func TestSystemdUnits(t *testing.T) {
 	}{
 		{"wxhub-holder.service", "holder", "", 10 * time.Second},
 		{"wxhub-worker@.service", "worker", "8101", 60 * time.Second},
-		{"wxhub-gateway.service", "gateway", "", 35 * time.Second}, // a 30 s drain
+		// The longest drain (the longest web login wait accepted) and 5 s
+		// to close the ops port.
+		{"wxhub-gateway.service", "gateway", "", config.MaxGatewayDrain() + 5*time.Second},
 	}
 	listens := map[string]string{} // address → who listens there
 	for _, tc := range cases {
@@ -200,6 +204,9 @@ func TestSystemdUnits(t *testing.T) {
 			resolveFiles(t, tc.role, cfg, maps.Clone(files), env)
 			if err := cfg.Validate(tc.role == "holder"); err != nil {
 				t.Errorf("after resolving the secrets: %v", err)
+			}
+			if tc.role == "gateway" && stop < cfg.GatewayDrain() {
+				t.Errorf("TimeoutStopSec=%v: shorter than the gateway's drain (%v)", stop, cfg.GatewayDrain())
 			}
 			for _, addr := range []string{cfg.HTTPListen, cfg.Gateway.Listen} {
 				if addr == cfg.Gateway.Listen && tc.role != "gateway" {

@@ -88,8 +88,13 @@ type Config struct {
 	// CallTimeout bounds one call to WeChat including retries (default 30 s);
 	// twice it bounds the time to receive a request's body.
 	CallTimeout time.Duration
-	// DrainTimeout bounds the wait for in-flight calls on shutdown
-	// (default 30 s).
+	// MountWait is the longest a Mount handler may take to answer (the
+	// web login's wait for its job's result, 0: none longer than a call).
+	MountWait time.Duration
+	// DrainTimeout bounds the wait for the requests in flight on shutdown.
+	// The default is DrainFor(TokenWait, CallTimeout, MountWait): what a
+	// request may take, plus DrainMargin. A shorter one is refused: it
+	// would cut requests still within their own bounds.
 	DrainTimeout time.Duration
 	// AnonymousRate limits calls that carry no wxhub credential (user-token
 	// /sns calls) per second, all together (default 100, burst 200).
@@ -97,6 +102,29 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+}
+
+// Defaults of the bounds a request's time is made of.
+const (
+	DefaultTokenWait   = 10 * time.Second
+	DefaultCallTimeout = 30 * time.Second
+	// DrainMargin is added to the longest a request may take to make the
+	// default DrainTimeout: the answer still has to be written.
+	DrainMargin = 5 * time.Second
+)
+
+// DrainFor is the drain that lets every request in flight finish within
+// its own bounds: the longer of a relayed call (a wait for a token, then
+// the call: tokenWait + callTimeout) and a mounted handler (mountWait),
+// plus DrainMargin. A zero tokenWait or callTimeout means its default.
+func DrainFor(tokenWait, callTimeout, mountWait time.Duration) time.Duration {
+	if tokenWait <= 0 {
+		tokenWait = DefaultTokenWait
+	}
+	if callTimeout <= 0 {
+		callTimeout = DefaultCallTimeout
+	}
+	return max(tokenWait+callTimeout, mountWait) + DrainMargin
 }
 
 var clientNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -112,7 +140,7 @@ func (c *Config) setDefaults() {
 		c.MaxResponseBody = 64 << 20
 	}
 	if c.TokenWait <= 0 {
-		c.TokenWait = 10 * time.Second
+		c.TokenWait = DefaultTokenWait
 	}
 	if c.Attempts <= 0 {
 		c.Attempts = 3
@@ -121,10 +149,10 @@ func (c *Config) setDefaults() {
 		c.RetryInitial = 100 * time.Millisecond
 	}
 	if c.CallTimeout <= 0 {
-		c.CallTimeout = 30 * time.Second
+		c.CallTimeout = DefaultCallTimeout
 	}
 	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 30 * time.Second
+		c.DrainTimeout = DrainFor(c.TokenWait, c.CallTimeout, c.MountWait)
 	}
 	if c.AnonymousRate <= 0 {
 		c.AnonymousRate = 100
@@ -158,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("gateway: tls_cert and tls_key go together")
+	}
+	if err := c.validateDrain(); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	realFor := map[string]string{}
@@ -196,6 +227,18 @@ func (c Config) Validate() error {
 				realFor[a.AppID] = cl.Name
 			}
 		}
+	}
+	return nil
+}
+
+// validateDrain refuses a DrainTimeout (0: the default) shorter than
+// what a request in flight may take.
+func (c Config) validateDrain() error {
+	if c.DrainTimeout <= 0 {
+		return nil
+	}
+	if need := DrainFor(c.TokenWait, c.CallTimeout, c.MountWait); c.DrainTimeout < need {
+		return fmt.Errorf("gateway: drain timeout %v is shorter than a request in flight may take (%v: token wait + call timeout, or the mounted handlers' wait, plus %v)", c.DrainTimeout, need, DrainMargin)
 	}
 	return nil
 }

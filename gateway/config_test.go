@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/worker"
@@ -31,6 +32,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"path", func(c *gateway.Config) { c.Clients[0].Paths = []string{"cgi-bin"} }, "must start with /"},
 		{"two real-token clients of an app", func(c *gateway.Config) { c.Clients[0].RealToken = true }, "at most one client per app"},
 		{"tls half", func(c *gateway.Config) { c.TLSCert = "x.pem" }, "tls_cert and tls_key"},
+		{"drain shorter than a relayed call", func(c *gateway.Config) { c.DrainTimeout = 30 * time.Second }, "drain timeout"},
+		{"drain shorter than a mounted wait", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = time.Minute, 50*time.Second }, "drain timeout"},
+		{"drain covering both", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = time.Minute, 65*time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,5 +55,26 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The default drain covers what a request may take: a token wait and a
+// call, or a mounted handler's wait, whichever is longer, plus the margin.
+func TestDrainForCoversTheLongestRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		tokenWait, callTimeout, mountWait time.Duration
+		want                              time.Duration
+	}{
+		{0, 0, 0, 45 * time.Second}, // defaults: 10 s + 30 s + 5 s
+		{0, 0, 5 * time.Second, 45 * time.Second},
+		{0, 0, time.Minute, 65 * time.Second},
+		{time.Second, 2 * time.Second, 0, 8 * time.Second},
+		{time.Second, 2 * time.Second, 4 * time.Second, 9 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := gateway.DrainFor(tt.tokenWait, tt.callTimeout, tt.mountWait); got != tt.want {
+			t.Errorf("DrainFor(%v, %v, %v) = %v, want %v", tt.tokenWait, tt.callTimeout, tt.mountWait, got, tt.want)
+		}
 	}
 }

@@ -87,7 +87,10 @@
 // The gateway holds no state of its own: run any number of replicas
 // behind a load balancer (handles are the same on every replica). Start
 // binds Listen (HTTPS with TLSCert and TLSKey); Run serves until its
-// context ends, then lets the calls in flight finish (DrainTimeout).
+// context ends, then lets the requests in flight finish: DrainTimeout,
+// by default DrainFor(TokenWait, CallTimeout, MountWait), what the
+// longest request may take (a relayed call or a mounted handler such as
+// the web login's callback) plus DrainMargin.
 // /healthz and /readyz on the same front (ready once every configured
 // app has an unexpired token). Config.Mount adds handlers on the front,
 // such as the web login under /oauth/ (package weblogin).

@@ -58,6 +58,12 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 				return runner.Role{}, err
 			}
 		}
+		// The web login's callback waits up to WebLogin.Wait for its
+		// job's result: the drain on SIGTERM lets it (config.GatewayDrain).
+		var mountWait time.Duration
+		if len(mounted) > 0 {
+			mountWait = cfg.WebLogin.Wait
+		}
 		log := p.roleLogger("gateway")
 		streams, err := p.streamsOf(grants.Gateway)
 		if err != nil {
@@ -73,7 +79,7 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			BaseURL:     cfg.WeChatBaseURL,
 			Apps:        cfg.GatewayApps(), Clients: cfg.GatewayClients(),
 			Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey,
-			Mount:  mounted,
+			Mount: mounted, MountWait: mountWait,
 			Logger: log,
 		})
 		if err != nil {

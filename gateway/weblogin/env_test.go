@@ -62,6 +62,7 @@ type envOptions struct {
 	authorizeRate  float64
 	authorizeBurst int
 	logs           *wxhubtest.Buffer // the front's log, at Debug; nil: discarded
+	wechatTimeout  time.Duration     // the worker's bound on one WeChat call; 0: the client's default
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -83,7 +84,7 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 	t.Cleanup(simSrv.Close)
 	e.simURL = simSrv.URL
 
-	wc, err := wechat.NewClient(wechat.Config{BaseURL: e.simURL})
+	wc, err := wechat.NewClient(wechat.Config{BaseURL: e.simURL, Timeout: o.wechatTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,24 @@
 package config
 
-import "github.com/wxhub/wxhub/gateway"
+import (
+	"time"
+
+	"github.com/wxhub/wxhub/gateway"
+)
+
+// GatewayDrain is how long `wxhub gateway` lets the requests in flight
+// finish on SIGTERM: a relayed call's bounds or the web login's wait
+// (web_login.wait), whichever is longer, plus gateway.DrainMargin. A
+// stop timeout (Kubernetes terminationGracePeriodSeconds, systemd
+// TimeoutStopSec) must cover it; MaxGatewayDrain covers every wait
+// accepted.
+func (c *Config) GatewayDrain() time.Duration {
+	return gateway.DrainFor(0, 0, c.WebLogin.Wait)
+}
+
+// MaxGatewayDrain is GatewayDrain with the longest web_login.wait
+// accepted (MaxWebLoginWait).
+func MaxGatewayDrain() time.Duration { return gateway.DrainFor(0, 0, MaxWebLoginWait) }
 
 // GatewayApps returns the configured apps as gateway.Config takes them
 // (call ResolveSecrets first).

@@ -40,6 +40,9 @@ type WebLoginApp struct {
 	ReturnTo []string `yaml:"return_to"`
 }
 
+// MaxWebLoginWait is the longest web_login.wait (--oauth-wait) accepted.
+const MaxWebLoginWait = time.Minute
+
 // DefaultWebLogin are the web-login defaults.
 func DefaultWebLogin() WebLogin {
 	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second, AuthorizeRate: 50, AuthorizeBurst: 100}
@@ -94,8 +97,8 @@ func (w WebLogin) Validate() error {
 	if u, err := url.Parse(w.AuthorizeBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("web_login.authorize_base: %q, want an http(s) URL", w.AuthorizeBase)
 	}
-	if w.Wait < 100*time.Millisecond || w.Wait > time.Minute {
-		return fmt.Errorf("web_login.wait: %v, want 100ms to 1m", w.Wait)
+	if w.Wait < 100*time.Millisecond || w.Wait > MaxWebLoginWait {
+		return fmt.Errorf("web_login.wait: %v, want 100ms to %v", w.Wait, MaxWebLoginWait)
 	}
 	if w.AuthorizeRate <= 0 || w.AuthorizeBurst < 1 {
 		return fmt.Errorf("web_login.authorize_rate: %v, burst %d: want a rate above 0 and a burst of at least 1", w.AuthorizeRate, w.AuthorizeBurst)
