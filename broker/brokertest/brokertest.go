@@ -4,8 +4,10 @@ package brokertest
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -23,18 +25,21 @@ type Env struct {
 	URL    string
 	NC     *nats.Conn
 	JS     jetstream.JetStream
+
+	storeDir string
 }
 
 // Start starts an embedded server storing under t.TempDir(), provisions the
 // default topology and registers cleanup.
 func Start(tb testing.TB) *Env {
 	tb.Helper()
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: tb.TempDir()})
+	dir := tb.TempDir()
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: dir})
 	if err != nil {
 		tb.Fatalf("start nats: %v", err)
 	}
-	tb.Cleanup(srv.Shutdown)
-	env := &Env{Server: srv, URL: srv.ClientURL()}
+	env := &Env{Server: srv, URL: srv.ClientURL(), storeDir: dir}
+	tb.Cleanup(func() { env.Server.Shutdown() }) // the one Restart started, if any
 	env.NC = env.Conn(tb)
 	env.JS, err = jetstream.New(env.NC)
 	if err != nil {
@@ -46,6 +51,31 @@ func Start(tb testing.TB) *Env {
 		tb.Fatal(err)
 	}
 	return env
+}
+
+// Stop shuts the server down, keeping its JetStream store; the
+// connections try to reconnect (publishes go to their reconnect buffers)
+// until Restart.
+func (e *Env) Stop() { e.Server.Shutdown() }
+
+// Restart starts the server again on the same port with the same store
+// after Stop; the connections reconnect. Call it from the test's
+// goroutine (it replaces Server).
+func (e *Env) Restart(tb testing.TB) {
+	tb.Helper()
+	u, err := url.Parse(e.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Host: u.Hostname(), Port: port, StoreDir: e.storeDir})
+	if err != nil {
+		tb.Fatalf("restart nats: %v", err)
+	}
+	e.Server = srv
 }
 
 // Conn opens another connection, closed at cleanup.

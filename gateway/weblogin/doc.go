@@ -57,11 +57,17 @@
 //     without '=', ';' within pairs, its escaping); parameters named
 //     wxhub_job, state or error (also as ';'-separated parts) are
 //     dropped, and ours are appended after it.
-//   - A job that could not be published (refused, or not acknowledged
-//     within the wait: ErrNotPublished) ends the login with
-//     error=temporarily_unavailable and no wxhub_job, never with
-//     error=timeout; the nonce is spent (the code may be too), so the
+//   - A job that surely was not published (the connection closed, no
+//     stream answered, the reconnect buffer full, JetStream refused it:
+//     ErrNotPublished) ends the login with error=temporarily_unavailable
+//     and no wxhub_job; the nonce is spent (the code may be too), so the
 //     user starts again.
+//   - A publish not acknowledged within the wait (ErrNotAcknowledged: a
+//     timeout, e.g. during a NATS reconnect, when nats.go keeps the
+//     message in its reconnect buffer and sends it when NATS returns) may
+//     still run: it ends like a wait timeout, error=timeout with
+//     wxhub_job, so the business can fetch the result by that id (it is
+//     fixed, and JetStream dedupes a republish).
 //
 // The callback logs a fingerprint of the job id, never the id itself (a
 // reference to the user's profile), the code, the nonce or the cookie.

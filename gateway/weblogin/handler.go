@@ -55,7 +55,7 @@ const (
 const (
 	ErrorAccessDenied = "access_denied"           // the user refused consent
 	ErrorTimeout      = "timeout"                 // no result within the wait; wxhub_job still names the job
-	ErrorUnavailable  = "temporarily_unavailable" // the job could not be published (no wxhub_job)
+	ErrorUnavailable  = "temporarily_unavailable" // the job surely was not published (no wxhub_job)
 )
 
 // maxBusinessState bounds the business's state parameter.
@@ -406,9 +406,12 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	// fingerprint of it only.
 	fp := fingerprint(jobID)
 	switch {
-	case errors.Is(err, ErrNotPublished): // before the deadline case: a publish can hit it too
+	case errors.Is(err, ErrNotPublished): // surely not published: no job goes on
 		h.log.Error("weblogin: cannot publish the code job", "appid", st.AppID, "job_fp", fp, "err", err)
 		h.finish(w, r, st, "", ErrorUnavailable)
+	case errors.Is(err, ErrNotAcknowledged): // may be buffered or in flight: the job may run
+		h.log.Warn("weblogin: the code job's publish was not acknowledged within the wait; it may still run", "appid", st.AppID, "job_fp", fp, "wait", h.wait, "err", err)
+		h.finish(w, r, st, jobID, ErrorTimeout)
 	case errors.Is(err, context.DeadlineExceeded):
 		h.log.Warn("weblogin: no result within the wait", "appid", st.AppID, "job_fp", fp, "wait", h.wait)
 		h.finish(w, r, st, jobID, ErrorTimeout)

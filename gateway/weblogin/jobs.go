@@ -23,16 +23,26 @@ type Outcome struct {
 // Failed reports whether the job ended in user.profile.failed.
 func (o Outcome) Failed() bool { return o.Kind != "" }
 
-// ErrNotPublished wraps the error of a job that was not published (not
-// acknowledged by JetStream: down, slow past the deadline, refused): no
-// job goes on, so the browser gets no wxhub_job.
+// ErrNotPublished wraps the error of a job that was surely not published:
+// the connection is closed, no stream answered (no responders), the
+// reconnect buffer is full, or JetStream refused it. No job goes on, so
+// the browser gets no wxhub_job.
 var ErrNotPublished = errors.New("weblogin: job not published")
+
+// ErrNotAcknowledged wraps the error of a job whose publish was not
+// acknowledged in time (ctx's deadline, or a timeout): the message may be
+// in flight, or held in the client's reconnect buffer and sent when NATS
+// returns, so the job may well run. Its id is fixed and JetStream dedupes
+// by it: the browser is answered as for a wait timeout, with wxhub_job.
+// The error wraps the timeout too (context.DeadlineExceeded).
+var ErrNotAcknowledged = errors.New("weblogin: job publish not acknowledged")
 
 // JobRunner publishes an oauth.code.received job with correlationID as
 // its Wx-Correlation-Id (the worker carries it onto the result) and waits
 // for its result until ctx ends (then it returns ctx's error, and the job
 // goes on without the browser). An error from publishing wraps
-// ErrNotPublished, whatever else it wraps (ctx's deadline too).
+// ErrNotPublished when the job surely was not published, else
+// ErrNotAcknowledged (ctx's deadline too).
 type JobRunner interface {
 	RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived, correlationID string) (Outcome, error)
 }
@@ -140,7 +150,7 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 	msg.Header.Set(events.HeaderCorrelationID, correlationID)
 	msg.Data = b
 	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
-		return Outcome{}, fmt.Errorf("%w: %w", ErrNotPublished, err)
+		return Outcome{}, publishError(err)
 	}
 	select {
 	case o := <-ch:
@@ -148,6 +158,40 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 	case <-ctx.Done():
 		return Outcome{}, ctx.Err()
 	}
+}
+
+// publishError tells a publish that surely did not happen (ErrNotPublished)
+// from one that may have (ErrNotAcknowledged): a timeout while the
+// message may be buffered or in flight. Unknown errors count as
+// uncertain: the job may run, and the browser keeps its wxhub_job.
+func publishError(err error) error {
+	if publishedSurelyNot(err) {
+		return fmt.Errorf("%w: %w", ErrNotPublished, err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
+	}
+	return fmt.Errorf("%w: %w", ErrNotAcknowledged, err)
+}
+
+// publishedSurelyNot reports an error after which the message was not
+// sent, or was refused: nothing stores it later.
+func publishedSurelyNot(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) { // JetStream answered: refused
+		return true
+	}
+	for _, sure := range []error{
+		nats.ErrConnectionClosed, nats.ErrNoResponders, jetstream.ErrNoStreamResponse,
+		nats.ErrReconnectBufExceeded, nats.ErrMaxPayload, nats.ErrBadSubject,
+		nats.ErrPermissionViolation, nats.ErrAuthorization, nats.ErrConnectionDraining,
+		nats.ErrInvalidConnection, nats.ErrInvalidMsg, nats.ErrHeadersNotSupported,
+	} {
+		if errors.Is(err, sure) {
+			return true
+		}
+	}
+	return false
 }
 
 var _ JobRunner = (*NATSJobs)(nil)
