@@ -23,9 +23,6 @@ import (
 // only a relayed call. The code exchange takes longer than the old fixed
 // 30 s drain, so the test takes that long.
 func TestGatewayStopDrainsAWaitingCallback(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for a code exchange slower than 30 s")
-	}
 	t.Parallel()
 	const (
 		delay = 32 * time.Second // longer than the old fixed drain
