@@ -193,36 +193,44 @@ func jobsInStream(t *testing.T, h *harness) uint64 {
 	return info.State.Msgs
 }
 
-// The reaper stores a given-up job's dead letter before its failure, and
-// leaves the job in WX_JOBS until both are out: a worker whose connection
-// dies between the two steps loses nothing, and the next worker's sweep
-// ends the job with one failure and one dead letter (the dead letter's
-// Nats-Msg-Id dedupes the retry).
-func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
+// reaperDeath is a given-up job (job-1, MaxDeliver 1) whose first reaper
+// died mid-way: its victim worker died with the job in flight, and the
+// first reaper's connection closed at a fault stage of ending it, with
+// the job still in WX_JOBS.
+type reaperDeath struct {
+	h         *harness
+	res, dead *streamLog
+	job       []byte
+	cfg       func(*worker.Config)
+}
+
+// reaperDiesAt sets up a reaperDeath whose first reaper dies at stage; it
+// fails with never if the reaper does not get there.
+func reaperDiesAt(t *testing.T, stage, never string) *reaperDeath {
+	t.Helper()
 	h := newHarness(t, 1)
 	h.holder.rotate()
-	res := h.follow(events.StreamResults)
-	dead := h.follow(events.StreamDeadLetters)
+	d := &reaperDeath{h: h, res: h.follow(events.StreamResults), dead: h.follow(events.StreamDeadLetters)}
 	if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 1000, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := func(c *worker.Config) {
+	d.cfg = func(c *worker.Config) {
 		c.MaxDeliver, c.Concurrency = 1, 1
 		c.AckWait, c.JobTimeout, c.SweepInterval = 2*time.Second, 1500*time.Millisecond, 100*time.Millisecond
 	}
-	job, _ := json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
-	h.publishJob(events.SubjectUserLookup, job, "job-1", nil)
-	victim := h.startWorker("victim", cfg)
+	d.job, _ = json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
+	h.publishJob(events.SubjectUserLookup, d.job, "job-1", nil)
+	victim := h.startWorker("victim", d.cfg)
 	waitFor(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
 
-	// The first reaper's connection dies right after it stored the dead letter.
+	// The first reaper's connection dies right after stage.
 	var reaperConn atomic.Pointer[nats.Conn]
 	faulted := make(chan struct{})
 	var once sync.Once
 	first := h.startWorker("first-reaper", func(c *worker.Config) {
-		cfg(c)
-		c.Fault = func(stage, id string) {
-			if stage == worker.FaultExhaustedDeadLetterStored && id == "job-1" {
+		d.cfg(c)
+		c.Fault = func(s, id string) {
+			if s == stage && id == "job-1" {
 				once.Do(func() {
 					reaperConn.Load().Close()
 					close(faulted)
@@ -236,29 +244,52 @@ func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
 	select {
 	case <-faulted:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the first reaper never stored the dead letter")
+		t.Fatal(never)
 	}
 	if n := jobsInStream(t, h); n != 1 {
 		t.Fatalf("%d jobs in %s after the reaper died mid-way, want the job kept", n, events.StreamJobs)
 	}
+	return d
+}
 
-	second := h.startWorker("second-reaper", cfg)
-	h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
-	waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
+// sweep starts the second reaper and waits until its sweep ended the job
+// and ran twice more.
+func (d *reaperDeath) sweep(t *testing.T) *runningWorker {
+	t.Helper()
+	second := d.h.startWorker("second-reaper", d.cfg)
+	d.h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
+	waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, d.h) == 0 })
 	base := second.Sweeps()
 	waitFor(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
-	res.waitIDs(t, 2, 10*time.Second)
-	dead.waitIDs(t, 1, 10*time.Second)
+	return second
+}
 
-	got := res.get("job-1")
+// checkFailure checks that job-1 ended in one retryable timeout failure.
+func (d *reaperDeath) checkFailure(t *testing.T) {
+	t.Helper()
+	got := d.res.get("job-1")
 	if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
 		t.Fatalf("job-1 results: %+v, want one failure", got)
 	}
 	if f := failureOf(t, got[0]); f.Error.Kind != events.KindTimeout || !f.Error.Retryable {
 		t.Fatalf("failure %+v", f)
 	}
-	dl := dead.get("job-1")
-	if _, total := dead.snapshot(); total != 1 || len(dl) != 1 || string(dl[0].Data) != string(job) {
+}
+
+// The reaper stores a given-up job's dead letter before its failure, and
+// leaves the job in WX_JOBS until both are out: a worker whose connection
+// dies between the two steps loses nothing, and the next worker's sweep
+// ends the job with one failure and one dead letter (the dead letter's
+// Nats-Msg-Id dedupes the retry).
+func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
+	d := reaperDiesAt(t, worker.FaultExhaustedDeadLetterStored, "the first reaper never stored the dead letter")
+	second := d.sweep(t)
+	d.res.waitIDs(t, 2, 10*time.Second)
+	d.dead.waitIDs(t, 1, 10*time.Second)
+
+	d.checkFailure(t)
+	dl := d.dead.get("job-1")
+	if _, total := d.dead.snapshot(); total != 1 || len(dl) != 1 || string(dl[0].Data) != string(d.job) {
 		t.Fatalf("dead letters (%d stored): %+v, want the job's bytes once", total, dl)
 	}
 	if n := second.Exhausted(); n != 1 {
@@ -276,66 +307,15 @@ func TestExhaustedJobDeadLetterBeforeFailure(t *testing.T) {
 func TestExhaustedJobOneDeadLetterWhenTheRetryComesAfterTheDuplicateWindow(t *testing.T) {
 	for _, stage := range []string{worker.FaultExhaustedDeadLetterStored, worker.FaultExhaustedDeadLetterMarked} {
 		t.Run(stage, func(t *testing.T) {
-			h := newHarness(t, 1)
-			h.holder.rotate()
-			res := h.follow(events.StreamResults)
-			dead := h.follow(events.StreamDeadLetters)
-			if err := h.sim.AddFault(wechatsim.Fault{Path: "/cgi-bin/user/info", DelayMS: 1000, Count: 1}); err != nil {
-				t.Fatal(err)
-			}
-			cfg := func(c *worker.Config) {
-				c.MaxDeliver, c.Concurrency = 1, 1
-				c.AckWait, c.JobTimeout, c.SweepInterval = 2*time.Second, 1500*time.Millisecond, 100*time.Millisecond
-			}
-			job, _ := json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
-			h.publishJob(events.SubjectUserLookup, job, "job-1", nil)
-			victim := h.startWorker("victim", cfg)
-			waitFor(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
+			d := reaperDiesAt(t, stage, fmt.Sprintf("the first reaper never reached %s", stage))
+			probes := d.h.forgetMsgIDs(events.StreamDeadLetters)
+			second := d.sweep(t)
+			d.res.caughtUp(t, d.h, events.StreamResults)
+			d.dead.caughtUp(t, d.h, events.StreamDeadLetters)
 
-			var reaperConn atomic.Pointer[nats.Conn]
-			faulted := make(chan struct{})
-			var once sync.Once
-			first := h.startWorker("first-reaper", func(c *worker.Config) {
-				cfg(c)
-				c.Fault = func(s, id string) {
-					if s == stage && id == "job-1" {
-						once.Do(func() {
-							reaperConn.Load().Close()
-							close(faulted)
-						})
-					}
-				}
-			})
-			reaperConn.Store(first.nc)
-			victim.KillJobConn()
-			victim.nc.Close()
-			select {
-			case <-faulted:
-			case <-time.After(20 * time.Second):
-				t.Fatalf("the first reaper never reached %s", stage)
-			}
-			if n := jobsInStream(t, h); n != 1 {
-				t.Fatalf("%d jobs in %s after the reaper died mid-way, want the job kept", n, events.StreamJobs)
-			}
-
-			probes := h.forgetMsgIDs(events.StreamDeadLetters)
-			second := h.startWorker("second-reaper", cfg)
-			h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
-			waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
-			base := second.Sweeps()
-			waitFor(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
-			res.caughtUp(t, h, events.StreamResults)
-			dead.caughtUp(t, h, events.StreamDeadLetters)
-
-			got := res.get("job-1")
-			if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {
-				t.Fatalf("job-1 results: %+v, want one failure", got)
-			}
-			if f := failureOf(t, got[0]); f.Error.Kind != events.KindTimeout || !f.Error.Retryable {
-				t.Fatalf("failure %+v", f)
-			}
-			dl := dead.get("job-1")
-			if _, total := dead.snapshot(); len(dl) != 1 || total != 1+probes || string(dl[0].Data) != string(job) {
+			d.checkFailure(t)
+			dl := d.dead.get("job-1")
+			if _, total := d.dead.snapshot(); len(dl) != 1 || total != 1+probes || string(dl[0].Data) != string(d.job) {
 				t.Fatalf("dead letters of job-1: %d (%d stored, %d of them probes): %+v, want the job's bytes once", len(dl), total, probes, dl)
 			}
 			if n := second.Exhausted(); n != 1 {
