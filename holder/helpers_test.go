@@ -365,3 +365,16 @@ func containsLog(logs, level, text string) bool {
 	}
 	return false
 }
+
+// wrapBucket is a hooks.wrapKV that puts fake between the holder and
+// bucket: the real bucket goes into *inner (fake's embedded KeyValue).
+// Other buckets are left alone.
+func wrapBucket(bucket string, inner *jetstream.KeyValue, fake jetstream.KeyValue) func(string, jetstream.KeyValue) jetstream.KeyValue {
+	return func(b string, kv jetstream.KeyValue) jetstream.KeyValue {
+		if b != bucket {
+			return kv
+		}
+		*inner = kv
+		return fake
+	}
+}

@@ -93,13 +93,7 @@ func TestFetchedTokenSurvivesNATSFaults(t *testing.T) {
 			fk := &faultyKV{err: tc.err, applied: tc.applied}
 			fk.left.Store(tc.n)
 			r := e.start(e.config("h1", app), func(h *Holder) {
-				h.hooks.wrapKV = func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue {
-					if bucket != tc.bucket {
-						return kv
-					}
-					fk.KeyValue = kv
-					return fk
-				}
+				h.hooks.wrapKV = wrapBucket(tc.bucket, &fk.KeyValue, fk)
 			})
 			waitRefreshed(t, e, app.AppID, 1)
 			fk.armed.Store(true)
@@ -157,13 +151,7 @@ func TestForcedFetchCountedOnceUnderNATSFaults(t *testing.T) {
 			fk.left.Store(tc.n)
 			var forcedCalls atomic.Int64
 			e.start(e.config("h1", app), func(h *Holder) {
-				h.hooks.wrapKV = func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue {
-					if bucket != events.BucketQuota {
-						return kv
-					}
-					fk.KeyValue = kv
-					return fk
-				}
+				h.hooks.wrapKV = wrapBucket(events.BucketQuota, &fk.KeyValue, fk)
 				h.hooks.fetched = func(_ string, forced bool) {
 					if forced {
 						forcedCalls.Add(1)

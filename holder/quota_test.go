@@ -266,13 +266,7 @@ func TestFetchNotMadeIsNotCounted(t *testing.T) {
 	var pausing atomicBool
 	renewGate := make(chan struct{})
 	r := e.start(e.config("h1", app), func(h *Holder) {
-		h.hooks.wrapKV = func(bucket string, kv jetstream.KeyValue) jetstream.KeyValue {
-			if bucket != events.BucketQuota {
-				return kv
-			}
-			gk.KeyValue = kv
-			return gk
-		}
+		h.hooks.wrapKV = wrapBucket(events.BucketQuota, &gk.KeyValue, gk)
 		h.hooks.leaseStep = func(string) {
 			if pausing.Load() {
 				<-renewGate // no renewal: the lease runs down

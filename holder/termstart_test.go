@@ -48,13 +48,7 @@ func (f *flakyReads) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (
 
 func wrapTokens(fk *flakyReads) func(*Holder) {
 	return func(h *Holder) {
-		h.hooks.wrapKV = func(b string, kv jetstream.KeyValue) jetstream.KeyValue {
-			if b == events.BucketTokens {
-				fk.KeyValue = kv
-				return fk
-			}
-			return kv
-		}
+		h.hooks.wrapKV = wrapBucket(events.BucketTokens, &fk.KeyValue, fk)
 	}
 }
 
