@@ -226,19 +226,8 @@ func (h *harness) follow(stream string) *streamLog {
 // waitIDs waits until n distinct ids were seen.
 func (l *streamLog) waitIDs(t *testing.T, n int, d time.Duration) {
 	t.Helper()
-	deadline := time.After(d)
-	for {
-		l.mu.Lock()
-		got, ch := len(l.byID), l.changed
-		l.mu.Unlock()
-		if got >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out: %d of %d ids", got, n)
-		}
+	if got, ok := l.await(n, d, func(l *streamLog) int { return len(l.byID) }); !ok {
+		t.Fatalf("timed out: %d of %d ids", got, n)
 	}
 }
 
@@ -250,18 +239,26 @@ func (l *streamLog) caughtUp(t *testing.T, h *harness, stream string) {
 		t.Fatal(err)
 	}
 	n := int(s.CachedInfo().State.Msgs)
-	deadline := time.After(10 * time.Second)
+	if got, ok := l.await(n, 10*time.Second, func(l *streamLog) int { return l.total }); !ok {
+		t.Fatalf("timed out: read %d of the %d messages in %s", got, n, stream)
+	}
+}
+
+// await waits at most d until count (called with l.mu held) is at least
+// n. It returns the last count and whether it got there.
+func (l *streamLog) await(n int, d time.Duration, count func(*streamLog) int) (int, bool) {
+	deadline := time.After(d)
 	for {
 		l.mu.Lock()
-		got, ch := l.total, l.changed
+		got, ch := count(l), l.changed
 		l.mu.Unlock()
 		if got >= n {
-			return
+			return got, true
 		}
 		select {
 		case <-ch:
 		case <-deadline:
-			t.Fatalf("timed out: read %d of the %d messages in %s", got, n, stream)
+			return got, false
 		}
 	}
 }
