@@ -68,6 +68,17 @@ func assertServedTokenLives(t *testing.T, e *testEnv, r *running, appid string) 
 	}
 }
 
+// assertServedTokenLivesNoFetch is assertServedTokenLives, then checks
+// that WeChat still counts n token calls for appid: the 6 minutes brought
+// no fetch.
+func assertServedTokenLivesNoFetch(t *testing.T, e *testEnv, r *running, appid string, n int64) {
+	t.Helper()
+	assertServedTokenLives(t, e, r, appid)
+	if got := e.fetches(appid); got != n {
+		t.Errorf("WeChat token calls = %d after 6 minutes, want %d", got, n)
+	}
+}
+
 // A new leader whose first reads of wx_tokens fail (10008: Get at the start
 // of its term and the holder's watch) waits for the read before it judges
 // the token: it adopts the fresh stored one, with no WeChat call, and the
@@ -98,10 +109,7 @@ func TestTermStartReadFailureAdoptsStoredToken(t *testing.T) {
 	if st := r2.h.Status()[0]; st.Version != stored.Version || !r2.h.Ready() {
 		t.Fatalf("h2 serves version %d (ready %v), want the stored version %d", st.Version, r2.h.Ready(), stored.Version)
 	}
-	assertServedTokenLives(t, e, r2, app.AppID)
-	if n := e.fetches(app.AppID); n != 1 {
-		t.Errorf("WeChat token calls = %d after 6 minutes, want 1", n)
-	}
+	assertServedTokenLivesNoFetch(t, e, r2, app.AppID, 1)
 }
 
 // While wx_tokens cannot be read, the leader retries within its term and
@@ -226,10 +234,7 @@ func TestLostRaceToOlderTokenStoresOurs(t *testing.T) {
 	for _, f := range eventsOf[events.TokenRefreshFailed](e.events, events.SubjectTokenRefreshFailed, app.AppID) {
 		t.Errorf("unexpected token.refresh_failed: %s", f.ErrMsg)
 	}
-	assertServedTokenLives(t, e, r, app.AppID)
-	if n := e.fetches(app.AppID); n != 3 {
-		t.Errorf("WeChat token calls = %d after 6 minutes, want 3", n)
-	}
+	assertServedTokenLivesNoFetch(t, e, r, app.AppID, 3)
 }
 
 // A record stored during our refresh whose fetch is too close to ours to
@@ -257,8 +262,5 @@ func TestLostRaceOfUnknownOrderRefreshesOnce(t *testing.T) {
 	if n := e.fetches(app.AppID); n != 4 {
 		t.Errorf("WeChat token calls = %d, want 4", n)
 	}
-	assertServedTokenLives(t, e, r, app.AppID)
-	if n := e.fetches(app.AppID); n != 4 {
-		t.Errorf("WeChat token calls = %d after 6 minutes, want 4", n)
-	}
+	assertServedTokenLivesNoFetch(t, e, r, app.AppID, 4)
 }
