@@ -43,8 +43,7 @@ type app struct {
 	leaderID   string
 	sawOther   bool // another holder led this appid since we started
 	term       context.Context
-	quotaUsed  int64     // wx_quota count of the China day quotaDay, as last seen
-	quotaDay   string    // "" when not known
+	quotaUsed  dayCount  // wx_quota's fetch count, as last seen
 	nextTry    time.Time // holder clock, for Status
 	lastErr    string
 	lockouts   []Lockout // the token loop's view, for Status
@@ -59,11 +58,10 @@ type app struct {
 	// forceBlockedUntil: WeChat answered 45009 to a stable_token
 	// force_refresh call; forced calls wait for the China day to turn.
 	forceBlockedUntil time.Time
-	forceUsed         int64 // stable_token force_refresh count of the China day forceDay, as last seen
-	forceDay          string
-	forcedVer         uint64 // version produced by the last refresh for a report
-	acceptedVer       uint64 // version whose report caused a refresh
-	conflictVer       uint64 // version a conflict was announced for
+	forceUsed         dayCount // stable_token force_refresh count, as last seen
+	forcedVer         uint64   // version produced by the last refresh for a report
+	acceptedVer       uint64   // version whose report caused a refresh
+	conflictVer       uint64   // version a conflict was announced for
 	conflictAt        time.Time
 	reserveWarn       string // China day the reserve warning was logged
 	termReason        string // reason of the term's first fetch; "" once one succeeded or a stored token was adopted
@@ -175,7 +173,7 @@ func (a *app) status() AppStatus {
 		Version:       a.rec.Version,
 		ExpiresAt:     a.rec.ExpiresAt,
 		FetchedAt:     a.rec.FetchedAt,
-		FetchesToday:  a.usedOnLocked(a.h.cfg.Now()),
+		FetchesToday:  a.quotaUsed.on(a.h.cfg.Now()),
 		NextAttemptAt: a.nextTry,
 		LastError:     a.lastErr,
 		Lockouts:      a.lockoutsNow(),

@@ -102,7 +102,7 @@ func (a *app) computeLockouts(now time.Time) []Lockout {
 		if now.Before(a.forceBlockedUntil) {
 			out = append(out, Lockout{LockoutForceExhausted, a.forceBlockedUntil,
 				"WeChat answered 45009 to force_refresh: reports fall back to normal stable_token calls, scheduled refreshes go on"})
-		} else if forced := a.forceUsedOn(now); forced >= StableForceDailyLimit {
+		} else if forced := a.forceUsed.on(now); forced >= StableForceDailyLimit {
 			out = append(out, Lockout{LockoutForceLimit, midnight,
 				fmt.Sprintf("%d of %d force_refresh calls used today: reports fall back to normal stable_token calls, scheduled refreshes go on", forced, StableForceDailyLimit)})
 		}
@@ -176,5 +176,5 @@ func (a *app) markForceExhausted(ctx context.Context, now time.Time) {
 	if err != nil {
 		a.log.Warn("recording the exhausted force_refresh limit in wx_quota failed", "error", err)
 	}
-	a.setForceUsed(now, StableForceDailyLimit)
+	a.forceUsed.set(now, StableForceDailyLimit)
 }

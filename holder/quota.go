@@ -180,10 +180,28 @@ func (a *app) uncountFetch(ctx context.Context, now time.Time, force bool, id st
 // stops leading an app stops exporting the gauge (dropQuotaView), so only
 // the leader's count is scraped.
 
+// dayCount is a count of one China day (day; "" when not known). It
+// reads as 0 on any other day.
+type dayCount struct {
+	day string
+	n   int64
+}
+
+// set records n as the count of now's China day.
+func (c *dayCount) set(now time.Time, n int64) { c.day, c.n = events.ChinaDay(now), n }
+
+// on returns the count of now's China day.
+func (c dayCount) on(now time.Time) int64 {
+	if c.day != events.ChinaDay(now) {
+		return 0
+	}
+	return c.n
+}
+
 // setQuotaUsed records n as the fetch count of now's China day.
 func (a *app) setQuotaUsed(now time.Time, n int64) {
 	a.mu.Lock()
-	a.quotaDay, a.quotaUsed = events.ChinaDay(now), n
+	a.quotaUsed.set(now, n)
 	a.mu.Unlock()
 	metrics.QuotaUsed.WithLabelValues(a.id).Set(float64(n))
 }
@@ -192,28 +210,7 @@ func (a *app) setQuotaUsed(now time.Time, n int64) {
 func (a *app) usedOn(now time.Time) int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.usedOnLocked(now)
-}
-
-func (a *app) usedOnLocked(now time.Time) int64 {
-	if a.quotaDay != events.ChinaDay(now) {
-		return 0
-	}
-	return a.quotaUsed
-}
-
-// setForceUsed records n as the forced stable_token count of now's China
-// day. Token loop only.
-func (a *app) setForceUsed(now time.Time, n int64) {
-	a.forceDay, a.forceUsed = events.ChinaDay(now), n
-}
-
-// forceUsedOn returns the forced count of now's China day as last seen.
-func (a *app) forceUsedOn(now time.Time) int64 {
-	if a.forceDay != events.ChinaDay(now) {
-		return 0
-	}
-	return a.forceUsed
+	return a.quotaUsed.on(now)
 }
 
 // loadQuota reads now's China day counts from wx_quota into the view,
@@ -232,7 +229,7 @@ func (a *app) loadQuota(ctx context.Context, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		a.setForceUsed(now, forced)
+		a.forceUsed.set(now, forced)
 	}
 	return nil
 }
@@ -244,9 +241,9 @@ func (a *app) loadQuota(ctx context.Context, now time.Time) error {
 func (a *app) followDay(ctx context.Context, now time.Time) {
 	day := events.ChinaDay(now)
 	a.mu.Lock()
-	current := a.quotaDay == day
+	current := a.quotaUsed.day == day
 	a.mu.Unlock()
-	if current && (!a.stable() || a.forceDay == day) {
+	if current && (!a.stable() || a.forceUsed.day == day) {
 		return
 	}
 	if err := a.loadQuota(ctx, now); err != nil {
@@ -292,8 +289,8 @@ func (a *app) blockExhausted(now time.Time, r events.QuotaRecord) {
 // and the next term reads the counts afresh.
 func (a *app) dropQuotaView() {
 	a.mu.Lock()
-	a.quotaDay = ""
+	a.quotaUsed.day = ""
 	a.mu.Unlock()
-	a.forceDay = ""
+	a.forceUsed.day = ""
 	metrics.QuotaUsed.DeleteLabelValues(a.id)
 }

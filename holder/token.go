@@ -241,7 +241,7 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 		return true
 	}
 	if a.stable() {
-		a.setForceUsed(now, used)
+		a.forceUsed.set(now, used)
 	}
 	limit := int64(a.h.cfg.QuotaDailyLimit - a.h.cfg.QuotaReserve)
 	what := "daily quota reserve"
@@ -328,7 +328,7 @@ func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, err
 	}
 	a.setQuotaUsed(now, c.used)
 	if force {
-		a.setForceUsed(now, c.forced)
+		a.forceUsed.set(now, c.forced)
 	}
 	return c.used, nil
 }
