@@ -116,10 +116,13 @@ func notPlain(u *url.URL) string {
 	case strings.Contains(p, `\`):
 		return "a backslash"
 	}
-	segs := strings.Split(p[1:], "/")
-	for i, s := range segs {
+	// Segment by segment without a slice of them: this runs on every
+	// request.
+	for rest, more := p[1:], true; more; {
+		var s string
+		s, rest, more = strings.Cut(rest, "/")
 		switch {
-		case s == "" && i < len(segs)-1:
+		case s == "" && more:
 			return "an empty segment (//)"
 		case s == "." || s == "..":
 			return "a . or .. segment"
