@@ -148,17 +148,22 @@ func (g *Gateway) bodyTimeout() time.Duration { return 2 * g.cfg.CallTimeout }
 // bodyDeadline bounds, from now, the time to receive the body of the
 // request w answers (bodyTimeout). The front sets it on every request
 // that has a body; a handler that reads the whole body lifts it
-// (liftBodyDeadline), so that the rest of the call (WeChat's answer may
-// take CallTimeout) is not cut. A body left unread keeps it: the server's
+// (readBody), so that the rest of the call (WeChat's answer may take
+// CallTimeout) is not cut. A body left unread keeps it: the server's
 // discard of the rest after the answer is bounded too.
 func (g *Gateway) bodyDeadline(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.bodyTimeout()))
 }
 
-// liftBodyDeadline lifts bodyDeadline once the body was read to its end;
-// never after a failed read (the server would wait for the rest).
-func liftBodyDeadline(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+// readBody reads r's body, at most limit bytes (http.MaxBytesReader), and
+// lifts bodyDeadline once the body was read to its end; never after a
+// failed read (the server would wait for the rest).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
+	return body, err
 }
 
 // forward reads the body (bounded in size and time) and hands the call to
@@ -174,10 +179,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			g.record(cl.client, r, errTooBig, start, 1)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-		if err == nil {
-			liftBodyDeadline(w)
-		}
+		body, err := readBody(w, r, limit)
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"time"
@@ -42,14 +41,13 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req stableTokenRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	body, err := readBody(w, r, 64<<10)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		g.writeError(w, errSystem, "request body not received in time")
 		g.record(clientUnknown, r, errSystem, start, 1)
 		return
 	}
 	if err == nil {
-		liftBodyDeadline(w)
 		err = json.Unmarshal(body, &req)
 	}
 	if err != nil {
