@@ -69,7 +69,10 @@ func (c *call) outQuery() string {
 }
 
 // setParam replaces (or appends) one parameter of a raw query and keeps
-// every other byte of it as the client sent it.
+// every other byte of it as the client sent it. Names are compared as
+// sent, as queryParam does: the front refused escaped names
+// (escapedParamName) and a repeated access_token or secret
+// (repeatedParam), so the dropping of a second one below is a backstop.
 func setParam(raw, name, value string) string {
 	pair := name + "=" + url.QueryEscape(value)
 	if raw == "" {
@@ -79,7 +82,7 @@ func setParam(raw, name, value string) string {
 	found := false
 	for i, p := range parts {
 		k, _, _ := strings.Cut(p, "=")
-		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+		if k == name {
 			if found {
 				parts[i] = ""
 				continue
