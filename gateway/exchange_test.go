@@ -23,7 +23,7 @@ func TestSecretIsReplacedOnlyOnExchangePaths(t *testing.T) {
 	e := startEnv(t)
 	hc := &http.Client{}
 	q := "?appid=" + appA + "&secret=" + keyShop
-	refused := []struct{ name, target string }{
+	refused := []namedTarget{
 		{"the token endpoint's query on another /sns path", "/sns/token" + q + "&grant_type=client_credential"},
 		{"user info", "/sns/userinfo" + q + "&access_token=user-token&openid=o1"},
 		{"token check", "/sns/auth" + q + "&access_token=user-token&openid=o1"},
@@ -33,17 +33,7 @@ func TestSecretIsReplacedOnlyOnExchangePaths(t *testing.T) {
 		{"a component's exchange", "/sns/component/jscode2session" + q + "&js_code=j1&grant_type=authorization_code"},
 		{"an unknown client key", "/sns/userinfo?appid=" + appA + "&secret=not-a-key-not-a-key&access_token=t&openid=o1"},
 	}
-	for _, tt := range refused {
-		t.Run(tt.name, func(t *testing.T) {
-			a := get(t, hc, e.url+tt.target)
-			if a.ErrCode != 48001 || !strings.Contains(a.ErrMsg, "not a code exchange") || !strings.Contains(a.ErrMsg, " rid: ") {
-				t.Fatalf("answer %s, want 48001: secret only on a code exchange", a.raw)
-			}
-		})
-	}
-	if got := e.relayed(); len(got) != 0 {
-		t.Fatalf("%d refused calls reached WeChat, first %s", len(got), got[0].Path)
-	}
+	e.getRefused(t, hc, refused, "not a code exchange", "secret only on a code exchange")
 	if n := len(e.callLines("unknown", "48001")); n != len(refused) {
 		t.Errorf("%d refusals logged under the unknown client, want %d", n, len(refused))
 	}

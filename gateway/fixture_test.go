@@ -393,6 +393,27 @@ func (e *env) relayed() []arrival {
 	return out
 }
 
+// namedTarget is a request target and the name of its subtest.
+type namedTarget struct{ name, target string }
+
+// getRefused GETs each target in a subtest and wants 48001 with msg and
+// WeChat's rid in the errmsg (want says what the refusal is for), then
+// that none of them reached WeChat.
+func (e *env) getRefused(t *testing.T, hc *http.Client, targets []namedTarget, msg, want string) {
+	t.Helper()
+	for _, tt := range targets {
+		t.Run(tt.name, func(t *testing.T) {
+			a := get(t, hc, e.url+tt.target)
+			if a.ErrCode != 48001 || !strings.Contains(a.ErrMsg, msg) || !strings.Contains(a.ErrMsg, " rid: ") {
+				t.Fatalf("answer %s, want 48001: %s", a.raw, want)
+			}
+		})
+	}
+	if got := e.relayed(); len(got) != 0 {
+		t.Fatalf("%d refused calls reached WeChat, first %s", len(got), got[0].Path)
+	}
+}
+
 // callLines returns the gateway's debug lines for the calls it answered
 // for client with errcode.
 func (e *env) callLines(client, errcode string) []map[string]any {

@@ -56,24 +56,14 @@ func TestWxhubTokenOnSNSPathIsRefused(t *testing.T) {
 		t.Fatalf("handle %t, real token %t", strings.HasPrefix(handle, "wxh1_"), real == e.sim.ValidToken(appA))
 	}
 	before, _ := e.tokens.Current(appA)
-	tests := []struct{ name, target string }{
+	tests := []namedTarget{
 		{"a handle to userinfo", wechatsim.PathSNSUserInfo + "?access_token=" + handle + "&openid=o1"},
 		{"a handle to auth", wechatsim.PathSNSAuth + "?openid=o1&access_token=" + handle},
 		{"a handle to another /sns path", "/sns/jscode2session?access_token=" + handle + "&js_code=j1"},
 		{"the real token of a RealToken client", wechatsim.PathSNSUserInfo + "?access_token=" + real + "&openid=o1"},
 		{"a handle this gateway no longer knows", wechatsim.PathSNSUserInfo + "?access_token=wxh1_" + strings.Repeat("A", 43) + "&openid=o1"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := get(t, hc, e.url+tt.target)
-			if a.ErrCode != 48001 || !strings.Contains(a.ErrMsg, "take the user's own OAuth token") || !strings.Contains(a.ErrMsg, " rid: ") {
-				t.Fatalf("answer %s, want 48001: /sns calls take the user's token", a.raw)
-			}
-		})
-	}
-	if got := e.relayed(); len(got) != 0 {
-		t.Fatalf("%d refused calls reached WeChat, first %s", len(got), got[0].Path)
-	}
+	e.getRefused(t, hc, tests, "take the user's own OAuth token", "/sns calls take the user's token")
 
 	// A user's own token passes through; WeChat's 40001 for it is the
 	// user's business, not a report against the global token.
