@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"regexp"
@@ -42,14 +41,6 @@ func storeDone(t *testing.T, env *brokertest.Env, jobID, jobSubject, resultSubje
 	if _, err := done.Put(context.Background(), events.DoneKey(jobID), rec); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// runIn runs a wxhub command in-process against env.
-func runIn(env *brokertest.Env, args ...string) (code int, stdout, stderr string) {
-	var o, e bytes.Buffer
-	cenv := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": env.URL}[k] }}
-	code = run(context.Background(), cenv, args)
-	return code, o.String(), e.String()
 }
 
 // A client command given the id of a job that already ran prints that
@@ -119,7 +110,7 @@ func TestClientCommandOfAJobThatAlreadyRan(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := brokertest.Start(t)
 			tt.setup(t, env, "old-job")
-			code, stdout, stderr := runIn(env, append(tt.args, "--job-id", "old-job")...)
+			code, stdout, stderr := cliAt(env.URL)(append(tt.args, "--job-id", "old-job")...)
 			if code != tt.code || !regexp.MustCompile(tt.stdout).MatchString(stdout) || !regexp.MustCompile(tt.stderr).MatchString(stderr) {
 				t.Errorf("exit %d (want %d)\nstdout (want %s):\n%s\nstderr (want %s):\n%s", code, tt.code, tt.stdout, stdout, tt.stderr, stderr)
 			}

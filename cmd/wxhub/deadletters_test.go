@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strconv"
@@ -150,22 +149,12 @@ func TestReplayOfAJobThatAlreadyRanPrintsItsStoredResult(t *testing.T) {
 		map[string]string{events.HeaderDeadLetterReason: "config: unknown appid"})
 	replayID := "old-1.replay-" + strconv.FormatUint(dlSeq, 10)
 	// What the worker stored when it ran the replay job long ago.
-	result, _ := json.Marshal(events.UserProfile{JobID: replayID, AppID: "wxnotconfigured", OpenID: "o1", Source: events.SourceUserInfo, CompletedAt: time.Now().UTC()})
-	resSeq := publish(subs.StoredUserProfile, replayID, result, nil)
-	done, err := env.JS.KeyValue(ctx, events.BucketDone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.DoneRecord{JobID: replayID, JobSubject: events.SubjectUserLookup, ResultSubject: events.SubjectUserProfile, ResultSeq: resSeq, DoneAt: time.Now().UTC()})
-	if _, err := done.Put(ctx, events.DoneKey(replayID), rec); err != nil {
-		t.Fatal(err)
-	}
+	resSeq := storeResult(t, env, subs.StoredUserProfile, events.UserProfile{JobID: replayID, AppID: "wxnotconfigured", OpenID: "o1", Source: events.SourceUserInfo, CompletedAt: time.Now().UTC()}, replayID)
+	storeDone(t, env, replayID, events.SubjectUserLookup, events.SubjectUserProfile, resSeq)
 
-	var o, e bytes.Buffer
-	cenv := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": env.URL}[k] }}
-	code := run(context.Background(), cenv, []string{"deadletters", "replay", "--seq", strconv.FormatUint(dlSeq, 10), "--timeout", "3s"})
-	if code != exitOK || !strings.Contains(o.String(), `"job_id": "`+replayID+`"`) || !strings.Contains(e.String(), "replayed before") {
-		t.Fatalf("replay: exit %d\nstdout: %s\nstderr: %s", code, o.String(), e.String())
+	code, stdout, stderr := cliAt(env.URL)("deadletters", "replay", "--seq", strconv.FormatUint(dlSeq, 10), "--timeout", "3s")
+	if code != exitOK || !strings.Contains(stdout, `"job_id": "`+replayID+`"`) || !strings.Contains(stderr, "replayed before") {
+		t.Fatalf("replay: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 	if n := jobsStored(t, env); n != 0 {
 		t.Fatalf("%d jobs published to %s, want none", n, events.StreamJobs)
