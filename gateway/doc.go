@@ -32,7 +32,8 @@
 // unknown one is answered 40001 (the SDK fetches a new token). Retry
 // policy: 40001/40014/42001 → token.invalidated for the version used
 // (Config.Invalidator), wait up to TokenWait for a newer token, repeat
-// once (the call was not executed); -1, HTTP 5xx and network errors →
+// once (the call was not executed; no report when a newer token is held
+// already); -1, HTTP 5xx and network errors →
 // repeated with backoff (Attempts, RetryInitial) for idempotent GETs
 // only; a POST is repeated only when its connection could not even be
 // opened. A call that is not repeated and that net/http's Transport

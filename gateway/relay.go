@@ -293,8 +293,17 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// newerToken reports the rejected version and waits for the next one.
+// newerToken returns a token newer than used, the rejected one. When the
+// holder replaced used while the call was in flight, the newer token is
+// held already and taken at once, with no report (it would be stale: the
+// holder drops it, but it is an event, a log line and a count for
+// nothing). Otherwise it reports used and waits for the next one.
 func (g *Gateway) newerToken(ctx context.Context, c *call, used events.TokenRecord, code int) (events.TokenRecord, error) {
+	if cur, ok := g.cfg.Tokens.Current(c.appid); ok && cur.Version > used.Version && cur.Fresh(g.cfg.Now(), 0) {
+		g.log.Info("gateway: token rejected; a newer one is held already: not reported", "client", c.client, "appid", c.appid,
+			"version", used.Version, "held_version", cur.Version, "errcode", code)
+		return cur, nil
+	}
 	if inv := g.cfg.Invalidator; inv != nil {
 		if err := inv.Invalidate(ctx, c.appid, used.Version, code); err != nil {
 			g.log.Warn("gateway: could not report a rejected token", "appid", c.appid, "version", used.Version, "err", err)

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,9 +19,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
@@ -104,6 +107,73 @@ func TestTokenRejectedOnAPostIsRetriedOnce(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `access_token=%5Bredacted%5D`) {
 		t.Error("the debug log shows no scrubbed query")
+	}
+}
+
+// staleOnce is the gateway's Tokens, which hands out rec for app once
+// when armed: a call that took rec as the holder replaced it.
+type staleOnce struct {
+	gateway.Tokens
+	mu  sync.Mutex
+	app string
+	rec *events.TokenRecord
+}
+
+func (s *staleOnce) arm(app string, rec events.TokenRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.app, s.rec = app, &rec
+}
+
+func (s *staleOnce) Current(appid string) (events.TokenRecord, bool) {
+	s.mu.Lock()
+	if rec := s.rec; rec != nil && appid == s.app {
+		s.rec = nil
+		s.mu.Unlock()
+		return *rec, true
+	}
+	s.mu.Unlock()
+	return s.Tokens.Current(appid)
+}
+
+// TestRejectedTokenAlreadyReplacedIsNotReported: a call went out with a
+// token the holder replaced while it was in flight. WeChat's 40001 for it
+// is not reported (the report would be stale: a token.invalidated event
+// for nothing) and the call is repeated at once with the token held.
+func TestRejectedTokenAlreadyReplacedIsNotReported(t *testing.T) {
+	t.Parallel()
+	spy := &reportSpy{}
+	stale := &staleOnce{}
+	e := startEnv(t, withReportSpy(spy), func(c *gateway.Config) { stale.Tokens, c.Tokens = c.Tokens, stale })
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	old, _ := e.tokens.Current(appA)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.holder.Refresh(ctx, appA); err != nil {
+		t.Fatal(err)
+	}
+	held, err := e.tokens.WaitNewer(ctx, appA, old.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.ResetStats()
+	if err := e.sim.AddFault(wechatsim.Fault{Path: wechatsim.PathUserInfo, ErrCode: 40001, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	stale.arm(appA, old)
+	a := get(t, hc, e.url+wechatsim.PathUserInfo+"?access_token="+h+"&openid="+openID)
+	if a.ErrCode != 0 || !strings.Contains(a.raw, openID) {
+		t.Fatalf("call after a 40001 for a replaced token: %s", a.raw)
+	}
+	if n := e.sim.Stats().CallCount(wechatsim.PathUserInfo, appA); n != 2 {
+		t.Fatalf("WeChat got the call %d times, want 2", n)
+	}
+	if n := spy.reports(); n != 0 {
+		t.Fatalf("%d token.invalidated reports for version %d, replaced by %d already; want none", n, old.Version, held.Version)
+	}
+	if !strings.Contains(e.logs.String(), "a newer one is held already") {
+		t.Error("no log line says why the rejection was not reported")
 	}
 }
 
