@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/wechat"
 )
 
 // Paths the Handler serves.
@@ -347,12 +348,6 @@ func CorrelationID(state string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// fingerprint is what logs show of a job id.
-func fingerprint(jobID string) string {
-	sum := sha256.Sum256([]byte(jobID))
-	return hex.EncodeToString(sum[:6])
-}
-
 // callback serves GET /oauth/callback.
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -404,7 +399,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	o, err := h.jobs.RunOAuthJob(ctx, job, CorrelationID(st.State))
 	// The job id is a reference to the user's profile: logs get a
 	// fingerprint of it only.
-	fp := fingerprint(jobID)
+	fp := wechat.Fingerprint(jobID)
 	switch {
 	case errors.Is(err, ErrNotPublished): // surely not published: no job goes on
 		h.log.Error("weblogin: cannot publish the code job", "appid", st.AppID, "job_fp", fp, "err", err)
