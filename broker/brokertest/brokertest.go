@@ -4,6 +4,8 @@ package brokertest
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -119,4 +121,80 @@ func StartConfig(tb testing.TB, conf string, edit ...func(*server.Options)) stri
 		tb.Fatal("nats-server not ready")
 	}
 	return s.ClientURL()
+}
+
+// StartCluster starts a JetStream cluster of n in-process nats-servers
+// routed to each other on loopback, each storing under tb.TempDir(),
+// nothing provisioned, and waits until the cluster has a meta leader. It
+// returns the servers' client URLs (a connection given all of them
+// fails over). A stream or bucket made with Replicas: n answers as a
+// production cluster does (e.g. a lost compare-and-set on a replicated
+// stream is JetStream error 10164, not 10071).
+func StartCluster(tb testing.TB, n int) []string {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(tb)
+	}
+	servers := make([]*server.Server, n)
+	urls := make([]string, n)
+	for i := range servers {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			JetStream:  true,
+			StoreDir:   filepath.Join(tb.TempDir(), "js"),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "wxhub-test", Host: "127.0.0.1", Port: ports[i]},
+		}
+		for j, p := range ports {
+			if j != i {
+				o.Routes = append(o.Routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
+			}
+		}
+		s, err := server.NewServer(o)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		go s.Start()
+		tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatal("nats-server not ready")
+		}
+		servers[i], urls[i] = s, s.ClientURL()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !ready(servers) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("the cluster of %d has no meta leader that sees every server with JetStream in 30 s", n)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the servers' own state: there is no event to wait on
+	}
+	return urls
+}
+
+// ready reports whether a meta leader sees every server as a JetStream
+// peer with current stats: before that a replicated stream may find "no
+// suitable peers for placement".
+func ready(servers []*server.Server) bool {
+	for _, s := range servers {
+		if s.JetStreamIsLeader() {
+			return len(s.JetStreamClusterPeers()) == len(servers)
+		}
+	}
+	return false
+}
+
+// freePort reserves a loopback port for a cluster listener (the routes
+// of every server name the others' ports before they start).
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
