@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/internal/cas"
 )
 
 // DefaultStateTTL is how long a login state lives: the time a user has to
@@ -130,7 +132,7 @@ func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State)
 	// Compare-and-delete: only the caller that read this revision can
 	// delete it; everyone else finds a newer revision (the delete marker).
 	if err := s.kv.Delete(ctx, nonce, jetstream.LastRevision(e.Revision())); err != nil {
-		if isWrongLastSequence(err) {
+		if cas.Lost(err) {
 			return State{}, ErrStateUnknown
 		}
 		return State{}, fmt.Errorf("weblogin: consume state: %w", err)
@@ -177,9 +179,4 @@ func (s *StateStore) get(ctx context.Context, nonce string) (jetstream.KeyValueE
 			return nil, fmt.Errorf("weblogin: read state: %w", ctx.Err())
 		}
 	}
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

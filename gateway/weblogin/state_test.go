@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
@@ -129,10 +131,51 @@ func TestStateStoreBucketTTLRemovesAbandonedStates(t *testing.T) {
 }
 
 // "64 concurrent callbacks with one nonce, 1 gets the state".
+// replicatedStateBucket is wx_login_state replicated over a cluster of
+// three, as production runs it.
+func replicatedStateBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(strings.Join(brokertest.StartCluster(t, 3), ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.BucketLoginState, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// Concurrent callbacks with one state (a double click, a replayed
+// redirect): exactly one takes it, every other gets ErrStateUnknown, also
+// on a replicated bucket, where JetStream answers most losers of the
+// compare-and-delete with error 10164 instead of 10071.
 func TestStateStoreConcurrentTakesOneWinner(t *testing.T) {
 	t.Parallel()
+	tests := []struct {
+		name   string
+		bucket func(*testing.T) jetstream.KeyValue
+	}{
+		{"one server", stateBucket},
+		{"replicated over three", replicatedStateBucket},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			concurrentTakes(t, NewStateStore(tt.bucket(t), 0, nil))
+		})
+	}
+}
+
+func concurrentTakes(t *testing.T, s *StateStore) {
 	ctx := context.Background()
-	s := NewStateStore(stateBucket(t), 0, nil)
 	for round := range 5 {
 		nonce, err := s.Put(ctx, State{AppID: "wxapp", State: "r"})
 		if err != nil {
