@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
@@ -120,7 +121,7 @@ func (a *app) leaseLoop(ctx context.Context) {
 				a.leaseRev, a.validUntil = r.ack.Sequence, a.leaseDeadline(r.sent)
 			}
 			a.mu.Unlock()
-		case isWrongLastSeq(r.err):
+		case cas.Lost(r.err):
 			stepDown("lease revision moved (another holder took over)")
 		case ctx.Err() != nil:
 		default:
@@ -260,13 +261,4 @@ func (a *app) onLeaseEntry(e jetstream.KeyValueEntry, stepDown func(string)) {
 func (a *app) leaseDeadline(sent time.Time) time.Time {
 	ttl := a.h.cfg.LeaseTTL
 	return sent.Add(ttl - ttl/10)
-}
-
-func isWrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-	}
-	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/internal/metrics"
 )
 
@@ -72,7 +73,7 @@ func (a *app) updateQuota(ctx context.Context, key string, change func(*events.Q
 		if err == nil {
 			return r, nil
 		}
-		if !isWrongLastSeq(err) {
+		if !cas.Lost(err) {
 			return r, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/internal/metrics"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -450,7 +451,7 @@ func (a *app) write(ctx context.Context, rec *events.TokenRecord, rev uint64) (u
 			} else {
 				newRev, err = a.h.tokens.Update(ctx, a.id, data, rev)
 			}
-			if err == nil || !isWrongLastSeq(err) {
+			if err == nil || !cas.Lost(err) {
 				return err
 			}
 			// The revision moved: an earlier attempt of ours landed, or
@@ -496,7 +497,7 @@ func (a *app) write(ctx context.Context, rec *events.TokenRecord, rev uint64) (u
 				"fetched_at", rec.FetchedAt)
 		}
 		return newRev, nil
-	case isWrongLastSeq(err):
+	case cas.Lost(err):
 		msg := fmt.Sprintf("the token fetched as version %d was discarded: another holder (%s) stored version %d meanwhile; that one is kept",
 			rec.Version, stored.Holder, stored.Version)
 		a.termReason = "" // the stored token is adopted: later fetches are scheduled ones

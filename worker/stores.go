@@ -14,6 +14,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
+	"github.com/wxhub/wxhub/internal/cas"
 )
 
 // KVOAuthStore is the handlers.OAuthStore on the wx_oauth bucket (values
@@ -92,7 +93,7 @@ func (s *KVOAuthStore) Update(ctx context.Context, key string, rec handlers.OAut
 		return 0, err
 	}
 	nrev, err := kv.Update(ctx, key, b, rev)
-	if isRevisionConflict(err) {
+	if cas.Lost(err) {
 		return 0, handlers.ErrOAuthConflict
 	}
 	return nrev, err
@@ -105,7 +106,7 @@ func (s *KVOAuthStore) Delete(ctx context.Context, key string, rev uint64) error
 		return err
 	}
 	err = kv.Delete(ctx, key, jetstream.LastRevision(rev))
-	if isRevisionConflict(err) {
+	if cas.Lost(err) {
 		return handlers.ErrOAuthConflict
 	}
 	return err
@@ -250,22 +251,10 @@ func (s *KVDoneStore) putDeadLetterMark(ctx context.Context, key string, mark ev
 	} else {
 		_, err = kv.Update(ctx, key, b, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isRevisionConflict(err) {
+	if cas.Lost(err) {
 		return errMarkTaken
 	}
 	return err
-}
-
-func isRevisionConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var api *jetstream.APIError
-	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Invalidator publishes token.invalidated reports. One process reports a

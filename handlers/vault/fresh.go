@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -133,7 +134,7 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := v.kv.Purge(rctx, lk, jetstream.LastRevision(lockRev), jetstream.PurgeTTL(time.Minute)); err != nil &&
-			!errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongLastSeq(err) {
+			!cas.Lost(err) {
 			v.opts.Logger.Warn("vault: releasing a refresh lock failed; it lapses by itself", "appid", req.AppID, "openid", req.OpenID, "err", err)
 		}
 	}()

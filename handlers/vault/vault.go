@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/internal/cas"
 )
 
 // Errors of Open: a keyring that does not fit the bucket.
@@ -223,7 +225,7 @@ func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *
 	msg := &nats.Msg{Subject: "$KV." + v.opts.Bucket + "." + userKey(appid, openid), Data: b}
 	ack, err := v.js.PublishMsg(ctx, msg, popts...)
 	if err != nil {
-		if isWrongLastSeq(err) {
+		if cas.Lost(err) {
 			return Record{}, fmt.Errorf("vault: store: %w", jetstream.ErrKeyRevisionMismatch)
 		}
 		return Record{}, fmt.Errorf("vault: store: %w", err)
@@ -291,7 +293,7 @@ func (v *Vault) ForgetIf(ctx context.Context, appid, openid string, rev uint64) 
 	switch {
 	case err == nil:
 		return Forgotten, nil
-	case isWrongLastSeq(err):
+	case cas.Lost(err):
 		return ChangedMeanwhile, nil
 	}
 	return 0, fmt.Errorf("vault: forget: %w", err)
@@ -311,13 +313,4 @@ func unmarshalEnvelope(b []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: not an envelope", ErrCorrupt)
 	}
 	return e, nil
-}
-
-func isWrongLastSeq(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var api *jetstream.APIError
-	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
