@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/wxhub/wxhub/internal/cas"
 )
@@ -56,10 +57,23 @@ type State struct {
 // Take reads it and deletes it with a revision check, so of any number of
 // concurrent callbacks with one nonce exactly one gets the state.
 type StateStore struct {
-	kv  jetstream.KeyValue
-	ttl time.Duration
-	now func() time.Time
+	kv      jetstream.KeyValue
+	ttl     time.Duration
+	now     func() time.Time
+	rereads *rate.Limiter // nonces not found at first that may be read again (notFoundRetries)
 }
+
+// rereadRate and rereadBurst bound the nonces per second, all callbacks
+// together, that are read again when the bucket does not have them at
+// first (see notFoundRetries). Only a callback that comes within moments
+// of its login's start needs a second read, and logins start at most at
+// DefaultAuthorizeRate; beyond the budget a nonce not found is unknown at
+// once, so a flood of made-up nonces costs one read each, not four and
+// 0.2 s each.
+const (
+	rereadRate  = 50
+	rereadBurst = 100
+)
 
 // NewStateStore returns a store over kv. ttl <= 0 means DefaultStateTTL;
 // now nil means time.Now. The bucket's own TTL should be the same, so that
@@ -71,7 +85,7 @@ func NewStateStore(kv jetstream.KeyValue, ttl time.Duration, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	return &StateStore{kv: kv, ttl: ttl, now: now}
+	return &StateStore{kv: kv, ttl: ttl, now: now, rereads: rate.NewLimiter(rereadRate, rereadBurst)}
 }
 
 // TTL returns how long a state lives.
@@ -153,8 +167,8 @@ func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State)
 // authorized the app before, goes through WeChat's authorize redirect
 // without a page. Asking again (each read may go to another replica)
 // finds the state once the replica caught up; a nonce that was never
-// issued or was used already costs only the wait. A stale read the other
-// way (a used state still seen) is harmless: the compare-and-delete in
+// issued or was used already costs only the wait (while the rereads
+// budget lasts: rereadRate). A stale read the other way (a used state still seen) is harmless: the compare-and-delete in
 // TakeIf refuses it.
 var notFoundRetries = [...]time.Duration{10 * time.Millisecond, 40 * time.Millisecond, 150 * time.Millisecond}
 
@@ -168,7 +182,7 @@ func (s *StateStore) get(ctx context.Context, nonce string) (jetstream.KeyValueE
 			return e, nil
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return nil, fmt.Errorf("weblogin: read state: %w", err)
-		case i == len(notFoundRetries):
+		case i == len(notFoundRetries), i == 0 && !s.rereads.Allow():
 			return nil, ErrStateUnknown
 		}
 		t := time.NewTimer(notFoundRetries[i])

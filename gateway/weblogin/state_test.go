@@ -3,6 +3,7 @@ package weblogin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
@@ -315,5 +317,42 @@ func TestStateStoreReadsPastALaggingReplica(t *testing.T) {
 				t.Fatalf("second Take: %v, want ErrStateUnknown", err)
 			}
 		})
+	}
+}
+
+// A flood of callbacks with made-up nonces: the first rereadBurst are
+// read again (any of them could be a login that just started, read by a
+// lagging replica), every one after that, while the budget is spent, is
+// unknown after one read (so without the 0.2 s of waits). A real state is still
+// found at the first read.
+func TestStateStoreUnknownNonceFloodCostsOneReadEach(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bucket := stateBucket(t)
+	kv := &laggingReplica{KeyValue: bucket}
+	s := NewStateStore(kv, 0, nil)
+	s.rereads = rate.NewLimiter(rate.Every(time.Hour), 2) // the budget does not refill during the test
+	for i := range 2 {
+		if _, err := s.Take(ctx, fmt.Sprintf("MadeUpNonceNumber%05d", i)); !errors.Is(err, ErrStateUnknown) {
+			t.Fatalf("Take: %v, want ErrStateUnknown", err)
+		}
+	}
+	if got, want := int(kv.gets.Swap(0)), 2*(len(notFoundRetries)+1); got != want {
+		t.Fatalf("within the budget: %d reads for 2 unknown nonces, want %d", got, want)
+	}
+	for i := range 50 {
+		if _, err := s.Take(ctx, fmt.Sprintf("MadeUpNonceFlood%05d", i)); !errors.Is(err, ErrStateUnknown) {
+			t.Fatalf("Take: %v, want ErrStateUnknown", err)
+		}
+	}
+	if got := int(kv.gets.Swap(0)); got != 50 {
+		t.Fatalf("past the budget: %d reads for 50 unknown nonces, want 50", got)
+	}
+	nonce, err := s.Put(ctx, State{AppID: "wxapp", Scope: ScopeBase, ReturnTo: "https://shop.example.com/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Take(ctx, nonce); err != nil || st.AppID != "wxapp" {
+		t.Fatalf("a real state while the budget is spent: %+v, %v", st, err)
 	}
 }
