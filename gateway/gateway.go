@@ -152,6 +152,11 @@ func (g *Gateway) URL() string {
 	return scheme + "://" + g.Addr()
 }
 
+// DrainTimeout is how long Run lets the requests in flight finish once
+// its context ends (Config.DrainTimeout, by default DrainFor(TokenWait,
+// CallTimeout, MountWait)).
+func (g *Gateway) DrainTimeout() time.Duration { return g.cfg.DrainTimeout }
+
 // Start binds the listener (and loads the TLS certificate), so that a bad
 // address fails before anything runs.
 func (g *Gateway) Start(context.Context) error {

@@ -24,22 +24,32 @@ import (
 
 // cmdGateway runs the WeChat-compatible gateway against an existing NATS.
 func cmdGateway(ctx context.Context, env *cmdEnv, args []string) error {
-	cfg, _, err := parseConfig(env, "gateway", config.CommandGateway, args, nil)
+	cfg, err := gatewayConfig(env, args)
 	if err != nil {
 		return err
-	}
-	if err := serverConfig(env, cfg, false); err != nil {
-		return err
-	}
-	if err := cfg.ResolveClientKeys(env.getenv); err != nil {
-		return usageError{err}
-	}
-	if len(cfg.Apps) == 0 {
-		return usagef("apps: none configured (use --app appid=... ; a secret is needed only for /sns/oauth2/access_token)")
 	}
 	log := newLogger(env, cfg.Log) // the role's logger adds "role"
 	wl := &webLogin{}
 	return serve(ctx, cfg, "wxhub-gateway", log, nil, gatewayRole(wl.mount, nil))
+}
+
+// gatewayConfig is `wxhub gateway`'s configuration from its flags and
+// environment, checked.
+func gatewayConfig(env *cmdEnv, args []string) (*config.Config, error) {
+	cfg, _, err := parseConfig(env, "gateway", config.CommandGateway, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := serverConfig(env, cfg, false); err != nil {
+		return nil, err
+	}
+	if err := cfg.ResolveClientKeys(env.getenv); err != nil {
+		return nil, usageError{err}
+	}
+	if len(cfg.Apps) == 0 {
+		return nil, usagef("apps: none configured (use --app appid=... ; a secret is needed only for /sns/oauth2/access_token)")
+	}
+	return cfg, nil
 }
 
 // mounter returns handlers to serve on the gateway's front, by ServeMux
