@@ -356,21 +356,7 @@ func TestQuotaViewFollowsTheChinaDay(t *testing.T) {
 			}
 
 			// Another holder takes the lease: h1 stops exporting the count.
-			leases, err := e.nats.JS.KeyValue(ctx, events.BucketLeases)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := leases.Put(ctx, app.AppID, []byte("other")); err != nil {
-				t.Fatal(err)
-			}
-			for stepped := false; !stepped; {
-				select {
-				case l := <-r.leaderCh: // its becoming leader first
-					stepped = !l
-				case <-time.After(10 * time.Second):
-					t.Fatal("h1 did not step down")
-				}
-			}
+			e.takeLease(t, r, app.AppID)
 			eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
 				_, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID)
 				return !ok
