@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
-	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // `wxhub lookup` keeps its own result when 2000 other jobs' results
@@ -37,19 +37,12 @@ func TestLookupKeepsItsResultInABurstOfOthers(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "lookup", "--nats-url", env.URL, "--appid", "wxapp", "--openid", "o1", "--job-id", id, "--timeout", "10s")
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	var stdout, stderr wxhubtest.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	p := startProc(t, cmd)
 	// Its job is published: it has subscribed to the results by now.
 	if _, err := jobs.NextMsg(20 * time.Second); err != nil {
-		t.Fatalf("no job from lookup: %v\n%s", err, stderr.String())
+		t.Fatalf("no job from lookup: %v\n%s", err, p.stderr.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(jobID string, p events.UserProfile) {
@@ -68,20 +61,59 @@ func TestLookupKeepsItsResultInABurstOfOthers(t *testing.T) {
 	if err := env.NC.Flush(); err != nil { // the server has queued them all for lookup
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err = <-exited:
-		exited <- err
-	case <-time.After(60 * time.Second):
-		t.Fatal("lookup did not exit")
-	}
-	out := stdout.String()
+	err = p.exit(t, 60*time.Second)
+	out := p.stdout.String()
 	if err != nil || !strings.Contains(out, `"job_id": "`+id+`"`) || strings.Contains(out, "someone-else") {
-		t.Errorf("lookup: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+		t.Errorf("lookup: %v\nstdout:\n%s\nstderr:\n%s", err, out, p.stderr.String())
 	}
-	if strings.Contains(stderr.String(), "slow consumer") {
-		t.Errorf("lookup dropped results (slow consumer):\n%s", stderr.String())
+	if strings.Contains(p.stderr.String(), "slow consumer") {
+		t.Errorf("lookup dropped results (slow consumer):\n%s", p.stderr.String())
+	}
+}
+
+// A wait for a result that ends at its --timeout looks the result up in
+// WX_RESULTS and says so ("none stored"); one interrupted (Ctrl-C) says
+// only that no result came: it looked for nothing after the signal. The
+// second lookup re-runs the first's job id (its job still queued: no
+// worker runs), so its publish is a duplicate and it first searches
+// WX_RESULTS for a stored result. The signal is sent once that search's
+// fetch is on the wire: from then on nothing the command does waits on
+// the signal's context but the wait itself, whatever the scheduling.
+func TestInterruptedLookupDoesNotClaimItLookedForTheResult(t *testing.T) {
+	bin := wxhubBinary(t)
+	env := brokertest.Start(t)
+	const id = "interrupted-job-1"
+	lookup := func(timeout string) *exec.Cmd {
+		return exec.Command(bin, "lookup", "--nats-url", env.URL, "--appid", "wxapp", "--openid", "o1", "--job-id", id, "--timeout", timeout)
+	}
+
+	out, err := lookup("1s").CombinedOutput()
+	var ee *exec.ExitError
+	timedOut := "no result for job " + id + " within 1s, and none stored in " + events.StreamResults
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), timedOut) {
+		t.Fatalf("lookup timing out: %v, want exit %d saying %q:\n%s", err, exitFailure, timedOut, out)
+	}
+
+	fetches, err := env.NC.SubscribeSync("$JS.API.CONSUMER.MSG.NEXT." + events.StreamResults + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, lookup("1m"))
+	if _, err := fetches.NextMsg(20 * time.Second); err != nil {
+		t.Fatalf("the duplicate lookup did not search %s: %v\n%s", events.StreamResults, err, p.stderr.String())
+	}
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err = p.exit(t, 20*time.Second)
+	want := "wxhub lookup: no result for job " + id + ": context canceled\n"
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || p.stderr.String() != want || p.stdout.String() != "" {
+		t.Errorf("interrupted lookup: %v, want exit %d\nstderr: %q\nwant:   %q\nstdout: %q", err, exitFailure, p.stderr.String(), want, p.stdout.String())
 	}
 }

@@ -24,6 +24,41 @@ import (
 // test binary run.
 func wxhubBinary(t *testing.T) string { return wxhubtest.Binary(t) }
 
+// proc is a process a test started, its output collected.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr wxhubtest.Buffer
+	exited         chan error
+}
+
+// startProc starts cmd collecting its output; it is killed at the end of
+// the test if still running.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); p.exit(t, time.Minute) })
+	return p
+}
+
+// exit waits up to d for the process to exit and returns its exit error
+// (nil for status 0); it fails the test at the deadline.
+func (p *proc) exit(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.exited:
+		p.exited <- err // for later calls
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s did not exit within %v\nstderr:\n%s", p.cmd.Args[1], d, p.stderr.String())
+		return nil
+	}
+}
+
 // lineWaiter scans a process's output for lines matching patterns.
 type lineWaiter struct {
 	mu    sync.Mutex
