@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/gateway"
@@ -98,11 +97,7 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 		return runner.Role{
 			Name: "gateway",
 			Start: func(ctx context.Context) error {
-				// Bind: the gateway only uses what `wxhub provision` made.
-				bctx, cancel := context.WithTimeout(ctx, bindWait(cfg))
-				err := broker.Bind(bctx, streams)
-				cancel()
-				if err != nil {
+				if err := bindStart(streams, bindWait(cfg))(ctx); err != nil {
 					return err
 				}
 				if err := gw.Start(ctx); err != nil {

@@ -95,7 +95,24 @@ func holderRole(p *process) (runner.Role, error) {
 	if err != nil {
 		return runner.Role{}, err
 	}
-	return runner.Role{Name: "holder", Run: h.Run, Ready: both(holderJetStreamReady(streams), holderReady(h)), Status: holderPresence(h)}, nil
+	return runner.Role{Name: "holder", Start: bindStart(streams, roleBindWait), Run: h.Run,
+		Ready: both(holderJetStreamReady(streams), holderReady(h)), Status: holderPresence(h)}, nil
+}
+
+// roleBindWait is how long the holder and the worker wait at start for
+// the streams `wxhub provision` makes (what their own Run allows).
+const roleBindWait = 30 * time.Second
+
+// bindStart is a role's Start that waits up to wait for the streams,
+// buckets and consumers the role uses (broker.Bind): a role only uses
+// what `wxhub provision` made. Waiting in Start, not Run, makes a stop
+// meanwhile a stop while starting (stoppedEarly): nothing ran, exit 0.
+func bindStart(streams *broker.JetStreams, wait time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		bctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		return broker.Bind(bctx, streams)
+	}
 }
 
 // holderReady: every app has an unexpired token; else which do not, and
@@ -154,7 +171,8 @@ func workerRole(p *process) (runner.Role, error) {
 	if err != nil {
 		return runner.Role{}, usageError{err}
 	}
-	return runner.Role{Name: "worker", Run: w.Run, Ready: both(workerJetStreamReady(streams), w.ReadyError), Status: workerPresence(w)}, nil
+	return runner.Role{Name: "worker", Start: bindStart(streams, roleBindWait), Run: w.Run,
+		Ready: both(workerJetStreamReady(streams), w.ReadyError), Status: workerPresence(w)}, nil
 }
 
 // cmdHolder runs the token holder against an existing NATS.
@@ -197,8 +215,9 @@ const runConnName = "wxhub-run"
 
 // serve is the one runner of wxhub's long-running commands: it connects
 // to NATS once, provisions when it is `wxhub run` (every other role only
-// binds, in its Run), builds the roles and runs them (ops HTTP,
-// presence and SIGTERM handled once by runner.Runner) until ctx ends.
+// binds, in its Start: bindStart), builds the roles and runs them (ops
+// HTTP, presence and SIGTERM handled once by runner.Runner) until ctx
+// ends.
 // started, if set, is called with the ops address once all roles run.
 func serve(ctx context.Context, cfg *config.Config, connName string, log *slog.Logger, started func(opsAddr string), builds ...roleBuilder) error {
 	nc, js, err := connectWait(ctx, cfg, connName, log)

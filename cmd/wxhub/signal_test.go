@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -13,27 +14,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/broker"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
+
+// signalledRole is a single-role command with the flags it needs besides
+// NATS and app wxsig (its secret, and client shop's key, are in the
+// environment: see command).
+type signalledRole struct {
+	role  string
+	extra []string
+}
+
+// signalledRoles are the long-running single-role commands.
+var signalledRoles = []signalledRole{
+	{"holder", nil},
+	{"worker", nil},
+	{"gateway", []string{"--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxsig"}},
+}
+
+// command is `wxhub <role>` on natsURL with args.
+func (r signalledRole) command(bin, natsURL string, args ...string) *exec.Cmd {
+	args = append(append([]string{r.role, "--nats-url", natsURL, "--app", "appid=wxsig"}, args...), r.extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXSIG=sig-secret", "WXHUB_CLIENT_KEY_SHOP=sig-client-key-0123")
+	return cmd
+}
 
 // A role stopped while it still waits for NATS has started nothing and
 // lost nothing: it exits 0, saying what it was waiting for.
 func TestStopWhileStartingExitsZero(t *testing.T) {
 	bin := wxhubBinary(t)
 	dead := deadNATSURL(t)
-	for _, tc := range []struct {
-		role  string
-		extra []string
-	}{
-		{"holder", nil},
-		{"worker", nil},
-		{"gateway", []string{"--gateway-listen", "127.0.0.1:0", "--client", "name=shop,appids=wxsig"}},
-	} {
+	for _, tc := range signalledRoles {
 		t.Run(tc.role, func(t *testing.T) {
 			t.Parallel()
-			args := append([]string{tc.role, "--nats-url", dead, "--http-listen", "127.0.0.1:0", "--app", "appid=wxsig"}, tc.extra...)
-			cmd := exec.Command(bin, args...)
-			cmd.Env = append(os.Environ(), "WXHUB_SECRET_WXSIG=sig-secret", "WXHUB_CLIENT_KEY_SHOP=sig-client-key-0123")
+			cmd := tc.command(bin, dead, "--http-listen", "127.0.0.1:0")
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -60,6 +79,66 @@ func TestStopWhileStartingExitsZero(t *testing.T) {
 			}
 			if !strings.Contains(log.String(), "stopped while starting") {
 				t.Errorf("%s: no 'stopped while starting' line:\n%s", tc.role, log.String())
+			}
+		})
+	}
+}
+
+// A role stopped while NATS answers but `wxhub provision` has not run yet
+// (it waits for its streams) has started nothing and lost nothing either:
+// it exits 0 with "stopped while starting", naming what it waited for,
+// and leaves the server as it found it (a role never provisions). The
+// stop comes once the role has looked at least once and found its
+// streams missing: its second look at wx_tokens (every role reads it).
+func TestStopWhileWaitingForStreamsExitsZero(t *testing.T) {
+	bin := wxhubBinary(t)
+	for _, tc := range signalledRoles {
+		t.Run(tc.role, func(t *testing.T) {
+			t.Parallel()
+			srv, err := broker.StartEmbedded(broker.EmbeddedConfig{StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Shutdown)
+			nc, err := broker.Connect(broker.ConnConfig{URL: srv.ClientURL(), Name: t.Name()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			looks, err := nc.SubscribeSync("$JS.API.STREAM.INFO.KV_" + events.BucketTokens)
+			if err == nil {
+				err = nc.Flush()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := tc.command(bin, srv.ClientURL(), "--nats-connect-timeout", "30s", "--http-listen", "")
+			p := startProc(t, cmd)
+			for i := range 2 {
+				if _, err := looks.NextMsg(20 * time.Second); err != nil {
+					t.Fatalf("%s: no look %d at %s: %v\n%s", tc.role, i+1, events.BucketTokens, err, p.stderr.String())
+				}
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.exit(t, 30*time.Second); err != nil {
+				t.Fatalf("%s stopped while waiting for its streams: %v, want status 0\n%s", tc.role, err, p.stderr.String())
+			}
+			waiting := regexp.MustCompile(`"stopped while starting" waiting_for=".*not provisioned on this NATS: .*bucket wx_tokens`)
+			if !waiting.MatchString(p.stderr.String()) {
+				t.Errorf("%s: no 'stopped while starting' line naming the missing bucket wx_tokens:\n%s", tc.role, p.stderr.String())
+			}
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := js.StreamNames(context.Background())
+			for name := range names.Name() {
+				t.Errorf("%s made stream %s", tc.role, name)
+			}
+			if err := names.Err(); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
