@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,6 +99,52 @@ func forgetJobIDs(t *testing.T, ctx context.Context, url string) {
 		case <-tick.C:
 		case <-ctx.Done():
 			t.Fatal("WX_JOBS did not forget the probe's id")
+		}
+	}
+}
+
+// A busy system: 200 programs look users up at once, every one of them
+// subscribed to all results, so each sees the 199 others' results come by
+// as well as its own. Each gets exactly its own job's result: a
+// follower's profile (all for the same follower: only the job id tells
+// them apart) or a stranger's user.profile.failed, never another's.
+func TestLookupBurstEachGetsItsOwnResult(t *testing.T) {
+	run := wxhubtest.StartRun(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 200
+	type result struct {
+		subject string
+		body    []byte
+		err     error
+	}
+	results := make([]result, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			openid := run.OpenID
+			if i%2 == 1 {
+				openid = fmt.Sprintf("o-stranger-%d", i)
+			}
+			<-start
+			subject, body, err := lookup(ctx, run.NATSURL, fmt.Sprintf("burst-%d", i), run.AppID, openid)
+			results[i] = result{subject, body, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, r := range results {
+		want, openid := "user.profile", run.OpenID
+		if i%2 == 1 {
+			want, openid = "user.profile.failed", ""
+		}
+		var p struct {
+			JobID  string `json:"job_id"`
+			OpenID string `json:"openid"`
+		}
+		if r.err != nil || r.subject != want || json.Unmarshal(r.body, &p) != nil || p.JobID != fmt.Sprintf("burst-%d", i) || p.OpenID != openid {
+			t.Errorf("caller %d: %s %s (%v); want %s of job burst-%d", i, r.subject, r.body, r.err, want, i)
 		}
 	}
 }
