@@ -21,7 +21,7 @@ var demoFollowers = []Follower{
 		SubscribeTime: 1700000000, Language: "zh_CN", Remark: "VIP", TagIDList: []int{128, 2},
 		SubscribeScene: "ADD_SCENE_QR_CODE", QRScene: 98765, QRSceneStr: "spring-promo",
 		Nickname: "小明", HeadImgURL: "https://thirdwx.qlogo.cn/mmopen/g3MonUZtNHkdmzicIlibx6iaFqAc56vxLSUfpb6n5WKSYVY0ChQKkiaJSgQ1dZuTOgvLLrhJbERQQ4eMsv84eavHiaiceqxibJxCfHe/46",
-		Province: "广东", City: "广州", Country: "中国", Privilege: []string{"PRIVILEGE1"},
+		Privilege: []string{"PRIVILEGE1"},
 	},
 	{
 		OpenID: "oDemo6_kQ8yL2xJvN4mPzR7tWcAB", SubscribeTime: 1710000000, Language: "zh_TW",

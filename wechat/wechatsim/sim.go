@@ -181,12 +181,11 @@ type Follower struct {
 	QRScene        int    `json:"qr_scene,omitempty"`
 	QRSceneStr     string `json:"qr_scene_str,omitempty"`
 
+	// The SNS profile. WeChat no longer gives sex or region (since late
+	// 2021): /sns/userinfo answers sex 0 and empty province, city and
+	// country for everyone, so there are no fields for them.
 	Nickname   string   `json:"nickname,omitempty"`
 	HeadImgURL string   `json:"headimgurl,omitempty"`
-	Sex        int      `json:"sex,omitempty"`
-	Province   string   `json:"province,omitempty"`
-	City       string   `json:"city,omitempty"`
-	Country    string   `json:"country,omitempty"`
 	Privilege  []string `json:"privilege,omitempty"`
 }
 

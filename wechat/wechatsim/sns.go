@@ -251,6 +251,8 @@ func (s *Sim) userAuth(r *http.Request, now time.Time) (*userToken, int) {
 	return ut, 0
 }
 
+// snsUserInfo is the /sns/userinfo answer. Sex is always 0 and the region
+// fields always "": WeChat stopped returning them in late 2021.
 type snsUserInfo struct {
 	OpenID     string   `json:"openid"`
 	Nickname   string   `json:"nickname"`
@@ -285,7 +287,6 @@ func (s *Sim) handleSNSUserInfo(w http.ResponseWriter, r *http.Request, now time
 		if f.HeadImgURL != "" {
 			ans.HeadImgURL = f.HeadImgURL
 		}
-		ans.Sex, ans.Province, ans.City, ans.Country = f.Sex, f.Province, f.City, f.Country
 		if f.Privilege != nil {
 			ans.Privilege = f.Privilege
 		}

@@ -241,9 +241,15 @@ func TestSNSUserInfoAndAuth(t *testing.T) {
 		fields   map[string]any
 	}{
 		{"follower profile", false, func(h *harness) tok { return exchange(h, fullFollower.OpenID, ScopeUserInfo) }, 0, 0, map[string]any{
-			"openid": fullFollower.OpenID, "nickname": "Nick", "sex": 1.0, "province": "P", "city": "C", "country": "CN",
+			"openid": fullFollower.OpenID, "nickname": "Nick", "sex": 0.0, "province": "", "city": "", "country": "",
 			"headimgurl": "https://example.invalid/h.png", "privilege": []any{}, "unionid": fullFollower.UnionID,
 		}},
+		{"sex and region are gone since 2021 (demo follower)", false, func(h *harness) tok {
+			d := h.sim.SeedDemo()
+			a := h.exchange(d.AppID, d.Secret, h.code(d.AppID, d.OpenIDs[0], ScopeUserInfo))
+			wantErr(h.t, a, 0)
+			return tok{a.str("access_token"), d.OpenIDs[0]}
+		}, 0, 0, map[string]any{"nickname": "小明", "sex": 0.0, "province": "", "city": "", "country": ""}},
 		{"unbound: no unionid", true, func(h *harness) tok { return exchange(h, fullFollower.OpenID, ScopeUserInfo) }, 0, 0, map[string]any{
 			"unionid": nil, "nickname": "Nick",
 		}},

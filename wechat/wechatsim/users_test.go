@@ -15,7 +15,7 @@ var (
 		OpenID: "oFull00000000000000000000001", UnionID: "uFull0000000000000000000001",
 		SubscribeTime: 1700000000, Language: "zh_TW", Remark: "vip", GroupID: 2, TagIDList: []int{128, 2},
 		SubscribeScene: "ADD_SCENE_QR_CODE", QRScene: 98765, QRSceneStr: "promo",
-		Nickname: "Nick", HeadImgURL: "https://example.invalid/h.png", Sex: 1, Province: "P", City: "C", Country: "CN",
+		Nickname: "Nick", HeadImgURL: "https://example.invalid/h.png",
 	}
 	plainFollower = Follower{OpenID: "oPlain0000000000000000000002"}
 	goneFollower  = Follower{OpenID: "oGone00000000000000000000003", UnionID: "uGone0000000000000000000003", Subscribe: intp(0), SubscribeTime: 5, Remark: "x"}
