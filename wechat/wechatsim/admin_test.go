@@ -27,6 +27,8 @@ func TestAdminBadInput(t *testing.T) {
 		{"followers: no openid", http.MethodPost, "/_sim/followers", `{"appid":"` + testApp + `"}`, 400, "openid is required"},
 		{"followers: wrong type", http.MethodPost, "/_sim/followers", `{"appid":"` + testApp + `","openid":"o","tagid_list":"x"}`, 400, "tagid_list"},
 		{"followers: sex is no longer WeChat's", http.MethodPost, "/_sim/followers", `{"appid":"` + testApp + `","openid":"o","sex":1}`, 400, "sex"},
+		{"followers: subscribe is 0 or 1", http.MethodPost, "/_sim/followers", `{"appid":"` + testApp + `","openid":"o","subscribe":2}`, 400, "subscribe must be 0 or 1"},
+		{"followers: unknown subscribe_scene", http.MethodPost, "/_sim/followers", `{"appid":"` + testApp + `","openid":"o","subscribe_scene":"ADD_SCENE_MAGIC"}`, 400, "subscribe_scene"},
 		{"codes: bad scope", http.MethodPost, "/_sim/codes", `{"appid":"` + testApp + `","openid":"o","scope":"x"}`, 400, "scope"},
 		{"codes: unknown app", http.MethodPost, "/_sim/codes", `{"appid":"wxnope","openid":"o","scope":"snsapi_base"}`, 400, "unknown appid"},
 		{"faults: unknown path", http.MethodPost, "/_sim/faults", `{"path":"/nope","errcode":-1}`, 400, "not a simulated endpoint"},

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,9 +212,21 @@ type unsubscribedInfo struct {
 	UnionID   string `json:"unionid,omitempty"`
 }
 
+// subscribeScenes are the subscribe_scene values WeChat answers.
+var subscribeScenes = []string{
+	"ADD_SCENE_SEARCH", "ADD_SCENE_ACCOUNT_MIGRATION", "ADD_SCENE_PROFILE_CARD", "ADD_SCENE_QR_CODE",
+	"ADD_SCENE_PROFILE_LINK", "ADD_SCENE_PROFILE_ITEM", "ADD_SCENE_PAID", "ADD_SCENE_WECHAT_ADVERTISEMENT",
+	"ADD_SCENE_REPRINT", "ADD_SCENE_LIVESTREAM", "ADD_SCENE_CHANNELS", "ADD_SCENE_OTHERS",
+}
+
 func newPerson(f Follower, follower bool) (*person, error) {
-	if f.OpenID == "" {
+	switch {
+	case f.OpenID == "":
 		return nil, fmt.Errorf("%w: openid is required", ErrBadInput)
+	case f.Subscribe != nil && *f.Subscribe != 0 && *f.Subscribe != 1:
+		return nil, fmt.Errorf("%w: subscribe must be 0 or 1", ErrBadInput)
+	case f.SubscribeScene != "" && !slices.Contains(subscribeScenes, f.SubscribeScene):
+		return nil, fmt.Errorf("%w: subscribe_scene %q is not one WeChat answers (%s)", ErrBadInput, f.SubscribeScene, strings.Join(subscribeScenes, ", "))
 	}
 	f.TagIDList = append([]int(nil), f.TagIDList...)
 	f.Privilege = append([]string(nil), f.Privilege...)
@@ -257,7 +271,9 @@ func newPerson(f Follower, follower bool) (*person, error) {
 }
 
 // AddFollower adds f as a follower of appid, replacing any earlier record
-// of the same openid. It fails if the app is unknown or f has no openid.
+// of the same openid. It fails if the app is unknown, f has no openid, or
+// f holds a value WeChat never answers (subscribe other than 0 or 1, a
+// subscribe_scene not in WeChat's list).
 func (s *Sim) AddFollower(appid string, f Follower) error { return s.addPerson(appid, f, true) }
 
 // AddSNSUser records the SNS profile of a user who is NOT a follower of
