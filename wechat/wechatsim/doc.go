@@ -24,12 +24,26 @@
 //     China day (the 21st answers 45009); a force within 30 s of the last
 //     forced refresh returns the current token and its remaining lifetime
 //     without counting.
-//   - The per-day /cgi-bin/token quota counts successful fetches only; the
-//     day is the China calendar day (UTC+8) of the simulator's clock.
+//   - Quotas (quota.go) are per app and per China calendar day (UTC+8) of
+//     the simulator's clock. /cgi-bin/token counts successful fetches
+//     (2000 a day); /cgi-bin/stable_token counts successful answers
+//     (500,000 a day, then 45009; 10,000 a calendar minute, then 45011);
+//     user/info, batchget, getcallbackip and get_api_domain_ip count every
+//     call with a valid access_token and have no limit unless
+//     SetDailyLimit sets one. A refused call is not counted.
+//   - /cgi-bin/clear_quota {"appid"} (the token's own appid, else 40013)
+//     zeroes the day's counts above, not the forced stable_token
+//     refreshes; the 11th clear in a China calendar month answers 48006.
+//   - /cgi-bin/openapi/quota/get {"cgi_path"} answers errcode 0, errmsg
+//     ok, quota {daily_limit, used, remain} (0 and 0 for a path without a
+//     limit) and rate_limit {call_count, refresh_second} (10000 and 60 for
+//     stable_token, else 0 and 0); a path the simulator does not count
+//     (the /sns/ paths among them) answers 76021.
 //   - lang on user/info and sns/userinfo may be zh_CN, zh_TW or en; any other
 //     value is treated as zh_CN (WeChat no longer localises these answers).
 //   - GET endpoints also accept POST (parameters in the query), like WeChat;
-//     stable_token and user/info/batchget need POST, else 43002.
+//     stable_token, user/info/batchget, clear_quota and quota/get need
+//     POST, else 43002.
 //   - /sns/oauth2/access_token without a code answers 41008 "missing code";
 //     a code that is used is reported as 40163 even once it has expired.
 //   - A fault with both count and rate fires on that fraction of matching

@@ -21,6 +21,8 @@ const (
 	PathOAuthRefresh  = "/sns/oauth2/refresh_token"
 	PathSNSUserInfo   = "/sns/userinfo"
 	PathSNSAuth       = "/sns/auth"
+	PathClearQuota    = "/cgi-bin/clear_quota"
+	PathQuotaGet      = "/cgi-bin/openapi/quota/get"
 )
 
 // handlerFunc answers one API call on success and returns the app it
@@ -33,19 +35,36 @@ type endpoint struct {
 	handle   handlerFunc
 }
 
-const numEndpoints = 10
+// Endpoint indices, in the order of endpoints.
+const (
+	epToken = iota
+	epStableToken
+	epUserInfo
+	epUserInfoBatch
+	epCallbackIP
+	epAPIDomainIP
+	epOAuthToken
+	epOAuthRefresh
+	epSNSUserInfo
+	epSNSAuth
+	epClearQuota
+	epQuotaGet
+	numEndpoints
+)
 
 var endpoints = [numEndpoints]endpoint{
-	{PathToken, false, (*Sim).handleToken},
-	{PathStableToken, true, (*Sim).handleStableToken},
-	{PathUserInfo, false, (*Sim).handleUserInfo},
-	{PathUserInfoBatch, true, (*Sim).handleBatchGet},
-	{PathCallbackIP, false, ipListHandler(callbackIPs)},
-	{PathAPIDomainIP, false, ipListHandler(apiDomainIPs)},
-	{PathOAuthToken, false, (*Sim).handleOAuthToken},
-	{PathOAuthRefresh, false, (*Sim).handleOAuthRefresh},
-	{PathSNSUserInfo, false, (*Sim).handleSNSUserInfo},
-	{PathSNSAuth, false, (*Sim).handleSNSAuth},
+	epToken:         {PathToken, false, (*Sim).handleToken},
+	epStableToken:   {PathStableToken, true, (*Sim).handleStableToken},
+	epUserInfo:      {PathUserInfo, false, (*Sim).handleUserInfo},
+	epUserInfoBatch: {PathUserInfoBatch, true, (*Sim).handleBatchGet},
+	epCallbackIP:    {PathCallbackIP, false, ipListHandler(epCallbackIP, callbackIPs)},
+	epAPIDomainIP:   {PathAPIDomainIP, false, ipListHandler(epAPIDomainIP, apiDomainIPs)},
+	epOAuthToken:    {PathOAuthToken, false, (*Sim).handleOAuthToken},
+	epOAuthRefresh:  {PathOAuthRefresh, false, (*Sim).handleOAuthRefresh},
+	epSNSUserInfo:   {PathSNSUserInfo, false, (*Sim).handleSNSUserInfo},
+	epSNSAuth:       {PathSNSAuth, false, (*Sim).handleSNSAuth},
+	epClearQuota:    {PathClearQuota, true, (*Sim).handleClearQuota},
+	epQuotaGet:      {PathQuotaGet, true, (*Sim).handleQuotaGet},
 }
 
 func endpointIndex(path string) int {
@@ -88,7 +107,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := s.clock.Now()
 	if f != nil && (f.ErrCode != 0 || f.HTTPStatus != 0) {
 		s.countCall(i, s.appOf(r))
-		if i == endpointIndexOAuthToken {
+		if i == epOAuthToken {
 			s.consumeCode(r, now)
 		}
 		if f.HTTPStatus != 0 {
@@ -112,8 +131,6 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.answerError(w, code, now)
 	}
 }
-
-var endpointIndexOAuthToken = endpointIndex(PathOAuthToken)
 
 func (s *Sim) answerError(w http.ResponseWriter, code int, now time.Time) {
 	s.stats.errCode(code)

@@ -103,11 +103,10 @@ type app struct {
 	bound atomic.Bool
 	calls [numEndpoints]atomic.Int64
 
+	quota quotaState
+
 	mu         sync.RWMutex
 	secret     string
-	dailyLimit int
-	tokenDay   string // China day of tokenCount
-	tokenCount int
 	latest     *globalToken // newest /cgi-bin/token token
 	stable     *globalToken // current stable token
 	forceDay   string
@@ -132,8 +131,9 @@ func (s *Sim) AddApp(appid, secret string) {
 	s.appsMu.Lock()
 	a, ok := s.apps[appid]
 	if !ok {
-		a = &app{id: appid, dailyLimit: DefaultTokenDailyLimit, people: make(map[string]*person)}
+		a = &app{id: appid, people: make(map[string]*person)}
 		a.bound.Store(true)
+		a.quota.init()
 		s.apps[appid] = a
 	}
 	s.appsMu.Unlock()
@@ -151,13 +151,10 @@ func (s *Sim) app(appid string) *app {
 }
 
 // SetTokenDailyLimit sets how many /cgi-bin/token fetches appid may make
-// per China day (default 2000). Unknown appids are ignored.
+// per China day (default 2000; 200 is a test account's; 0 refuses every
+// fetch). Unknown appids are ignored.
 func (s *Sim) SetTokenDailyLimit(appid string, n int) {
-	if a := s.app(appid); a != nil {
-		a.mu.Lock()
-		a.dailyLimit = n
-		a.mu.Unlock()
-	}
+	_ = s.SetDailyLimit(appid, PathToken, max(n, 0))
 }
 
 // SetBoundToOpenPlatform says whether appid is bound to an Open Platform

@@ -1,8 +1,10 @@
 package wechatsim
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -364,5 +366,83 @@ func TestFaultedStableTokenCountsItsApp(t *testing.T) {
 	wantErr(t, h.stable(testApp, testSecret, false), -1)
 	if n := h.sim.Stats().CallCount(PathStableToken, testApp); n != 1 {
 		t.Fatalf("faulted stable_token call counted under %v", h.sim.Stats().Calls)
+	}
+}
+
+func TestStableTokenLimits(t *testing.T) {
+	cases := []struct {
+		name    string
+		start   time.Time
+		minute  int // SetStableTokenMinuteLimit, 0: default
+		day     int // SetDailyLimit(PathStableToken), 0: default
+		force   bool
+		want    int // errcode of the call after 3 answered ones
+		advance time.Duration
+		after   int // errcode of a call after advance
+	}{
+		{"the 4th call in a minute answers 45011", t0, 3, 0, false, 45011, 59 * time.Second, 45011},
+		{"the next calendar minute answers again", t0.Add(59 * time.Second), 3, 0, false, 45011, time.Second, 0},
+		{"forced refreshes count too", t0, 3, 0, true, 45011, time.Minute, 0},
+		{"the 4th call in a China day answers 45009", t0, 0, 3, false, 45009, time.Hour, 45009},
+		{"the China day turns at 16:00 UTC", time.Date(2025, 3, 10, 15, 59, 0, 0, time.UTC), 0, 3, false, 45009, time.Minute, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.clock.Set(tc.start)
+			if tc.minute > 0 {
+				h.sim.SetStableTokenMinuteLimit(testApp, tc.minute)
+			}
+			if tc.day > 0 {
+				if err := h.sim.SetDailyLimit(testApp, PathStableToken, tc.day); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var cur string
+			for i := range 3 {
+				a := h.stable(testApp, testSecret, tc.force)
+				if a.errcode() != 0 {
+					t.Fatalf("call %d: %s", i+1, a.raw)
+				}
+				cur = a.str("access_token")
+				if tc.force {
+					h.clock.Advance(time.Second) // within 30 s: the same token, still a call
+				}
+			}
+			wantErr(t, h.stable(testApp, testSecret, tc.force), tc.want)
+			wantErr(t, h.stable(otherApp, otherSec, false), 0) // other apps have their own
+			if h.use(cur) != 0 {
+				t.Fatal("a refused call disturbed the current stable token")
+			}
+			h.clock.Advance(tc.advance)
+			wantErr(t, h.stable(testApp, testSecret, tc.force), tc.after)
+		})
+	}
+}
+
+// TestStableToken10000AMinute: the default minute limit, through the
+// handler (10,001 calls over HTTP would only be slower).
+func TestStableToken10000AMinute(t *testing.T) {
+	sim := New(WithClock(NewManualClock(t0)), WithLogger(quiet))
+	sim.AddApp(testApp, testSecret)
+	body := mustJSON(t, map[string]any{"grant_type": "client_credential", "appid": testApp, "secret": testSecret})
+	call := func() int {
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, PathStableToken, strings.NewReader(body)))
+		var st struct {
+			ErrCode int `json:"errcode"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.ErrCode
+	}
+	for i := range 10000 {
+		if c := call(); c != 0 {
+			t.Fatalf("call %d: errcode %d", i+1, c)
+		}
+	}
+	if c := call(); c != 45011 {
+		t.Fatalf("call 10,001 in a minute: errcode %d, want 45011", c)
 	}
 }

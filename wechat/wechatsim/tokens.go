@@ -1,8 +1,6 @@
 package wechatsim
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -126,16 +124,11 @@ func (s *Sim) handleToken(w http.ResponseWriter, r *http.Request, now time.Time)
 	if c != 0 {
 		return a, c
 	}
-	day := events.ChinaDay(now)
 	a.mu.Lock()
-	if a.tokenDay != day {
-		a.tokenDay, a.tokenCount = day, 0
-	}
-	if a.tokenCount >= a.dailyLimit {
+	if c := a.quota.count(epToken, now); c != 0 {
 		a.mu.Unlock()
-		return a, codeDailyQuota
+		return a, c
 	}
-	a.tokenCount++
 	t := s.newGlobalToken(a, false, now)
 	if prev := a.latest; prev != nil {
 		prev.retire(now.Add(tokenGrace))
@@ -156,9 +149,8 @@ type stableRequest struct {
 // handleStableToken serves POST /cgi-bin/stable_token.
 func (s *Sim) handleStableToken(w http.ResponseWriter, r *http.Request, now time.Time) (*app, int) {
 	var req stableRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil || json.Unmarshal(body, &req) != nil {
-		return nil, codeDataFormat
+	if c := readJSON(r, &req); c != 0 {
+		return nil, c
 	}
 	a, c := s.credentials(req.GrantType, req.AppID, req.Secret)
 	if c != 0 {
@@ -166,16 +158,28 @@ func (s *Sim) handleStableToken(w http.ResponseWriter, r *http.Request, now time
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The minute's and the day's limits; a call counts once answered.
+	q, minute, day := &a.quota, minuteNumber(now), chinaDayNumber(now)
+	if l := q.minuteLimit.Load(); l >= 0 && q.minute.used(minute) >= l {
+		return a, codeMinuteQuota
+	}
+	if l := q.limit[epStableToken].Load(); l >= 0 && q.daily[epStableToken].used(day) >= l {
+		return a, codeDailyQuota
+	}
+	answer := func(t *globalToken) (*app, int) {
+		q.minute.take(minute, -1)
+		q.daily[epStableToken].take(day, -1)
+		writeJSON(w, tokenAnswer{AccessToken: t.value, ExpiresIn: t.expiresIn(now)})
+		return a, 0
+	}
 	cur := a.stable
 	valid := cur != nil && cur.check(now) == 0
 	if req.ForceRefresh {
 		if valid && !a.lastForce.IsZero() && now.Sub(a.lastForce) < stableForceSpacing {
-			writeJSON(w, tokenAnswer{AccessToken: cur.value, ExpiresIn: cur.expiresIn(now)})
-			return a, 0
+			return answer(cur)
 		}
-		day := events.ChinaDay(now)
-		if a.forceDay != day {
-			a.forceDay, a.forceCount = day, 0
+		if today := events.ChinaDay(now); a.forceDay != today {
+			a.forceDay, a.forceCount = today, 0
 		}
 		if a.forceCount >= stableForceDaily {
 			return a, codeDailyQuota
@@ -186,11 +190,8 @@ func (s *Sim) handleStableToken(w http.ResponseWriter, r *http.Request, now time
 			cur.retire(now)
 		}
 	} else if valid && cur.expiresAt.Sub(now) > tokenGrace {
-		writeJSON(w, tokenAnswer{AccessToken: cur.value, ExpiresIn: cur.expiresIn(now)})
-		return a, 0
+		return answer(cur)
 	}
-	t := s.newGlobalToken(a, true, now)
-	a.stable = t
-	writeJSON(w, tokenAnswer{AccessToken: t.value, ExpiresIn: int64(tokenLifetime / time.Second)})
-	return a, 0
+	a.stable = s.newGlobalToken(a, true, now)
+	return answer(a.stable)
 }

@@ -1,17 +1,19 @@
 package wechatsim
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"time"
 )
 
-// globalAuth checks the access_token query parameter.
-func (s *Sim) globalAuth(r *http.Request, now time.Time) (*app, int) {
+// globalAuth checks the access_token query parameter and, for ep >= 0,
+// counts the call against the app's daily quota of endpoint ep.
+func (s *Sim) globalAuth(r *http.Request, now time.Time, ep int) (*app, int) {
 	t, c := s.lookupGlobal(param(r.URL.RawQuery, "access_token"), now)
 	if t == nil {
 		return nil, c
+	}
+	if c == 0 && ep >= 0 {
+		c = t.app.quota.count(ep, now)
 	}
 	return t.app, c
 }
@@ -19,7 +21,7 @@ func (s *Sim) globalAuth(r *http.Request, now time.Time) (*app, int) {
 // handleUserInfo serves GET /cgi-bin/user/info. The lang parameter is
 // accepted and ignored: WeChat no longer localises this answer.
 func (s *Sim) handleUserInfo(w http.ResponseWriter, r *http.Request, now time.Time) (*app, int) {
-	a, c := s.globalAuth(r, now)
+	a, c := s.globalAuth(r, now, epUserInfo)
 	if c != 0 {
 		return a, c
 	}
@@ -44,14 +46,10 @@ type batchRequest struct {
 
 // handleBatchGet serves POST /cgi-bin/user/info/batchget.
 func (s *Sim) handleBatchGet(w http.ResponseWriter, r *http.Request, now time.Time) (*app, int) {
-	a, c := s.globalAuth(r, now)
+	var req batchRequest
+	a, c := s.authJSON(r, now, epUserInfoBatch, &req)
 	if c != 0 {
 		return a, c
-	}
-	var req batchRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil || json.Unmarshal(body, &req) != nil {
-		return a, codeDataFormat
 	}
 	if n := len(req.UserList); n == 0 || n > 100 {
 		return a, codeInvalidListSize
@@ -83,10 +81,11 @@ var (
 	apiDomainIPs = []byte(`{"ip_list":["101.89.47.18","101.91.34.103","101.91.37.19","109.244.145.140","109.244.184.48","112.53.42.48"]}`)
 )
 
-// handleIPList serves /cgi-bin/getcallbackip and /cgi-bin/get_api_domain_ip.
-func ipListHandler(body []byte) handlerFunc {
+// ipListHandler serves /cgi-bin/getcallbackip and /cgi-bin/get_api_domain_ip
+// (endpoint ep).
+func ipListHandler(ep int, body []byte) handlerFunc {
 	return func(s *Sim, w http.ResponseWriter, r *http.Request, now time.Time) (*app, int) {
-		a, c := s.globalAuth(r, now)
+		a, c := s.globalAuth(r, now, ep)
 		if c != 0 {
 			return a, c
 		}

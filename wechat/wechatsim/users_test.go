@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -249,6 +250,115 @@ func TestRouting(t *testing.T) {
 			if a.status != tc.status || (a.m != nil) != tc.json {
 				t.Fatalf("HTTP %d json=%v: %s", a.status, a.m != nil, a.raw)
 			}
+		})
+	}
+}
+
+func TestDailyLimitOfTokenEndpoints(t *testing.T) {
+	type call func(h *harness, tok string) answer
+	userInfo := func(openid string) call {
+		return func(h *harness, tok string) answer {
+			return h.get(PathUserInfo, url.Values{"access_token": {tok}, "openid": {openid}})
+		}
+	}
+	batch := func(h *harness, tok string) answer {
+		return h.post(PathUserInfoBatch, url.Values{"access_token": {tok}}, `{"user_list":[{"openid":"`+plainFollower.OpenID+`"}]}`)
+	}
+	ips := func(path string) call {
+		return func(h *harness, tok string) answer { return h.get(path, url.Values{"access_token": {tok}}) }
+	}
+	cases := []struct {
+		name  string
+		path  string // SetDailyLimit(path, 2)
+		calls []call // answered before the limit bites
+		next  call
+		want  int
+	}{
+		{"user/info: the 3rd call answers 45009", PathUserInfo, []call{userInfo(plainFollower.OpenID), userInfo(fullFollower.OpenID)}, userInfo(plainFollower.OpenID), 45009},
+		{"user/info: a call with a bad openid counts", PathUserInfo, []call{userInfo("oNobody"), userInfo(plainFollower.OpenID)}, userInfo(plainFollower.OpenID), 45009},
+		{"user/info: batchget has its own count", PathUserInfo, []call{userInfo(plainFollower.OpenID), userInfo(plainFollower.OpenID)}, batch, 0},
+		{"batchget", PathUserInfoBatch, []call{batch, batch}, batch, 45009},
+		{"getcallbackip", PathCallbackIP, []call{ips(PathCallbackIP), ips(PathCallbackIP)}, ips(PathCallbackIP), 45009},
+		{"get_api_domain_ip", PathAPIDomainIP, []call{ips(PathAPIDomainIP), ips(PathAPIDomainIP)}, ips(PathAPIDomainIP), 45009},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			seedUsers(t, h)
+			if err := h.sim.SetDailyLimit(testApp, tc.path, 2); err != nil {
+				t.Fatal(err)
+			}
+			tok := h.token(testApp, testSecret)
+			// A call with a bad token is not the app's: it does not count.
+			wantErr(t, tc.next(h, strings.Repeat("Q", 150)), 40001)
+			for _, c := range tc.calls {
+				if a := c(h, tok); a.errcode() == 45009 {
+					t.Fatalf("refused before the limit: %s", a.raw)
+				}
+			}
+			wantErr(t, tc.next(h, tok), tc.want)
+			if a := tc.next(h, h.token(otherApp, otherSec)); a.errcode() == 45009 {
+				t.Fatalf("another app's call refused: %s", a.raw)
+			}
+			h.clock.Advance(14 * time.Hour) // 10:00 → 00:00 the next China day
+			if a := tc.next(h, h.token(testApp, testSecret)); a.errcode() == 45009 {
+				t.Fatalf("the next China day: %s", a.raw)
+			}
+		})
+	}
+}
+
+func TestSetDailyLimitValidation(t *testing.T) {
+	h := newHarness(t)
+	cases := []struct {
+		name, appid, path string
+		n                 int
+		ok                bool
+	}{
+		{"user/info", testApp, PathUserInfo, 10, true},
+		{"no call at all", testApp, PathUserInfo, 0, true},
+		{"no limit", testApp, PathToken, -1, true},
+		{"unknown app", "wxnope", PathUserInfo, 10, false},
+		{"sns paths have no quota", testApp, PathSNSUserInfo, 10, false},
+		{"not an endpoint", testApp, "/cgi-bin/nope", 10, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := h.sim.SetDailyLimit(tc.appid, tc.path, tc.n); (err == nil) != tc.ok {
+				t.Fatalf("err %v", err)
+			}
+		})
+	}
+}
+
+func TestDailyLimitZeroRefusesAllNegativeNone(t *testing.T) {
+	fetch := func(h *harness) answer {
+		return h.get(PathToken, url.Values{"grant_type": {"client_credential"}, "appid": {testApp}, "secret": {testSecret}})
+	}
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, h *harness)
+		want  int // errcode of the next fetch
+	}{
+		{"SetDailyLimit 0 refuses the first fetch", func(t *testing.T, h *harness) {
+			if err := h.sim.SetDailyLimit(testApp, PathToken, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, 45009},
+		{"SetTokenDailyLimit 0 too", func(t *testing.T, h *harness) { h.sim.SetTokenDailyLimit(testApp, 0) }, 45009},
+		{"a negative limit lifts one used up", func(t *testing.T, h *harness) {
+			h.sim.SetTokenDailyLimit(testApp, 1)
+			h.token(testApp, testSecret)
+			if err := h.sim.SetDailyLimit(testApp, PathToken, -1); err != nil {
+				t.Fatal(err)
+			}
+		}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tc.setup(t, h)
+			wantErr(t, fetch(h), tc.want)
 		})
 	}
 }

@@ -32,8 +32,11 @@ const (
 	codeTokenRefreshBroken = 42007
 	codeRequirePOST        = 43002
 	codeDailyQuota         = 45009
+	codeMinuteQuota        = 45011
 	codeDataFormat         = 47001
 	codeUnauthorized       = 48001
+	codeClearQuotaLimit    = 48006
+	codeCGIPathNotFound    = 76021
 )
 
 var errMessages = map[int]string{
@@ -56,9 +59,11 @@ var errMessages = map[int]string{
 	codeTokenRefreshBroken: "access_token and refresh_token exception",
 	codeRequirePOST:        "require POST method",
 	codeDailyQuota:         "reach max api daily quota limit",
-	45011:                  "api minute-quota reach limit mustslower retry next minute",
+	codeMinuteQuota:        "api minute-quota reach limit mustslower retry next minute",
 	codeDataFormat:         "data format error",
 	codeUnauthorized:       "api unauthorized",
+	codeClearQuotaLimit:    "forbid to clear quota because of reaching the limit",
+	codeCGIPathNotFound:    "cgi_path not found, please check",
 	50001:                  "user unauthorized",
 }
 
