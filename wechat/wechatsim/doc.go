@@ -47,7 +47,9 @@
 //   - /sns/oauth2/access_token without a code answers 41008 "missing code";
 //     a code that is used is reported as 40163 even once it has expired.
 //   - A fault with both count and rate fires on that fraction of matching
-//     calls and removes itself after count firings.
+//     calls and removes itself after count firings. A 40164 fault names
+//     the caller's address as WeChat does ("invalid ip X ipv6 ::ffff:X,
+//     not in whitelist"; an IPv6 caller's address twice).
 //   - Users' OAuth tokens follow the sim clock: an access_token lives
 //     7200 s; /sns/oauth2/refresh_token on an unexpired one keeps its
 //     value and extends it to 7200 s from now, on an expired one issues a

@@ -2,8 +2,10 @@ package wechatsim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -232,5 +234,39 @@ func TestStats(t *testing.T) {
 	st = h.sim.Stats()
 	if len(st.Calls) != 0 || len(st.TokensIssued) != 0 || len(st.ErrCodes) != 0 {
 		t.Fatalf("after reset: %+v", st)
+	}
+}
+
+// TestFault40164NamesTheCaller: WeChat's 40164 names the caller's
+// address, the one to add to the IP whitelist.
+func TestFault40164NamesTheCaller(t *testing.T) {
+	cases := []struct{ remote, msg string }{
+		{"203.0.113.7:4242", "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist"},
+		{"[::ffff:198.51.100.2]:80", "invalid ip 198.51.100.2 ipv6 ::ffff:198.51.100.2, not in whitelist"},
+		{"[2001:db8::1]:443", "invalid ip 2001:db8::1 ipv6 2001:db8::1, not in whitelist"},
+	}
+	sim := New(WithClock(NewManualClock(t0)), WithLogger(quiet))
+	sim.AddApp(testApp, testSecret)
+	if err := sim.AddFault(Fault{Path: PathToken, ErrCode: 40164}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.remote, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, PathToken+"?grant_type=client_credential&appid="+testApp+"&secret="+testSecret, nil)
+			req.RemoteAddr = tc.remote
+			rec := httptest.NewRecorder()
+			sim.ServeHTTP(rec, req)
+			var a struct {
+				ErrCode int    `json:"errcode"`
+				ErrMsg  string `json:"errmsg"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+				t.Fatal(err)
+			}
+			m := ridRE.FindStringSubmatch(a.ErrMsg)
+			if a.ErrCode != 40164 || m == nil || m[1] != tc.msg {
+				t.Fatalf("answer %s, want errcode 40164 and errmsg %q with a rid", rec.Body.Bytes(), tc.msg)
+			}
+		})
 	}
 }

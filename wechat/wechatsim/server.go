@@ -116,7 +116,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("<html><body><h1>" + http.StatusText(f.HTTPStatus) + "</h1>simulated fault</body></html>\n"))
 			return
 		}
-		s.answerError(w, f.ErrCode, now)
+		s.answerError(w, r, f.ErrCode, now)
 		return
 	}
 	var a *app
@@ -128,13 +128,13 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.countCall(i, a)
 	if code != 0 {
-		s.answerError(w, code, now)
+		s.answerError(w, r, code, now)
 	}
 }
 
-func (s *Sim) answerError(w http.ResponseWriter, code int, now time.Time) {
+func (s *Sim) answerError(w http.ResponseWriter, r *http.Request, code int, now time.Time) {
 	s.stats.errCode(code)
-	writeJSONBytes(w, errBody(code, now))
+	writeJSONBytes(w, errBody(code, errMsgFor(code, r), now))
 }
 
 // appOf finds which known app a request concerns, cheaply and without

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ const (
 	codeInvalidListSize    = 40032
 	codeInvalidSecret      = 40125
 	codeCodeUsed           = 40163
+	codeIPNotWhitelisted   = 40164
 	codeTokenMissing       = 41001
 	codeMissingCode        = 41008
 	codeTokenExpired       = 42001
@@ -50,7 +52,7 @@ var errMessages = map[int]string{
 	codeInvalidRefresh:     "invalid refresh_token",
 	codeInvalidListSize:    "invalid openid list size",
 	codeInvalidSecret:      "invalid appsecret",
-	40164:                  "invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in whitelist",
+	codeIPNotWhitelisted:   "invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in whitelist",
 	codeCodeUsed:           "code been used",
 	codeTokenMissing:       "access_token missing",
 	codeMissingCode:        "missing code",
@@ -67,12 +69,30 @@ var errMessages = map[int]string{
 	50001:                  "user unauthorized",
 }
 
-// ErrMsg returns the errmsg WeChat sends for code, without the rid suffix.
+// ErrMsg returns the errmsg WeChat sends for code, without the rid suffix
+// (for 40164, as a caller at 127.0.0.1 would see it).
 func ErrMsg(code int) string {
 	if m, ok := errMessages[code]; ok {
 		return m
 	}
 	return "simulated error"
+}
+
+// errMsgFor is ErrMsg(code) as r's caller sees it: 40164 names the
+// caller's address, the one to add to the IP whitelist.
+func errMsgFor(code int, r *http.Request) string {
+	if code != codeIPNotWhitelisted {
+		return ErrMsg(code)
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return ErrMsg(code)
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return "invalid ip " + ip.String() + " ipv6 ::ffff:" + ip.String() + ", not in whitelist"
+	}
+	return "invalid ip " + ip.String() + " ipv6 " + ip.String() + ", not in whitelist"
 }
 
 var jsonContentType = []string{"application/json; encoding=utf-8"}
@@ -112,12 +132,12 @@ func appendHex8(b []byte, v uint32) []byte {
 }
 
 // errBody is {"errcode":N,"errmsg":"<msg> rid: ..."}.
-func errBody(code int, now time.Time) []byte {
+func errBody(code int, m string, now time.Time) []byte {
 	b := make([]byte, 0, 96)
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, `,"errmsg":`...)
-	msg, _ := json.Marshal(ErrMsg(code) + " rid: " + rid(now))
+	msg, _ := json.Marshal(m + " rid: " + rid(now))
 	b = append(b, msg...)
 	return append(b, '}')
 }
