@@ -27,8 +27,9 @@ const ScopeLogin = "snsapi_login"
 // Cookies that choose the logged-in user in one browser (they win over
 // LogIn).
 const (
-	CookieOpenID   = "wxsim_openid"
-	CookieSnapshot = "wxsim_snapshot" // "1": a snapshot-page visitor
+	CookieOpenID      = "wxsim_openid"
+	CookieSnapshot    = "wxsim_snapshot"     // "1": a snapshot-page visitor
+	CookieFromAccount = "wxsim_from_account" // "1": opened from the account's menu or chat
 )
 
 const (
@@ -39,9 +40,12 @@ const (
 // LoggedInUser is who the simulated WeChat client is logged in as.
 // Snapshot marks a visitor of a Moments snapshot page (朋友圈快照页): the
 // app gets a virtual openid (VirtualOpenID) and is_snapshotuser=1.
+// FromAccount says the user opened the link from the account's menu or
+// chat: a subscribed follower is then not asked for snsapi_userinfo.
 type LoggedInUser struct {
-	OpenID   string `json:"openid"`
-	Snapshot bool   `json:"is_snapshotuser,omitempty"`
+	OpenID      string `json:"openid"`
+	Snapshot    bool   `json:"is_snapshotuser,omitempty"`
+	FromAccount bool   `json:"from_account,omitempty"`
 }
 
 // connectState is the browser side: logged-in users and consent pages
@@ -126,6 +130,9 @@ func (s *Sim) loggedInUser(r *http.Request, appid string) (LoggedInUser, bool) {
 		u := LoggedInUser{OpenID: c.Value}
 		if sc, err := r.Cookie(CookieSnapshot); err == nil && sc.Value == "1" {
 			u.Snapshot = true
+		}
+		if fc, err := r.Cookie(CookieFromAccount); err == nil && fc.Value == "1" {
+			u.FromAccount = true
 		}
 		return u, true
 	}
@@ -261,9 +268,11 @@ func (s *Sim) connectAuthorize(w http.ResponseWriter, r *http.Request, qrconnect
 		connectErrorPage(w, &connectError{10000, "no WeChat user is logged in (simulator: POST /_sim/oauth/user or the " + CookieOpenID + " cookie)"})
 		return
 	}
-	// snsapi_base is silent; a snapshot-page visitor gets a virtual
-	// identity silently whatever the scope (WeChat shows no consent there).
-	if req.scope == ScopeBase || u.Snapshot {
+	// snsapi_base is silent; so is snsapi_userinfo for a subscribed
+	// follower who came from the account's menu or chat; a snapshot-page
+	// visitor gets a virtual identity silently whatever the scope (WeChat
+	// shows no consent there).
+	if req.scope == ScopeBase || u.Snapshot || (req.scope == ScopeUserInfo && u.FromAccount && req.app.subscribed(u.OpenID)) {
 		s.redirectWithCode(w, r, req, u)
 		return
 	}

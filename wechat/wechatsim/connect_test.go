@@ -206,3 +206,55 @@ func TestAuthorizeWithoutLoggedInUser(t *testing.T) {
 		t.Fatalf("after admin login: %d", resp.StatusCode)
 	}
 }
+
+// TestUserInfoConsentSkippedFromTheAccount: snsapi_userinfo asks for
+// consent unless the user follows the account and came from its menu or
+// chat.
+func TestUserInfoConsentSkippedFromTheAccount(t *testing.T) {
+	cases := []struct {
+		name        string
+		openid      string
+		fromAccount bool
+		viaLogIn    bool // LogIn instead of the cookies
+		silent      bool
+	}{
+		{"follower from the account's chat", plainFollower.OpenID, true, false, true},
+		{"follower from the account's menu (LogIn)", plainFollower.OpenID, true, true, true},
+		{"follower from elsewhere", plainFollower.OpenID, false, false, false},
+		{"unsubscribed follower from the chat", goneFollower.OpenID, true, false, false},
+		{"not a follower, from a shared link in the chat", snsOnly.OpenID, true, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			seedUsers(t, h)
+			h.sim.SetOAuthDomains(testApp, "login.example.com")
+			var cookies []*http.Cookie
+			if tc.viaLogIn {
+				if a := h.postJSON("/_sim/oauth/user", map[string]any{"appid": testApp, "openid": tc.openid, "from_account": tc.fromAccount}); a.status != http.StatusOK {
+					t.Fatalf("log in: %d %s", a.status, a.raw)
+				}
+			} else {
+				cookies = append(cookies, &http.Cookie{Name: CookieOpenID, Value: tc.openid})
+				if tc.fromAccount {
+					cookies = append(cookies, &http.Cookie{Name: CookieFromAccount, Value: "1"})
+				}
+			}
+			resp, body := h.browse(h.noFollow(), authorizeURL(h.srv.URL, PathConnectAuthorize, testApp, cb, ScopeUserInfo, "N6"), cookies...)
+			if !tc.silent {
+				if resp.StatusCode != http.StatusOK || !ticketRe.MatchString(body) {
+					t.Fatalf("status %d, want the consent page:\n%s", resp.StatusCode, body)
+				}
+				return
+			}
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if resp.StatusCode != http.StatusFound || loc == nil || loc.Query().Get("code") == "" || loc.Query().Get("state") != "N6" {
+				t.Fatalf("status %d Location %q, want a redirect with a code at once", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			a := h.exchange(testApp, testSecret, loc.Query().Get("code"))
+			if a.errcode() != 0 || a.str("openid") != tc.openid || a.str("scope") != ScopeUserInfo {
+				t.Fatalf("exchange: %s", a.raw)
+			}
+		})
+	}
+}

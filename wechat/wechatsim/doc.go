@@ -76,10 +76,13 @@
 //   - snsapi_base redirects at once with a code; snsapi_userinfo and
 //     qrconnect show a consent page whose allow button redirects with a
 //     code and whose refuse button redirects with the state only. The
-//     page's form carries a single-use ticket (10 minutes).
+//     page's form carries a single-use ticket (10 minutes). A subscribed
+//     follower who opened the link from the account's menu or chat
+//     (LoggedInUser.FromAccount, cookie wxsim_from_account=1) is not
+//     asked for snsapi_userinfo: the redirect comes at once.
 //   - The logged-in user is the browser's wxsim_openid cookie (and
-//     wxsim_snapshot=1), else LogIn for the app, else LogIn for every app
-//     (""), else an error page. A snapshot-page visitor is never asked:
+//     wxsim_snapshot=1, wxsim_from_account=1), else LogIn for the app,
+//     else LogIn for every app (""), else an error page. A snapshot-page visitor is never asked:
 //     the code is for VirtualOpenID(appid, openid), scope snsapi_base,
 //     is_snapshotuser=1 at the exchange.
 //   - Website-app codes (snsapi_login) live 10 minutes and their user
@@ -95,7 +98,7 @@
 //	                       ("follower":false records an SNS-only user, see AddSNSUser)
 //	POST   /_sim/codes     {"appid","openid","scope","is_snapshotuser"?} → 200 {"code"}
 //	POST   /_sim/oauth/apps {"appid","domains":[...],"website"?} → 200 (OAuth domains, website app)
-//	POST   /_sim/oauth/user {"appid"?,"openid","is_snapshotuser"?} → 200 (the logged-in user; no appid: every app)
+//	POST   /_sim/oauth/user {"appid"?,"openid","is_snapshotuser"?,"from_account"?} → 200 (the logged-in user; no appid: every app)
 //	DELETE /_sim/oauth/user?appid=A → 204
 //	POST   /_sim/grants/revoke {"appid","openid","how"?: "revoked"|"reset"} → 200 {"revoked": n}
 //	GET    /_sim/faults    → 200 {"faults":[...]}

@@ -292,6 +292,12 @@ func (s *Sim) addPerson(appid string, f Follower, follower bool) error {
 	return nil
 }
 
+// subscribed reports whether openid follows the app (subscribe 1).
+func (a *app) subscribed(openid string) bool {
+	p := a.person(openid)
+	return p != nil && p.follower && (p.f.Subscribe == nil || *p.f.Subscribe == 1)
+}
+
 func (a *app) person(openid string) *person {
 	a.mu.RLock()
 	p := a.people[openid]
