@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,5 +208,33 @@ func TestTransientFaultsAgainstSimulator(t *testing.T) {
 	}
 	if _, err := e.c.UserInfo(ctx, tok.Token, "o-follower", ""); err != nil {
 		t.Fatalf("after faults: %v", err)
+	}
+}
+
+func TestIPListsAgainstSimulator(t *testing.T) {
+	e := newSim(t)
+	ctx := context.Background()
+	tok, err := e.c.Token(ctx, "wxapp", "secret-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		call func(ctx context.Context, token string) ([]string, error)
+	}{
+		{"getcallbackip", e.c.CallbackIP},
+		{"get_api_domain_ip", e.c.APIDomainIP},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			ips, err := c.call(ctx, tok.Token)
+			if err != nil || len(ips) == 0 {
+				t.Fatalf("ip_list %v, err %v", ips, err)
+			}
+			_, err = c.call(ctx, "")
+			wantCode(t, err, wechat.CodeAccessTokenMissing)
+			_, err = c.call(ctx, strings.Repeat("Q", 150))
+			wantCode(t, err, wechat.CodeInvalidCredential)
+		})
 	}
 }

@@ -1,8 +1,9 @@
 // Package wechat is a typed client for the WeChat server API endpoints
 // wxhub uses: the global access_token (cgi-bin/token and stable_token),
-// follower profiles (cgi-bin/user/info and batchget), getcallbackip, and
-// the web OAuth flow (sns/oauth2/access_token, refresh_token, sns/userinfo,
-// sns/auth). Behaviour follows docs/wechat.md.
+// follower profiles (cgi-bin/user/info and batchget), getcallbackip and
+// get_api_domain_ip, and the web OAuth flow (sns/oauth2/access_token,
+// refresh_token, sns/userinfo, sns/auth). Behaviour follows
+// docs/wechat.md.
 //
 // Every call takes a context. WeChat's errors come back as *APIError
 // (errcode and errmsg); network failures, timeouts, HTTP 5xx and non-JSON

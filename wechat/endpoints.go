@@ -15,6 +15,7 @@ const (
 	PathUserInfo       = "/cgi-bin/user/info"
 	PathUserInfoBatch  = "/cgi-bin/user/info/batchget"
 	PathCallbackIP     = "/cgi-bin/getcallbackip"
+	PathAPIDomainIP    = "/cgi-bin/get_api_domain_ip"
 	PathOAuthToken     = "/sns/oauth2/access_token"
 	PathOAuthRefresh   = "/sns/oauth2/refresh_token"
 	PathSNSUserInfo    = "/sns/userinfo"
@@ -150,12 +151,24 @@ func (c *Client) BatchGetUserInfo(ctx context.Context, accessToken string, users
 // CallbackIP lists the addresses WeChat calls back from
 // (GET /cgi-bin/getcallbackip). It is a cheap way to check a token.
 func (c *Client) CallbackIP(ctx context.Context, accessToken string) ([]string, error) {
+	return c.ipList(ctx, PathCallbackIP, accessToken)
+}
+
+// APIDomainIP lists the addresses api.weixin.qq.com answers from
+// (GET /cgi-bin/get_api_domain_ip), e.g. for an egress firewall.
+func (c *Client) APIDomainIP(ctx context.Context, accessToken string) ([]string, error) {
+	return c.ipList(ctx, PathAPIDomainIP, accessToken)
+}
+
+// ipList calls an endpoint that answers {"ip_list":[...]}: addresses
+// and CIDR blocks.
+func (c *Client) ipList(ctx context.Context, path, accessToken string) ([]string, error) {
 	var a struct {
 		status
 		IPList []string `json:"ip_list"`
 	}
 	q := url.Values{"access_token": {accessToken}}
-	if err := c.call(ctx, http.MethodGet, PathCallbackIP, q.Encode(), nil, &a, accessToken); err != nil {
+	if err := c.call(ctx, http.MethodGet, path, q.Encode(), nil, &a, accessToken); err != nil {
 		return nil, err
 	}
 	return a.IPList, nil
