@@ -19,10 +19,10 @@ type simEnv struct {
 	c     *wechat.Client
 }
 
-func newSim(t *testing.T) simEnv {
+func newSim(t *testing.T, opts ...wechatsim.Option) simEnv {
 	t.Helper()
 	clock := wechatsim.NewManualClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
-	sim := wechatsim.New(wechatsim.WithClock(clock))
+	sim := wechatsim.New(append([]wechatsim.Option{wechatsim.WithClock(clock)}, opts...)...)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	sim.AddApp("wxapp", "secret-1")
@@ -235,6 +235,31 @@ func TestIPListsAgainstSimulator(t *testing.T) {
 			wantCode(t, err, wechat.CodeAccessTokenMissing)
 			_, err = c.call(ctx, strings.Repeat("Q", 150))
 			wantCode(t, err, wechat.CodeInvalidCredential)
+		})
+	}
+}
+
+// TestTokensOf512Characters: WeChat's tokens may be about 512 characters;
+// the client hands them back whole.
+func TestTokensOf512Characters(t *testing.T) {
+	e := newSim(t, wechatsim.WithTokenLength(512))
+	ctx := context.Background()
+	fetch := []struct {
+		name string
+		get  func() (wechat.AccessToken, error)
+	}{
+		{"token", func() (wechat.AccessToken, error) { return e.c.Token(ctx, "wxapp", "secret-1") }},
+		{"stable_token", func() (wechat.AccessToken, error) { return e.c.StableToken(ctx, "wxapp", "secret-1", false) }},
+	}
+	for _, f := range fetch {
+		t.Run(f.name, func(t *testing.T) {
+			tok, err := f.get()
+			if err != nil || len(tok.Token) != 512 {
+				t.Fatalf("%d characters, err %v", len(tok.Token), err)
+			}
+			if _, err := e.c.UserInfo(ctx, tok.Token, "o-follower", ""); err != nil {
+				t.Fatalf("using it: %v", err)
+			}
 		})
 	}
 }

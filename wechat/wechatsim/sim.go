@@ -24,6 +24,7 @@ const (
 	refreshLifetime        = 30 * 24 * time.Hour
 	stableForceDaily       = 20
 	stableForceSpacing     = 30 * time.Second
+	defaultTokenLen        = 153
 )
 
 // Errors returned by the Go API (the HTTP admin API answers 400 with them).
@@ -41,15 +42,23 @@ func WithClock(c Clock) Option { return func(s *Sim) { s.clock = c } }
 // WithLatency adds d to every API request (not to /_sim/ requests).
 func WithLatency(d time.Duration) Option { return func(s *Sim) { s.latency.Store(int64(d)) } }
 
+// WithTokenLength makes global access_tokens (/cgi-bin/token and
+// stable_token) n characters long, within 16..2048; the default is 153.
+// WeChat's may be about 512, so storage must not truncate them.
+func WithTokenLength(n int) Option {
+	return func(s *Sim) { s.tokenLen = min(max(n, 16), 2048) }
+}
+
 // WithLogger sets the logger; nil means slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(s *Sim) { s.log = l } }
 
 // Sim is the simulated WeChat API server. It implements http.Handler and is
 // safe for concurrent use. The zero value is not usable; call New.
 type Sim struct {
-	clock   Clock
-	log     *slog.Logger
-	latency atomic.Int64 // time.Duration
+	clock    Clock
+	log      *slog.Logger
+	latency  atomic.Int64 // time.Duration
+	tokenLen int          // of global access_tokens
 
 	appsMu sync.RWMutex
 	apps   map[string]*app
@@ -78,6 +87,7 @@ type Sim struct {
 func New(opts ...Option) *Sim {
 	s := &Sim{
 		clock:    realClock{},
+		tokenLen: defaultTokenLen,
 		apps:     make(map[string]*app),
 		tokens:   make(map[string]*globalToken),
 		userToks: make(map[string]*userToken),

@@ -446,3 +446,29 @@ func TestStableToken10000AMinute(t *testing.T) {
 		t.Fatalf("call 10,001 in a minute: errcode %d, want 45011", c)
 	}
 }
+
+func TestTokenLength(t *testing.T) {
+	cases := []struct {
+		name string
+		opt  []Option
+		want int
+	}{
+		{"default", nil, 153},
+		{"512, as WeChat's may be", []Option{WithTokenLength(512)}, 512},
+		{"at least 16", []Option{WithTokenLength(3)}, 16},
+		{"at most 2048", []Option{WithTokenLength(5000)}, 2048},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.opt...)
+			tok := h.token(testApp, testSecret)
+			st := h.stable(testApp, testSecret, false).str("access_token")
+			if len(tok) != tc.want || len(st) != tc.want {
+				t.Fatalf("token %d and stable token %d characters, want %d", len(tok), len(st), tc.want)
+			}
+			if h.use(tok) != 0 || h.use(st) != 0 {
+				t.Fatal("a token of that length does not work")
+			}
+		})
+	}
+}

@@ -81,7 +81,7 @@ func (s *Sim) lookupGlobal(tok string, now time.Time) (*globalToken, int) {
 
 // newGlobalToken creates and registers a token for a. Call with a.mu held.
 func (s *Sim) newGlobalToken(a *app, stable bool, now time.Time) *globalToken {
-	t := &globalToken{value: randomToken("86_", 150), app: a, stable: stable, expiresAt: now.Add(tokenLifetime)}
+	t := &globalToken{value: randomToken("86_", s.tokenLen-3), app: a, stable: stable, expiresAt: now.Add(tokenLifetime)}
 	s.tokMu.Lock()
 	s.tokens[t.value] = t
 	s.issued++
