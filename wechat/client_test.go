@@ -263,3 +263,128 @@ func TestTokensOf512Characters(t *testing.T) {
 		})
 	}
 }
+
+// TestClientClassifiesSimulatorRefusals: what the simulator refuses with
+// WeChat's errcodes, the client classifies as the error table says.
+func TestClientClassifiesSimulatorRefusals(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		call  func(t *testing.T, e simEnv) error
+		code  int
+		class wechat.Class
+	}{
+		{"the day's 2001st token", func(t *testing.T, e simEnv) error {
+			e.sim.SetTokenDailyLimit("wxapp", 1)
+			if _, err := e.c.Token(ctx, "wxapp", "secret-1"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.c.Token(ctx, "wxapp", "secret-1")
+			return err
+		}, 45009, wechat.ClassQuota},
+		{"stable_token over the minute's limit", func(t *testing.T, e simEnv) error {
+			e.sim.SetStableTokenMinuteLimit("wxapp", 1)
+			if _, err := e.c.StableToken(ctx, "wxapp", "secret-1", false); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.c.StableToken(ctx, "wxapp", "secret-1", false)
+			return err
+		}, 45011, wechat.ClassTransient},
+		{"the 21st forced stable_token of the day", func(t *testing.T, e simEnv) error {
+			for range 20 {
+				if _, err := e.c.StableToken(ctx, "wxapp", "secret-1", true); err != nil {
+					t.Fatal(err)
+				}
+				e.clock.Advance(31 * time.Second)
+			}
+			_, err := e.c.StableToken(ctx, "wxapp", "secret-1", true)
+			return err
+		}, 45009, wechat.ClassQuota},
+		{"IP not in the whitelist", func(t *testing.T, e simEnv) error {
+			if err := e.sim.AddFault(wechatsim.Fault{Path: wechat.PathToken, ErrCode: 40164}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.c.Token(ctx, "wxapp", "secret-1")
+			return err
+		}, 40164, wechat.ClassConfig},
+		{"user/info over a daily limit", func(t *testing.T, e simEnv) error {
+			if err := e.sim.SetDailyLimit("wxapp", wechat.PathUserInfo, 0); err != nil {
+				t.Fatal(err)
+			}
+			tok, err := e.c.Token(ctx, "wxapp", "secret-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.c.UserInfo(ctx, tok.Token, "o-follower", "")
+			return err
+		}, 45009, wechat.ClassQuota},
+		{"a superseded token after the 5 minutes", func(t *testing.T, e simEnv) error {
+			old, err := e.c.Token(ctx, "wxapp", "secret-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.c.Token(ctx, "wxapp", "secret-1"); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(300 * time.Second)
+			_, err = e.c.CallbackIP(ctx, old.Token)
+			return err
+		}, 40001, wechat.ClassToken},
+		{"a code expired after 5 minutes", func(t *testing.T, e simEnv) error {
+			code, _ := e.sim.IssueCode("wxapp", "o-follower", "snsapi_base")
+			e.clock.Advance(5 * time.Minute)
+			_, err := e.c.ExchangeCode(ctx, "wxapp", "secret-1", code)
+			return err
+		}, 40029, wechat.ClassPermanent},
+		{"a code used by a call that answered -1", func(t *testing.T, e simEnv) error {
+			code, _ := e.sim.IssueCode("wxapp", "o-follower", "snsapi_base")
+			if err := e.sim.AddFault(wechatsim.Fault{Path: wechat.PathOAuthToken, ErrCode: -1, Count: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.c.ExchangeCode(ctx, "wxapp", "secret-1", code); wechat.ErrCode(err) != -1 || !wechat.IsTransient(err) {
+				t.Fatalf("first exchange: %v", err)
+			}
+			_, err := e.c.ExchangeCode(ctx, "wxapp", "secret-1", code)
+			return err
+		}, 40163, wechat.ClassPermanent},
+		{"a refresh_token after 30 days", func(t *testing.T, e simEnv) error {
+			code, _ := e.sim.IssueCode("wxapp", "o-follower", "snsapi_base")
+			ut, err := e.c.ExchangeCode(ctx, "wxapp", "secret-1", code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(30 * 24 * time.Hour)
+			_, err = e.c.RefreshOAuthToken(ctx, "wxapp", ut.RefreshToken)
+			return err
+		}, 42002, wechat.ClassPermanent},
+		{"a grant reset (password change)", func(t *testing.T, e simEnv) error {
+			code, _ := e.sim.IssueCode("wxapp", "o-follower", "snsapi_base")
+			ut, err := e.c.ExchangeCode(ctx, "wxapp", "secret-1", code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.sim.RevokeGrant("wxapp", "o-follower", wechatsim.GrantReset); err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.c.RefreshOAuthToken(ctx, "wxapp", ut.RefreshToken)
+			return err
+		}, 42007, wechat.ClassPermanent},
+		{"101 profiles in one batch", func(t *testing.T, e simEnv) error {
+			tok, err := e.c.Token(ctx, "wxapp", "secret-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.c.BatchGetUserInfo(ctx, tok.Token, make([]wechat.UserRef, 101))
+			return err
+		}, 40032, wechat.ClassPermanent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call(t, newSim(t))
+			wantCode(t, err, tt.code)
+			if got := wechat.Classify(err); got != tt.class {
+				t.Fatalf("Classify = %v, want %v", got, tt.class)
+			}
+		})
+	}
+}

@@ -71,3 +71,27 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("empty fingerprint")
 	}
 }
+
+// TestDecodeAnswerMatchesOnErrcode: the errcode decides, whatever form
+// the errmsg takes (rid suffix, the older hint suffix, none).
+func TestDecodeAnswerMatchesOnErrcode(t *testing.T) {
+	tests := []struct {
+		name, body string
+		code       int
+	}{
+		{"rid suffix", `{"errcode":40001,"errmsg":"invalid credential, access_token is invalid or not latest rid: 617682e0-09059ac5-34a8e2ea"}`, 40001},
+		{"older hint suffix", `{"errcode":40001,"errmsg":"invalid credential hint: [KJZfAa0644e575]"}`, 40001},
+		{"no suffix", `{"errcode":42001,"errmsg":"access_token expired"}`, 42001},
+		{"an errmsg WeChat may reword", `{"errcode":40014,"errmsg":"something else entirely"}`, 40014},
+		{"acknowledgement", `{"errcode":0,"errmsg":"ok"}`, 0},
+		{"token success without errcode", `{"access_token":"T","expires_in":7200}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := decodeAnswer(PathToken, 200, []byte(tt.body), &tokenAnswer{}, nil)
+			if ErrCode(err) != tt.code || (tt.code == 0) != (err == nil) {
+				t.Fatalf("err %v, want errcode %d", err, tt.code)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package wechatsim
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -75,6 +76,7 @@ func TestAuthorizeChecksParametersLikeWeChat(t *testing.T) {
 		{"qrconnect for an official account", authorizeURL(base, PathConnectQRConnect, testApp, cb, ScopeLogin, "S1"), "10005"},
 		{"official scope on qrconnect", authorizeURL(base, PathConnectQRConnect, "wxweb0000000001", cb, ScopeUserInfo, "S1"), "10005"},
 		{"bad state", authorizeURL(base, PathConnectAuthorize, testApp, cb, ScopeBase, "a-b"), "10013"},
+		{"state of 129 characters", authorizeURL(base, PathConnectAuthorize, testApp, cb, ScopeBase, strings.Repeat("a", 129)), "10013"},
 		{"parameters out of order", base + PathConnectAuthorize + "?redirect_uri=" + url.QueryEscape(cb) + "&appid=" + testApp + "&response_type=code&scope=snsapi_base&state=S", "10001"},
 	}
 	for _, c := range cases {
@@ -254,6 +256,22 @@ func TestUserInfoConsentSkippedFromTheAccount(t *testing.T) {
 			a := h.exchange(testApp, testSecret, loc.Query().Get("code"))
 			if a.errcode() != 0 || a.str("openid") != tc.openid || a.str("scope") != ScopeUserInfo {
 				t.Fatalf("exchange: %s", a.raw)
+			}
+		})
+	}
+}
+
+// TestAuthorizeStateUpTo128: state is [a-zA-Z0-9]{0,128} and comes back
+// unchanged.
+func TestAuthorizeStateUpTo128(t *testing.T) {
+	h := newHarness(t)
+	h.oauthApp()
+	for _, state := range []string{"", "Z9", strings.Repeat("aB3", 42) + "xy"} {
+		t.Run(fmt.Sprintf("%d characters", len(state)), func(t *testing.T) {
+			resp, body := h.browse(h.noFollow(), authorizeURL(h.srv.URL, PathConnectAuthorize, testApp, cb, ScopeBase, state))
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if resp.StatusCode != http.StatusFound || loc == nil || loc.Query().Get("code") == "" || !strings.HasSuffix(loc.RawQuery, "&state="+state) {
+				t.Fatalf("status %d Location %q:\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
 			}
 		})
 	}

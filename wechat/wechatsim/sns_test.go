@@ -50,6 +50,16 @@ func TestOAuthExchange(t *testing.T) {
 			h.clock.Advance(5 * time.Minute)
 			return step{code: c}
 		}, 40029, nil},
+		{"website code at 9m59s", false, func(h *harness) step {
+			c := h.code(testApp, plainFollower.OpenID, ScopeLogin)
+			h.clock.Advance(10*time.Minute - time.Second)
+			return step{code: c}
+		}, 0, map[string]any{"scope": ScopeLogin}},
+		{"website code expired at 10m", false, func(h *harness) step {
+			c := h.code(testApp, plainFollower.OpenID, ScopeLogin)
+			h.clock.Advance(10 * time.Minute)
+			return step{code: c}
+		}, 40029, nil},
 		{"code reused", false, func(h *harness) step {
 			c := h.code(testApp, plainFollower.OpenID, ScopeBase)
 			if a := h.exchange(testApp, testSecret, c); a.errcode() != 0 {
