@@ -145,3 +145,26 @@ func TestNonIdempotentCallsReachWeChatOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeExchangeWithoutASecretIsNotRepeated: a mini program's code
+// exchange that carries no secret at all goes through as a call of the
+// user's own (the gateway has no key to replace), and like every code
+// exchange it is never repeated after -1: WeChat counts the code as used
+// even then.
+func TestCodeExchangeWithoutASecretIsNotRepeated(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	const path = "/sns/jscode2session"
+	if a := get(t, &http.Client{}, e.url+path+"?appid="+appA+"&js_code=minus-one&grant_type=authorization_code"); a.ErrCode != -1 {
+		t.Fatalf("answered %s, want WeChat's -1", a.raw)
+	}
+	n := 0
+	for _, a := range e.wechat.all() {
+		if a.Path == path {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the exchange reached WeChat %d times, want 1", n)
+	}
+}

@@ -121,10 +121,15 @@ func upstream(sim *wechatsim.Sim, arrived chan<- struct{}, log *requestLog) http
 		w.Write(mediaBytes)
 	})
 	// A mini program's code exchange (not simulated): the AppSecret
-	// gives a session, anything else 40125.
+	// gives a session, anything else 40125; js_code minus-one is
+	// answered -1 (a code WeChat used up while it failed).
 	mux.HandleFunc("GET /sns/jscode2session", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		w.Header().Set("Content-Type", "application/json")
+		if q.Get("js_code") == "minus-one" {
+			fmt.Fprint(w, `{"errcode":-1,"errmsg":"system error rid: 0-0-0"}`)
+			return
+		}
 		if (q.Get("appid") != appA || q.Get("secret") != secretA) && (q.Get("appid") != appB || q.Get("secret") != secretB) {
 			fmt.Fprint(w, `{"errcode":40125,"errmsg":"invalid appsecret rid: 0-0-0"}`)
 			return

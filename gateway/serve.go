@@ -130,7 +130,7 @@ func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, start time
 		return
 	}
 	cl := &call{client: clientAnonymous, rawQuery: r.URL.RawQuery,
-		idempotent: r.Method == http.MethodGet && r.URL.Path != "/sns/oauth2/access_token"}
+		idempotent: r.Method == http.MethodGet && !exchangePath(r.URL.Path)}
 	g.forward(w, r, cl, start)
 }
 
