@@ -64,11 +64,16 @@ type lineWaiter struct {
 	mu    sync.Mutex
 	lines []string
 	added chan struct{}
+	eof   chan struct{} // closed once the output ended (the process closed it)
 }
 
+// newLineWaiter scans r. A process whose output is r (a StdoutPipe or
+// StderrPipe) must be waited for with waitCmd, not cmd.Wait: Wait closes
+// the pipe, and what it still held would be lost.
 func newLineWaiter(r io.Reader, tee io.Writer) *lineWaiter {
-	w := &lineWaiter{added: make(chan struct{}, 1)}
+	w := &lineWaiter{added: make(chan struct{}, 1), eof: make(chan struct{})}
 	go func() {
+		defer close(w.eof)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			w.mu.Lock()
@@ -84,6 +89,13 @@ func newLineWaiter(r io.Reader, tee io.Writer) *lineWaiter {
 		}
 	}()
 	return w
+}
+
+// waitCmd is cmd.Wait once the output w reads has ended, so that every
+// line the process wrote is in w (and its tee) when it returns.
+func (w *lineWaiter) waitCmd(cmd *exec.Cmd) error {
+	<-w.eof
+	return cmd.Wait()
 }
 
 // wait returns the submatches of the first line matching re, or fails at

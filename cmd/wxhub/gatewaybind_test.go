@@ -51,9 +51,9 @@ func TestGatewayBindsOnlyToWhatWasProvisioned(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
 	log := newLineWaiter(stderr, nil)
+	done := make(chan error, 1)
+	go func() { done <- log.waitCmd(cmd) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
 	log.wait(t, regexp.MustCompile(`gateway serving`), 30*time.Second)
 }

@@ -161,10 +161,10 @@ func TestRoleWaitsForNATS(t *testing.T) {
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- holder.Wait() }()
-	t.Cleanup(func() { holder.Process.Kill() })
 	log := newLineWaiter(stderr, nil)
+	done := make(chan error, 1)
+	go func() { done <- log.waitCmd(holder) }()
+	t.Cleanup(func() { holder.Process.Kill() })
 	log.wait(t, regexp.MustCompile(`"msg":"NATS not reachable yet, retrying".*"attempt":2`), 30*time.Second)
 
 	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: port, StoreDir: t.TempDir()})

@@ -80,7 +80,7 @@ func TestNoNATSPasswordInOutput(t *testing.T) {
 		}
 		w := newLineWaiter(stderr, log)
 		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		go func() { done <- w.waitCmd(cmd) }()
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		w.wait(t, ready, 30*time.Second)
 		return func() {

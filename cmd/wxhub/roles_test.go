@@ -99,7 +99,7 @@ func productionRoles(t *testing.T, bin, natsURL string, natsEnv func(user string
 		}
 		w := newLineWaiter(stderr, log)
 		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		go func() { done <- w.waitCmd(cmd) }()
 		t.Cleanup(func() { cmd.Process.Kill() })
 		return cmd, w, done, log
 	}

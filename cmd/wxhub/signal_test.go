@@ -63,7 +63,7 @@ func TestStopWhileStartingExitsZero(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			lines := newLineWaiter(stderr, log)
-			go func() { done <- cmd.Wait() }()
+			go func() { done <- lines.waitCmd(cmd) }()
 			lines.wait(t, regexp.MustCompile(`NATS not reachable yet, retrying`), 30*time.Second)
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
