@@ -82,11 +82,21 @@ func TestJobExhaustedByDeadWorkers(t *testing.T) {
 			for k := range tt.kills {
 				v := h.startWorker(fmt.Sprintf("victim%d", k), cfg)
 				waitFor(t, 10*time.Second, "the job in flight on a victim", func() bool { return v.InFlight() == 1 })
-				if k == tt.kills-1 && !tt.late {
+				// A victim that dies on the job's last delivery: the survivor
+				// must run before the server gives up, to hear the advisory;
+				// it starts while the victim's call is held (the fault's
+				// delay). Otherwise it starts after the kill: started
+				// before, it could take longer than the victim's delivery,
+				// which would then end and the victim take the next one.
+				last := k == tt.maxDeliver-1
+				if k == tt.kills-1 && !tt.late && last {
 					survivor = h.startWorker("survivor", cfg)
 				}
 				v.KillJobConn()
 				v.nc.Close()
+				if k == tt.kills-1 && !tt.late && !last {
+					survivor = h.startWorker("survivor", cfg)
+				}
 			}
 			if tt.late {
 				select {
