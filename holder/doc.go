@@ -34,8 +34,13 @@
 // try Create at once, so takeover happens within LeaseTTL of the leader's
 // death (measured: ~TTL minus the time since the last renewal). A graceful
 // stop (Run's context done) purges the lease key only if its revision is
-// still ours, so a standby takes over immediately. Leases and retry spacing
-// use real time.
+// still ours, so a standby takes over immediately. It first lets the
+// refresh under way end: a WeChat call in flight is not cut (WeChat may
+// have issued the token, retiring the stored one) and its token is stored,
+// the lease renewed meanwhile, for at most the call's bound plus LeaseTTL
+// (then the term ends and the write is given up, as when a lease is lost).
+// A stopping holder starts no WeChat call, term or judgement, and
+// acquires no lease. Leases and retry spacing use real time.
 //
 // A deposed or cut-off leader never reaches WeChat after its successor:
 // each token call is bounded by min(the WeChat client's Timeout,

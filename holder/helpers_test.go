@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -41,13 +42,22 @@ type testEnv struct {
 	quota  jetstream.KeyValue
 	logs   *wxhubtest.Buffer
 	events *eventLog
+	// front, when set, answers the WeChat calls instead of sim (it may
+	// call sim itself).
+	front atomic.Pointer[http.HandlerFunc]
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, nats: brokertest.Start(t), clock: wechatsim.NewManualClock(t0), logs: &wxhubtest.Buffer{}}
 	e.sim = wechatsim.New(wechatsim.WithClock(e.clock), wechatsim.WithLogger(slog.New(slog.DiscardHandler)))
-	srv := httptest.NewServer(e.sim)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := e.front.Load(); f != nil {
+			(*f)(w, r)
+			return
+		}
+		e.sim.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	var err error
 	if e.wc, err = wechat.NewClient(wechat.Config{BaseURL: srv.URL, Timeout: 5 * time.Second}); err != nil {

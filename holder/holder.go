@@ -58,6 +58,12 @@ type Holder struct {
 
 	started atomic.Bool
 	stopped chan struct{}
+	// stopCtx is done once Run's context is: the holder is stopping. A
+	// stopping holder starts no WeChat call, term or judgement, and
+	// finishes the refresh under way (its token is stored) before it
+	// releases its leases.
+	stopCtx  context.Context
+	markStop context.CancelFunc
 
 	// noRelease makes Run keep its leases on return, like a crashed
 	// process (tests).
@@ -99,6 +105,7 @@ func New(cfg Config) (*Holder, error) {
 		apps:    make(map[string]*app, len(cfg.Apps)),
 		stopped: make(chan struct{}),
 	}
+	h.stopCtx, h.markStop = context.WithCancel(context.Background())
 	h.skew.bound = cfg.MaxClockSkew
 	h.fetchTimeout = min(cfg.WeChat.Timeout(), cfg.LeaseTTL/3)
 	h.fetchMargin = cfg.LeaseTTL / 10
@@ -119,15 +126,20 @@ func (h *Holder) ID() string { return h.cfg.ID }
 // Run keeps the tokens until ctx is done. It needs the buckets and streams
 // of package events, made by the admin (`wxhub provision`,
 // broker.Provision): it waits up to 30 s for them (broker.Bind), then
-// fails naming what is missing. On return it has stopped every
-// loop and released the leases it held (a lease key is deleted only if its
-// revision is still ours), so a standby takes over at once. Run may be
-// called once.
+// fails naming what is missing. When ctx is done it starts no WeChat call
+// and finishes the refresh under way, so a token WeChat issued is stored,
+// not lost (for at most the call's bound plus LeaseTTL). On return it
+// has stopped every loop and released the leases it held (a lease key is
+// deleted only if its revision is still ours), so a standby takes over at
+// once. Run may be called once.
 func (h *Holder) Run(ctx context.Context) error {
 	if !h.started.CompareAndSwap(false, true) {
 		return errors.New("holder: Run called twice")
 	}
 	defer close(h.stopped)
+	defer h.markStop()
+	stopWatch := context.AfterFunc(ctx, h.markStop)
+	defer stopWatch()
 	js, err := jetstream.New(h.cfg.Conn)
 	if err != nil {
 		return fmt.Errorf("holder: jetstream: %w", err)
@@ -163,14 +175,16 @@ func (h *Holder) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msub, err := h.cfg.Conn.Subscribe(h.subj.TokenRefreshRequest, h.onRefreshRequest(runCtx))
+	msub, err := h.cfg.Conn.Subscribe(h.subj.TokenRefreshRequest, h.onRefreshRequest(h.stopCtx))
 	if err != nil {
 		return fmt.Errorf("holder: subscribe %s: %w", h.subj.TokenRefreshRequest, err)
 	}
 	defer func() { _ = msub.Unsubscribe() }()
-	var wg sync.WaitGroup
+	// The leases, the clock check and the watch outlive ctx until the token
+	// loops are done: a refresh under way keeps its lease and is stored.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	var wg, tokenLoops sync.WaitGroup
 	if h.skew.bound > 0 {
 		if err := h.probeClock(ctx); err != nil {
 			h.log.Warn("measuring the clock offset to the NATS server failed; not leading until it succeeds", "error", err)
@@ -188,15 +202,52 @@ func (h *Holder) Run(ctx context.Context) error {
 		for _, d := range allDecisions {
 			metrics.TokenInvalidations.WithLabelValues(id, d) // every series exists from the start, at 0
 		}
-		wg.Go(func() { a.tokenLoop(runCtx) })
+		tokenLoops.Go(func() { a.tokenLoop(h.stopCtx) })
 		wg.Go(func() { a.leaseLoop(runCtx) })
 	}
 	h.log.Info("holder started", "apps", len(h.order), "lease_ttl", h.cfg.LeaseTTL)
 	<-ctx.Done()
-	cancel()
+	h.finishRefreshes(&tokenLoops, cancel)
+	cancel() // the lease loops step down and release
 	wg.Wait()
 	h.log.Info("holder stopped")
 	return nil
+}
+
+// finishRefreshes waits for the token loops to end their refresh under way
+// (its WeChat call and the write of its token), for at most the call's
+// bound plus a lease TTL: a write that NATS keeps refusing while the lease
+// is still renewed would hold the stop for ever. Then endTerms ends the
+// terms (the lease loops step down), which gives up the write; the
+// token.refresh_failed of a term that ended before the write says the
+// token is lost.
+func (h *Holder) finishRefreshes(tokenLoops *sync.WaitGroup, endTerms context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { tokenLoops.Wait(); close(done) }()
+	bound := h.fetchTimeout + h.cfg.LeaseTTL
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	h.log.Warn("the refresh under way did not end within the stop's bound; giving it up", "bound", bound)
+	endTerms()
+	<-done
+}
+
+// stopping reports whether Run's context is done.
+func (h *Holder) stopping() bool { return h.stopCtx.Err() != nil }
+
+// untilStop returns a context that is done with ctx or when the holder
+// stops: for the work a stopping holder gives up (reading at the start of
+// a term, counting a fetch not made yet), never for a WeChat call under
+// way or the write of the token it returned.
+func (h *Holder) untilStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	unwatch := context.AfterFunc(h.stopCtx, cancel)
+	return c, func() { unwatch(); cancel() }
 }
 
 // AppStatus is what a holder knows about one app.

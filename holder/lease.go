@@ -70,8 +70,8 @@ func (a *app) leaseLoop(ctx context.Context) {
 		}
 	}
 	tryAcquire := func() {
-		if !a.h.skew.mayLead() {
-			return // clock skew: refuse to lead (logged by the probe)
+		if !a.h.skew.mayLead() || a.h.stopping() {
+			return // clock skew: refuse to lead (logged by the probe); or stopping
 		}
 		sent := time.Now()
 		rev, err := a.h.leases.Create(ctx, a.id, []byte(cfg.ID), jetstream.KeyTTL(cfg.LeaseTTL))

@@ -37,8 +37,9 @@ var allDecisions = []string{decisionAccepted, decisionStale, decisionDuplicate, 
 // errUnchanged: stable_token answered with the token we already have.
 var errUnchanged = errors.New("holder: stable_token returned the current token unchanged")
 
-// tokenLoop runs one leader term after another; between terms it answers
-// manual refresh requests with ErrNotLeader.
+// tokenLoop runs one leader term after another until ctx (the holder's
+// stop) is done; between terms it answers manual refresh requests with
+// ErrNotLeader.
 func (a *app) tokenLoop(ctx context.Context) {
 	for {
 		select {
@@ -56,7 +57,7 @@ func (a *app) tokenLoop(ctx context.Context) {
 				req.reply <- ErrNotLeader
 			}
 		case <-a.termCh:
-			if term := a.currentTerm(); term != nil && term.Err() == nil {
+			if term := a.currentTerm(); term != nil && term.Err() == nil && !a.h.stopping() {
 				a.lead(term, nil)
 			}
 		}
@@ -64,7 +65,10 @@ func (a *app) tokenLoop(ctx context.Context) {
 }
 
 // lead is the leader's loop for one term: adopt or fetch the token, then
-// refresh it on schedule and on accepted reports, until the term ends.
+// refresh it on schedule and on accepted reports, until the term ends or
+// the holder stops. ctx is the term's: a stop does not cut the refresh
+// under way (its WeChat call and the write of its token); the loop ends
+// after it.
 func (a *app) lead(ctx context.Context, req *manualReq) {
 	a.mu.Lock()
 	a.termReason = events.ReasonStartup
@@ -75,7 +79,10 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	// A term starts from what KV holds, not from the watch's cache (empty
 	// when the watch failed too): no evaluation before that read succeeded.
 	// A fetch over a stored token we did not see would retire it.
-	if !a.loadTermStart(ctx) {
+	start, cancel := a.h.untilStop(ctx)
+	ok := a.loadTermStart(start)
+	cancel()
+	if !ok {
 		if req != nil {
 			req.reply <- ErrNotLeader
 		}
@@ -107,7 +114,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	if req != nil {
 		req.reply <- a.manualRefresh(ctx)
 	}
-	for {
+	for !a.h.stopping() {
 		a.handleReports(ctx)
 		if a.evaluate(ctx) && ctx.Err() != nil {
 			return
@@ -120,6 +127,8 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-a.h.stopCtx.Done():
 			return
 		case <-tick.C:
 		case <-a.reports:
@@ -293,6 +302,9 @@ func (a *app) manualRefresh(ctx context.Context) error {
 	return a.refresh(ctx, events.ReasonManual, true)
 }
 
+// errStopping: the holder stops; it starts no WeChat call.
+var errStopping = errors.New("holder: stopping; not starting a WeChat call")
+
 // errLeaseShort: too little of the lease is left for a WeChat call to end
 // inside it; the refresh waits for the next renewal.
 var errLeaseShort = errors.New("holder: lease renewal pending; not starting a WeChat call this close to the lease's end")
@@ -306,10 +318,11 @@ func (a *app) leaseRoom() bool {
 
 // count counts the fetch about to be made in wx_quota (retryNATS), once
 // however often a write is retried. It returns today's fetch count, or an
-// error when the call must not be made: the term ended while counting, or
-// too little of the lease is left now (errLeaseShort). The count is then
-// taken back: wx_quota counts the calls made, each once. A call that was
-// made stays counted whatever its outcome (WeChat may have counted it).
+// error when the call must not be made: the term ended while counting,
+// too little of the lease is left now (errLeaseShort), or the holder
+// stops. The count is then taken back: wx_quota counts the calls made,
+// each once. A call that was made stays counted whatever its outcome
+// (WeChat may have counted it).
 func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, error) {
 	force := forced && a.stable()
 	id := newFetchID()
@@ -319,8 +332,12 @@ func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, err
 		c, err = a.countFetch(ctx, now, force, id)
 		return err
 	})
-	if err == nil && !a.leaseRoom() {
+	switch {
+	case err != nil:
+	case !a.leaseRoom():
 		err = errLeaseShort
+	case a.h.stopping():
+		err = errStopping
 	}
 	if err != nil {
 		// An attempt may have landed before the term ended.
@@ -344,7 +361,11 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	}
 	now := a.h.cfg.Now()
 	rec, rev := a.record()
-	used, err := a.count(ctx, now, forced)
+	// A stop gives up a fetch not counted yet; once counted, the call is
+	// made and its token stored under the term's context alone.
+	cctx, cancel := a.h.untilStop(ctx)
+	used, err := a.count(cctx, now, forced)
+	cancel()
 	if err != nil {
 		return err
 	}
