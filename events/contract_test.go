@@ -17,6 +17,8 @@ import (
 
 func intp(i int) *int { return &i }
 
+func uint64p(v uint64) *uint64 { return &v }
+
 var (
 	t0 = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
 	t1 = t0.Add(7200 * time.Second).In(events.ChinaTZ)
@@ -61,7 +63,7 @@ var fullyPopulated = map[string]any{
 	events.SubjectTokenConflict: events.TokenConflict{
 		AppID: "wx0123456789abcdef", Version: 9, Detail: "3 reports against a token fetched 2s ago",
 	},
-	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "wx0123456789abcdef", Requester: "wxhub-cli@ops-1"},
+	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "wx0123456789abcdef", Requester: "wxhub-cli@ops-1", Version: uint64p(7)},
 }
 
 // minimal holds, per subject, a value with only the required fields set

@@ -143,10 +143,18 @@ type TokenRefreshFailed struct {
 // (reason manual): core NATS request/reply on wxhub.token.refresh, sent by
 // `wxhub token invalidate`. It is not a report: it never counts towards
 // conflict detection; it has its own rate limit. Only the leader answers,
-// with a TokenRefreshReply; no answer means no holder leads the app.
+// with a TokenRefreshReply; no answer means no holder leads the app. A
+// leader that stops answers Refused not_leading and makes no refresh: ask
+// again (with Version set, asking again never makes a second refresh).
 type TokenRefreshRequest struct {
 	AppID     string `json:"appid"`
 	Requester string `json:"requester,omitempty"`
+	// Version, when set, is the stored version the requester wants
+	// replaced (0: none was stored). A holder that finds a newer token
+	// stored answers with it and fetches nothing, so a request asked
+	// again (a retry, a second try during a failover) never makes a second
+	// refresh. Unset: refresh whatever is stored.
+	Version *uint64 `json:"version,omitempty"`
 }
 
 // TokenRefreshReply is the leader's answer to a TokenRefreshRequest: the

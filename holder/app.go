@@ -16,7 +16,13 @@ import (
 // maxPendingVersions bounds the distinct versions kept from reports.
 const maxPendingVersions = 64
 
-type manualReq struct{ reply chan error }
+// manualReq is a manual refresh request for the token loop. replace,
+// when set, is the version the requester wants replaced: a newer stored
+// token answers it without a fetch.
+type manualReq struct {
+	replace *uint64
+	reply   chan error
+}
 
 // app is the holder's state for one appid. The lease loop owns the lease
 // fields, the token loop owns the refresh fields; mu guards what both and

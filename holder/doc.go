@@ -134,10 +134,15 @@
 //     NATS: request/reply on wxhub.token.refresh, answered by the leader
 //     only, see events.TokenRefreshRequest), never a report, so never a
 //     conflict. Its own rate limit is one per MinForceInterval (stable_token
-//     also 30 s after any forced call); the quota reserve, 45009 and the
-//     backoff apply. Refusals are *RefusedError naming the lockout and
-//     matching ErrRateLimited, ErrQuotaReserve or ErrBackingOff; leader
-//     only (ErrNotLeader).
+//     also 30 s after any forced call), across failovers too (the record's
+//     reason and fetched_at); the quota reserve, 45009 and the backoff
+//     apply. Refusals are *RefusedError naming the lockout and matching
+//     ErrRateLimited, ErrQuotaReserve or ErrBackingOff; leader only
+//     (ErrNotLeader). A leader that stops makes none and answers
+//     not_leading (a *RefusedError matching ErrNotLeader): the holder that
+//     leads next can. A request over NATS may name the version it wants
+//     replaced: a newer stored token answers it with no fetch, so asking
+//     again never makes a second refresh.
 //
 // # Conflicts
 //

@@ -2,6 +2,8 @@ package holder
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +14,23 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
+
+// pauseRelease is a start setup: the holder, stopping, waits before it
+// steps down and releases an app's lease until resume is called; paused
+// is closed when it waits there. Meanwhile it still holds the lease, and
+// nobody else can lead.
+func pauseRelease() (setup func(*Holder), paused <-chan struct{}, resume func()) {
+	p, r := make(chan struct{}), make(chan struct{})
+	var once, resumed sync.Once
+	return func(h *Holder) {
+			h.hooks.releasing = func(string) {
+				once.Do(func() { close(p) })
+				<-r
+			}
+		}, p, func() {
+			resumed.Do(func() { close(r) })
+		}
+}
 
 // holdAnswer makes the next call to path reach the simulator, which
 // answers it (a token call issues a token, and the previous one stops
@@ -47,6 +66,22 @@ func (e *testEnv) holdAnswer(path string) (answered <-chan struct{}, release fun
 	e.front.Store(&f)
 	e.t.Cleanup(func() { released.Do(func() { close(rel) }) })
 	return done, func() { released.Do(func() { close(rel) }) }
+}
+
+// askRefresh sends a manual refresh request on wxhub.token.refresh, as
+// `wxhub token invalidate` does, and returns the answer.
+func (e *testEnv) askRefresh(appid string, replace *uint64) events.TokenRefreshReply {
+	e.t.Helper()
+	data, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "test", Version: replace})
+	m, err := e.nats.NC.Request(events.SubjectTokenRefreshRequest, data, 10*time.Second)
+	if err != nil {
+		e.t.Fatalf("manual refresh request: no answer: %v", err)
+	}
+	var reply events.TokenRefreshReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		e.t.Fatalf("answer %s: %v", m.Data, err)
+	}
+	return reply
 }
 
 func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
@@ -85,6 +120,49 @@ func (e *testEnv) twoHolders(app App, setup func(*Holder)) (h1, h2 *running) {
 	return h1, h2
 }
 
+// An operator's refresh asked while the leader stops is answered at once
+// (not with "context canceled", not with silence): not_leading, no refresh
+// made. Asked again, the holder that leads next makes it: one fetch; asked
+// once more for the same version (a retry), it is answered with the new
+// token and fetches nothing.
+func TestManualRefreshAskedWhileTheLeaderStops(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	pause, paused, resume := pauseRelease()
+	defer resume() // also when the test fails first
+	h1, h2 := e.twoHolders(app, pause)
+
+	h1.cancel() // SIGTERM: h1 stops, and waits before it releases its lease
+	waitClosed(t, paused, "h1 to stop")
+	one := uint64(1)
+	reply := e.askRefresh(app.AppID, &one)
+	if reply.Refused != LockoutNotLeading || reply.Holder != "h1" ||
+		!strings.Contains(reply.Error, "h1 is stopping") || !strings.Contains(reply.Error, "no refresh was made") {
+		t.Fatalf("the stopping leader answered %+v, want not_leading: stopping, no refresh made", reply)
+	}
+	if n := e.fetches(app.AppID); n != 1 {
+		t.Fatalf("WeChat token calls = %d after the stopping leader's answer, want 1", n)
+	}
+
+	resume()
+	h2.waitLeads(t)
+	reply = e.askRefresh(app.AppID, &one)
+	if reply.Error != "" || reply.Version != 2 || reply.Holder != "h2" {
+		t.Fatalf("asked again of the new leader: %+v, want version 2 by h2", reply)
+	}
+	if ev := waitRefreshed(t, e, app.AppID, 2); ev.Reason != events.ReasonManual || ev.Holder != "h2" {
+		t.Errorf("version 2: reason %q by %q, want manual by h2", ev.Reason, ev.Holder)
+	}
+	reply = e.askRefresh(app.AppID, &one)
+	if reply.Error != "" || reply.Version != 2 {
+		t.Fatalf("asked once more for version 1: %+v, want version 2, no error", reply)
+	}
+	if n := e.fetches(app.AppID); n != 2 {
+		t.Errorf("WeChat token calls = %d, want 2 (startup, one manual refresh)", n)
+	}
+}
+
 // A leader told to stop while its WeChat call is under way (WeChat issued
 // the token; its answer is on the way) waits for the answer and stores the
 // token before it releases the lease: the next leader adopts it, no second
@@ -111,6 +189,31 @@ func TestStopDuringFetchStoresTheToken(t *testing.T) {
 		t.Errorf("WeChat token calls = %d, want 2 (startup, the refresh under way at the stop)", n)
 	}
 	assertServedTokenLivesNoFetch(t, e, h2, app.AppID, 2)
+}
+
+// The manual refresh limit (one per 30 s per app) holds across a failover,
+// as the report limit does: the new leader reads from the stored record
+// that its token is a manual refresh's, and when it was fetched.
+func TestManualRefreshLimitSurvivesFailover(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	ctx := context.Background()
+	h1, h2 := e.twoHolders(app, nil)
+	if err := h1.h.Refresh(ctx, app.AppID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "h2 sees version 2", func() bool { return h2.h.Status()[0].Version == 2 })
+	h1.stop(t)
+	h2.waitLeads(t)
+	err := h2.h.Refresh(ctx, app.AppID)
+	var re *RefusedError
+	if !errors.Is(err, ErrRateLimited) || !errors.As(err, &re) || re.Until.IsZero() {
+		t.Fatalf("manual refresh on the new leader right after one on the old: %v, want rate_limited with its end", err)
+	}
+	if n := e.fetches(app.AppID); n != 2 {
+		t.Errorf("WeChat token calls = %d, want 2", n)
+	}
 }
 
 // A stop waits for the write of a fetched token, but not for ever: a write

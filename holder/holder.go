@@ -38,8 +38,6 @@ var (
 	// ErrLostRace: the token in KV changed between read and write (another
 	// leader wrote); the fetched token was discarded.
 	ErrLostRace = errors.New("holder: token changed in KV during the refresh")
-	// ErrStopped: Run has returned.
-	ErrStopped = errors.New("holder: stopped")
 )
 
 // Holder keeps the global access_token of each configured app in wx_tokens.
@@ -57,13 +55,13 @@ type Holder struct {
 	quota  jetstream.KeyValue
 
 	started atomic.Bool
-	stopped chan struct{}
 	// stopCtx is done once Run's context is: the holder is stopping. A
-	// stopping holder starts no WeChat call, term or judgement, and
-	// finishes the refresh under way (its token is stored) before it
-	// releases its leases.
+	// stopping holder starts no WeChat call, term or judgement, refuses
+	// manual requests (not_leading: stopping), and finishes the refresh
+	// under way (its token is stored) before it releases its leases.
 	stopCtx  context.Context
 	markStop context.CancelFunc
+	replies  replyGate
 
 	// noRelease makes Run keep its leases on return, like a crashed
 	// process (tests).
@@ -86,6 +84,7 @@ type hooks struct {
 	afterWrite  func(appid string, err error)   // result of that write
 	evaluated   func(appid string)              // after each evaluation of the leader loop
 	leadership  func(appid string, leader bool) // on every leadership change
+	releasing   func(appid string)              // a stopping leader, just before it steps down and releases its lease
 	fetching    func(appid string)              // just before every WeChat call
 	fetched     func(appid string, forced bool) // after every WeChat call
 	// wrapKV lets a test put faults between the holder and a bucket.
@@ -99,11 +98,10 @@ func New(cfg Config) (*Holder, error) {
 	}
 	cfg.setDefaults()
 	h := &Holder{
-		cfg:     cfg,
-		subj:    events.NewSubjects(cfg.Prefix),
-		log:     cfg.Logger.With("component", "holder", "holder", cfg.ID),
-		apps:    make(map[string]*app, len(cfg.Apps)),
-		stopped: make(chan struct{}),
+		cfg:  cfg,
+		subj: events.NewSubjects(cfg.Prefix),
+		log:  cfg.Logger.With("component", "holder", "holder", cfg.ID),
+		apps: make(map[string]*app, len(cfg.Apps)),
 	}
 	h.stopCtx, h.markStop = context.WithCancel(context.Background())
 	h.skew.bound = cfg.MaxClockSkew
@@ -129,14 +127,14 @@ func (h *Holder) ID() string { return h.cfg.ID }
 // fails naming what is missing. When ctx is done it starts no WeChat call
 // and finishes the refresh under way, so a token WeChat issued is stored,
 // not lost (for at most the call's bound plus LeaseTTL). On return it
-// has stopped every loop and released the leases it held (a lease key is
-// deleted only if its revision is still ours), so a standby takes over at
-// once. Run may be called once.
+// has stopped every loop, answered every manual request it received, and
+// released the leases it held (a lease key is deleted only if its
+// revision is still ours), so a standby takes over at once. Run may be
+// called once.
 func (h *Holder) Run(ctx context.Context) error {
 	if !h.started.CompareAndSwap(false, true) {
 		return errors.New("holder: Run called twice")
 	}
-	defer close(h.stopped)
 	defer h.markStop()
 	stopWatch := context.AfterFunc(ctx, h.markStop)
 	defer stopWatch()
@@ -175,7 +173,7 @@ func (h *Holder) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	msub, err := h.cfg.Conn.Subscribe(h.subj.TokenRefreshRequest, h.onRefreshRequest(h.stopCtx))
+	msub, err := h.cfg.Conn.Subscribe(h.subj.TokenRefreshRequest, h.onRefreshRequest)
 	if err != nil {
 		return fmt.Errorf("holder: subscribe %s: %w", h.subj.TokenRefreshRequest, err)
 	}
@@ -210,6 +208,8 @@ func (h *Holder) Run(ctx context.Context) error {
 	h.finishRefreshes(&tokenLoops, cancel)
 	cancel() // the lease loops step down and release
 	wg.Wait()
+	_ = msub.Unsubscribe()
+	h.replies.closeAndWait()
 	h.log.Info("holder stopped")
 	return nil
 }
@@ -248,6 +248,34 @@ func (h *Holder) untilStop(ctx context.Context) (context.Context, context.Cancel
 	c, cancel := context.WithCancel(ctx)
 	unwatch := context.AfterFunc(h.stopCtx, cancel)
 	return c, func() { unwatch(); cancel() }
+}
+
+// replyGate counts the goroutines answering manual refresh requests, so
+// that Run returns only after their answers went out.
+type replyGate struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add reports whether an answer may start (false once Run is returning).
+func (g *replyGate) add() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *replyGate) done() { g.wg.Done() }
+
+func (g *replyGate) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wg.Wait()
 }
 
 // AppStatus is what a holder knows about one app.
@@ -305,72 +333,88 @@ func (h *Holder) Ready() bool {
 }
 
 // Refresh fetches a new token for appid now (reason manual) and waits for
-// it to be stored. It works on the leader only (ErrNotLeader otherwise) and
-// counts as a forced refresh: ErrRateLimited, ErrQuotaReserve and
-// ErrBackingOff say why none was made.
+// it to be stored. It works on the leader only (ErrNotLeader otherwise; a
+// *RefusedError not_leading matching it when the holder is stopping: no
+// refresh was made) and counts as a forced refresh: ErrRateLimited,
+// ErrQuotaReserve and ErrBackingOff say why none was made.
 func (h *Holder) Refresh(ctx context.Context, appid string) error {
+	return h.refreshUnless(ctx, appid, nil)
+}
+
+// refreshUnless is Refresh, except that with replace set a stored token
+// newer than *replace answers it with no fetch: the requester's token has
+// been replaced already (asking again never makes a second refresh).
+func (h *Holder) refreshUnless(ctx context.Context, appid string, replace *uint64) error {
 	a, ok := h.apps[appid]
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownApp, appid)
 	}
-	if !a.leaseValid() {
+	switch {
+	case !a.leaseValid():
 		return ErrNotLeader
+	case a.replaced(replace):
+		return nil
+	case h.stopping():
+		return a.stoppingRefusal()
 	}
-	req := manualReq{reply: make(chan error, 1)}
+	req := manualReq{replace: replace, reply: make(chan error, 1)}
 	select {
 	case a.manual <- req:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-h.stopped:
-		return ErrStopped
+	case <-h.stopCtx.Done():
+		return a.stoppingRefusal()
 	}
+	// The token loop answers every request it takes.
 	select {
 	case err := <-req.reply:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-h.stopped:
-		return ErrStopped
 	}
 }
 
 // onRefreshRequest answers manual refresh requests (wxhub.token.refresh,
 // request/reply) for the apps this holder leads; standbys stay silent, so
 // the requester hears from the leader only, or from nobody when no holder
-// leads. The answer is the new version or a one-line refusal naming the
-// lockout.
-func (h *Holder) onRefreshRequest(ctx context.Context) nats.MsgHandler {
-	return func(m *nats.Msg) {
-		var req events.TokenRefreshRequest
-		if m.Reply == "" || json.Unmarshal(m.Data, &req) != nil {
-			return
-		}
-		a, ok := h.apps[req.AppID]
-		if !ok || !a.leaseValid() {
-			return
-		}
-		a.log.Info("manual refresh requested", "requester", req.Requester)
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			err := h.Refresh(rctx, req.AppID)
-			reply := events.TokenRefreshReply{AppID: req.AppID, Holder: h.cfg.ID}
-			var re *RefusedError
-			switch {
-			case err == nil:
-				rec, _ := a.record()
-				reply.Version, reply.ExpiresAt = rec.Version, rec.ExpiresAt
-			case errors.As(err, &re):
-				reply.Refused, reply.Until, reply.Error = re.State, re.Until, err.Error()
-			case errors.Is(err, ErrNotLeader):
-				reply.Refused, reply.Error = LockoutNotLeading, "refresh refused: "+LockoutNotLeading+": this holder lost the lease; ask again"
-			default:
-				reply.Error = "refresh failed: " + err.Error() + " (the holder retries by its rules; see `wxhub status`)"
-			}
-			data, _ := json.Marshal(reply)
-			_ = m.Respond(data)
-		}()
+// leads. The answer is the new version (or the stored one, newer than the
+// request's version) or a one-line refusal naming the lockout; a leader
+// that stops answers not_leading: no refresh was made, ask the next.
+func (h *Holder) onRefreshRequest(m *nats.Msg) {
+	var req events.TokenRefreshRequest
+	if m.Reply == "" || json.Unmarshal(m.Data, &req) != nil {
+		return
 	}
+	a, ok := h.apps[req.AppID]
+	if !ok || !a.leaseValid() || !h.replies.add() {
+		return
+	}
+	if req.Version != nil {
+		a.log.Info("manual refresh requested", "requester", req.Requester, "replace", *req.Version)
+	} else {
+		a.log.Info("manual refresh requested", "requester", req.Requester)
+	}
+	go func() {
+		defer h.replies.done()
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := h.refreshUnless(rctx, req.AppID, req.Version)
+		reply := events.TokenRefreshReply{AppID: req.AppID, Holder: h.cfg.ID}
+		var re *RefusedError
+		switch {
+		case err == nil:
+			rec, _ := a.record()
+			reply.Version, reply.ExpiresAt = rec.Version, rec.ExpiresAt
+		case errors.As(err, &re):
+			reply.Refused, reply.Until, reply.Error = re.State, re.Until, err.Error()
+		case errors.Is(err, ErrNotLeader):
+			reply.Refused, reply.Error = LockoutNotLeading, "refresh refused: "+LockoutNotLeading+": this holder lost the lease; ask again"
+		default:
+			reply.Error = "refresh failed: " + err.Error() + " (the holder retries by its rules; see `wxhub status`)"
+		}
+		data, _ := json.Marshal(reply)
+		_ = m.Respond(data)
+	}()
 }
 
 // onInvalidated receives token.invalidated on every holder; the reports are

@@ -136,6 +136,9 @@ func (a *app) leaseLoop(ctx context.Context) {
 		a.mu.Lock()
 		held, rev := a.leader, a.leaseRev
 		a.mu.Unlock()
+		if f := a.h.hooks.releasing; f != nil && held {
+			f(a.id)
+		}
 		stepDown(whyStopping)
 		if held && !a.h.noRelease.Load() {
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

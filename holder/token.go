@@ -84,21 +84,25 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	cancel()
 	if !ok {
 		if req != nil {
-			req.reply <- ErrNotLeader
+			req.reply <- a.notLeading()
 		}
 		return
 	}
 	defer a.dropQuotaView() // the gauge is the leader's alone
 	a.followDay(ctx, a.h.cfg.Now())
 	// What the previous leader knew survives in the record: whether this
-	// token was fetched for a report (conflict detection) and when the
-	// last forced refresh was (its rate limit).
+	// token was fetched for a report (conflict detection), when the last
+	// forced refresh was (its rate limit) and whether it was a manual one
+	// (the manual rate limit).
 	if rec, _ := a.record(); rec.Version > 0 {
 		if rec.Reason == events.ReasonInvalidated && rec.Version > a.forcedVer {
 			a.forcedVer = rec.Version
 		}
 		if rec.LastForcedAt.After(a.lastForcedAt) {
 			a.lastForcedAt = rec.LastForcedAt
+		}
+		if rec.Reason == events.ReasonManual && rec.FetchedAt.After(a.lastManualAt) {
+			a.lastManualAt = rec.FetchedAt
 		}
 	}
 	defer a.setLockouts(nil)
@@ -112,7 +116,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	tick := time.NewTicker(a.h.cfg.CheckInterval)
 	defer tick.Stop()
 	if req != nil {
-		req.reply <- a.manualRefresh(ctx)
+		req.reply <- a.manualRefresh(ctx, *req)
 	}
 	for !a.h.stopping() {
 		a.handleReports(ctx)
@@ -133,9 +137,36 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		case <-tick.C:
 		case <-a.reports:
 		case req := <-a.manual:
-			req.reply <- a.manualRefresh(ctx)
+			req.reply <- a.manualRefresh(ctx, req)
 		}
 	}
+}
+
+// notLeading is the answer to a manual request this holder cannot serve:
+// ErrNotLeader, or the refusal of a holder that stops.
+func (a *app) notLeading() error {
+	if a.h.stopping() {
+		return a.stoppingRefusal()
+	}
+	return ErrNotLeader
+}
+
+// stoppingRefusal answers a manual refresh request that reaches a leader
+// that stops: no refresh was made, the holder that leads next can make it.
+func (a *app) stoppingRefusal() error {
+	return refused(ErrNotLeader, LockoutNotLeading, time.Time{},
+		fmt.Sprintf("holder %s is stopping and hands the lease over: no refresh was made", a.h.cfg.ID))
+}
+
+// replaced reports whether the stored token is newer than *replace (the
+// version a manual request wants replaced): the request is answered
+// already.
+func (a *app) replaced(replace *uint64) bool {
+	if replace == nil {
+		return false
+	}
+	rec, _ := a.record()
+	return rec.Version > *replace
 }
 
 // evaluate runs a due refresh: a pending forced one, or a scheduled one
@@ -269,17 +300,26 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 }
 
 // manualRefresh serves Holder.Refresh: a forced refresh now (reason
-// manual), never a report. It has its own rate limit (one per
-// MinForceInterval) and is not subject to conflict detection: an
+// manual), never a report, unless the stored token is newer than the
+// version the request wants replaced. It has its own rate limit (one per
+// MinForceInterval, also across a failover: the record says when the
+// last manual one was) and is not subject to conflict detection: an
 // operator's refresh is not another system fetching. Refusals name the
-// lockout (RefusedError).
-func (a *app) manualRefresh(ctx context.Context) error {
+// lockout (RefusedError); a holder that stops makes none.
+func (a *app) manualRefresh(ctx context.Context, req manualReq) error {
 	now := a.h.cfg.Now()
 	cfg := &a.h.cfg
 	midnight := events.NextChinaMidnight(now)
 	switch {
+	case a.replaced(req.replace):
+		rec, _ := a.record()
+		a.log.Info("manual refresh: the version asked to be replaced is replaced already; no fetch",
+			"replace", *req.replace, "version", rec.Version)
+		return nil
 	case !a.leaseValid():
 		return ErrNotLeader
+	case a.h.stopping():
+		return a.stoppingRefusal()
 	case now.Before(a.blockedUntil):
 		return refused(ErrBackingOff, LockoutQuotaExhausted, a.blockedUntil, "WeChat answered 45009 (daily quota): no fetch until the China day turns")
 	case !a.mayFetch(now):
@@ -301,9 +341,6 @@ func (a *app) manualRefresh(ctx context.Context) error {
 	a.lastManualAt = now
 	return a.refresh(ctx, events.ReasonManual, true)
 }
-
-// errStopping: the holder stops; it starts no WeChat call.
-var errStopping = errors.New("holder: stopping; not starting a WeChat call")
 
 // errLeaseShort: too little of the lease is left for a WeChat call to end
 // inside it; the refresh waits for the next renewal.
@@ -337,7 +374,7 @@ func (a *app) count(ctx context.Context, now time.Time, forced bool) (int64, err
 	case !a.leaseRoom():
 		err = errLeaseShort
 	case a.h.stopping():
-		err = errStopping
+		err = a.stoppingRefusal()
 	}
 	if err != nil {
 		// An attempt may have landed before the term ended.
@@ -366,6 +403,9 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	cctx, cancel := a.h.untilStop(ctx)
 	used, err := a.count(cctx, now, forced)
 	cancel()
+	if err != nil && a.h.stopping() {
+		return a.stoppingRefusal() // no call was made
+	}
 	if err != nil {
 		return err
 	}
