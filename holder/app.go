@@ -24,6 +24,15 @@ type manualReq struct {
 	reply   chan error
 }
 
+// reportBurst is what is kept of the reports for one version that are not
+// judged yet (app.pending; a standby's too, see receiveReport): how many
+// arrived in the latest burst (none more than reportHorizon apart) and when
+// the last did (real time).
+type reportBurst struct {
+	n    int
+	last time.Time
+}
+
 // app is the holder's state for one appid. The lease loop owns the lease
 // fields, the token loop owns the refresh fields; mu guards what both and
 // Status read.
@@ -42,7 +51,7 @@ type app struct {
 	rec        events.TokenRecord
 	rev        uint64 // KV revision of rec
 	maxVersion uint64 // highest version ever seen (version only grows)
-	pending    map[uint64]int
+	pending    map[uint64]reportBurst
 	leader     bool
 	leaseRev   uint64
 	validUntil time.Time // real time after which our lease may have lapsed
@@ -102,7 +111,7 @@ func newApp(h *Holder, a App, secret string) *app {
 		manual:  make(chan manualReq),
 		reports: make(chan struct{}, 1),
 		termCh:  make(chan struct{}, 1),
-		pending: map[uint64]int{},
+		pending: map[uint64]reportBurst{},
 		bo:      bo,
 	}
 }
@@ -132,26 +141,64 @@ func (a *app) setRecord(rec events.TokenRecord, rev uint64) {
 	}
 }
 
-func (a *app) addReport(version uint64) {
+// receiveReport keeps a token.invalidated report for the token loop to
+// judge and reports whether this holder leads (by its own clock). A
+// standby keeps reports too, for reportHorizon: the holder that leads next
+// judges the reports of the handover, which reached no judging leader (the
+// previous one had stopped judging or was dead, or nobody led), against
+// the stored record. Older ones reached a leader that judged them.
+func (a *app) receiveReport(version uint64, now time.Time) (leading bool) {
 	a.mu.Lock()
-	if _, ok := a.pending[version]; ok || len(a.pending) < maxPendingVersions {
-		a.pending[version]++
+	leading = a.leader && now.Before(a.validUntil)
+	if !leading {
+		a.dropReportsLocked(now)
+	}
+	if b, ok := a.pending[version]; ok || len(a.pending) < maxPendingVersions {
+		if now.Sub(b.last) > a.reportHorizon() {
+			b.n = 0 // a new burst
+		}
+		b.n++
+		b.last = now
+		a.pending[version] = b
 	}
 	a.mu.Unlock()
-	select {
-	case a.reports <- struct{}{}:
-	default:
+	if leading {
+		select {
+		case a.reports <- struct{}{}:
+		default:
+		}
+	}
+	return leading
+}
+
+// reportHorizon is how long a standby keeps reports: the longest a
+// handover can leave them unjudged. A dead leader's lease lapses within
+// LeaseTTL of its last renewal, and it may have left the reports of its
+// last WeChat call (up to LeaseTTL/3) unjudged: twice LeaseTTL covers both.
+func (a *app) reportHorizon() time.Duration { return 2 * a.h.cfg.LeaseTTL }
+
+// dropReportsLocked forgets the reports whose last one arrived more than
+// reportHorizon before now. Call with a.mu held.
+func (a *app) dropReportsLocked(now time.Time) {
+	for v, b := range a.pending {
+		if now.Sub(b.last) > a.reportHorizon() {
+			delete(a.pending, v)
+		}
 	}
 }
 
+// takeReports returns the reports to judge, per version, and forgets them.
 func (a *app) takeReports() map[uint64]int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.pending) == 0 {
 		return nil
 	}
-	p := a.pending
-	a.pending = map[uint64]int{}
+	p := make(map[uint64]int, len(a.pending))
+	for v, b := range a.pending {
+		p[v] = b.n
+	}
+	clear(a.pending)
 	return p
 }
 

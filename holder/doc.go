@@ -114,9 +114,13 @@
 //     chosen per version, but never earlier than half-way through the token's
 //     life. Time here is Config.Now, the clock WeChat's expiry follows.
 //   - token.invalidated, reason "invalidated". Every holder subscribes; only
-//     the leader keeps and judges them: a standby drops them (decision
-//     "standby"), so a new leader judges only the reports of its own term,
-//     plus what the stored record says. Reports are coalesced per app and
+//     the leader judges them. A standby counts them (decision "standby")
+//     and keeps those of the last 2 x LeaseTTL: the holder that leads next
+//     judges them with its term's, against the stored record, so a report
+//     that arrived during a handover (the leader stopping or dead, or
+//     nobody leading) gets its one refresh, a stale one none. Older ones
+//     reached a leader that judged them and are dropped (no hoarding: a
+//     failover buys no fetch for them). Reports are coalesced per app and
 //     judged by the app's single loop (metric wxhub_token_invalidations_total,
 //     label decision):
 //     version != current: "stale"; reports arriving for a version whose

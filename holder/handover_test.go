@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -160,6 +161,111 @@ func TestManualRefreshAskedWhileTheLeaderStops(t *testing.T) {
 	}
 	if n := e.fetches(app.AppID); n != 2 {
 		t.Errorf("WeChat token calls = %d, want 2 (startup, one manual refresh)", n)
+	}
+}
+
+// Reports that reach the holders during a handover (the leader has stopped
+// judging: it stops, paused before it releases its lease; or it died and
+// its lease has not lapsed yet) are judged by the holder that leads next,
+// against the stored record: 200 reports for the current token make one
+// refresh, 200 for an older one none.
+func TestReportsDuringHandover(t *testing.T) {
+	t.Parallel()
+	for _, crash := range []bool{false, true} {
+		for _, stale := range []bool{false, true} {
+			name := fmt.Sprintf("leader stops, stale %v", stale)
+			if crash {
+				name = fmt.Sprintf("leader dies, stale %v", stale)
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				e := newTestEnv(t)
+				app := e.newApp(events.ModeToken)
+				pause, paused, resume := pauseRelease()
+				defer resume() // also when the test fails first
+				if crash {
+					pause = nil // a dead holder releases nothing
+				}
+				h1, h2 := e.twoHolders(app, pause)
+				cur := uint64(1)
+				if stale {
+					if err := h1.h.Refresh(context.Background(), app.AppID); err != nil {
+						t.Fatal(err)
+					}
+					cur = 2
+				}
+				eventually(t, 5*time.Second, "h2 sees the current version", func() bool { return h2.h.Status()[0].Version == cur })
+				before := e.fetches(app.AppID)
+
+				if crash {
+					h1.kill(t) // its lease stays until it lapses
+				} else {
+					h1.cancel()
+					waitClosed(t, paused, "h1 to stop")
+				}
+				e.report(app.AppID, 1, 200)
+				eventually(t, 10*time.Second, "h2 receives the 200 reports", func() bool {
+					return decisions(app.AppID)[decisionStandby] >= 200
+				})
+				if h2.leader(app.AppID) {
+					t.Fatal("h2 led before the reports reached it: the test shows nothing")
+				}
+				resume()
+				h2.waitLeads(t)
+				if !stale {
+					if ev := waitRefreshed(t, e, app.AppID, 2); ev.Reason != events.ReasonInvalidated || ev.Holder != "h2" {
+						t.Errorf("version 2: reason %q by %q, want invalidated by h2", ev.Reason, ev.Holder)
+					}
+				}
+				h2.waitEvals(t, 5)
+				want := int64(1)
+				if stale {
+					want = 0
+				}
+				if got := e.fetches(app.AppID) - before; got != want {
+					t.Errorf("fetches after the handover = %d, want %d", got, want)
+				}
+				d := decisions(app.AppID)
+				if stale && d[decisionStale] != 200 || !stale && (d[decisionAccepted] != 1 || d[decisionDuplicate] != 199) {
+					t.Errorf("decisions = %v, want 200 stale, or 1 accepted and 199 duplicate", d)
+				}
+			})
+		}
+	}
+}
+
+// A standby keeps reports for two lease TTLs: the term it may begin judges
+// those of the handover, not older ones, which reached a leader that
+// judged them.
+func TestStandbyKeepsOnlyTheHandoversReports(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	h, err := New(e.config("h1", app))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := h.apps[app.AppID]
+	ttl := h.cfg.LeaseTTL
+	now := time.Now()
+	for _, r := range []struct {
+		version uint64
+		at      time.Time
+	}{
+		{1, now.Add(-5 * ttl)}, // judged by a leader long ago
+		{2, now.Add(-4 * ttl)}, // an earlier burst for version 2
+		{2, now.Add(-ttl)},
+		{2, now},
+	} {
+		if a.receiveReport(r.version, r.at) {
+			t.Fatal("a holder that never led took a report as the leader's")
+		}
+	}
+	a.mu.Lock()
+	a.dropReportsLocked(now) // as a new term begins
+	a.mu.Unlock()
+	if got := a.takeReports(); len(got) != 1 || got[2] != 2 {
+		t.Errorf("reports carried into the term = %v, want version 2's last burst of 2", got)
 	}
 }
 

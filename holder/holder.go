@@ -418,7 +418,8 @@ func (h *Holder) onRefreshRequest(m *nats.Msg) {
 }
 
 // onInvalidated receives token.invalidated on every holder; the reports are
-// coalesced per app and judged by the leader's loop.
+// coalesced per app and judged by the leader's loop. A standby keeps them
+// for the handover (receiveReport).
 func (h *Holder) onInvalidated(m *nats.Msg) {
 	var r events.TokenInvalidated
 	if err := json.Unmarshal(m.Data, &r); err != nil {
@@ -429,14 +430,9 @@ func (h *Holder) onInvalidated(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	if !a.leaseValid() {
-		// A standby does not keep reports for a term it may never have:
-		// a new leader judges only reports of its own term, plus what the
-		// stored record says.
+	if !a.receiveReport(r.Version, time.Now()) {
 		metrics.TokenInvalidations.WithLabelValues(r.AppID, decisionStandby).Inc()
-		return
 	}
-	a.addReport(r.Version)
 }
 
 // watchTokens keeps every app's cached record current from wx_tokens.

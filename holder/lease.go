@@ -57,7 +57,7 @@ func (a *app) leaseLoop(ctx context.Context) {
 		cancelTerm = cancel
 		a.mu.Lock()
 		a.leader, a.leaseRev, a.validUntil, a.leaderID, a.term = true, rev, a.leaseDeadline(sent), a.h.cfg.ID, termCtx
-		clear(a.pending) // judged: only reports of this term
+		a.dropReportsLocked(time.Now()) // the handover's reports are judged in this term, older ones are not
 		a.mu.Unlock()
 		metrics.HolderLeader.WithLabelValues(a.id).Set(1)
 		a.log.Info("became token leader", "lease_revision", rev)

@@ -81,10 +81,12 @@ func TestStableForcedExhaustedElsewhereKeepsScheduledRefresh(t *testing.T) {
 	}
 }
 
-// Reports queued while a holder stands by are not carried into its term;
-// the new leader judges the reports of its term against the stored record,
-// whose reason and last forced refresh survive the failover.
-func TestStandbyDoesNotHoardReports(t *testing.T) {
+// Reports that reach a standby during a failover, and those of its term,
+// are judged against the stored record, whose reason and last forced
+// refresh survive the failover: a token fetched for a report is a
+// conflict, an older version stale, a forced refresh moments ago a rate
+// limit. None buys a fetch.
+func TestReportsAcrossFailoverJudgedByTheStoredRecord(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name     string
@@ -132,7 +134,10 @@ func TestStandbyDoesNotHoardReports(t *testing.T) {
 			}
 			h2.waitEvals(t, 5)
 			if got := e.fetches(app.AppID) - fetches; got != 0 {
-				t.Fatalf("fetches after takeover = %d, want 0 (reports queued at the standby)", got)
+				t.Fatalf("fetches after takeover = %d, want 0 (reports of the failover)", got)
+			}
+			if got := decisions(app.AppID)[tc.decision]; got != 100 {
+				t.Errorf("the failover's reports judged %s: %d, want 100 (%v)", tc.decision, got, decisions(app.AppID))
 			}
 			before := decisions(app.AppID)[tc.decision]
 			judged := totalDecisions(app.AppID)
