@@ -146,7 +146,8 @@
 //     not_leading (a *RefusedError matching ErrNotLeader): the holder that
 //     leads next can. A request over NATS may name the version it wants
 //     replaced: a newer stored token answers it with no fetch, so asking
-//     again never makes a second refresh.
+//     again (`wxhub token invalidate` does, during a takeover) never makes
+//     a second refresh.
 //
 // # Conflicts
 //

@@ -89,9 +89,7 @@ func holderPresence(h *holder.Holder) func() any {
 // gatherStatus asks every holder and worker for its status and collects
 // the replies that arrive within wait.
 func gatherStatus(ctx context.Context, nc *nats.Conn, prefix string, wait time.Duration) ([]processStatus, error) {
-	// Answers come on a wxhub subject, not an _INBOX: answering then needs
-	// a plain publish grant instead of allow_responses (package grants).
-	inbox := prefix + events.SubjectReply + "." + nuid.Next()
+	inbox := replyInbox(prefix)
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
@@ -115,26 +113,8 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, prefix string, wait time.D
 	}
 }
 
-// request is nc.RequestWithContext with the reply on
-// <prefix>wxhub.reply.<token> instead of an _INBOX: holders, workers and
-// gateways may publish there, but have no allow_responses (a grant that
-// would let them answer any reply subject, $JS.API ones included).
-func request(ctx context.Context, nc *nats.Conn, prefix, subject string, data []byte) (*nats.Msg, error) {
-	reply := prefix + events.SubjectReply + "." + nuid.Next()
-	sub, err := nc.SubscribeSync(reply)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subject, reply, data); err != nil {
-		return nil, err
-	}
-	m, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if m.Header.Get("Status") == "503" && len(m.Data) == 0 {
-		return nil, nats.ErrNoResponders
-	}
-	return m, nil
-}
+// replyInbox is a fresh reply subject, <prefix>wxhub.reply.<token>,
+// instead of an _INBOX: holders, workers and gateways may publish there,
+// but have no allow_responses (a grant that would let them answer any
+// reply subject, $JS.API ones included).
+func replyInbox(prefix string) string { return prefix + events.SubjectReply + "." + nuid.Next() }

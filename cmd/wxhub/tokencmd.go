@@ -63,12 +63,12 @@ func cmdToken(ctx context.Context, env *cmdEnv, args []string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if sub != "get" {
-		return requestRefresh(ctx, env, nc, cfg, appid, timeout)
-	}
 	kv, err := js.Bucket(events.BucketTokens).KeyValue(ctx, events.BucketTokens)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w%s", events.BucketTokens, err, accountsHint(js))
+	}
+	if sub != "get" {
+		return requestRefresh(ctx, env, nc, kv, cfg.Prefix, appid, timeout)
 	}
 	rec, err := readToken(ctx, kv, appid)
 	if errors.Is(err, errNoToken) {
@@ -155,25 +155,41 @@ func readToken(ctx context.Context, kv jetstream.KeyValue, appid string) (events
 // printed as one line naming the lockout (conflict, quota_reserve,
 // force_limit, force_exhausted, quota_exhausted, backoff, rate_limited,
 // not_leading).
-func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, cfg *config.Config, appid string, timeout time.Duration) error {
-	subs := events.NewSubjects(cfg.Prefix)
+//
+// The request names the version stored now, the one to replace: a holder
+// that finds a newer one stored answers with it and fetches nothing. So
+// asking again is safe, and the command does, within --timeout, while the
+// answer is not_leading (the leader stops or lost its lease: no refresh
+// was made) or none comes (nobody leads yet, a takeover is under way): the
+// holder that leads next makes the refresh, once.
+func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, kv jetstream.KeyValue, prefix, appid string, timeout time.Duration) error {
+	var replace uint64 // 0: no token stored; any token a holder stores replaces it
+	rec, err := readToken(ctx, kv, appid)
+	switch {
+	case err == nil:
+		replace = rec.Version
+	case !errors.Is(err, errNoToken):
+		return err
+	}
+	subs := events.NewSubjects(prefix)
 	host, _ := os.Hostname()
-	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host})
-	fmt.Fprintf(env.stderr, "asking the holder leading %s for a manual refresh...\n", appid)
-	m, err := request(ctx, nc, subs.Prefix, subs.TokenRefreshRequest, req)
+	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host, Version: &replace})
+	fmt.Fprintf(env.stderr, "asking the holder leading %s for a manual refresh of version %d...\n", appid, replace)
+	reply, refusal, err := askRefresh(ctx, nc, subs, req, func(r events.TokenRefreshReply) {
+		fmt.Fprintf(env.stderr, "%s; asking the holder that leads next...\n", r.Error)
+	})
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		fmt.Fprintf(env.stderr, "refresh refused: %s: no holder is running on this NATS (start `wxhub holder` or `wxhub run`)\n", holder.LockoutNotLeading)
+		return errFailed
+	case errors.Is(err, context.DeadlineExceeded) && refusal != nil:
+		fmt.Fprintf(env.stderr, "%s (no holder took %s over within %v; see `wxhub status`)\n", refusal.Error, appid, timeout)
 		return errFailed
 	case errors.Is(err, context.DeadlineExceeded):
 		fmt.Fprintf(env.stderr, "refresh refused: %s: no holder leads %s (no answer within %v; is it configured with this app? see `wxhub status`)\n", holder.LockoutNotLeading, appid, timeout)
 		return errFailed
 	case err != nil:
 		return fmt.Errorf("request %s: %w", subs.TokenRefreshRequest, err)
-	}
-	var reply events.TokenRefreshReply
-	if err := json.Unmarshal(m.Data, &reply); err != nil {
-		return fmt.Errorf("unreadable answer from the holder: %w", err)
 	}
 	if reply.Error != "" {
 		fmt.Fprintln(env.stderr, reply.Error)
@@ -182,4 +198,62 @@ func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, cfg *config
 	out, _ := json.MarshalIndent(reply, "", "  ")
 	fmt.Fprintln(env.stdout, string(out))
 	return nil
+}
+
+// How `wxhub token invalidate` asks again: this long after a not_leading
+// answer (a takeover is under way), and after this long without an answer
+// (nobody leads yet, or the leader is busy; the request names the version
+// it replaces, so a second copy makes no second refresh).
+const (
+	reaskAfterRefusal = 250 * time.Millisecond
+	reaskAfterSilence = 2 * time.Second
+)
+
+// askRefresh publishes the refresh request data, and again while the
+// answers are not_leading (each passed to refused) or none comes, all with
+// one reply subject (replyInbox), until ctx ends. It returns the first
+// other answer; when ctx ends, ctx's error and the last not_leading answer
+// (nil if none came). nats.ErrNoResponders: no holder subscribes at all.
+func askRefresh(ctx context.Context, nc *nats.Conn, subs events.Subjects, data []byte, refused func(events.TokenRefreshReply)) (events.TokenRefreshReply, *events.TokenRefreshReply, error) {
+	inbox := replyInbox(subs.Prefix)
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return events.TokenRefreshReply{}, nil, err
+	}
+	defer sub.Unsubscribe()
+	var last *events.TokenRefreshReply
+	for {
+		if err := nc.PublishRequest(subs.TokenRefreshRequest, inbox, data); err != nil {
+			return events.TokenRefreshReply{}, last, err
+		}
+		askAgain := time.Now().Add(reaskAfterSilence)
+		for time.Now().Before(askAgain) {
+			wctx, cancel := context.WithDeadline(ctx, askAgain)
+			m, err := sub.NextMsgWithContext(wctx)
+			cancel()
+			if ctx.Err() != nil {
+				return events.TokenRefreshReply{}, last, ctx.Err()
+			}
+			if err != nil {
+				break // no answer in time: ask again
+			}
+			if m.Header.Get("Status") == "503" && len(m.Data) == 0 {
+				return events.TokenRefreshReply{}, last, nats.ErrNoResponders
+			}
+			var reply events.TokenRefreshReply
+			if err := json.Unmarshal(m.Data, &reply); err != nil {
+				return reply, last, fmt.Errorf("unreadable answer from the holder: %w", err)
+			}
+			if reply.Refused != holder.LockoutNotLeading {
+				return reply, last, nil
+			}
+			if last == nil || last.Error != reply.Error {
+				refused(reply)
+			}
+			last = &reply
+			if soon := time.Now().Add(reaskAfterRefusal); soon.Before(askAgain) {
+				askAgain = soon
+			}
+		}
+	}
 }
