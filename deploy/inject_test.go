@@ -48,7 +48,10 @@ import (
 // account's KV subjects: everything the role's grant does not let it
 // publish itself. After each volley the admin checks that nothing outside
 // the attacker's own account changed and that no subscriber of another
-// role (business clients above all) received anything.
+// role (business clients above all) received anything. The positive
+// control, TestServerRepliesThroughAWiderImportAreCaught, fires the same
+// volleys at a target a widened layout lets them reach, and checks that
+// the settles wait for what they set off and the checks see it.
 //
 // Each role attacks its own single server (node 1 of the shipped config,
 // no routes): the barriers that tell when an attack has had its effect
@@ -61,8 +64,11 @@ import (
 
 // Headers of this test's messages.
 const (
-	// injectNonceHdr marks the test's own barrier and seed messages:
-	// subscribers ignore them.
+	// injectNonceHdr marks what the test publishes where the verifiers
+	// hear it (barriers, the token event seed) or a stream republishes it
+	// there (the result and dead-letter seeds): heard ignores it. Jobs and
+	// KV records never carry it: the server delivers them verbatim (pulls,
+	// watches, direct gets), and a marked delivery would pass unheard.
 	injectNonceHdr = "Wx-Inject-Nonce"
 	// forgedHdr is stored with every plant (a stored header comes back
 	// with a direct get).
@@ -95,6 +101,11 @@ type injectWorld struct {
 	// legit counts the messages the attacker stored by right in a stream
 	// outside its account (its jobs, its token.invalidated reports).
 	legit map[string]uint64
+	// probe, when set, is called just before a volley's shots fire, and
+	// what it returns once their own settles (and the volley's after)
+	// have: the positive control checks there that the server has sent
+	// what the shots made it send.
+	probe func(v volley) (settled func())
 }
 
 // verifier is a subscription of another role that must receive nothing.
@@ -114,7 +125,7 @@ func TestServerRepliesStayInTheAttackersAccount(t *testing.T) {
 		t.Run(string(role), func(t *testing.T) {
 			t.Parallel()
 			w := newInjectWorld(t, role)
-			vs := w.volleys()
+			vs := w.volleys(w.targets())
 			shots := 0
 			for _, v := range vs {
 				shots += len(v.shots)
@@ -296,15 +307,18 @@ func (w *injectWorld) provision() {
 const injectToken = `{"appid":"` + testApp + `","access_token":"REAL-TOKEN","version":1}`
 
 // seed puts messages in every empty stream (so a purge or a delete
-// shows), the token record, and the jobs the pulls take. Seeds carry the
-// nonce, so subscribers ignore their republished copies.
+// shows), the token record, and the jobs the pulls take. The seeds that
+// subscribers hear (the token event, and the result and dead letter
+// through their streams' republish) carry the nonce (injectNonceHdr).
 func (w *injectWorld) seed() {
 	ctx, t := w.ctx, w.t
-	pub := func(role grants.Role, subject string, body []byte, id string) {
+	pub := func(role grants.Role, subject string, body []byte, id string, heard bool) {
 		t.Helper()
 		m := nats.NewMsg(subject)
 		m.Data = body
-		m.Header.Set(injectNonceHdr, w.nonce)
+		if heard {
+			m.Header.Set(injectNonceHdr, w.nonce)
+		}
 		if id != "" {
 			m.Header.Set(jetstream.MsgIDHeader, id)
 		}
@@ -338,19 +352,19 @@ func (w *injectWorld) seed() {
 		}
 		if state(st).Msgs < 2 {
 			for i := range 2 {
-				pub(w.owner(st), fmt.Sprintf("$KV.%s.seed%d", b.Name, i), []byte(`{"seed":true}`), "")
+				pub(w.owner(st), fmt.Sprintf("$KV.%s.seed%d", b.Name, i), []byte(`{"seed":true}`), "", false)
 			}
 		}
 	}
 	s := events.NewSubjects("")
 	if state(events.StreamResults).Msgs == 0 {
-		pub(w.owner(events.StreamResults), s.StoredUserProfile, []byte(`{"job_id":"seed-result"}`), w.nonce+"-r")
+		pub(w.owner(events.StreamResults), s.StoredUserProfile, []byte(`{"job_id":"seed-result"}`), w.nonce+"-r", true)
 	}
 	if state(events.StreamDeadLetters).Msgs == 0 {
-		pub(w.owner(events.StreamDeadLetters), s.StoredDeadLetter(s.UserLookup), []byte(`{"job_id":"seed-dl"}`), w.nonce+"-d")
+		pub(w.owner(events.StreamDeadLetters), s.StoredDeadLetter(s.UserLookup), []byte(`{"job_id":"seed-dl"}`), w.nonce+"-d", true)
 	}
 	if state(events.StreamTokenEvents).Msgs == 0 {
-		pub(w.owner(events.StreamTokenEvents), w.barrier[events.StreamTokenEvents], []byte(`{"appid":"`+testApp+`","version":1}`), "")
+		pub(w.owner(events.StreamTokenEvents), w.barrier[events.StreamTokenEvents], []byte(`{"appid":"`+testApp+`","version":1}`), "", true)
 	}
 	// Jobs: one on each job subject at least, and enough on the pulled
 	// durables for every pull still to come.
@@ -367,7 +381,7 @@ func (w *injectWorld) seed() {
 		for i := int(info.NumPending); i < want; i++ {
 			w.keys++
 			id := fmt.Sprintf("seed-job-%s-%d", w.nonce, w.keys)
-			pub(grants.Client, info.Config.FilterSubject, []byte(`{"job_id":"`+id+`","appid":"`+testApp+`","openid":"o-seed"}`), id)
+			pub(grants.Client, info.Config.FilterSubject, []byte(`{"job_id":"`+id+`","appid":"`+testApp+`","openid":"o-seed"}`), id, false)
 		}
 	}
 }
@@ -435,7 +449,8 @@ func (w *injectWorld) heard() []string {
 			if m.Header.Get(injectNonceHdr) == w.nonce {
 				continue
 			}
-			out = append(out, fmt.Sprintf("%s subscriber of %s received %q (headers %v)", v.role, m.Subject, truncate(m.Data), m.Header))
+			// A push delivery comes with its stored subject.
+			out = append(out, fmt.Sprintf("%s subscriber of %s received %q on %s (headers %v)", v.role, v.sub.Subject, truncate(m.Data), m.Subject, m.Header))
 		}
 	}
 	return out
@@ -560,21 +575,29 @@ func (w *injectWorld) settle() {
 		if !w.protected(st) {
 			continue
 		}
-		if _, err := w.adminJS(st).Stream(w.ctx, st); errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue // gone (the diff says so)
-		}
-		m := nats.NewMsg(w.barrier[st])
-		m.Header.Set("Nats-Expected-Stream", "WX_INJECT_BARRIER")
-		m.Header.Set(injectNonceHdr, w.nonce)
-		r, err := w.conns[w.owner(st)].nc.RequestMsg(m, 10*time.Second)
-		if err != nil {
-			w.t.Fatalf("barrier through %s: %v", st, err)
-		}
-		if !strings.Contains(string(r.Data), `"err_code":10060`) {
-			w.t.Fatalf("barrier through %s: answered %s, want the stream mismatch", st, r.Data)
-		}
+		w.barrierThrough(st)
 	}
 	w.waitAPIIdle()
+}
+
+// barrierThrough sends a message through stream st's inbound queue that
+// the stream refuses, and waits for the refusal, which leaves by st's
+// send queue after everything queued there before. A stream that is gone
+// is skipped (the diff says so).
+func (w *injectWorld) barrierThrough(st string) {
+	if _, err := w.adminJS(st).Stream(w.ctx, st); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	m := nats.NewMsg(w.barrier[st])
+	m.Header.Set("Nats-Expected-Stream", "WX_INJECT_BARRIER")
+	m.Header.Set(injectNonceHdr, w.nonce)
+	r, err := w.conns[w.owner(st)].nc.RequestMsg(m, 10*time.Second)
+	if err != nil {
+		w.t.Fatalf("barrier through %s: %v", st, err)
+	}
+	if !strings.Contains(string(r.Data), `"err_code":10060`) {
+		w.t.Fatalf("barrier through %s: answered %s, want the stream mismatch", st, r.Data)
+	}
 }
 
 // shot is one attack: fire sends it; the settle it returns waits until
@@ -632,6 +655,10 @@ func (w *injectWorld) fire(v volley, shots []shot) []string {
 	w.settle()
 	_ = w.heard() // the test's own messages so far
 	base := w.snapshot()
+	var probed func()
+	if w.probe != nil {
+		probed = w.probe(v)
+	}
 	var settles []func()
 	for _, s := range shots {
 		settle, err := s.fire()
@@ -652,6 +679,9 @@ func (w *injectWorld) fire(v volley, shots []shot) []string {
 	}
 	if v.after != nil {
 		v.after(len(shots))
+	}
+	if probed != nil {
+		probed()
 	}
 	w.settle()
 	changed := append(w.heard(), base.diff(w.snapshot())...)
@@ -851,11 +881,10 @@ func (w *injectWorld) targets() []target {
 	return out
 }
 
-// volleys builds every family's volleys for the attacker.
-func (w *injectWorld) volleys() []volley {
+// volleys builds every family's volleys for the attacker, aimed at tgs.
+func (w *injectWorld) volleys(tgs []target) []volley {
 	a := w.attacker
 	var out []volley
-	tgs := w.targets()
 	var writes, reads, watches []string
 	for _, b := range grants.Buckets {
 		switch {
@@ -1146,7 +1175,7 @@ func (w *injectWorld) watch(b string, plant bool, tg target) shot {
 // pull with the attacker's own inbox: once it is answered every pull
 // before it was answered or is waiting; then the admin waits until none
 // is waiting (a delivery is queued on WX_JOBS' send queue before it is
-// counted), and the barrier of settle follows through that queue.
+// counted), and a barrier follows through that queue.
 func (w *injectWorld) pulls(c grants.Consumer, tgs []target) volley {
 	subj := w.apiPrefix(w.attacker, c.Stream) + ".CONSUMER.MSG.NEXT." + c.Stream + "." + c.Durable
 	body := []byte(`{"batch":1,"no_wait":true}`)
@@ -1165,6 +1194,7 @@ func (w *injectWorld) pulls(c grants.Consumer, tgs []target) volley {
 			info := w.consumerInfo(c.Stream, c.Durable)
 			return info == nil || info.NumWaiting == 0 // gone: the diff tells
 		})
+		w.barrierThrough(c.Stream)
 	}
 	for _, tg := range tgs {
 		v.shots = append(v.shots, shot{name: fmt.Sprintf("%s: pull of %s with reply %s", w.attacker, c.Durable, tg.subject), fire: func() (func(), error) {
@@ -1194,20 +1224,34 @@ func (w *injectWorld) pubAck(b, subject string) shot {
 	}}
 }
 
-// TestServerRepliesThroughAWiderImportAreCaught widens the shipped layout
-// by one service import the worker's grant does not name (so the worker
-// may not publish there itself) and checks that the attacks of
-// TestServerRepliesStayInTheAttackersAccount then find the door: a reply
-// subject is not permission-checked, so an import reaches as far as the
-// server's answers, not as far as the grant.
+// TestServerRepliesThroughAWiderImportAreCaught is the positive control
+// of TestServerRepliesStayInTheAttackersAccount. It widens the shipped
+// layout by one service import the worker's grant does not name (so the
+// worker may not publish there itself), aims the worker's volleys of
+// each kind (families A to E, each with its own settle) at that one
+// target, and checks that each attack then finds the door and that the
+// detectors see it: a forged token record or a purge of WX_JOBS in the
+// admin's diff, a message on user.profile at the other roles'
+// subscribers; and, for user.profile, that the server had sent it by the
+// time the volley's own settles returned (sentTo). A reply subject is not
+// permission-checked, so an import reaches as far as the server's
+// answers, not as far as the grant.
 func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 	t.Parallel()
+	every := []string{"A direct", "A0 direct", "A' direct", "B answer", "C watch", "C pull", "D PubAck", "D' PubAck", "E own"}
+	tokenKey := "$KV." + events.BucketTokens + "." + testApp
 	for _, tc := range []struct {
-		from, to string // the service CORE exports to WORKER, as WORKER imports it
+		exporter string // the account that exports the service to WORKER
+		from, to string // the service as exported, and as WORKER imports it
 		want     string // what must show in the changes
+		kinds    []string
 	}{
-		{"$JS.API.STREAM.PURGE." + events.StreamJobs, "$JS.CORE.API.STREAM.PURGE." + events.StreamJobs, "stream " + events.StreamJobs + " CHANGED"},
-		{events.SubjectUserProfile, events.SubjectUserProfile, "subscriber of " + events.SubjectUserProfile + " received"},
+		// A stored message, whatever its bytes: every kind.
+		{grants.AccountHolder, tokenKey, tokenKey, "stream " + grants.KVStream(events.BucketTokens) + " CHANGED", every},
+		{grants.AccountCore, events.SubjectUserProfile, events.SubjectUserProfile, "subscriber of " + events.SubjectUserProfile + " received", every},
+		// A JetStream API call takes only a request it knows every
+		// field of (the server is strict): the plants of family A.
+		{grants.AccountCore, "$JS.API.STREAM.PURGE." + events.StreamJobs, "$JS.CORE.API.STREAM.PURGE." + events.StreamJobs, "stream " + events.StreamJobs + " CHANGED", []string{"A direct"}},
 	} {
 		t.Run(tc.to, func(t *testing.T) {
 			t.Parallel()
@@ -1215,7 +1259,7 @@ func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 			if mayPublish(grants.Worker, tc.to) {
 				t.Fatalf("the worker may publish %s: no widening", tc.to)
 			}
-			core, err := w.s.LookupAccount(grants.AccountCore)
+			exporter, err := w.s.LookupAccount(tc.exporter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1223,10 +1267,10 @@ func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := core.AddServiceExport(tc.from, []*server.Account{worker}); err != nil {
+			if err := exporter.AddServiceExport(tc.from, []*server.Account{worker}); err != nil {
 				t.Fatal(err)
 			}
-			if err := worker.AddServiceImport(core, tc.to, tc.from); err != nil {
+			if err := worker.AddServiceImport(exporter, tc.to, tc.from); err != nil {
 				t.Fatal(err)
 			}
 			var tg target
@@ -1238,12 +1282,62 @@ func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 			if tg.subject == "" {
 				t.Fatalf("%s is not a target", tc.to)
 			}
-			b := events.BucketOAuth
-			changed := w.fire(volley{name: "wide"}, []shot{w.reflect(b, tg, true)})
-			if !slices.ContainsFunc(changed, func(c string) bool { return strings.Contains(c, tc.want) }) {
-				t.Fatalf("a plant in %s reflected to %s through the wide import: changes %q, want %q", b, tc.to, changed, tc.want)
+			if strings.Contains(tc.want, "subscriber") {
+				w.probe = w.sentTo(tc.to)
+			}
+			fired := map[string]bool{}
+			for _, v := range w.volleys([]target{tg}) {
+				kind := strings.Join(strings.Fields(v.name)[:2], " ")
+				if fired[kind] || !slices.Contains(tc.kinds, kind) || len(v.shots) == 0 {
+					continue
+				}
+				fired[kind] = true
+				changed := w.fire(v, v.shots)
+				if !slices.ContainsFunc(changed, func(c string) bool { return strings.Contains(c, tc.want) }) {
+					t.Errorf("%s at %s through the wide import went unseen: changes %q, want %q", v.name, tc.to, changed, tc.want)
+				}
+				w.restore()
+			}
+			for _, k := range tc.kinds {
+				if !fired[k] {
+					t.Errorf("no volley %q aimed at %s", k, tc.to)
+				}
 			}
 		})
+	}
+}
+
+// sentTo is a probe (injectWorld.probe) for the positive control: a
+// subscriber of subject as the admin, in CORE (where the wide import
+// leads), whose count of messages the server sent it is read from the
+// server's books, so that nothing but the volley's own settles waits for
+// them. Once they have returned the server must have sent it something.
+func (w *injectWorld) sentTo(subject string) func(volley) func() {
+	u := connectAs(w.t, w.s, grants.Provision)
+	if _, err := u.nc.SubscribeSync(subject); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := u.nc.Flush(); err != nil {
+		w.t.Fatal(err)
+	}
+	cid, err := u.nc.GetClientID()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	sent := func() int64 {
+		cz, err := w.s.Connz(&server.ConnzOptions{CID: cid})
+		if err != nil || len(cz.Conns) != 1 {
+			w.t.Fatalf("connz of the probe: %v", err)
+		}
+		return cz.Conns[0].OutMsgs
+	}
+	return func(v volley) func() {
+		before := sent()
+		return func() {
+			if n := sent() - before; n < 1 {
+				w.t.Errorf("%s: once its settles returned, the server had sent nothing to %s", v.name, subject)
+			}
+		}
 	}
 }
 
