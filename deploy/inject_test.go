@@ -96,8 +96,9 @@ type injectWorld struct {
 	nonce    string
 	keys     int
 	jobs     map[string]int // jobs seeded per durable
-	// republished counts the own-stream updates of family E that took.
-	republished int
+	// republished counts the own-stream updates of family E that took,
+	// cycles those the server refused (see republish).
+	republished, cycles int
 	// legit counts the messages the attacker stored by right in a stream
 	// outside its account (its jobs, its token.invalidated reports).
 	legit map[string]uint64
@@ -139,8 +140,8 @@ func TestServerRepliesStayInTheAttackersAccount(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d shots in %d volleys at %d targets; %d subscribers of other roles listening; %d things the admin checks; %d own streams made to republish; pulls: %v",
-				shots, len(vs), len(w.targets()), len(w.verifs), len(w.snapshot()), w.republished, pulled)
+			t.Logf("%d shots in %d volleys at %d targets; %d subscribers of other roles listening; %d things the admin checks; %d own streams made to republish (%d refused: a cycle); pulls: %v",
+				shots, len(vs), len(w.targets()), len(w.verifs), len(w.snapshot()), w.republished, w.cycles, pulled)
 		})
 	}
 }
@@ -1370,6 +1371,13 @@ func (w *injectWorld) trigger(st string) string {
 // (the sentinel direct get follows the plant's answer); the republish
 // leaves st's send queue before the PubAck of the trigger. Then the
 // admin puts st's provisioned configuration back.
+//
+// The update takes unless subject is one of st's own subjects: the
+// server refuses a republish that would store its own copy again ("forms
+// a cycle"), and that shot sets nothing off (the holder's WX_TOKEN_EVENTS
+// aimed at token.invalidated, a subject it stores but the holder may not
+// publish). A shot that takes otherwise, or an update that does not take,
+// is an error: the counts of the log are exact.
 func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 	key := w.nextKey()
 	return shot{name: fmt.Sprintf("%s: STREAM.UPDATE.%s (its own) republishing %s to %s, through a direct get of %s/%s", w.attacker, st, trigger, subject, b, key),
@@ -1391,8 +1399,21 @@ func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 			}
 			settle()
 			w.waitAPIIdle()
-			if info, err := w.adminJS(st).Stream(w.ctx, st); err == nil && info.CachedInfo().Config.RePublish != nil && info.CachedInfo().Config.RePublish.Destination == subject {
+			info, err := w.adminJS(st).Stream(w.ctx, st)
+			if err != nil {
+				w.t.Fatalf("admin: stream %s: %v", st, err)
+			}
+			rp := info.CachedInfo().Config.RePublish
+			took := rp != nil && rp.Destination == subject
+			cycle := slices.ContainsFunc(cfg.Subjects, func(p string) bool { return subjectMatches(p, subject) })
+			switch {
+			case took:
 				w.republished++
+			case cycle:
+				w.cycles++
+			}
+			if took == cycle {
+				w.t.Errorf("STREAM.UPDATE.%s republishing to %s (one of its subjects: %v) took: %v", st, subject, cycle, took)
 			}
 			if _, err := w.atkJS.For(st).Publish(w.ctx, trigger, forgedResult); err != nil {
 				w.t.Fatalf("trigger %s: %v", trigger, err)
