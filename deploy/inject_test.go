@@ -100,7 +100,8 @@ type injectWorld struct {
 	// cycles those the server refused (see republish).
 	republished, cycles int
 	// legit counts the messages the attacker stored by right in a stream
-	// outside its account (its jobs, its token.invalidated reports).
+	// outside its account (its jobs, its token.invalidated reports, its
+	// results and dead letters).
 	legit map[string]uint64
 	// probe, when set, is called just before a volley's shots fire, and
 	// what it returns once their own settles (and the volley's after)
@@ -974,7 +975,8 @@ func (w *injectWorld) volleys(tgs []target) []volley {
 		out = append(out, v)
 	}
 	// D': PubAcks of what the role may store in a stream of another
-	// account (jobs, token.invalidated), where nothing republishes it.
+	// account (jobs, token.invalidated, the worker's results and dead
+	// letters).
 	for _, sub := range grants.Subjects {
 		subject := example(sub.Name)
 		if !slices.Contains(sub.Publish, a) {
@@ -985,7 +987,7 @@ func (w *injectWorld) volleys(tgs []target) []volley {
 			if err := json.Unmarshal(w.configs[st], &cfg); err != nil {
 				w.t.Fatal(err)
 			}
-			if !w.protected(st) || cfg.RePublish != nil || !slices.ContainsFunc(cfg.Subjects, func(p string) bool { return subjectMatches(p, subject) }) {
+			if !w.protected(st) || !slices.ContainsFunc(cfg.Subjects, func(p string) bool { return subjectMatches(p, subject) }) {
 				continue
 			}
 			v := volley{name: "D' PubAck of a publish to " + subject}
@@ -1429,18 +1431,31 @@ func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 // another account stores) with the reply subject: the PubAck goes there.
 // The settle is a second publish on the same connection, whose PubAck
 // leaves st's send queue after. Both messages are the attacker's by
-// right: the snapshot does not count them.
+// right: the snapshot does not count them. Where st republishes what it
+// stores (the worker's results to user.profile, its dead letters), the
+// republished copies are too, and carry the nonce; the PubAck carries no
+// header.
 func (w *injectWorld) pubAckOf(st, subject, reply string) shot {
 	return shot{name: fmt.Sprintf("%s: publish %s (stored by %s) with reply %s", w.attacker, subject, st, reply), fire: func() (func(), error) {
+		var cfg jetstream.StreamConfig
+		if err := json.Unmarshal(w.configs[st], &cfg); err != nil {
+			w.t.Fatal(err)
+		}
 		w.keys++
 		id := fmt.Sprintf("inj-%s-%d", w.nonce, w.keys)
-		body := []byte(`{"job_id":"` + id + `","appid":"` + testApp + `","openid":"o-inject","version":1}`)
-		if err := w.atk.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: body}); err != nil {
+		m := nats.NewMsg(subject)
+		m.Data = []byte(`{"job_id":"` + id + `","appid":"` + testApp + `","openid":"o-inject","version":1}`)
+		if cfg.RePublish != nil {
+			m.Header.Set(injectNonceHdr, w.nonce)
+		}
+		m.Reply = reply
+		if err := w.atk.nc.PublishMsg(m); err != nil {
 			return nil, err
 		}
 		w.legit[st]++
 		return func() {
-			if _, err := w.atkJS.For(st).Publish(w.ctx, subject, body); err != nil {
+			m.Reply = ""
+			if _, err := w.atkJS.For(st).PublishMsg(w.ctx, m); err != nil {
 				w.t.Fatalf("sentinel publish %s: %v", subject, err)
 			}
 			w.legit[st]++
