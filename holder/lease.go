@@ -78,7 +78,7 @@ func (a *app) leaseLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			becomeLeader(rev, sent)
-		case errors.Is(err, jetstream.ErrKeyExists):
+		case cas.Lost(err): // another holder leads (over a marker, a replicated bucket answers 10164, bare)
 		case ctx.Err() == nil:
 			a.log.Warn("lease acquire failed", "error", err)
 		}
