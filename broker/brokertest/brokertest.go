@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,12 +22,16 @@ import (
 	"github.com/wxhub/wxhub/broker/grants"
 )
 
-// Env is a running test server and a client connection to it.
+// Env is a running test server (or cluster) and a client connection to
+// it.
 type Env struct {
+	// Server is the embedded server of Start; nil for StartReplicated.
 	Server *broker.Embedded
-	URL    string
-	NC     *nats.Conn
-	JS     jetstream.JetStream
+	// URL is the server's client URL; for StartReplicated every
+	// server's, comma-separated (a connection fails over).
+	URL string
+	NC  *nats.Conn
+	JS  jetstream.JetStream
 
 	storeDir string
 }
@@ -50,6 +55,30 @@ func Start(tb testing.TB) *Env {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{}); err != nil {
+		tb.Fatal(err)
+	}
+	return env
+}
+
+// StartReplicated starts a JetStream cluster of three servers
+// (StartCluster) and provisions it with broker.Topology{Replicas: 3}, as
+// production runs it: every stream and bucket has a leader and two
+// followers, and a KV read (a direct get) is answered by the replica on
+// the server the connection is on, which may not have applied the last
+// writes yet. NC is connected to one of the three (at random). Stop and
+// Restart are for Start's server only.
+func StartReplicated(tb testing.TB) *Env {
+	tb.Helper()
+	env := &Env{URL: strings.Join(StartCluster(tb, 3), ",")}
+	env.NC = env.Conn(tb)
+	var err error
+	env.JS, err = jetstream.New(env.NC)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{Replicas: 3}); err != nil {
 		tb.Fatal(err)
 	}
 	return env
