@@ -103,7 +103,9 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 	lk := lockKey(req.AppID, req.OpenID)
 	locked := time.Now() // before the server starts the lock's TTL
 	lockRev, err := v.kv.Create(ctx, lk, []byte(v.opts.Owner), jetstream.KeyTTL(v.opts.LockTTL))
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	// Lost, not ErrKeyExists: over the marker an earlier release or lapse
+	// left, nats.go passes a replicated bucket's 10164 on bare.
+	if cas.Lost(err) {
 		// Someone else refreshes: wait for their record or their release.
 		timer := time.NewTimer(v.opts.LockTTL + time.Second)
 		defer timer.Stop()
