@@ -76,7 +76,7 @@ func (s *KVOAuthStore) Create(ctx context.Context, key string, rec handlers.OAut
 		return 0, err
 	}
 	rev, err := kv.Create(ctx, key, b)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if cas.Lost(err) { // over a delete marker a replicated bucket's 10164 comes bare
 		return 0, handlers.ErrOAuthExists
 	}
 	return rev, err
