@@ -37,7 +37,13 @@ type harness struct {
 
 func newHarness(t *testing.T, followers int) *harness {
 	t.Helper()
-	h := &harness{t: t, env: brokertest.Start(t), sim: wechatsim.New()}
+	return newHarnessOn(t, brokertest.Start(t), followers)
+}
+
+// newHarnessOn is newHarness on env (e.g. brokertest.StartReplicated).
+func newHarnessOn(t *testing.T, env *brokertest.Env, followers int) *harness {
+	t.Helper()
+	h := &harness{t: t, env: env, sim: wechatsim.New()}
 	h.sim.AddApp(testApp, testSecret)
 	for i := range followers {
 		if err := h.sim.AddFollower(testApp, wechatsim.Follower{OpenID: openID(i), UnionID: fmt.Sprintf("u%05d", i), Nickname: fmt.Sprintf("user %d", i)}); err != nil {
@@ -111,6 +117,7 @@ func (h *harness) launchWorker(id string, mod func(*worker.Config)) *runningWork
 		RetryMaxElapsed: 300 * time.Millisecond, NakDelayMin: 50 * time.Millisecond, NakDelayMax: 200 * time.Millisecond,
 		Logger: testLogger(t),
 	}
+	cfg.Topology.Replicas = h.env.Replicas
 	if mod != nil {
 		mod(&cfg)
 	}

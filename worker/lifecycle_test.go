@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -126,10 +127,22 @@ func TestWorkerKilledMidJob(t *testing.T) {
 
 // SIGTERM (context cancelled): the jobs in flight finish, nothing new is
 // taken, Run returns nil, and the rest is handled at once by another
-// worker (no AckWait wait).
+// worker (no AckWait wait), also on a cluster of three, where the
+// consumer's leader is often on another server than the worker.
 func TestGracefulStop(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		start func(testing.TB) *brokertest.Env
+	}{
+		{"one server", brokertest.Start},
+		{"replicated over three", brokertest.StartReplicated},
+	} {
+		t.Run(tt.name, func(t *testing.T) { gracefulStop(t, newHarnessOn(t, tt.start(t), 12)) })
+	}
+}
+
+func gracefulStop(t *testing.T, h *harness) {
 	const jobs = 12
-	h := newHarness(t, jobs)
 	h.holder.rotate()
 	res := h.follow(events.StreamResults)
 	h.sim.SetLatency(300 * time.Millisecond)

@@ -32,6 +32,9 @@ type Env struct {
 	URL string
 	NC  *nats.Conn
 	JS  jetstream.JetStream
+	// Replicas is what the streams and buckets were provisioned with:
+	// 1, or 3 for StartReplicated (provision with it again).
+	Replicas int
 
 	storeDir string
 }
@@ -45,7 +48,7 @@ func Start(tb testing.TB) *Env {
 	if err != nil {
 		tb.Fatalf("start nats: %v", err)
 	}
-	env := &Env{Server: srv, URL: srv.ClientURL(), storeDir: dir}
+	env := &Env{Server: srv, URL: srv.ClientURL(), Replicas: 1, storeDir: dir}
 	tb.Cleanup(func() { env.Server.Shutdown() }) // the one Restart started, if any
 	env.NC = env.Conn(tb)
 	env.JS, err = jetstream.New(env.NC)
@@ -69,7 +72,7 @@ func Start(tb testing.TB) *Env {
 // Restart are for Start's server only.
 func StartReplicated(tb testing.TB) *Env {
 	tb.Helper()
-	env := &Env{URL: strings.Join(StartCluster(tb, 3), ",")}
+	env := &Env{URL: strings.Join(StartCluster(tb, 3), ","), Replicas: 3}
 	env.NC = env.Conn(tb)
 	var err error
 	env.JS, err = jetstream.New(env.NC)
@@ -78,7 +81,7 @@ func StartReplicated(tb testing.TB) *Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{Replicas: 3}); err != nil {
+	if err := broker.Provision(ctx, broker.LocalJetStreams(env.JS, grants.Provision), broker.Topology{Replicas: env.Replicas}); err != nil {
 		tb.Fatal(err)
 	}
 	return env
