@@ -117,13 +117,11 @@ func deadLettersList(ctx context.Context, env *cmdEnv, args []string) error {
 	}
 	var out []deadLetter // the newest limit
 	for {
-		batch, err := cons.FetchNoWait(512)
+		msgs, err := scanNext(ctx, cons, 512)
 		if err != nil {
 			return fmt.Errorf("dead letters: %w", err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
+		for _, m := range msgs {
 			meta, err := m.Metadata()
 			if err != nil {
 				continue
@@ -133,10 +131,7 @@ func deadLettersList(ctx context.Context, env *cmdEnv, args []string) error {
 				out = out[1:]
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("dead letters: %w", err)
-		}
-		if n == 0 {
+		if len(msgs) == 0 {
 			break
 		}
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -88,13 +87,11 @@ func findResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects
 		return nil, fmt.Errorf("results consumer: %w", err)
 	}
 	for {
-		batch, err := cons.FetchNoWait(512)
+		msgs, err := scanNext(ctx, cons, 512)
 		if err != nil {
 			return nil, fmt.Errorf("results fetch: %w", err)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
+		for _, m := range msgs {
 			if resultIDOf(m.Headers(), m.Data()) == jobID {
 				meta, _ := m.Metadata()
 				raw := &jetstream.RawStreamMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
@@ -104,10 +101,7 @@ func findResult(ctx context.Context, js *broker.JetStreams, subs events.Subjects
 				return raw, nil
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("results fetch: %w", err)
-		}
-		if n == 0 {
+		if len(msgs) == 0 {
 			return nil, nil
 		}
 	}
