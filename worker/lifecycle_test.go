@@ -130,15 +130,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 // worker (no AckWait wait), also on a cluster of three, where the
 // consumer's leader is often on another server than the worker.
 func TestGracefulStop(t *testing.T) {
-	for _, tt := range []struct {
-		name  string
-		start func(testing.TB) *brokertest.Env
-	}{
-		{"one server", brokertest.Start},
-		{"replicated over three", brokertest.StartReplicated},
-	} {
-		t.Run(tt.name, func(t *testing.T) { gracefulStop(t, newHarnessOn(t, tt.start(t), 12)) })
-	}
+	brokertest.OneAndThree(t, func(t *testing.T, env *brokertest.Env) { gracefulStop(t, newHarnessOn(t, env, 12)) })
 }
 
 func gracefulStop(t *testing.T, h *harness) {

@@ -87,6 +87,23 @@ func StartReplicated(tb testing.TB) *Env {
 	return env
 }
 
+// OneAndThree runs f as two subtests: on one server (Start, "one
+// server"), as most tests run, and on a cluster of three
+// (StartReplicated, "replicated over three"), as production runs, for a
+// guarantee that must hold on both. f may call t.Parallel.
+func OneAndThree(t *testing.T, f func(t *testing.T, env *Env)) {
+	t.Helper()
+	for _, s := range []struct {
+		name  string
+		start func(testing.TB) *Env
+	}{
+		{"one server", Start},
+		{"replicated over three", StartReplicated},
+	} {
+		t.Run(s.name, func(t *testing.T) { f(t, s.start(t)) })
+	}
+}
+
 // Stop shuts the server down, keeping its JetStream store; the
 // connections try to reconnect (publishes go to their reconnect buffers)
 // until Restart.
