@@ -2,7 +2,9 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +60,12 @@ func TestProvisionOnAClusterOfThreeIsIdempotentAndUpdates(t *testing.T) {
 		AckWait: 30 * time.Second, MaxDeliver: 7, MaxAckPending: 100}
 	if err := provision(views[2], changed); err != nil {
 		t.Fatalf("run with other settings: %v", err)
+	}
+	check(t, views[0].Local(), changed)
+	// Run by hand without --replicas (1): refused, nothing scaled down.
+	err := provision(views[0], broker.Topology{})
+	if !errors.Is(err, broker.ErrScaleDown) || !strings.Contains(err.Error(), "--replicas 3") {
+		t.Fatalf("provision with 1 replica over 3: %v, want ErrScaleDown naming --replicas 3", err)
 	}
 	check(t, views[0].Local(), changed)
 }

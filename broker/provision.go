@@ -257,6 +257,9 @@ func Provision(ctx context.Context, js *JetStreams, t Topology) error {
 	}
 	for _, sc := range t.StreamConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
+			if err := refuseScaleDown(ctx, js.For(sc.Name), sc.Name, sc.Replicas); err != nil {
+				return err
+			}
 			_, err := js.For(sc.Name).CreateOrUpdateStream(ctx, sc)
 			return err
 		})
@@ -266,6 +269,9 @@ func Provision(ctx context.Context, js *JetStreams, t Topology) error {
 	}
 	for _, kc := range t.BucketConfigs() {
 		err := retry(ctx, func(ctx context.Context) error {
+			if err := refuseScaleDown(ctx, js.Bucket(kc.Bucket), grants.KVStream(kc.Bucket), kc.Replicas); err != nil {
+				return err
+			}
 			_, err := js.Bucket(kc.Bucket).CreateOrUpdateKeyValue(ctx, kc)
 			return err
 		})
@@ -281,6 +287,30 @@ func Provision(ctx context.Context, js *JetStreams, t Topology) error {
 		if err != nil {
 			return fmt.Errorf("broker: consumer %s on %s: %w", cc.Durable, events.StreamJobs, err)
 		}
+	}
+	return nil
+}
+
+// ErrScaleDown is wrapped by Provision's error when a stream or bucket
+// exists with more replicas than the topology asks for. Provision never
+// scales one down: run by hand without --replicas on a cluster, it would
+// otherwise take every stream from 3 replicas to 1. Scaling down is done
+// deliberately (e.g. `nats stream edit --replicas`).
+var ErrScaleDown = errors.New("provision would scale down")
+
+// refuseScaleDown fails, for good (backoff.Permanent), when stream exists
+// with more replicas than want.
+func refuseScaleDown(ctx context.Context, js jetstream.JetStream, stream string, want int) error {
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if have := s.CachedInfo().Config.Replicas; have > want {
+		return backoff.Permanent(fmt.Errorf("%w: stream %s has %d replicas and this provision asks for %d: pass --replicas %d (or set replicas: %d); scale down by hand if you mean it",
+			ErrScaleDown, stream, have, want, have, have))
 	}
 	return nil
 }
