@@ -20,6 +20,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // Env is a running test server (or cluster) and a client connection to
@@ -160,6 +161,13 @@ func StartConfig(tb testing.TB, conf string, edit ...func(*server.Options)) stri
 	for _, e := range edit {
 		e(o)
 	}
+	return startServer(tb, o).ClientURL()
+}
+
+// startServer starts an in-process nats-server with options o, shut down
+// at cleanup, and waits until it takes connections.
+func startServer(tb testing.TB, o *server.Options) *server.Server {
+	tb.Helper()
 	s, err := server.NewServer(o)
 	if err != nil {
 		tb.Fatal(err)
@@ -169,7 +177,7 @@ func StartConfig(tb testing.TB, conf string, edit ...func(*server.Options)) stri
 	if !s.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("nats-server not ready")
 	}
-	return s.ClientURL()
+	return s
 }
 
 // StartCluster starts a JetStream cluster of n in-process nats-servers
@@ -203,24 +211,12 @@ func StartCluster(tb testing.TB, n int) []string {
 				o.Routes = append(o.Routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
 			}
 		}
-		s, err := server.NewServer(o)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		go s.Start()
-		tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		if !s.ReadyForConnections(10 * time.Second) {
-			tb.Fatal("nats-server not ready")
-		}
+		s := startServer(tb, o)
 		servers[i], urls[i] = s, s.ClientURL()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !ready(servers) {
-		if time.Now().After(deadline) {
-			tb.Fatalf("the cluster of %d has no meta leader that sees every server with JetStream in 30 s", n)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the servers' own state: there is no event to wait on
-	}
+	// The servers announce no such moment: their own state is polled.
+	wxhubtest.Eventually(tb, 30*time.Second, fmt.Sprintf("a meta leader of the cluster of %d that sees every server with JetStream", n),
+		func() bool { return ready(servers) })
 	return urls
 }
 

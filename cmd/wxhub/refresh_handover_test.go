@@ -16,6 +16,7 @@ import (
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/holder"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
@@ -97,20 +98,6 @@ func (e *handoverEnv) tokenCalls() int64 {
 	return e.sim.Stats().CallCount(wechatsim.PathToken, e.appid)
 }
 
-// waitFor polls cond (no event to wait on across a holder's status).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func leads(h *holder.Holder) bool { return len(h.Status()) == 1 && h.Status()[0].Leader }
-
 // refreshed decodes the reply `wxhub token invalidate` printed.
 func refreshed(t *testing.T, code int, out, errOut string) events.TokenRefreshReply {
 	t.Helper()
@@ -151,7 +138,7 @@ func TestTokenInvalidateDuringTakeoverIsDoneByTheNextLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2, _ := e.startHolder("h2")
-	waitFor(t, "h2 to see the dead leader's lease", func() bool { return h2.Status()[0].LeaderID == "dead" })
+	wxhubtest.Eventually(t, 15*time.Second, "h2 to see the dead leader's lease", func() bool { return h2.Status()[0].LeaderID == "dead" })
 
 	code, out, errOut := cliAt(e.nats.URL)("token", "invalidate", "--appid", e.appid, "--timeout", "20s")
 	reply := refreshed(t, code, out, errOut)
@@ -169,10 +156,16 @@ func TestTokenInvalidateDuringTakeoverIsDoneByTheNextLeader(t *testing.T) {
 func TestTokenInvalidateWhileTheLeaderStopsIsDoneByTheNextLeader(t *testing.T) {
 	t.Parallel()
 	e := newHandoverEnv(t, "wxleaderstops01")
+	refreshedEvents, err := e.nats.NC.SubscribeSync(events.SubjectTokenRefreshed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h1, stop1 := e.startHolder("h1")
-	waitFor(t, "h1 to lead with a token", func() bool { return leads(h1) && h1.Status()[0].Version == 1 })
+	if _, err := refreshedEvents.NextMsg(15 * time.Second); err != nil {
+		t.Fatalf("no token.refreshed from h1: %v", err) // it leads with version 1
+	}
 	h2, _ := e.startHolder("h2")
-	waitFor(t, "h2 to see h1 lead", func() bool { return h2.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(t, 15*time.Second, "h2 to see h1 lead", func() bool { return h2.Status()[0].LeaderID == "h1" })
 
 	// h1's next call takes 4 s and fails (-1): the token stays version 1.
 	if err := e.sim.AddFault(wechatsim.Fault{Path: wechatsim.PathToken, ErrCode: -1, DelayMS: 4000, Count: 1}); err != nil {
