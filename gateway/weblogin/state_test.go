@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
@@ -137,18 +135,7 @@ func TestStateStoreBucketTTLRemovesAbandonedStates(t *testing.T) {
 // three, as production runs it.
 func replicatedStateBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	nc, err := nats.Connect(strings.Join(brokertest.StartCluster(t, 3), ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.BucketLoginState, Replicas: 3})
+	kv, err := brokertest.StartReplicated(t).JS.KeyValue(context.Background(), events.BucketLoginState)
 	if err != nil {
 		t.Fatal(err)
 	}
