@@ -1,5 +1,6 @@
-// Package cas tells a lost compare-and-set write on JetStream from every
-// other error.
+// Package cas tells a lost compare-and-set write on JetStream, and a
+// publish that raced another of the same Nats-Msg-Id, from every other
+// error.
 //
 // wxhub writes leases, tokens, quota records, done records, OAuth
 // records, login states and vault entries with an expected revision
@@ -11,6 +12,12 @@
 // calls but not for a plain publish. Lost knows all of these, so that a
 // test on one server and a production cluster of three take the same
 // branch.
+//
+// A publish with a Nats-Msg-Id meets the same kind of race: on a
+// replicated stream a publish that comes while another with the same id
+// is proposed but not yet stored is refused with error 10158 ("duplicate
+// message id is in process"), where one server, or the same publish a
+// moment later, answers with a duplicate ack. DuplicateInProcess knows it.
 package cas
 
 import (
@@ -32,4 +39,19 @@ func Lost(err error) bool {
 	var api *jetstream.APIError
 	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// ErrCodeDuplicateInProcess is JetStream's error code for a publish whose
+// Nats-Msg-Id another publish is storing right now on a replicated stream
+// ("duplicate message id is in process"); nats.go names no constant for it.
+const ErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// DuplicateInProcess reports whether err says a publish was refused
+// because another publish with the same Nats-Msg-Id was being stored at
+// that moment (ErrCodeDuplicateInProcess). Nothing of the refused
+// publish is stored: published again once the other is stored, it is
+// acked as a duplicate. DuplicateInProcess(nil) is false.
+func DuplicateInProcess(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == ErrCodeDuplicateInProcess
 }

@@ -132,3 +132,108 @@ func TestLost(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplicateInProcessOnAReplicatedStream races publishes with one
+// Nats-Msg-Id on a stream replicated over three servers, rounds of them
+// until at least one was refused: exactly one publish per round is
+// stored, every other is acked as a duplicate or refused with an error
+// that DuplicateInProcess knows (10158, while the first is being stored),
+// and a refused one published again once the first is acked is acked as
+// its duplicate.
+func TestDuplicateInProcessOnAReplicatedStream(t *testing.T) {
+	urls := brokertest.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const publishers = 16
+	var jss []jetstream.JetStream
+	for range publishers {
+		nc, err := nats.Connect(strings.Join(urls, ",")) // each on one of the three, at random
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jss = append(jss, js)
+	}
+	if _, err := jss[0].CreateStream(ctx, jetstream.StreamConfig{Name: "DEDUP", Subjects: []string{"dedup"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for round := 0; refused == 0; round++ {
+		if ctx.Err() != nil {
+			t.Fatalf("no publish refused in %d rounds of %d", round, publishers)
+		}
+		id := fmt.Sprintf("m%d", round)
+		var (
+			mu            sync.Mutex
+			stored, dupes int
+			refusals      []error
+			wg            sync.WaitGroup
+		)
+		start := make(chan struct{})
+		for _, js := range jss {
+			wg.Go(func() {
+				m := nats.NewMsg("dedup")
+				m.Header.Set(jetstream.MsgIDHeader, id)
+				<-start
+				ack, err := js.PublishMsg(ctx, m)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					refusals = append(refusals, err)
+				case ack.Duplicate:
+					dupes++
+				default:
+					stored++
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if stored != 1 {
+			t.Fatalf("round %d: %d publishes of one Nats-Msg-Id stored, want 1", round, stored)
+		}
+		for _, err := range refusals {
+			if !cas.DuplicateInProcess(err) {
+				t.Fatalf("round %d: a publish failed, not as a duplicate in process: %v", round, err)
+			}
+		}
+		if len(refusals) > 0 {
+			m := nats.NewMsg("dedup")
+			m.Header.Set(jetstream.MsgIDHeader, id)
+			// The stored one is acked, so stored on its stream's leader:
+			// a refused publish published again is its duplicate.
+			ack, err := jss[0].PublishMsg(ctx, m)
+			if err != nil || !ack.Duplicate {
+				t.Fatalf("round %d: a refused publish published again: %+v, %v; want a duplicate ack", round, ack, err)
+			}
+			t.Logf("round %d: %d stored, %d duplicates, %d refused (%v)", round, stored, dupes, len(refusals), refusals[0])
+		}
+		refused += len(refusals)
+	}
+}
+
+func TestDuplicateInProcess(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"10158", fmt.Errorf("publish: %w", &jetstream.APIError{Code: 409, ErrorCode: cas.ErrCodeDuplicateInProcess, Description: "duplicate message id is in process"}), true},
+		{"a lost compare-and-set", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
+		{"no stream", jetstream.ErrNoStreamResponse, false},
+		{"timeout", context.DeadlineExceeded, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := cas.DuplicateInProcess(tt.err); got != tt.want {
+				t.Errorf("DuplicateInProcess(%v) = %t, want %t", tt.err, got, tt.want)
+			}
+		})
+	}
+}
