@@ -19,6 +19,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/redact"
 )
@@ -137,8 +138,12 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	msg.Header.Set(events.HeaderMsgID, j.jobID)
 	msg.Header.Set(events.HeaderCorrelationID, j.jobID)
 	published := time.Now()
-	ack, err := js.Local().PublishMsg(ctx, msg) // a publish: no API prefix
-	if err != nil {
+	ack, err := publishJob(ctx, env.stderr, js.Local(), msg, j.jobID) // a publish: no API prefix
+	switch {
+	case err == nil:
+	case cas.DuplicateInProcess(err):
+		return fmt.Errorf("publish %s: %w", subject, err)
+	default:
 		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
 	}
 	found, err := awaitResult(ctx, js, subs, w, ack.Duplicate)
@@ -157,6 +162,45 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 		return err
 	}
 	return printResult(env, subs, found)
+}
+
+// publishAgainWaits are the waits before a job is published again after
+// JetStream refused it with error 10158 (cas.DuplicateInProcess), about
+// 0.2 s in all: on a replicated stream another publish with the same
+// job_id (a second run with one --job-id at the same moment) was being
+// stored, which takes a few milliseconds.
+var publishAgainWaits = []time.Duration{10 * time.Millisecond, 40 * time.Millisecond, 150 * time.Millisecond}
+
+// publishJob publishes msg, the job jobID, and returns the stream's ack.
+// A publish refused because another with the same Nats-Msg-Id is being
+// stored right now (10158) stored nothing: it is published again after
+// each of publishAgainWaits until it is acked, as a duplicate once the
+// other is stored (the caller then waits for the result as for any
+// duplicate), saying so once on stderr. When the waits are used up it
+// fails with an error that DuplicateInProcess still knows.
+func publishJob(ctx context.Context, stderr io.Writer, js jetstream.JetStream, msg *nats.Msg, jobID string) (*jetstream.PubAck, error) {
+	var waited time.Duration
+	for i := 0; ; i++ {
+		ack, err := js.PublishMsg(ctx, msg)
+		if !cas.DuplicateInProcess(err) {
+			return ack, err
+		}
+		if i == len(publishAgainWaits) {
+			return nil, fmt.Errorf("job %s was still being stored by another publish of it after %v of publishing again (%w); it is most likely stored and its result on the way: running again with --job-id %s is safe and waits for it",
+				jobID, waited, err, jobID)
+		}
+		if i == 0 {
+			fmt.Fprintf(stderr, "wxhub: job %s is being stored by another publish of it right now; publishing again, to be acked as a duplicate\n", jobID)
+		}
+		t := time.NewTimer(publishAgainWaits[i])
+		select {
+		case <-t.C:
+			waited += publishAgainWaits[i]
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+	}
 }
 
 // awaitResult returns the published job's result: the stored one of a
