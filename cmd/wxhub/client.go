@@ -141,6 +141,9 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	ack, err := publishJob(ctx, env.stderr, js.Local(), msg, j.jobID) // a publish: no API prefix
 	switch {
 	case err == nil:
+	case parent.Err() != nil: // interrupted (Ctrl-C): NATS is not to blame
+		return fmt.Errorf("publish %s: interrupted before JetStream acknowledged it (%w): job %s may or may not be stored, and may still run; running again with --job-id %s is safe",
+			subject, err, j.jobID, j.jobID)
 	case cas.DuplicateInProcess(err):
 		return fmt.Errorf("publish %s: %w", subject, err)
 	default:

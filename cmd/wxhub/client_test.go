@@ -141,3 +141,59 @@ func TestResultWaiterLooksUpTheDoneRecordAfterADrop(t *testing.T) {
 		t.Fatalf("wait = %v, %v after %d lookups; stderr %q", got, err, calls, stderr.String())
 	}
 }
+
+// A client command interrupted (Ctrl-C: its context cancelled) while it
+// waits for the stream's ack of its job says that the job may or may not
+// be stored and that a rerun with the same --job-id is safe, and does not
+// ask whether wxhub runs at the URL; a --timeout that ends the same wait
+// still asks. The server here has JetStream but no streams: a core
+// subscriber on user.lookup that never answers is the stream whose ack
+// has not come.
+func TestClientCommandInterruptedBeforeTheAck(t *testing.T) {
+	url := brokertest.StartConfig(t, "listen: 127.0.0.1:-1\n")
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	arrived := make(chan struct{}, 8)
+	if _, err := nc.Subscribe(events.SubjectUserLookup, func(*nats.Msg) { arrived <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(ctx context.Context, timeout string) (int, string) {
+		var o, e wxhubtest.Buffer
+		env := &cmdEnv{stdout: &o, stderr: &e, getenv: func(k string) string { return map[string]string{"NATS_URL": url}[k] }}
+		code := run(ctx, env, []string{"lookup", "--appid", "wxapp", "--openid", "o1", "--job-id", "j-int", "--timeout", timeout})
+		return code, o.String() + e.String()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	published := make(chan bool, 1)
+	go func() {
+		select {
+		case <-arrived: // the job is published, no ack yet: Ctrl-C
+			published <- true
+		case <-time.After(30 * time.Second):
+			published <- false
+		}
+		cancel()
+	}()
+	code, out := lookup(ctx, "60s")
+	if !<-published {
+		t.Fatalf("the job never reached the server within 30 s:\n%s", out)
+	}
+	if code != exitFailure || !strings.Contains(out, "interrupted before JetStream acknowledged it") ||
+		!strings.Contains(out, "job j-int may or may not be stored") || !strings.Contains(out, "running again with --job-id j-int is safe") ||
+		strings.Contains(out, "is wxhub running") {
+		t.Errorf("interrupted before the ack: exit %d, want 1 saying the job may be stored, without asking whether wxhub runs:\n%s", code, out)
+	}
+
+	code, out = lookup(context.Background(), "200ms")
+	if code != exitFailure || !strings.Contains(out, "context deadline exceeded (is wxhub running at "+url+"?)") {
+		t.Errorf("no ack within --timeout: exit %d, want 1 asking whether wxhub runs at %s:\n%s", code, url, out)
+	}
+}
