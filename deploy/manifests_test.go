@@ -36,7 +36,7 @@ var documentedFlags = []string{
 	"config", "nats-url", "nats-creds", "nats-nkey", "nats-user", "nats-password",
 	"nats-token", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "nats-accounts", "prefix", "replicas",
 	"wechat-base-url", "http-listen", "log-format", "log-level", "app",
-	"holder-id", "lease-ttl", "refresh-margin", "quota-reserve",
+	"holder-id", "lease-ttl", "refresh-margin", "quota-reserve", "quota-daily-limit",
 	"concurrency", "max-deliver", "ack-wait",
 	"gateway-listen", "gateway-tls-cert", "gateway-tls-key", "client",
 	"max-ack-pending", "timeout",

@@ -86,7 +86,8 @@ func holderRole(p *process) (runner.Role, error) {
 	h, err := holder.New(holder.Config{
 		Conn: p.nc, WeChat: p.wc, Apps: apps, ID: id, Prefix: cfg.Prefix,
 		LeaseTTL: cfg.Holder.LeaseTTL, RefreshMargin: cfg.Holder.RefreshMargin, QuotaReserve: reserve,
-		Logger: p.roleLogger("holder"),
+		QuotaDailyLimit: cfg.Holder.QuotaDailyLimit,
+		Logger:          p.roleLogger("holder"),
 	})
 	if err != nil {
 		return runner.Role{}, usageError{err}

@@ -149,15 +149,16 @@ func TestStatusListsAConfiguredAppWithoutToken(t *testing.T) {
 }
 
 // QUOTA LEFT is, for a token mode app, the fetches left of the daily
-// limit the holder reports, with its reserve (here --quota-reserve 150,
-// not the default), and "-" once no holder answers; for a stable_token
+// limit the holder reports, with its reserve (here --quota-daily-limit
+// 5000 and --quota-reserve 150, not the defaults), and "-" once no holder
+// answers; for a stable_token
 // app, the force_refresh calls left of WeChat's 20 (by wx_quota, so with
 // or without a holder).
 func TestStatusQuotaLeftIsTheHoldersLimitAndReserve(t *testing.T) {
 	sim := wechatsim.New()
 	sim.AddApp(statusGoodApp, statusGoodSecret)
 	sim.AddApp(statusStableApp, statusStableSecret)
-	h := startStatusHolder(t, sim, []string{"--quota-reserve", "150",
+	h := startStatusHolder(t, sim, []string{"--quota-reserve", "150", "--quota-daily-limit", "5000",
 		"--app", "appid=" + statusGoodApp + ";appid=" + statusStableApp + ",mode=stable_token"},
 		"WXHUB_SECRET_"+strings.ToUpper(statusGoodApp)+"="+statusGoodSecret,
 		"WXHUB_SECRET_"+strings.ToUpper(statusStableApp)+"="+statusStableSecret)
@@ -204,7 +205,7 @@ func TestStatusQuotaLeftIsTheHoldersLimitAndReserve(t *testing.T) {
 		}
 	}
 	check("holder running", map[string]want{
-		statusGoodApp:   {"1999/2000 (reserve 150)", 2000, 150, 1999, -1, -1},
+		statusGoodApp:   {"4999/5000 (reserve 150)", 5000, 150, 4999, -1, -1},
 		statusStableApp: {"19/20 forced", -1, -1, -1, 1, 19},
 	})
 	h.stop()

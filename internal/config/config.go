@@ -91,6 +91,9 @@ type Holder struct {
 	LeaseTTL      time.Duration `yaml:"lease_ttl"`
 	RefreshMargin time.Duration `yaml:"refresh_margin"`
 	QuotaReserve  int           `yaml:"quota_reserve"`
+	// QuotaDailyLimit is the account's daily /cgi-bin/token limit per
+	// appid: 2000 unless WeChat gave the account more.
+	QuotaDailyLimit int `yaml:"quota_daily_limit"`
 }
 
 // Worker tunes the job workers.
@@ -275,7 +278,7 @@ func Default() Config {
 		WeChatBaseURL:   "https://api.weixin.qq.com",
 		HTTPListen:      "127.0.0.1:8090",
 		Log:             Log{Format: "text", Level: "info"},
-		Holder:          Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200},
+		Holder:          Holder{LeaseTTL: 10 * time.Second, RefreshMargin: 10 * time.Minute, QuotaReserve: 200, QuotaDailyLimit: 2000},
 		Worker:          Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
 		Run:             Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
 		WebLogin:        DefaultWebLogin(),
@@ -298,6 +301,11 @@ func (c *Config) LoadFile(path string) error {
 	}
 	return nil
 }
+
+// maxQuotaDailyLimit bounds holder.quota_daily_limit: far above any
+// limit WeChat grants, low enough that a typo (an extra digit or three)
+// is caught.
+const maxQuotaDailyLimit = 100_000
 
 var appIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -418,8 +426,11 @@ func (c Config) Validate(needSecrets bool) error {
 	if c.Holder.RefreshMargin < time.Minute || c.Holder.RefreshMargin > time.Hour {
 		return fmt.Errorf("holder.refresh_margin: %v, want 1m to 1h", c.Holder.RefreshMargin)
 	}
-	if c.Holder.QuotaReserve < 0 || c.Holder.QuotaReserve >= 2000 {
-		return fmt.Errorf("holder.quota_reserve: %d, want 0 to 1999", c.Holder.QuotaReserve)
+	if c.Holder.QuotaDailyLimit < 1 || c.Holder.QuotaDailyLimit > maxQuotaDailyLimit {
+		return fmt.Errorf("holder.quota_daily_limit: %d, want 1 to %d", c.Holder.QuotaDailyLimit, maxQuotaDailyLimit)
+	}
+	if c.Holder.QuotaReserve < 0 || c.Holder.QuotaReserve >= c.Holder.QuotaDailyLimit {
+		return fmt.Errorf("holder.quota_reserve: %d, want 0 to %d (below holder.quota_daily_limit %d)", c.Holder.QuotaReserve, c.Holder.QuotaDailyLimit-1, c.Holder.QuotaDailyLimit)
 	}
 	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 4096 {
 		return fmt.Errorf("worker.concurrency: %d, want 1 to 4096", c.Worker.Concurrency)

@@ -179,6 +179,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.DurationVar(&c.Holder.LeaseTTL, "lease-ttl", c.Holder.LeaseTTL, "leadership lease TTL per appid")
 		fs.DurationVar(&c.Holder.RefreshMargin, "refresh-margin", c.Holder.RefreshMargin, "refresh this long before a token expires")
 		fs.IntVar(&c.Holder.QuotaReserve, "quota-reserve", c.Holder.QuotaReserve, "daily fetches kept for scheduled refreshes")
+		fs.IntVar(&c.Holder.QuotaDailyLimit, "quota-daily-limit", c.Holder.QuotaDailyLimit, "the account's daily /cgi-bin/token limit per appid (WeChat's 2000 unless raised)")
 	}
 	if roles&FlagsWorker != 0 {
 		fs.IntVar(&c.Worker.Concurrency, "concurrency", c.Worker.Concurrency, "jobs in flight per worker process")
