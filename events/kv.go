@@ -33,6 +33,12 @@ type TokenRecord struct {
 	// LastForcedAt is when the holders last made a forced refresh of this
 	// app (reports, manual): its rate limit survives a failover.
 	LastForcedAt time.Time `json:"last_forced_at,omitzero"`
+	// InvalidatedAt is set (holder clock) when the leader accepted a
+	// token.invalidated report against this token and could not refresh
+	// it at once (WeChat failing, the fetch backoff): the refresh is still
+	// to be made, and the holder that leads next makes it. A newer token
+	// is stored without it, so it never outlives the report's version.
+	InvalidatedAt time.Time `json:"invalidated_at,omitzero"`
 }
 
 // Fresh reports whether the token has more than margin left at now.

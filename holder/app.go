@@ -94,6 +94,10 @@ type forcedNeed struct {
 	// report with a normal call instead (new token only in the current
 	// one's last 5 minutes).
 	normal bool
+	// recorded: the stored record says the refresh is pending
+	// (TokenRecord.InvalidatedAt), so the holder that leads next makes it;
+	// recordTried: writing that was tried (recordPending).
+	recorded, recordTried bool
 }
 
 func newApp(h *Holder, a App, secret string) *app {

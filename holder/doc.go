@@ -131,7 +131,13 @@
 //     token keeps failing); quota down to the reserve: "quota_reserve";
 //     otherwise the first report is "accepted" and the rest "duplicate": one
 //     refresh however many reports arrive. A report accepted while fetching
-//     backs off is carried out when the backoff allows. A stable_token app
+//     backs off is carried out when the backoff allows; the leader then
+//     also writes on the stored record that the refresh is pending
+//     (TokenRecord.InvalidatedAt, one compare-and-swap with the same token
+//     and version), so if it stops or dies first the holder that leads
+//     next makes that refresh, once, however old the report (a newer
+//     token is stored without the mark: never for a stale report). A
+//     stable_token app
 //     out of force_refresh calls answers a report with one normal call
 //     instead ("fallback").
 //   - Refresh (manual), reason "manual": an operator's request (also over

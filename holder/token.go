@@ -93,7 +93,8 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	// What the previous leader knew survives in the record: whether this
 	// token was fetched for a report (conflict detection), when the last
 	// forced refresh was (its rate limit) and whether it was a manual one
-	// (the manual rate limit).
+	// (the manual rate limit), and whether a report against it was
+	// accepted and its refresh is still to be made.
 	if rec, _ := a.record(); rec.Version > 0 {
 		if rec.Reason == events.ReasonInvalidated && rec.Version > a.forcedVer {
 			a.forcedVer = rec.Version
@@ -104,6 +105,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		if rec.Reason == events.ReasonManual && rec.FetchedAt.After(a.lastManualAt) {
 			a.lastManualAt = rec.FetchedAt
 		}
+		a.takePending(ctx, rec)
 	}
 	defer a.setLockouts(nil)
 	// A forced need accepted in an earlier term survives (evaluate drops it
@@ -120,9 +122,11 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	}
 	for !a.h.stopping() {
 		a.handleReports(ctx)
-		if a.evaluate(ctx) && ctx.Err() != nil {
+		tried := a.evaluate(ctx)
+		if tried && ctx.Err() != nil {
 			return
 		}
+		a.recordPending(ctx, tried)
 		now := a.h.cfg.Now()
 		a.followDay(ctx, now)
 		a.setLockouts(a.computeLockouts(now))
@@ -140,6 +144,86 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 			req.reply <- a.manualRefresh(ctx, req)
 		}
 	}
+}
+
+// takePending makes the refresh that rec says is pending
+// (InvalidatedAt): an earlier leader accepted a report against this token
+// and could not refresh it (WeChat failing, the fetch backoff), then
+// stopped or died. However long ago the report came, the token was
+// reported invalid and nothing replaced it: the refresh is made once, in
+// this term, as the earlier leader would have (the report's judgement
+// stands; the reports still to judge against it are duplicates). A
+// report against an older token never gets here: a newer token is
+// stored without the mark.
+func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
+	if rec.InvalidatedAt.IsZero() || a.forced != nil && a.forced.version == rec.Version {
+		return
+	}
+	now := a.h.cfg.Now()
+	need := &forcedNeed{reason: events.ReasonInvalidated, version: rec.Version, recorded: true}
+	// A stable_token app out of force_refresh calls makes a normal call
+	// instead, as handleReports decides.
+	need.normal = a.stable() && (now.Before(a.forceBlockedUntil) || a.reserveReached(ctx, now))
+	a.forced, a.acceptedVer = need, rec.Version
+	a.log.Info("a report against the stored token was accepted by an earlier leader and its refresh is still to be made; refreshing",
+		"version", rec.Version, "invalidated_at", rec.InvalidatedAt)
+}
+
+// recordPending writes a forced refresh that is still pending after an
+// evaluation (accepted for a report, not made: WeChat failing, the
+// backoff, the lease's end near) onto the stored token it is about
+// (InvalidatedAt): the holder that leads next, after a stop or a crash,
+// makes it (takePending). Tried once when the need is new and again
+// after each fetch attempt (tried) until it is stored.
+func (a *app) recordPending(ctx context.Context, tried bool) {
+	f := a.forced
+	if f == nil || f.recorded || f.recordTried && !tried {
+		return
+	}
+	f.recordTried = true
+	f.recorded = a.annotate(ctx, f.version, "the pending refresh", func(r *events.TokenRecord) bool {
+		if !r.InvalidatedAt.IsZero() {
+			return false
+		}
+		r.InvalidatedAt = a.h.cfg.Now()
+		return true
+	})
+}
+
+// annotate stores the cached record again, the same token and version,
+// with change applied: what the holder that leads next must know about
+// this token (InvalidatedAt). change reports false when the
+// record says so already. One compare-and-swap on the cached revision,
+// within the lease; it reports whether the stored record says so now. A
+// failure is logged, never retried here. Token users see a record with
+// the version they hold and nothing to do.
+func (a *app) annotate(ctx context.Context, version uint64, what string, change func(*events.TokenRecord) bool) bool {
+	rec, rev := a.record()
+	if rev == 0 || rec.Version != version {
+		return false // the token moved on: nothing to say about this one
+	}
+	if !change(&rec) {
+		return true
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		a.log.Error("encode token record", "error", err)
+		return false
+	}
+	left := a.leaseLeft()
+	if left <= 0 {
+		return false
+	}
+	actx, cancel := context.WithTimeout(ctx, min(left, a.h.cfg.LeaseTTL/3))
+	newRev, err := a.h.tokens.Update(actx, a.id, data, rev)
+	cancel()
+	if err != nil {
+		a.log.Warn("recording "+what+" on the stored token failed; the holder that leads next may not know it",
+			"version", version, "error", err)
+		return false
+	}
+	a.setRecord(rec, newRev)
+	return true
 }
 
 // notLeading is the answer to a manual request this holder cannot serve:
@@ -198,8 +282,22 @@ func (a *app) evaluate(ctx context.Context) bool {
 		return false
 	}
 	err := a.refresh(ctx, reason, forced)
-	if err == nil || (a.forced != nil && a.forced.normal && errors.Is(err, errUnchanged)) {
-		a.forced = nil // a normal fallback call is tried once
+	if err == nil {
+		a.forced = nil
+	}
+	if a.forced != nil && a.forced.normal && errors.Is(err, errUnchanged) {
+		// A normal fallback call is tried once; it left the token as it
+		// was, so the record no longer says a refresh is pending.
+		if a.forced.recorded {
+			a.annotate(ctx, rec.Version, "the end of the pending refresh", func(r *events.TokenRecord) bool {
+				if r.InvalidatedAt.IsZero() {
+					return false
+				}
+				r.InvalidatedAt = time.Time{}
+				return true
+			})
+		}
+		a.forced = nil
 	}
 	return true
 }
