@@ -39,6 +39,9 @@ type TokenRecord struct {
 	// to be made, and the holder that leads next makes it. A newer token
 	// is stored without it, so it never outlives the report's version.
 	InvalidatedAt time.Time `json:"invalidated_at,omitzero"`
+	// ConflictAt is when token.conflict was announced for this token
+	// (holder clock): a new leader does not announce it again.
+	ConflictAt time.Time `json:"conflict_at,omitzero"`
 }
 
 // Fresh reports whether the token has more than margin left at now.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -163,4 +165,66 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 	if !h2.leader(app.AppID) {
 		t.Error("h2 lost the lead")
 	}
+}
+
+// A conflict the leader announced is not announced again by the holder
+// that leads next: neither for the reports it carried as a standby (sent
+// just before the handover) nor for those that reach it as the leader.
+// The stored record says the conflict was announced; the new leader also
+// shows the conflict lockout and makes no fetch for the reports.
+func TestConflictNotAnnouncedAgainAfterHandover(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	h1, h2 := e.twoHolders(app, nil)
+	e.report(app.AppID, 1, 20)
+	if ev := waitRefreshed(t, e, app.AppID, 2); ev.Reason != events.ReasonInvalidated {
+		t.Fatalf("version 2: reason %q, want invalidated", ev.Reason)
+	}
+	e.clock.Advance(time.Minute)
+	e.report(app.AppID, 2, 20) // version 2 was fetched for a report a minute ago: a conflict
+	waitEvent(t, e.events, events.SubjectTokenConflict, app.AppID, 10*time.Second, func(events.TokenConflict) bool { return true })
+	eventually(t, 10*time.Second, "h1 judges the reports, h2 keeps them", func() bool {
+		d := decisions(app.AppID)
+		return d[decisionConflict] >= 20 && d[decisionStandby] >= 40
+	})
+
+	h1.stop(t) // within 2 x LeaseTTL of the reports: h2 judges those it carries
+	h2.waitLeads(t)
+	eventually(t, 10*time.Second, "h2 judges the carried reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 40 })
+	h2.waitEvals(t, 2)
+	e.report(app.AppID, 2, 20)
+	eventually(t, 10*time.Second, "h2 judges new reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 60 })
+	h2.waitEvals(t, 2)
+
+	if n := conflictsStored(t, e); n != 1 {
+		t.Errorf("token.conflict events in %s = %d, want 1 (h1's)", events.StreamTokenEvents, n)
+	}
+	if n := e.fetches(app.AppID); n != 2 {
+		t.Errorf("WeChat token calls = %d, want 2 (startup, the first report)", n)
+	}
+	found := false
+	for _, l := range h2.h.Status()[0].Lockouts {
+		found = found || l.State == LockoutConflict
+	}
+	if !found {
+		t.Errorf("h2's lockouts %v lack %s", h2.h.Status()[0].Lockouts, LockoutConflict)
+	}
+}
+
+// conflictsStored counts the token.conflict events WX_TOKEN_EVENTS holds:
+// a holder's publish is acknowledged once stored, so this count is exact
+// once the holder's loop has gone past it.
+func conflictsStored(t *testing.T, e *testEnv) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.nats.JS.Stream(ctx, events.StreamTokenEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectTokenConflict))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[events.SubjectTokenConflict]
 }

@@ -162,9 +162,10 @@
 // party fetched. The first such report is answered with one refresh. If the
 // token fetched for it is reported too within ConflictWindow of its fetch,
 // another system is fetching for this appid: the holder publishes
-// token.conflict (once per version and window) and logs an error, and does
-// not refetch for that version until ConflictWindow has passed since its
-// fetch (a bounded fight of at most one forced fetch per window, while the
+// token.conflict (once per version and window, also across a failover:
+// the stored record then says it was announced, TokenRecord.ConflictAt)
+// and logs an error, and does not refetch for that version until
+// ConflictWindow has passed since its fetch (a bounded fight of at most one forced fetch per window, while the
 // operator fixes the other system). The token record carries why it was
 // fetched (Reason) and the last forced refresh (LastForcedAt), so a new
 // leader detects the conflict and keeps the rate limit: a failover buys no

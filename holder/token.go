@@ -93,8 +93,9 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	// What the previous leader knew survives in the record: whether this
 	// token was fetched for a report (conflict detection), when the last
 	// forced refresh was (its rate limit) and whether it was a manual one
-	// (the manual rate limit), and whether a report against it was
-	// accepted and its refresh is still to be made.
+	// (the manual rate limit), whether a conflict was announced for it,
+	// and whether a report against it was accepted and its refresh is
+	// still to be made.
 	if rec, _ := a.record(); rec.Version > 0 {
 		if rec.Reason == events.ReasonInvalidated && rec.Version > a.forcedVer {
 			a.forcedVer = rec.Version
@@ -104,6 +105,9 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 		if rec.Reason == events.ReasonManual && rec.FetchedAt.After(a.lastManualAt) {
 			a.lastManualAt = rec.FetchedAt
+		}
+		if !rec.ConflictAt.IsZero() && (a.conflictVer != rec.Version || rec.ConflictAt.After(a.conflictAt)) {
+			a.conflictVer, a.conflictAt = rec.Version, rec.ConflictAt
 		}
 		a.takePending(ctx, rec)
 	}
@@ -192,7 +196,7 @@ func (a *app) recordPending(ctx context.Context, tried bool) {
 
 // annotate stores the cached record again, the same token and version,
 // with change applied: what the holder that leads next must know about
-// this token (InvalidatedAt). change reports false when the
+// this token (InvalidatedAt, ConflictAt). change reports false when the
 // record says so already. One compare-and-swap on the cached revision,
 // within the lease; it reports whether the stored record says so now. A
 // failure is logged, never retried here. Token users see a record with
@@ -357,7 +361,10 @@ func (a *app) handleReports(ctx context.Context) {
 }
 
 // announceConflict publishes token.conflict and logs an error, once per
-// version and ConflictWindow.
+// version and ConflictWindow, also across a handover: the stored record
+// then says it was announced (ConflictAt, read at the start of a term).
+// It is written after the event, so a leader that dies in between makes
+// its successor announce it again rather than nobody.
 func (a *app) announceConflict(ctx context.Context, rec events.TokenRecord, now time.Time) {
 	if a.conflictVer == rec.Version && now.Sub(a.conflictAt) < a.h.cfg.ConflictWindow {
 		return
@@ -368,6 +375,13 @@ func (a *app) announceConflict(ctx context.Context, rec events.TokenRecord, now 
 	a.log.Error("token conflict: another system fetches tokens for this appid", "version", rec.Version,
 		"fetched_at", rec.FetchedAt, "fingerprint", wechat.Fingerprint(rec.AccessToken))
 	a.publish(ctx, a.h.subj.TokenConflict, "", events.TokenConflict{AppID: a.id, Version: rec.Version, Detail: detail})
+	a.annotate(ctx, rec.Version, "the announced conflict", func(r *events.TokenRecord) bool {
+		if !r.ConflictAt.Before(now) {
+			return false
+		}
+		r.ConflictAt = now
+		return true
+	})
 }
 
 // reserveReached reports whether forced refreshes must stop: the daily
