@@ -63,7 +63,7 @@ var fullyPopulated = map[string]any{
 	events.SubjectTokenConflict: events.TokenConflict{
 		AppID: "wx0123456789abcdef", Version: 9, Detail: "3 reports against a token fetched 2s ago",
 	},
-	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "wx0123456789abcdef", Requester: "wxhub-cli@ops-1", Version: uint64p(7)},
+	events.SubjectTokenRefreshRequest: events.TokenRefreshRequest{AppID: "wx0123456789abcdef", Requester: "wxhub-cli@ops-1", Version: uint64p(7), TimeoutMS: 15000},
 }
 
 // minimal holds, per subject, a value with only the required fields set

@@ -155,12 +155,19 @@ type TokenRefreshRequest struct {
 	// again (a retry, a second try during a failover) never makes a second
 	// refresh. Unset: refresh whatever is stored.
 	Version *uint64 `json:"version,omitempty"`
+	// TimeoutMS is how long the requester waits for the answer, in
+	// milliseconds (0: not said; the holder then answers within 10 s). The
+	// holder answers before it ends: with the outcome, or, when the
+	// refresh has not ended by then, that it is under way
+	// (TokenRefreshReply.UnderWay).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
 // TokenRefreshReply is the leader's answer to a TokenRefreshRequest: the
 // new version, or why no refresh was made (Refused: a lockout state such
 // as conflict, quota_reserve, force_limit, backoff, rate_limited, with
-// when it ends), or an error.
+// when it ends), or that the refresh is still under way (UnderWay), or an
+// error.
 type TokenRefreshReply struct {
 	AppID     string    `json:"appid"`
 	Version   uint64    `json:"version,omitempty"`
@@ -168,7 +175,12 @@ type TokenRefreshReply struct {
 	Holder    string    `json:"holder,omitempty"`
 	Refused   string    `json:"refused,omitempty"` // the lockout state
 	Until     time.Time `json:"until,omitzero"`
-	Error     string    `json:"error,omitempty"` // one line, names the state when refused
+	// UnderWay: the refresh had not ended when the answer was due (the
+	// requester's timeout): it goes on, and its outcome is announced as
+	// usual (token.refreshed with the new version, or token.refresh_failed).
+	// Not a failure; Error says so in one line.
+	UnderWay bool   `json:"under_way,omitempty"`
+	Error    string `json:"error,omitempty"` // one line, names the state when refused
 }
 
 // TokenConflict is published by the holder when reports arrive against a

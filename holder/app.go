@@ -62,6 +62,7 @@ type app struct {
 	nextTry    time.Time // holder clock, for Status
 	lastErr    string
 	lockouts   []Lockout // the token loop's view, for Status
+	refreshing string    // reason of the refresh under way, "" when none
 
 	// Owned by the token loop.
 	bo           *backoff.ExponentialBackOff
@@ -204,6 +205,20 @@ func (a *app) takeReports() map[uint64]int {
 	}
 	clear(a.pending)
 	return p
+}
+
+// refreshUnderWay returns the reason of the refresh under way, "" when
+// none is.
+func (a *app) refreshUnderWay() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refreshing
+}
+
+func (a *app) setRefreshing(reason string) {
+	a.mu.Lock()
+	a.refreshing = reason
+	a.mu.Unlock()
 }
 
 // leaseValid reports whether we hold the lease by our own (real) clock.

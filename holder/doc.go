@@ -153,7 +153,14 @@
 //     leads next can. A request over NATS may name the version it wants
 //     replaced: a newer stored token answers it with no fetch, so asking
 //     again (`wxhub token invalidate` does, during a takeover) never makes
-//     a second refresh.
+//     a second refresh. The answer goes out within the requester's timeout
+//     (the request's timeout_ms, less a tenth; 10 s when it says none): a
+//     refresh that has not ended by then is answered under_way, never as
+//     failed (ErrRefreshUnderWay: it goes on, token.refreshed or
+//     token.refresh_failed tells its outcome; also when another refresh of
+//     the app is under way, which replaces the stored token), or, if the
+//     leader's loop could not even take the request up, "refresh not
+//     started" (ErrBusy: no refresh was made).
 //
 // # Conflicts
 //

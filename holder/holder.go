@@ -38,7 +38,47 @@ var (
 	// ErrLostRace: the token in KV changed between read and write (another
 	// leader wrote); the fetched token was discarded.
 	ErrLostRace = errors.New("holder: token changed in KV during the refresh")
+	// ErrRefreshUnderWay: the answer to a manual refresh was due (its
+	// context ended) before the refresh ended: the leader took it up, or
+	// is making another refresh of the app that replaces the stored token.
+	// It goes on; token.refreshed (or token.refresh_failed) tells its
+	// outcome. Not a failure.
+	ErrRefreshUnderWay = errors.New("holder: the refresh is still under way")
+	// ErrBusy: the answer to a manual refresh was due before the leader's
+	// token loop for the app could take it up, and no refresh is under
+	// way (it is reading NATS): the request made no refresh; ask again.
+	ErrBusy = errors.New("holder: busy; the request made no refresh")
 )
+
+// answerDue is the answer to a manual refresh whose context ended first
+// (ErrRefreshUnderWay, ErrBusy): msg is the one line for the requester.
+type answerDue struct {
+	msg  string
+	errs []error // the sentinel and the context's error
+}
+
+func (e *answerDue) Error() string   { return e.msg }
+func (e *answerDue) Unwrap() []error { return e.errs }
+
+// How long a holder takes at most to answer a request on
+// wxhub.token.refresh: a little less than the requester's timeout
+// (events.TokenRefreshRequest.TimeoutMS), at most manualAnswerMax;
+// manualAnswerDefault when the request does not say.
+const (
+	manualAnswerDefault = 10 * time.Second
+	manualAnswerMax     = 5 * time.Minute
+)
+
+// answerWithin is how long the answer to a request whose requester waits
+// ms milliseconds may take: a tenth less (between 100 ms and 1 s, at most
+// half), so that it arrives in time.
+func answerWithin(ms int64) time.Duration {
+	d := manualAnswerDefault
+	if ms > 0 {
+		d = time.Duration(min(ms, manualAnswerMax.Milliseconds())) * time.Millisecond
+	}
+	return d - min(max(d/10, 100*time.Millisecond), time.Second, d/2)
+}
 
 // Holder keeps the global access_token of each configured app in wx_tokens.
 // Create it with New and start it with Run.
@@ -336,7 +376,10 @@ func (h *Holder) Ready() bool {
 // it to be stored. It works on the leader only (ErrNotLeader otherwise; a
 // *RefusedError not_leading matching it when the holder is stopping: no
 // refresh was made) and counts as a forced refresh: ErrRateLimited,
-// ErrQuotaReserve and ErrBackingOff say why none was made.
+// ErrQuotaReserve and ErrBackingOff say why none was made. If ctx ends
+// first, the error matches ctx's and ErrRefreshUnderWay (the refresh goes
+// on: the leader took the request up, or makes another refresh of the
+// app) or ErrBusy (the request made no refresh).
 func (h *Holder) Refresh(ctx context.Context, appid string) error {
 	return h.refreshUnless(ctx, appid, nil)
 }
@@ -357,11 +400,19 @@ func (h *Holder) refreshUnless(ctx context.Context, appid string, replace *uint6
 	case h.stopping():
 		return a.stoppingRefusal()
 	}
+	asked := time.Now()
+	outcome := fmt.Sprintf("its outcome is announced on token.refreshed (the new version) or token.refresh_failed (see `wxhub token get --appid %s`, `wxhub status`)", appid)
 	req := manualReq{replace: replace, reply: make(chan error, 1)}
 	select {
 	case a.manual <- req:
 	case <-ctx.Done():
-		return ctx.Err()
+		waited := time.Since(asked).Round(100 * time.Millisecond)
+		if reason := a.refreshUnderWay(); reason != "" {
+			return &answerDue{fmt.Sprintf("refresh under way: holder %s is making a %s refresh of this app, not ended after %v; it replaces the stored token, so this request made none of its own; %s",
+				h.cfg.ID, reason, waited, outcome), []error{ErrRefreshUnderWay, ctx.Err()}}
+		}
+		return &answerDue{fmt.Sprintf("refresh not started: holder %s's token loop for this app stayed busy for %v (reading NATS, see `wxhub status`): this request made no refresh; ask again",
+			h.cfg.ID, waited), []error{ErrBusy, ctx.Err()}}
 	case <-h.stopCtx.Done():
 		return a.stoppingRefusal()
 	}
@@ -370,7 +421,8 @@ func (h *Holder) refreshUnless(ctx context.Context, appid string, replace *uint6
 	case err := <-req.reply:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return &answerDue{fmt.Sprintf("refresh under way: holder %s took the request up and its manual refresh had not ended after %v; it goes on: %s",
+			h.cfg.ID, time.Since(asked).Round(100*time.Millisecond), outcome), []error{ErrRefreshUnderWay, ctx.Err()}}
 	}
 }
 
@@ -379,7 +431,9 @@ func (h *Holder) refreshUnless(ctx context.Context, appid string, replace *uint6
 // the requester hears from the leader only, or from nobody when no holder
 // leads. The answer is the new version (or the stored one, newer than the
 // request's version) or a one-line refusal naming the lockout; a leader
-// that stops answers not_leading: no refresh was made, ask the next.
+// that stops answers not_leading: no refresh was made, ask the next. It
+// goes out within the requester's timeout (answerWithin): a refresh not
+// ended by then is answered under_way, never as failed.
 func (h *Holder) onRefreshRequest(m *nats.Msg) {
 	var req events.TokenRefreshRequest
 	if m.Reply == "" || json.Unmarshal(m.Data, &req) != nil {
@@ -396,15 +450,18 @@ func (h *Holder) onRefreshRequest(m *nats.Msg) {
 	}
 	go func() {
 		defer h.replies.done()
-		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		rctx, cancel := context.WithTimeout(context.Background(), answerWithin(req.TimeoutMS))
 		defer cancel()
 		err := h.refreshUnless(rctx, req.AppID, req.Version)
 		reply := events.TokenRefreshReply{AppID: req.AppID, Holder: h.cfg.ID}
 		var re *RefusedError
+		var due *answerDue
 		switch {
 		case err == nil:
 			rec, _ := a.record()
 			reply.Version, reply.ExpiresAt = rec.Version, rec.ExpiresAt
+		case errors.As(err, &due):
+			reply.UnderWay, reply.Error = errors.Is(err, ErrRefreshUnderWay), due.msg
 		case errors.As(err, &re):
 			reply.Refused, reply.Until, reply.Error = re.State, re.Until, err.Error()
 		case errors.Is(err, ErrNotLeader):

@@ -508,6 +508,8 @@ func (a *app) refresh(ctx context.Context, reason string, forced bool) error {
 	if !a.leaseRoom() {
 		return errLeaseShort
 	}
+	a.setRefreshing(reason)
+	defer a.setRefreshing("")
 	now := a.h.cfg.Now()
 	rec, rev := a.record()
 	// A stop gives up a fetch not counted yet; once counted, the call is

@@ -196,3 +196,44 @@ func TestTokenInvalidateWhileTheLeaderStopsIsDoneByTheNextLeader(t *testing.T) {
 		t.Errorf("WeChat token calls = %d, want 3 (startup, h1's failed call, one manual refresh)", n)
 	}
 }
+
+// `wxhub token invalidate` whose refresh outlasts --timeout (WeChat takes
+// 4.5 s to answer, the command waits 3 s) prints, within the timeout,
+// that the refresh is under way and where its outcome shows, and exits 1;
+// not "refresh failed", not "no holder leads". The refresh goes on: the
+// holder stores its token.
+func TestTokenInvalidateOutlastingItsTimeoutSaysUnderWay(t *testing.T) {
+	t.Parallel()
+	e := newHandoverEnv(t, "wxunderway0001")
+	refreshedEvents, err := e.nats.NC.SubscribeSync(events.SubjectTokenRefreshed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startHolder("h1")
+	if _, err := refreshedEvents.NextMsg(15 * time.Second); err != nil {
+		t.Fatalf("no token.refreshed from h1: %v", err) // it leads with version 1
+	}
+	if err := e.sim.AddFault(wechatsim.Fault{Path: wechatsim.PathToken, DelayMS: 4500, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	asked := time.Now()
+	code, out, errOut := cliAt(e.nats.URL)("token", "invalidate", "--appid", e.appid, "--timeout", "3s")
+	if took := time.Since(asked); took > 3500*time.Millisecond {
+		t.Errorf("the command took %v, want its --timeout of 3s", took)
+	}
+	if code != 1 || out != "" || !strings.Contains(errOut, "refresh under way: holder h1") || !strings.Contains(errOut, "token.refreshed") ||
+		strings.Contains(errOut, "refresh failed") || strings.Contains(errOut, "not_leading") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s\nwant exit 1 saying the refresh is under way", code, out, errOut)
+	}
+	m, err := refreshedEvents.NextMsg(15 * time.Second)
+	if err != nil {
+		t.Fatalf("the refresh under way stored no token: %v", err)
+	}
+	var ev events.TokenRefreshed
+	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Version != 2 || ev.Reason != events.ReasonManual || ev.Holder != "h1" {
+		t.Errorf("token.refreshed %s, want version 2, manual, by h1", m.Data)
+	}
+	if n := e.tokenCalls(); n != 2 {
+		t.Errorf("WeChat token calls = %d, want 2 (startup, the manual refresh)", n)
+	}
+}

@@ -161,7 +161,10 @@ func readToken(ctx context.Context, kv jetstream.KeyValue, appid string) (events
 // asking again is safe, and the command does, within --timeout, while the
 // answer is not_leading (the leader stops or lost its lease: no refresh
 // was made) or none comes (nobody leads yet, a takeover is under way): the
-// holder that leads next makes the refresh, once.
+// holder that leads next makes the refresh, once. A refresh that has not
+// ended when --timeout is near is answered "refresh under way" (the
+// request says how long the command waits): printed, exit 1, never as
+// failed.
 func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, kv jetstream.KeyValue, prefix, appid string, timeout time.Duration) error {
 	var replace uint64 // 0: no token stored; any token a holder stores replaces it
 	rec, err := readToken(ctx, kv, appid)
@@ -173,7 +176,7 @@ func requestRefresh(ctx context.Context, env *cmdEnv, nc *nats.Conn, kv jetstrea
 	}
 	subs := events.NewSubjects(prefix)
 	host, _ := os.Hostname()
-	req, _ := json.Marshal(events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host, Version: &replace})
+	req := events.TokenRefreshRequest{AppID: appid, Requester: "wxhub-cli@" + host, Version: &replace}
 	fmt.Fprintf(env.stderr, "asking the holder leading %s for a manual refresh of version %d...\n", appid, replace)
 	reply, refusal, err := askRefresh(ctx, nc, subs, req, func(r events.TokenRefreshReply) {
 		fmt.Fprintf(env.stderr, "%s; asking the holder that leads next...\n", r.Error)
@@ -209,12 +212,14 @@ const (
 	reaskAfterSilence = 2 * time.Second
 )
 
-// askRefresh publishes the refresh request data, and again while the
+// askRefresh publishes the refresh request req, and again while the
 // answers are not_leading (each passed to refused) or none comes, all with
-// one reply subject (replyInbox), until ctx ends. It returns the first
-// other answer; when ctx ends, ctx's error and the last not_leading answer
-// (nil if none came). nats.ErrNoResponders: no holder subscribes at all.
-func askRefresh(ctx context.Context, nc *nats.Conn, subs events.Subjects, data []byte, refused func(events.TokenRefreshReply)) (events.TokenRefreshReply, *events.TokenRefreshReply, error) {
+// one reply subject (replyInbox), until ctx ends. Each copy says how long
+// is left of ctx (timeout_ms): the holder answers before that, with
+// under_way if the refresh has not ended. It returns the first other
+// answer; when ctx ends, ctx's error and the last not_leading answer (nil
+// if none came). nats.ErrNoResponders: no holder subscribes at all.
+func askRefresh(ctx context.Context, nc *nats.Conn, subs events.Subjects, req events.TokenRefreshRequest, refused func(events.TokenRefreshReply)) (events.TokenRefreshReply, *events.TokenRefreshReply, error) {
 	inbox := replyInbox(subs.Prefix)
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
@@ -223,6 +228,10 @@ func askRefresh(ctx context.Context, nc *nats.Conn, subs events.Subjects, data [
 	defer sub.Unsubscribe()
 	var last *events.TokenRefreshReply
 	for {
+		if deadline, ok := ctx.Deadline(); ok {
+			req.TimeoutMS = max(time.Until(deadline).Milliseconds(), 1)
+		}
+		data, _ := json.Marshal(req)
 		if err := nc.PublishRequest(subs.TokenRefreshRequest, inbox, data); err != nil {
 			return events.TokenRefreshReply{}, last, err
 		}
