@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // The demo passwords whose bcrypt hashes are in nats/accounts.inc.
@@ -212,7 +214,7 @@ func startCluster(t *testing.T) []*server.Server {
 	}
 	// No event announces a JetStream meta leader: poll with a deadline.
 	// (Only the leader reports the peers.)
-	waitFor(t, 20*time.Second, "JetStream meta leader with 3 current peers", func() bool {
+	wxhubtest.Eventually(t, 20*time.Second, "JetStream meta leader with 3 current peers", func() bool {
 		leaders := 0
 		for _, s := range servers {
 			if !s.JetStreamIsCurrent() {
@@ -229,17 +231,4 @@ func startCluster(t *testing.T) []*server.Server {
 	})
 	t.Logf("cluster of %d up after %v", len(servers), time.Since(t0))
 	return servers
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // The attacks of this file make the SERVER publish for the attacker.
@@ -555,7 +556,7 @@ func (before injectSnap) diff(after injectSnap) []string {
 // (in the publishing client's path) until its handler returns; only this
 // test's connections use this server, one request at a time.
 func (w *injectWorld) waitAPIIdle() {
-	waitFor(w.t, 20*time.Second, "the JetStream API to be idle", func() bool {
+	wxhubtest.Eventually(w.t, 20*time.Second, "the JetStream API to be idle", func() bool {
 		jsz, err := w.s.Jsz(nil)
 		return err == nil && jsz.API.Inflight == 0
 	})
@@ -1153,7 +1154,7 @@ func (w *injectWorld) watch(b string, plant bool, tg target) shot {
 		}
 		return func() {
 			var last uint64
-			waitFor(w.t, 20*time.Second, "watch "+name+" to deliver", func() bool {
+			wxhubtest.Eventually(w.t, 20*time.Second, "watch "+name+" to deliver", func() bool {
 				info := w.consumerInfo(st, name)
 				if info == nil {
 					return true // gone: it delivers nothing more
@@ -1193,7 +1194,7 @@ func (w *injectWorld) pulls(c grants.Consumer, tgs []target) volley {
 		if _, err := w.atk.nc.Request(subj, body, 10*time.Second); err != nil && w.consumerInfo(c.Stream, c.Durable) != nil {
 			w.t.Fatalf("sentinel pull of %s: %v", c.Durable, err)
 		}
-		waitFor(w.t, 20*time.Second, "no pull of "+c.Durable+" waiting", func() bool {
+		wxhubtest.Eventually(w.t, 20*time.Second, "no pull of "+c.Durable+" waiting", func() bool {
 			info := w.consumerInfo(c.Stream, c.Durable)
 			return info == nil || info.NumWaiting == 0 // gone: the diff tells
 		})

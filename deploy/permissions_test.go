@@ -37,7 +37,7 @@ const (
 // old flaky "no responders" and publish timeouts in this test).
 func waitInterest(t *testing.T, servers []*server.Server, account, subject string, n int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d subscribers to %s in %s on every node", n, subject, account), func() bool {
+	wxhubtest.Eventually(t, 20*time.Second, fmt.Sprintf("%d subscribers to %s in %s on every node", n, subject, account), func() bool {
 		for _, s := range servers {
 			acc, err := s.LookupAccount(account)
 			if err != nil || acc.Interest(subject) < n {
@@ -283,7 +283,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 		t.Fatal(err)
 	}
 	wxhubtest.Background(t, "worker-1", w.Run)
-	waitFor(t, 30*time.Second, "worker ready", w.Ready)
+	wxhubtest.Eventually(t, 30*time.Second, "worker ready", w.Ready)
 
 	// The client publishes a job (with its PubAck) and gets its result.
 	results, err := client.nc.SubscribeSync(events.SubjectUserProfile)
@@ -421,7 +421,7 @@ func rolesAtWork(t *testing.T, ctx context.Context, servers []*server.Server, ad
 	if err := stopHolder1(); err != nil {
 		t.Fatalf("holder-1: %v", err)
 	}
-	waitFor(t, 30*time.Second, "holder-2 leads", func() bool {
+	wxhubtest.Eventually(t, 30*time.Second, "holder-2 leads", func() bool {
 		st := h2.Status()
 		return len(st) == 1 && st[0].Leader
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // A holder 10 minutes ahead and one 10 minutes behind the NATS server's
@@ -40,7 +41,7 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 	ahead := e.start(skewed("ahead", 10*time.Minute), counting(0))
 	behind := e.start(skewed("behind", -10*time.Minute), counting(1))
 	for _, r := range []*running{ahead, behind} {
-		eventually(t, 5*time.Second, r.h.ID()+" measures its clock", func() bool { _, ok := r.h.ClockOffset(); return ok })
+		wxhubtest.Eventually(t, 5*time.Second, r.h.ID()+" measures its clock", func() bool { _, ok := r.h.ClockOffset(); return ok })
 		off, _ := r.h.ClockOffset()
 		if d := off.Abs() - 10*time.Minute; d.Abs() > 5*time.Second {
 			t.Errorf("%s: offset %v, want ±10m", r.h.ID(), off)
@@ -61,7 +62,7 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 		t.Error("no error log line about the clock skew")
 	}
 	from := [2]int64{rounds[0].Load(), rounds[1].Load()}
-	eventually(t, 20*time.Second, "three more lease-loop rounds of each skewed holder", func() bool {
+	wxhubtest.Eventually(t, 20*time.Second, "three more lease-loop rounds of each skewed holder", func() bool {
 		return rounds[0].Load() >= from[0]+3 && rounds[1].Load() >= from[1]+3
 	})
 	if _, err := e.tokens.Get(context.Background(), app.AppID); !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -85,7 +86,7 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 	}
 
 	good.kill(t)
-	eventually(t, 10*time.Second, "not_leading shows on the skewed holders", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "not_leading shows on the skewed holders", func() bool {
 		return lockoutOf(ahead.h.Status()[0], LockoutNotLeading) != nil && lockoutOf(behind.h.Status()[0], LockoutNotLeading) != nil
 	})
 	if ahead.leader(app.AppID) || behind.leader(app.AppID) || e.fetches(app.AppID) != 1 {

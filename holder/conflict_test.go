@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -68,7 +69,7 @@ func TestTokenConflict(t *testing.T) {
 		e.clock.Advance(40 * time.Second)
 		e.report(app.AppID, 2, 20)
 	}
-	eventually(t, 5*time.Second, "80 reports on version 2 judged", func() bool { return decisions(app.AppID)[decisionConflict] == 80 })
+	wxhubtest.Eventually(t, 5*time.Second, "80 reports on version 2 judged", func() bool { return decisions(app.AppID)[decisionConflict] == 80 })
 	r.waitEvals(t, 5)
 	if got := e.fetches(app.AppID); got != calls {
 		t.Errorf("calls after the conflict = %d, want %d (no refetch loop)", got, calls)
@@ -161,7 +162,7 @@ func TestDeposedLeaderWriteFails(t *testing.T) {
 	if rec.Holder != "h2" || rec.Version != 2 || rec.AccessToken != succ.AccessToken {
 		t.Errorf("after the late write: holder %q version %d; want h2's version 2", rec.Holder, rec.Version)
 	}
-	eventually(t, 5*time.Second, "h1 steps down", func() bool { return !h1.leader(app.AppID) })
+	wxhubtest.Eventually(t, 5*time.Second, "h1 steps down", func() bool { return !h1.leader(app.AppID) })
 	if !h2.leader(app.AppID) {
 		t.Error("h2 lost the lead")
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // Three holders, one app: one fetch at start; killing the leader hands the
@@ -23,7 +24,7 @@ func TestFailoverThreeHolders(t *testing.T) {
 		t.Errorf("first refresh reason = %q, want startup", ev.Reason)
 	}
 	// Every holder sees version 1; exactly one leads.
-	eventually(t, 5*time.Second, "all holders see version 1", func() bool {
+	wxhubtest.Eventually(t, 5*time.Second, "all holders see version 1", func() bool {
 		for _, r := range hs {
 			if r.h.Status()[0].Version != 1 {
 				return false
@@ -92,7 +93,7 @@ func TestFailoverThreeHolders(t *testing.T) {
 	for i := range 3 {
 		fresh = append(fresh, e.start(e.config(fmt.Sprintf("r%d", i), app), nil))
 	}
-	eventually(t, 3*ttl, "a new leader", func() bool {
+	wxhubtest.Eventually(t, 3*ttl, "a new leader", func() bool {
 		for _, r := range fresh {
 			if r.leader(app.AppID) {
 				next = r
@@ -126,7 +127,7 @@ func TestTakeoverFetchesDueToken(t *testing.T) {
 	cfg2 := e.config("h2", app)
 	cfg2.LeaseTTL = cfg.LeaseTTL
 	r2 := e.start(cfg2, nil)
-	eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
 
 	e.clock.Advance(2 * time.Hour) // the stored token expired meanwhile
 	stopped := time.Now()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -117,7 +118,7 @@ func (e *testEnv) twoHolders(app App, setup func(*Holder)) (h1, h2 *running) {
 	h1 = e.start(e.config("h1", app), setup)
 	waitRefreshed(e.t, e, app.AppID, 1)
 	h2 = e.start(e.config("h2", app), nil)
-	eventually(e.t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(e.t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
 	return h1, h2
 }
 
@@ -194,7 +195,7 @@ func TestReportsDuringHandover(t *testing.T) {
 					}
 					cur = 2
 				}
-				eventually(t, 5*time.Second, "h2 sees the current version", func() bool { return h2.h.Status()[0].Version == cur })
+				wxhubtest.Eventually(t, 5*time.Second, "h2 sees the current version", func() bool { return h2.h.Status()[0].Version == cur })
 				before := e.fetches(app.AppID)
 
 				if crash {
@@ -204,7 +205,7 @@ func TestReportsDuringHandover(t *testing.T) {
 					waitClosed(t, paused, "h1 to stop")
 				}
 				e.report(app.AppID, 1, 200)
-				eventually(t, 10*time.Second, "h2 receives the 200 reports", func() bool {
+				wxhubtest.Eventually(t, 10*time.Second, "h2 receives the 200 reports", func() bool {
 					return decisions(app.AppID)[decisionStandby] >= 200
 				})
 				if h2.leader(app.AppID) {
@@ -309,7 +310,7 @@ func TestManualRefreshLimitSurvivesFailover(t *testing.T) {
 	if err := h1.h.Refresh(ctx, app.AppID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "h2 sees version 2", func() bool { return h2.h.Status()[0].Version == 2 })
+	wxhubtest.Eventually(t, 5*time.Second, "h2 sees version 2", func() bool { return h2.h.Status()[0].Version == 2 })
 	h1.stop(t)
 	h2.waitLeads(t)
 	err := h2.h.Refresh(ctx, app.AppID)

@@ -173,20 +173,7 @@ func (r *running) leader(appid string) bool {
 func (r *running) waitEvals(t *testing.T, n int64) {
 	t.Helper()
 	target := r.evals.Load() + n
-	eventually(t, 10*time.Second, "leader evaluations", func() bool { return r.evals.Load() >= target })
-}
-
-// eventually polls cond until it holds or the deadline passes. Use it only
-// where no event exists to wait on.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wxhubtest.Eventually(t, 10*time.Second, "leader evaluations", func() bool { return r.evals.Load() >= target })
 }
 
 // record reads the app's token record from wx_tokens.

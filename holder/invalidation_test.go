@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // 500 concurrent reports for the current version cause exactly one fetch;
@@ -28,7 +29,7 @@ func TestInvalidationStorm(t *testing.T) {
 			r2 := e.start(e.config("h2", app), nil)
 			waitRefreshed(t, e, app.AppID, 1)
 			leader := r1
-			eventually(t, 5*time.Second, "a leader", func() bool {
+			wxhubtest.Eventually(t, 5*time.Second, "a leader", func() bool {
 				if r2.leader(app.AppID) {
 					leader = r2
 				}
@@ -46,7 +47,7 @@ func TestInvalidationStorm(t *testing.T) {
 			before := e.fetches(app.AppID)
 
 			e.report(app.AppID, reported, 500)
-			eventually(t, 10*time.Second, "500 reports judged", func() bool { return totalDecisions(app.AppID) == 500 })
+			wxhubtest.Eventually(t, 10*time.Second, "500 reports judged", func() bool { return totalDecisions(app.AppID) == 500 })
 			leader.waitEvals(t, 5)
 
 			if got := e.fetches(app.AppID) - before; got != tt.wantFetches {

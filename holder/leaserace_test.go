@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // replicatedLeases is wx_leases as a replicated (R3) bucket answers a
@@ -45,7 +46,7 @@ func TestStandbyLosingTheLeaseOnAReplicatedBucketIsQuiet(t *testing.T) {
 	h2 := e.start(e.config("h2", app), func(h *Holder) {
 		h.hooks.wrapKV = wrapBucket(events.BucketLeases, &leases.KeyValue, leases)
 	})
-	eventually(t, 10*time.Second, "h2 losing the lease a few times", func() bool { return leases.lost.Load() >= 3 })
+	wxhubtest.Eventually(t, 10*time.Second, "h2 losing the lease a few times", func() bool { return leases.lost.Load() >= 3 })
 	if containsLog(e.logs.String(), "WARN", "lease acquire failed") {
 		t.Fatalf("a standby that lost the lease race logged a failure:\n%s", e.logs.String())
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 func lockoutGauge(appid, state string) float64 {
@@ -55,14 +56,14 @@ func TestStableForcedExhaustedElsewhereKeepsScheduledRefresh(t *testing.T) {
 	if !strings.Contains(ev.ErrMsg, "forced refreshes are exhausted until the China day turns") {
 		t.Errorf("refresh_failed errmsg = %q", ev.ErrMsg)
 	}
-	eventually(t, 5*time.Second, "force_exhausted lockout", func() bool {
+	wxhubtest.Eventually(t, 5*time.Second, "force_exhausted lockout", func() bool {
 		return lockoutOf(r.h.Status()[0], LockoutForceExhausted) != nil && lockoutGauge(app.AppID, LockoutForceExhausted) == 1
 	})
 	if l := lockoutOf(r.h.Status()[0], LockoutForceExhausted); !l.Until.Equal(events.NextChinaMidnight(e.clock.Now())) {
 		t.Errorf("force_exhausted until %v, want the China midnight", l.Until)
 	}
 	// The report falls back to a normal call (the current token: nothing stored).
-	eventually(t, 5*time.Second, "fallback call", func() bool { return e.fetches(app.AppID) >= 3 })
+	wxhubtest.Eventually(t, 5*time.Second, "fallback call", func() bool { return e.fetches(app.AppID) >= 3 })
 	r.waitEvals(t, 3)
 	if rec, _ := e.record(app.AppID); rec.Version != 1 {
 		t.Fatalf("version %d after the fallback call, want 1", rec.Version)
@@ -116,10 +117,10 @@ func TestReportsAcrossFailoverJudgedByTheStoredRecord(t *testing.T) {
 			app := e.newApp(events.ModeToken)
 			h1 := e.start(e.config("h1", app), nil)
 			waitRefreshed(t, e, app.AppID, 1)
-			eventually(t, 5*time.Second, "h1 leads", func() bool { return h1.leader(app.AppID) })
+			wxhubtest.Eventually(t, 5*time.Second, "h1 leads", func() bool { return h1.leader(app.AppID) })
 			h2 := e.start(e.config("h2", app), nil)
 			tc.setup(t, e, app, h1)
-			eventually(t, 5*time.Second, "h2 sees version 2", func() bool { return h2.h.Status()[0].Version == 2 })
+			wxhubtest.Eventually(t, 5*time.Second, "h2 sees version 2", func() bool { return h2.h.Status()[0].Version == 2 })
 			fetches := e.fetches(app.AppID)
 
 			h1.kill(t)
@@ -142,7 +143,7 @@ func TestReportsAcrossFailoverJudgedByTheStoredRecord(t *testing.T) {
 			before := decisions(app.AppID)[tc.decision]
 			judged := totalDecisions(app.AppID)
 			e.report(app.AppID, tc.reported, 100) // in h2's term
-			eventually(t, 10*time.Second, "100 reports judged", func() bool { return totalDecisions(app.AppID) >= judged+100 })
+			wxhubtest.Eventually(t, 10*time.Second, "100 reports judged", func() bool { return totalDecisions(app.AppID) >= judged+100 })
 			h2.waitEvals(t, 5)
 			if got := decisions(app.AppID)[tc.decision] - before; got != 100 {
 				t.Errorf("%s decisions = %d, want 100 (%v)", tc.decision, got, decisions(app.AppID))
@@ -225,7 +226,7 @@ func TestLockoutsVisible(t *testing.T) {
 	}
 	e.clock.Advance(2 * time.Hour) // scheduled refresh: counted, so the reserve shows
 	waitRefreshed(t, e, app.AppID, 2)
-	eventually(t, 5*time.Second, "quota_reserve lockout", func() bool {
+	wxhubtest.Eventually(t, 5*time.Second, "quota_reserve lockout", func() bool {
 		return lockoutOf(r.h.Status()[0], LockoutQuotaReserve) != nil && lockoutGauge(app.AppID, LockoutQuotaReserve) == 1
 	})
 }

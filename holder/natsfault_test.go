@@ -17,6 +17,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -279,7 +280,7 @@ func TestPartitionedLeaderNeverReachesWeChatAfterSuccessor(t *testing.T) {
 	cfg2 := e.config("h2", app)
 	cfg2.LeaseTTL = cfg.LeaseTTL
 	h2 := e.start(cfg2, nil)
-	eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
 	if !h1.leader(app.AppID) {
 		t.Fatal("h1 should lead")
 	}

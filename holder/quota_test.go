@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -34,7 +35,7 @@ func TestQuotaReserveStopsForcedRefreshes(t *testing.T) {
 	}
 
 	e.report(app.AppID, 1, 10)
-	eventually(t, 5*time.Second, "reports judged", func() bool { return totalDecisions(app.AppID) == 10 })
+	wxhubtest.Eventually(t, 5*time.Second, "reports judged", func() bool { return totalDecisions(app.AppID) == 10 })
 	if d := decisions(app.AppID); d[decisionQuotaReserve] != 10 {
 		t.Errorf("decisions = %v, want 10 quota_reserve", d)
 	}
@@ -283,7 +284,7 @@ func TestFetchNotMadeIsNotCounted(t *testing.T) {
 	e.clock.Advance(2 * time.Hour) // v1 expired: a scheduled refresh is due
 	<-gk.blocked                   // its count waits
 	a := r.h.apps[app.AppID]
-	eventually(t, 10*time.Second, "the lease too short for a WeChat call", func() bool { return !a.leaseRoom() })
+	wxhubtest.Eventually(t, 10*time.Second, "the lease too short for a WeChat call", func() bool { return !a.leaseRoom() })
 	close(gk.gate) // the count lands: too late for the call
 	<-gk.done
 	r.waitEvals(t, 1) // that refresh ended
@@ -357,7 +358,7 @@ func TestQuotaViewFollowsTheChinaDay(t *testing.T) {
 
 			// Another holder takes the lease: h1 stops exporting the count.
 			e.takeLease(t, r, app.AppID)
-			eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
+			wxhubtest.Eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
 				_, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID)
 				return !ok
 			})
@@ -391,7 +392,7 @@ func TestQuotaExhaustedSurvivesFailover(t *testing.T) {
 			var r2 *running
 			if tc.standby {
 				r2 = e.start(e.config("h2", app), nil)
-				eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+				wxhubtest.Eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
 			}
 			e.sim.SetTokenDailyLimit(app.AppID, 1)
 			e.clock.Advance(2*time.Hour - 9*time.Minute) // 22:51: the scheduled refresh gets 45009

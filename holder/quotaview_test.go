@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // leases is the wx_leases bucket.
@@ -103,7 +104,7 @@ func TestTermStartsItsQuotaViewOnceWxQuotaIsReadable(t *testing.T) {
 	}
 	failed := e.quotaReadFailures()
 	e.freeLease(t, r, app.AppID)
-	eventually(t, 10*time.Second, "two failed reads of wx_quota in the new term", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "two failed reads of wx_quota in the new term", func() bool {
 		return e.quotaReadFailures() >= failed+2
 	})
 	if v, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID); !ok || v != 0 {
@@ -114,7 +115,7 @@ func TestTermStartsItsQuotaViewOnceWxQuotaIsReadable(t *testing.T) {
 	}
 
 	e.setQuotaReads(t, true)
-	eventually(t, 10*time.Second, "the term's view of the stored count", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "the term's view of the stored count", func() bool {
 		return r.h.Status()[0].FetchesToday == 1700
 	})
 	if v, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID); !ok || v != 1700 {
@@ -179,7 +180,7 @@ func TestQuotaGaugeDroppedOnEveryWayOutOfATerm(t *testing.T) {
 					t.Errorf("a stopped holder exports wxhub_token_quota_used = %v", v)
 				}
 			} else {
-				eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
+				wxhubtest.Eventually(t, 5*time.Second, "h1 drops wxhub_token_quota_used", func() bool {
 					_, ok := gatheredGauge(t, "wxhub_token_quota_used", app.AppID)
 					return !ok
 				})

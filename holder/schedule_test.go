@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
 
 // The scheduled refresh happens before expiry as the simulator's clock
@@ -139,7 +140,7 @@ func TestAdoptedTokenRefreshIsScheduled(t *testing.T) {
 			var r2 *running
 			if tc.standby {
 				r2 = e.start(e.config("h2", app), nil)
-				eventually(t, 10*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
+				wxhubtest.Eventually(t, 10*time.Second, "h2 sees h1 lead", func() bool { return r2.h.Status()[0].LeaderID == "h1" })
 			}
 			r1.stop(t) // graceful: releases the lease
 			if r2 == nil {

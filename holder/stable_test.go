@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -68,7 +69,7 @@ func TestStableTokenMode(t *testing.T) {
 	// Another report 10 s later is rate-limited (30 s for stable_token).
 	e.clock.Advance(10 * time.Second)
 	e.report(app.AppID, 3, 1)
-	eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionRateLimited] == 1 })
+	wxhubtest.Eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionRateLimited] == 1 })
 	// 31 s after the forced refresh, a report is accepted again.
 	e.clock.Advance(21 * time.Second)
 	e.report(app.AppID, 3, 1)
@@ -85,7 +86,7 @@ func TestStableTokenMode(t *testing.T) {
 	}
 	e.clock.Advance(time.Minute)
 	e.report(app.AppID, 4, 1)
-	eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionFallback] == 1 })
+	wxhubtest.Eventually(t, 5*time.Second, "report judged", func() bool { return decisions(app.AppID)[decisionFallback] == 1 })
 	r.waitEvals(t, 5)
 
 	st := e.sim.Stats()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/worker"
 )
 
@@ -39,7 +40,7 @@ func TestRunOnlyBinds(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
-	waitFor(t, 20*time.Second, "worker ready", w.Ready)
+	wxhubtest.Eventually(t, 20*time.Second, "worker ready", w.Ready)
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/holder"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/worker"
 )
 
@@ -25,7 +26,7 @@ func TestExpiredTokenWithoutHolder(t *testing.T) {
 	h.storeExpiredToken(1, time.Hour)
 
 	w := h.launchWorker("w0", func(c *worker.Config) { c.MaxDeliver, c.TokenWait = 2, 300*time.Millisecond })
-	waitFor(t, 10*time.Second, "worker not ready for the expired token", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "worker not ready for the expired token", func() bool {
 		return errors.Is(w.ReadyError(), handlers.ErrNoFreshToken)
 	})
 	if why := w.ReadyError().Error(); !strings.Contains(why, testApp+" version 1 expired at") {
@@ -51,7 +52,7 @@ func TestExpiredTokenWithoutHolder(t *testing.T) {
 	}
 
 	h.startHolder("h1")
-	waitFor(t, 10*time.Second, "worker ready with the holder's token", w.Ready)
+	wxhubtest.Eventually(t, 10*time.Second, "worker ready with the holder's token", w.Ready)
 	h.lookup("job-fresh", 0)
 	res.waitIDs(t, 2, 30*time.Second)
 	if got := res.get("job-fresh"); len(got) != 1 || got[0].Subject != events.SubjectUserProfile {

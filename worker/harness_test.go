@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
@@ -93,7 +94,7 @@ func (rw *runningWorker) stop(t *testing.T) error {
 func (h *harness) startWorker(id string, mod func(*worker.Config)) *runningWorker {
 	h.t.Helper()
 	rw := h.launchWorker(id, mod)
-	waitFor(h.t, 10*time.Second, "worker ready", func() bool {
+	wxhubtest.Eventually(h.t, 10*time.Second, "worker ready", func() bool {
 		select {
 		case <-rw.done:
 			h.t.Fatalf("worker stopped at start: %v", rw.err)
@@ -148,20 +149,6 @@ func (h *harness) launchWorker(id string, mod func(*worker.Config)) *runningWork
 		}
 	})
 	return rw
-}
-
-// waitFor polls cond until it holds; only for state that has no event.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
 }
 
 // publishJob publishes a job; msgID "" publishes without Nats-Msg-Id.

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/internal/metrics"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -175,7 +176,7 @@ func TestOAuthDeliveredTwice(t *testing.T) {
 			job2, _ := json.Marshal(events.OAuthCodeReceived{JobID: "oauth-2", AppID: testApp, Code: code})
 			h.publishJob(events.SubjectOAuthCodeReceived, job2, "", nil)
 			res.waitIDs(t, 2, 20*time.Second)
-			waitFor(t, 20*time.Second, "three deliveries handled", func() bool {
+			wxhubtest.Eventually(t, 20*time.Second, "three deliveries handled", func() bool {
 				st := w.Stats()
 				return st.Succeeded+st.Failed+st.AlreadyDone == 3
 			})
@@ -282,7 +283,7 @@ func TestEachJobCountsUnderOneOutcome(t *testing.T) {
 	h.publishJob(events.SubjectUserLookup, stranger, "count-stranger", nil)
 	res.waitIDs(t, 4, 20*time.Second)
 	// The counter moves just after the result is stored: wait for all 4.
-	waitFor(t, 10*time.Second, "4 jobs counted", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "4 jobs counted", func() bool {
 		n := 0.0
 		for _, o := range outcomes {
 			n += count(o) - before[o]
@@ -327,7 +328,7 @@ func TestJobAtMaxPayloadIsRejectedWithTruncatedDeadLetter(t *testing.T) {
 	}
 	res.waitIDs(t, 1, 20*time.Second)
 	dead.waitIDs(t, 1, 10*time.Second)
-	waitFor(t, 10*time.Second, "the job acked", func() bool { return jobsInStream(t, h) == 0 })
+	wxhubtest.Eventually(t, 10*time.Second, "the job acked", func() bool { return jobsInStream(t, h) == 0 })
 
 	got := res.get("big-1")
 	if len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed {

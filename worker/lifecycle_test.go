@@ -11,6 +11,7 @@ import (
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -101,7 +102,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	for i := range jobs {
 		h.lookup(fmt.Sprintf("job-%d", i), i)
 	}
-	waitFor(t, 10*time.Second, "all jobs in flight on the victim", func() bool { return a.InFlight() == jobs })
+	wxhubtest.Eventually(t, 10*time.Second, "all jobs in flight on the victim", func() bool { return a.InFlight() == jobs })
 	a.KillJobConn()
 	a.nc.Close()
 	b := h.startWorker("survivor", short)
@@ -122,7 +123,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		t.Fatalf("victim published %d results after its death", st.Succeeded)
 	}
 	// The stream may show a result before its publisher got the ack.
-	waitFor(t, 5*time.Second, "survivor's publishes acknowledged", func() bool { return b.Stats().Succeeded == jobs })
+	wxhubtest.Eventually(t, 5*time.Second, "survivor's publishes acknowledged", func() bool { return b.Stats().Succeeded == jobs })
 }
 
 // SIGTERM (context cancelled): the jobs in flight finish, nothing new is
@@ -142,7 +143,7 @@ func gracefulStop(t *testing.T, h *harness) {
 	for i := range jobs {
 		h.lookup(fmt.Sprintf("job-%02d", i), i)
 	}
-	waitFor(t, 10*time.Second, "4 jobs in flight", func() bool { return a.InFlight() == 4 })
+	wxhubtest.Eventually(t, 10*time.Second, "4 jobs in flight", func() bool { return a.InFlight() == 4 })
 	if err := a.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -294,7 +295,7 @@ func TestStopRunsALastDeliveryWaitingForASlot(t *testing.T) {
 	for i := range jobs {
 		h.lookup(fmt.Sprintf("job-%d", i), i)
 	}
-	waitFor(t, 10*time.Second, "2 jobs in work and 1 waiting for a slot", func() bool { return a.InFlight() == 2 && a.Held() == jobs })
+	wxhubtest.Eventually(t, 10*time.Second, "2 jobs in work and 1 waiting for a slot", func() bool { return a.InFlight() == 2 && a.Held() == jobs })
 	if err := a.stop(t); err != nil {
 		t.Fatal(err)
 	}

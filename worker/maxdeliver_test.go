@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -81,7 +82,7 @@ func TestJobExhaustedByDeadWorkers(t *testing.T) {
 			var survivor *runningWorker
 			for k := range tt.kills {
 				v := h.startWorker(fmt.Sprintf("victim%d", k), cfg)
-				waitFor(t, 10*time.Second, "the job in flight on a victim", func() bool { return v.InFlight() == 1 })
+				wxhubtest.Eventually(t, 10*time.Second, "the job in flight on a victim", func() bool { return v.InFlight() == 1 })
 				// A victim that dies on the job's last delivery: the survivor
 				// must run before the server gives up, to hear the advisory;
 				// it starts while the victim's call is held (the fault's
@@ -112,11 +113,11 @@ func TestJobExhaustedByDeadWorkers(t *testing.T) {
 				h.lookup("job-2", 0)
 			}
 
-			waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
+			wxhubtest.Eventually(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, h) == 0 })
 			// Two full sweeps after the job left the stream: anything more
 			// the worker would publish is out by then.
 			base := survivor.Sweeps()
-			waitFor(t, 10*time.Second, "two more sweeps", func() bool { return survivor.Sweeps() >= base+2 })
+			wxhubtest.Eventually(t, 10*time.Second, "two more sweeps", func() bool { return survivor.Sweeps() >= base+2 })
 			wantResults := 1
 			if tt.late {
 				wantResults = 2
@@ -231,7 +232,7 @@ func reaperDiesAt(t *testing.T, stage, never string) *reaperDeath {
 	d.job, _ = json.Marshal(events.UserLookup{JobID: "job-1", AppID: testApp, OpenID: openID(0)})
 	h.publishJob(events.SubjectUserLookup, d.job, "job-1", nil)
 	victim := h.startWorker("victim", d.cfg)
-	waitFor(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
+	wxhubtest.Eventually(t, 10*time.Second, "the job in flight on the victim", func() bool { return victim.InFlight() == 1 })
 
 	// The first reaper's connection dies right after stage.
 	var reaperConn atomic.Pointer[nats.Conn]
@@ -268,9 +269,9 @@ func (d *reaperDeath) sweep(t *testing.T) *runningWorker {
 	t.Helper()
 	second := d.h.startWorker("second-reaper", d.cfg)
 	d.h.lookup("job-2", 0) // moves the ack floor past job-1, so the sweep finds it
-	waitFor(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, d.h) == 0 })
+	wxhubtest.Eventually(t, 20*time.Second, "the job gone from "+events.StreamJobs, func() bool { return jobsInStream(t, d.h) == 0 })
 	base := second.Sweeps()
-	waitFor(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
+	wxhubtest.Eventually(t, 10*time.Second, "two more sweeps", func() bool { return second.Sweeps() >= base+2 })
 	return second
 }
 
@@ -377,6 +378,6 @@ func (h *harness) forgetMsgIDs(stream string) int {
 		return !ack.Duplicate
 	}
 	probe()
-	waitFor(t, 10*time.Second, stream+" forgetting the probe's Nats-Msg-Id", probe)
+	wxhubtest.Eventually(t, 10*time.Second, stream+" forgetting the probe's Nats-Msg-Id", probe)
 	return stored
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
@@ -38,7 +39,7 @@ func TestWaitingJobKeepsItsAckWait(t *testing.T) {
 		h.lookup(fmt.Sprintf("job-%d", i), i)
 	}
 	res.waitIDs(t, jobs, 20*time.Second)
-	waitFor(t, 5*time.Second, "every job acked", func() bool { return w.Stats().Succeeded == jobs && w.InFlight() == 0 })
+	wxhubtest.Eventually(t, 5*time.Second, "every job acked", func() bool { return w.Stats().Succeeded == jobs && w.InFlight() == 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := h.env.JS.Consumer(ctx, events.StreamJobs, worker.ConsumerName(events.SubjectUserLookup))

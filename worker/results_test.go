@@ -16,6 +16,7 @@ import (
 	"github.com/wxhub/wxhub/broker/grants"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
@@ -378,7 +379,7 @@ func TestMaxDeliveriesSkipsDoneJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the given-up job deleted", func() bool {
+	wxhubtest.Eventually(t, 20*time.Second, "the given-up job deleted", func() bool {
 		info, err := stream.Info(ctx)
 		return err == nil && info.State.Msgs == 0
 	})
