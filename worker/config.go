@@ -109,6 +109,10 @@ type Config struct {
 	TokenPoll time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Now is the clock for the expiry of tokens (handlers.TokenExpired:
+	// in jobs and in ReadyError) and the timestamps of the results the
+	// handlers publish (handlers.Config.Now); nil means time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -145,6 +149,9 @@ func (c *Config) setDefaults() {
 	def(&c.SweepInterval, c.AckWait)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	c.Topology.Prefix = c.Prefix
 	c.Topology.AckWait = c.AckWait

@@ -13,6 +13,7 @@ import (
 	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/holder"
 	"github.com/wxhub/wxhub/internal/wxhubtest"
+	"github.com/wxhub/wxhub/wechat/wechatsim"
 	"github.com/wxhub/wxhub/worker"
 )
 
@@ -63,6 +64,45 @@ func TestExpiredTokenWithoutHolder(t *testing.T) {
 	}
 	if _, _, reports := h.holder.counts(); len(reports) != 0 {
 		t.Errorf("token.invalidated sent %v, want none", reports)
+	}
+}
+
+// The worker judges a token's expiry on its configured clock
+// (Config.Now) in ReadyError as in its jobs: a token fresh by the real
+// time but past its expires_at on the worker's clock makes the worker not
+// ready, naming the app, and its job ends token_unavailable without a
+// WeChat call; with the clock back the worker is ready and jobs succeed.
+func TestReadyErrorJudgesExpiryOnTheConfiguredClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	h.holder.rotate() // expires in 2 hours of real time
+	res := h.follow(events.StreamResults)
+	clock := wechatsim.NewManualClock(time.Now())
+	w := h.startWorker("w0", func(c *worker.Config) { c.Now, c.MaxDeliver, c.TokenWait = clock.Now, 1, 300*time.Millisecond })
+
+	clock.Advance(3 * time.Hour)
+	err := w.ReadyError()
+	if !errors.Is(err, handlers.ErrNoFreshToken) || !strings.Contains(err.Error(), testApp+" version 1 expired at") {
+		t.Fatalf("ReadyError 3 hours later on the worker's clock = %v, want %v naming %s version 1", err, handlers.ErrNoFreshToken, testApp)
+	}
+	h.lookup("job-late", 0)
+	res.waitIDs(t, 1, 30*time.Second)
+	if got := res.get("job-late"); len(got) != 1 || got[0].Subject != events.SubjectUserProfileFailed ||
+		failureOf(t, got[0]).Error.Kind != events.KindTokenUnavailable {
+		t.Fatalf("results %s, want one token_unavailable failure", describe(got))
+	}
+	if n := h.sim.Stats().TotalCalls("/cgi-bin/user/info"); n != 0 {
+		t.Fatalf("%d user/info calls with a token expired on the worker's clock, want 0", n)
+	}
+
+	clock.Advance(-3 * time.Hour)
+	if err := w.ReadyError(); err != nil {
+		t.Fatalf("ReadyError with the clock back = %v, want nil", err)
+	}
+	h.lookup("job-back", 0)
+	res.waitIDs(t, 2, 30*time.Second)
+	if got := res.get("job-back"); len(got) != 1 || got[0].Subject != events.SubjectUserProfile {
+		t.Fatalf("results %s, want one profile", describe(got))
 	}
 }
 

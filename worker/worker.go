@@ -98,6 +98,7 @@ func New(cfg Config) (*Worker, error) {
 		Fault:           cfg.Fault,
 		Reporter:        cfg.ID,
 		Logger:          log,
+		Now:             cfg.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -140,7 +141,7 @@ func (w *Worker) ReadyError() error {
 	if !w.ready.Load() {
 		return errors.New("not consuming jobs yet")
 	}
-	return w.expiredTokens(time.Now())
+	return w.expiredTokens(w.cfg.Now())
 }
 
 // expiredTokens names the configured apps whose token is past its
