@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -149,8 +150,8 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 	}
 	msg.Header.Set(events.HeaderCorrelationID, correlationID)
 	msg.Data = b
-	if _, err := j.js.PublishMsg(ctx, msg); err != nil {
-		return Outcome{}, publishError(err)
+	if err := j.publish(ctx, msg); err != nil {
+		return Outcome{}, err
 	}
 	select {
 	case o := <-ch:
@@ -158,6 +159,51 @@ func (j *NATSJobs) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived
 	case <-ctx.Done():
 		return Outcome{}, ctx.Err()
 	}
+}
+
+// A publish that no stream took (no responders: no stream captures the
+// subject, e.g. WX_JOBS absent or without it, or interest not yet known
+// on this server) is tried again noRespondersRetries times,
+// noRespondersWait apart: nats.go's defaults, but counted here.
+const (
+	noRespondersRetries = 2
+	noRespondersWait    = 250 * time.Millisecond
+)
+
+// publish sends msg to JetStream and returns publishError's verdict.
+// nats.go's own retry of a no-responders publish is off (it lets ctx's
+// deadline end the pause between attempts and then reports the
+// deadline, which reads as "may be stored" though no attempt was taken by
+// anybody): this loop retries instead, and when every attempt it sent had
+// no responders, the job surely was not stored (ErrNotPublished wrapping
+// jetstream.ErrNoStreamResponse), however little of ctx was left. It
+// tries again only while at least two pauses of ctx are left, so that an
+// attempt is not cut short by the deadline.
+func (j *NATSJobs) publish(ctx context.Context, msg *nats.Msg) error {
+	for attempt := 0; ; attempt++ {
+		_, err := j.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+		switch {
+		case err == nil:
+			return nil
+		case !noResponders(err) || attempt == noRespondersRetries:
+			return publishError(err)
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < 2*noRespondersWait {
+			return publishError(err)
+		}
+		t := time.NewTimer(noRespondersWait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return publishError(err) // this attempt's no responders: nothing stored
+		}
+	}
+}
+
+// noResponders reports a publish no stream took.
+func noResponders(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // publishError tells a publish that surely did not happen (ErrNotPublished)

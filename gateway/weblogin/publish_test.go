@@ -103,6 +103,34 @@ func TestCallbackTellsAFailedPublish(t *testing.T) {
 	}
 }
 
+// A wait shorter than the retries of a publish no stream takes (here
+// 300 ms: attempts at 0 and 250 ms, the third would come at 500 ms):
+// every attempt sent had no responders, so nothing was stored, and the
+// deadline that ends the pause between attempts does not make it
+// "may have been stored" (a timeout, with a wxhub_job for a job that
+// never ran).
+func TestNoStreamWithinAShortWaitIsNotPublishedNotATimeout(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	jobs, err := weblogin.NewNATSJobs(e.nats.Conn(t), "nostream.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(jobs.Close)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = jobs.RunOAuthJob(ctx, events.OAuthCodeReceived{JobID: "weblogin-nostream-short", AppID: e.demoApp.AppID, Code: "c"}, "")
+	if !errors.Is(err, weblogin.ErrNotPublished) || !errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, weblogin.ErrNotAcknowledged) {
+		t.Fatalf("RunOAuthJob without a stream within 300 ms: %v, want ErrNotPublished (no stream response), not ErrNotAcknowledged", err)
+	}
+
+	code, q, _ := e.callbackWith(t, jobs, 300*time.Millisecond, "biz-8")
+	if code != http.StatusFound || q.Get("error") != weblogin.ErrorUnavailable || q.Has("wxhub_job") {
+		t.Fatalf("callback without a stream within a 300 ms wait: %d %v; want error=temporarily_unavailable and no wxhub_job", code, q)
+	}
+}
+
 // stopNATSFirst is a JobRunner that stops NATS, waits until the jobs'
 // connection has noticed, then runs the job: the publish lands in the
 // connection's reconnect buffer.
