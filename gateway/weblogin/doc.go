@@ -22,7 +22,8 @@
 // is never exchanged). It takes the nonce exactly once (read, then a
 // revision-checked delete: of any number of concurrent or replayed
 // callbacks one proceeds, the others get 400 and publish nothing; a
-// browser reload is a replay), clears the cookie, publishes
+// browser reload is a replay, except after a job surely not published,
+// below), clears the cookie, publishes
 // oauth.code.received with the State's job id as job_id and Nats-Msg-Id
 // and CorrelationID(the business's state), the hex SHA-256 of it, as
 // Wx-Correlation-Id (the result carries it back: a business trusts a
@@ -58,10 +59,19 @@
 //     wxhub_job, state or error (also as ';'-separated parts) are
 //     dropped, and ours are appended after it.
 //   - A job that surely was not published (the connection closed, no
-//     stream answered, the reconnect buffer full, JetStream refused it:
-//     ErrNotPublished) ends the login with error=temporarily_unavailable
-//     and no wxhub_job; the nonce is spent (the code may be too), so the
-//     user starts again.
+//     stream took it at any attempt, the reconnect buffer full, JetStream
+//     refused it: ErrNotPublished) did nothing with the code, which WeChat
+//     keeps for 5 minutes: the state is put back under its nonce
+//     (StateStore.Restore, the same CreatedAt) and the browser gets a 503
+//     page (Retry-After: 5, the login cookie kept, no wxhub_job) asking
+//     it to reload; the reload is the callback again, with the same code
+//     and job id. A link on the page goes to return_to with
+//     error=temporarily_unavailable. Only if the state cannot be put back
+//     does the callback send the browser there itself, cookie cleared.
+//   - NATSJobs retries a publish no stream took (no responders) itself,
+//     2 more times 250 ms apart while the wait leaves room: every attempt
+//     had no responders, so a wait that ends between attempts is still
+//     ErrNotPublished, never "may have been stored".
 //   - A publish not acknowledged within the wait (ErrNotAcknowledged: a
 //     timeout, e.g. during a NATS reconnect, when nats.go keeps the
 //     message in its reconnect buffer and sends it when NATS returns) may

@@ -386,9 +386,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusServiceUnavailable, "web login is unavailable right now; try again")
 		return
 	}
-	http.SetCookie(w, h.loginCookie(a, nonce, "", -1)) // used: cleared
 	code := q.Get("code")
 	if code == "" { // WeChat's answer when the user refused consent
+		http.SetCookie(w, h.loginCookie(a, nonce, "", -1)) // used: cleared
 		h.finish(w, r, st, "", ErrorAccessDenied)
 		return
 	}
@@ -400,9 +400,18 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	// The job id is a reference to the user's profile: logs get a
 	// fingerprint of it only.
 	fp := wechat.Fingerprint(jobID)
+	if errors.Is(err, ErrNotPublished) && h.keepForReload(r, nonce, st, fp, err) {
+		// Nothing was done with the code: the same browser reloads
+		// this URL (its cookie kept) and the login goes on.
+		w.Header().Set("Retry-After", "5")
+		plainErrorWithLink(w, http.StatusServiceUnavailable,
+			"Your login could not be passed on just now, and nothing was done with it. Reload this page in a moment to finish logging in.",
+			h.finishURL(st, "", ErrorUnavailable), "Back to the site")
+		return
+	}
+	http.SetCookie(w, h.loginCookie(a, nonce, "", -1)) // used: cleared
 	switch {
-	case errors.Is(err, ErrNotPublished): // surely not published: no job goes on
-		h.log.Error("weblogin: cannot publish the code job", "appid", st.AppID, "job_fp", fp, "err", err)
+	case errors.Is(err, ErrNotPublished): // surely not published, and the state could not be put back
 		h.finish(w, r, st, "", ErrorUnavailable)
 	case errors.Is(err, ErrNotAcknowledged): // may be buffered or in flight: the job may run
 		h.log.Warn("weblogin: the code job's publish was not acknowledged within the wait; it may still run", "appid", st.AppID, "job_fp", fp, "wait", h.wait, "err", err)
@@ -419,13 +428,44 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// restoreTimeout bounds putting a state back (keepForReload), after the
+// wait: within the gateway's drain margin.
+const restoreTimeout = 2 * time.Second
+
+// keepForReload puts the login's state back after a job that surely was
+// not published (pubErr): the code was not exchanged, so the browser
+// that reloads the callback (with its login cookie, which is kept) can
+// still finish the login, within the state's TTL and WeChat's 5 minutes
+// for the code. It reports whether the state is back; if not, the login
+// ends as before (error=temporarily_unavailable).
+func (h *Handler) keepForReload(r *http.Request, nonce string, st State, fp string, pubErr error) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), restoreTimeout)
+	defer cancel()
+	if err := h.states.Restore(ctx, nonce, st); err != nil {
+		h.log.Error("weblogin: cannot publish the code job, nor keep the login for a reload", "appid", st.AppID, "job_fp", fp, "err", pubErr, "restore_err", err)
+		return false
+	}
+	h.log.Warn("weblogin: cannot publish the code job; the login is kept for a reload of the callback", "appid", st.AppID, "job_fp", fp, "err", pubErr)
+	return true
+}
+
 // finish sends the browser to return_to with wxhub_job, the business's
 // state and error (each only when set).
 func (h *Handler) finish(w http.ResponseWriter, r *http.Request, st State, jobID, errKind string) {
-	u, err := url.Parse(st.ReturnTo)
-	if err != nil { // stored by us after a check: cannot happen
+	u := h.finishURL(st, jobID, errKind)
+	if u == "" { // stored by us after a check: cannot happen
 		plainError(w, http.StatusInternalServerError, "bad stored return_to")
 		return
+	}
+	http.Redirect(w, r, u, http.StatusFound)
+}
+
+// finishURL is return_to with wxhub_job, the business's state and error
+// (each only when set); "" if the stored return_to does not parse.
+func (h *Handler) finishURL(st State, jobID, errKind string) string {
+	u, err := url.Parse(st.ReturnTo)
+	if err != nil {
+		return ""
 	}
 	var add []string
 	for _, kv := range [][2]string{{"wxhub_job", jobID}, {"state", st.State}, {"error", errKind}} {
@@ -435,7 +475,7 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, st State, jobID
 	}
 	u.RawQuery = strings.Join(append(withoutOurParams(u.RawQuery), add...), "&")
 	u.ForceQuery = false
-	http.Redirect(w, r, u.String(), http.StatusFound)
+	return u.String()
 }
 
 // ourParams are the parameters finish sets on return_to.
@@ -479,13 +519,19 @@ func paramName(p string) string {
 
 var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Login: {{.Status}}</title></head>
-<body><h1>{{.Status}}</h1><p id="error">{{.Msg}}</p></body></html>
+<body><h1>{{.Status}}</h1><p id="error">{{.Msg}}</p>{{if .Link}}
+<p><a id="back" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}</body></html>
 `))
 
 func badRequest(w http.ResponseWriter, msg string) { plainError(w, http.StatusBadRequest, msg) }
 
 // plainError writes a small HTML page saying msg.
 func plainError(w http.ResponseWriter, status int, msg string) {
+	plainErrorWithLink(w, status, msg, "", "")
+}
+
+// plainErrorWithLink is plainError with a link (when link is set).
+func plainErrorWithLink(w http.ResponseWriter, status int, msg, link, linkText string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	// The page has no script, style or image and is never framed.
@@ -493,7 +539,7 @@ func plainError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.WriteHeader(status)
 	_ = errorPage.Execute(w, struct {
-		Status string
-		Msg    string
-	}{fmt.Sprintf("%d %s", status, http.StatusText(status)), msg})
+		Status, Msg    string
+		Link, LinkText string
+	}{fmt.Sprintf("%d %s", status, http.StatusText(status)), msg, link, linkText})
 }

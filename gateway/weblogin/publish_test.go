@@ -3,9 +3,13 @@ package weblogin_test
 import (
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,23 +25,58 @@ import (
 // returns the redirect's status and query, and the login's job id.
 func (e *loginEnv) callbackWith(t *testing.T, jobs weblogin.JobRunner, wait time.Duration, biz string) (int, url.Values, string) {
 	t.Helper()
+	w, jobID, _ := e.callbackOn(t, e.states, jobs, wait, biz)
+	return w.Code, query(t, w.Header().Get("Location")), jobID
+}
+
+// callbackOn is callbackWith with the handler's states on kv, returning
+// the whole response and the login's nonce too.
+func (e *loginEnv) callbackOn(t *testing.T, kv jetstream.KeyValue, jobs weblogin.JobRunner, wait time.Duration, biz string) (*httptest.ResponseRecorder, string, string) {
+	t.Helper()
 	h, err := weblogin.New(weblogin.Config{
 		Apps:   []weblogin.App{{AppID: e.demoApp.AppID, CallbackBase: e.front.URL, ReturnTo: []string{e.demoURL}}},
-		States: weblogin.NewStateStore(e.states, 0, nil), Jobs: jobs, Wait: wait, Logger: quiet(),
+		States: weblogin.NewStateStore(kv, 0, nil), Jobs: jobs, Wait: wait, Logger: quiet(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cbURL, b := e.login(t, "snsapi_base", e.demoURL, biz)
 	cu, _ := url.Parse(cbURL)
-	jobID := e.storedState(t, cu.Query().Get("state")).JobID
+	nonce := cu.Query().Get("state")
+	jobID := e.storedState(t, nonce).JobID
 	req := httptest.NewRequest(http.MethodGet, cu.RequestURI(), nil)
 	for _, c := range b.c.Jar.Cookies(cu) {
 		req.AddCookie(c)
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
-	return w.Code, query(t, w.Header().Get("Location")), jobID
+	return w, jobID, nonce
+}
+
+// wantReloadPage checks the answer to a callback whose job surely was not
+// published while its state could be put back: a 503 page (Retry-After,
+// no redirect) asking for a reload, with a link back to return_to
+// (error=temporarily_unavailable, no wxhub_job), the login cookie not
+// cleared, and the state stored again under its nonce with its job id.
+func (e *loginEnv) wantReloadPage(t *testing.T, status int, h http.Header, body, nonce, jobID, biz string) {
+	t.Helper()
+	if status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || h.Get("Location") != "" || !strings.Contains(body, "Reload this page") {
+		t.Fatalf("callback with a job surely not published: %d, Retry-After %q, Location %q; want 503 asking for a reload\n%s", status, h.Get("Retry-After"), h.Get("Location"), body)
+	}
+	m := regexp.MustCompile(`id="back" href="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no link back on the page:\n%s", body)
+	}
+	back := query(t, html.UnescapeString(m[1]))
+	if back.Get("error") != weblogin.ErrorUnavailable || back.Has("wxhub_job") || back.Get("state") != biz {
+		t.Fatalf("the link back: %v; want error=temporarily_unavailable, the state and no wxhub_job", back)
+	}
+	if sc := h.Values("Set-Cookie"); len(sc) != 0 {
+		t.Fatalf("the page sets cookies %q; the login cookie must stay for the reload", sc)
+	}
+	if got := e.storedState(t, nonce).JobID; got != jobID {
+		t.Fatalf("the state put back has job %q, want %q", got, jobID)
+	}
 }
 
 // A publish JetStream does not acknowledge in time (here: a subject a
@@ -80,7 +119,8 @@ func TestCallbackAnswersAnUnacknowledgedPublishAsATimeout(t *testing.T) {
 }
 
 // A publish nobody can take (no stream and no subscriber: no responders)
-// surely did not happen: error=temporarily_unavailable and no wxhub_job.
+// surely did not happen: the code was not exchanged, so the login is kept
+// for a reload (503 page), and no wxhub_job is given.
 func TestCallbackTellsAFailedPublish(t *testing.T) {
 	t.Parallel()
 	e := newLoginEnv(t, envOptions{})
@@ -97,10 +137,8 @@ func TestCallbackTellsAFailedPublish(t *testing.T) {
 		t.Fatalf("RunOAuthJob without a stream: %v, want ErrNotPublished (no stream response)", err)
 	}
 
-	code, q, _ := e.callbackWith(t, jobs, 5*time.Second, "biz-6")
-	if code != http.StatusFound || q.Get("error") != weblogin.ErrorUnavailable || q.Has("wxhub_job") || q.Get("state") != "biz-6" {
-		t.Fatalf("callback with a failed publish: %d %v; want error=temporarily_unavailable, the state and no wxhub_job", code, q)
-	}
+	w, jobID, nonce := e.callbackOn(t, e.states, jobs, 5*time.Second, "biz-6")
+	e.wantReloadPage(t, w.Code, w.Header(), w.Body.String(), nonce, jobID, "biz-6")
 }
 
 // A wait shorter than the retries of a publish no stream takes (here
@@ -125,9 +163,124 @@ func TestNoStreamWithinAShortWaitIsNotPublishedNotATimeout(t *testing.T) {
 		t.Fatalf("RunOAuthJob without a stream within 300 ms: %v, want ErrNotPublished (no stream response), not ErrNotAcknowledged", err)
 	}
 
-	code, q, _ := e.callbackWith(t, jobs, 300*time.Millisecond, "biz-8")
-	if code != http.StatusFound || q.Get("error") != weblogin.ErrorUnavailable || q.Has("wxhub_job") {
-		t.Fatalf("callback without a stream within a 300 ms wait: %d %v; want error=temporarily_unavailable and no wxhub_job", code, q)
+	w, jobID, nonce := e.callbackOn(t, e.states, jobs, 300*time.Millisecond, "biz-8")
+	e.wantReloadPage(t, w.Code, w.Header(), w.Body.String(), nonce, jobID, "biz-8")
+}
+
+// uncapture takes subject out of WX_JOBS' subjects (a stream being
+// reconfigured, or provisioned without it): a publish to it has no
+// responders. The returned func puts it back.
+func (e *loginEnv) uncapture(t *testing.T, subject string) func() {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.nats.JS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	was := slices.Clone(cfg.Subjects)
+	cfg.Subjects = slices.DeleteFunc(cfg.Subjects, func(s string) bool { return s == subject })
+	if len(cfg.Subjects) == len(was) {
+		t.Fatalf("%s does not capture %s: %v", events.StreamJobs, subject, was)
+	}
+	if _, err := e.nats.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cfg.Subjects = was
+		if _, err := e.nats.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The job of a callback that comes while WX_JOBS does not capture
+// oauth.code.received is stored nowhere and its code is not exchanged:
+// the browser gets the reload page, keeps its login cookie, and the state
+// is back. Once the stream captures the subject again, the same browser's
+// reload of the same callback URL finishes the login: the profile, one
+// job, one exchange; a reload after that is the usual used state (400).
+func TestCallbackWhoseJobNoStreamTookIsFinishedByAReload(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	profile := e.profiles(t)
+	cbURL, b := e.login(t, "snsapi_base", e.demoURL, "biz-9")
+	nonce := query(t, cbURL).Get("state")
+	jobID := e.storedState(t, nonce).JobID
+
+	recapture := e.uncapture(t, events.SubjectOAuthCodeReceived)
+	resp, body := b.get(t, cbURL)
+	e.wantReloadPage(t, resp.StatusCode, resp.Header, body, nonce, jobID, "biz-9")
+	if n, x := e.jobsPublished(t), e.exchanges(); n != 0 || x != 0 {
+		t.Fatalf("after the callback no stream took: %d jobs, %d exchanges; want 0 and 0", n, x)
+	}
+
+	recapture()
+	resp, body = b.get(t, cbURL)
+	q := query(t, resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || q.Get("wxhub_job") != jobID || q.Get("state") != "biz-9" || q.Has("error") {
+		t.Fatalf("the reload once the stream takes the job: %d %v; want the login done with wxhub_job %s\n%s", resp.StatusCode, q, jobID, body)
+	}
+	if p := profile(jobID); p.OpenID == "" {
+		t.Fatalf("profile of the reloaded login: %+v", p)
+	}
+	if n, x := e.jobsPublished(t), e.exchanges(); n != 1 || x != 1 {
+		t.Fatalf("after the reload: %d jobs, %d exchanges; want 1 and 1", n, x)
+	}
+	if resp, body := b.get(t, cbURL); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
+		t.Fatalf("a reload after the login is done: %d, want 400\n%s", resp.StatusCode, body)
+	}
+}
+
+// closeFirst is a JobRunner that closes conn (which the handler's states
+// use too), then runs the job on jobs over it: the publish surely does
+// not happen (connection closed), and the state cannot be put back.
+type closeFirst struct {
+	conn *nats.Conn
+	jobs *weblogin.NATSJobs
+}
+
+func (c closeFirst) RunOAuthJob(ctx context.Context, job events.OAuthCodeReceived, correlationID string) (weblogin.Outcome, error) {
+	c.conn.Close()
+	return c.jobs.RunOAuthJob(ctx, job, correlationID)
+}
+
+// A job surely not published whose state cannot be put back either (the
+// connection is closed) ends the login as before: to return_to with
+// error=temporarily_unavailable, no wxhub_job, the login cookie cleared.
+func TestCallbackThatCannotKeepTheLoginSendsTheBrowserBack(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, envOptions{})
+	nc := e.nats.Conn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, events.BucketLoginState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := weblogin.NewNATSJobs(nc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _, nonce := e.callbackOn(t, kv, closeFirst{conn: nc, jobs: jobs}, 2*time.Second, "biz-10")
+	q := query(t, w.Header().Get("Location"))
+	if w.Code != http.StatusFound || q.Get("error") != weblogin.ErrorUnavailable || q.Has("wxhub_job") || q.Get("state") != "biz-10" {
+		t.Fatalf("callback that cannot publish nor keep the login: %d %v; want error=temporarily_unavailable, the state and no wxhub_job", w.Code, q)
+	}
+	resp := http.Response{Header: w.Header()}
+	if c := loginSetCookie(t, &resp); c.MaxAge >= 0 {
+		t.Fatalf("login cookie %+v, want it cleared", c)
+	}
+	if _, err := e.states.Get(ctx, nonce); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the state after a login that could not be kept: %v, want it gone", err)
 	}
 }
 

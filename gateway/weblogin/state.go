@@ -157,6 +157,22 @@ func (s *StateStore) TakeIf(ctx context.Context, nonce string, check func(State)
 	return st, nil
 }
 
+// Restore puts back under nonce a state TakeIf returned, CreatedAt
+// included (the TTL still counts from the login's start): for a callback
+// whose job surely was not published, so that the same browser can
+// reload the callback and its code, never exchanged, is used after all.
+// It fails when the nonce holds a state again.
+func (s *StateStore) Restore(ctx context.Context, nonce string, st State) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("weblogin: encode state: %w", err)
+	}
+	if _, err := s.kv.Create(ctx, nonce, b); err != nil {
+		return fmt.Errorf("weblogin: restore state: %w", err)
+	}
+	return nil
+}
+
 // notFoundRetries are the waits before get asks again for a nonce the
 // bucket said it does not have (about 0.2 s in all).
 //
