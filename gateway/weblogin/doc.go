@@ -12,8 +12,18 @@
 // to open.weixin.qq.com with WeChat's parameter order
 // and the #wechat_redirect fragment (/connect/qrconnect and snsapi_login
 // for website apps). Bad input gets a 400 page saying which. The logins
-// started are limited, all browsers together (AuthorizeRate, default 50
-// a second, burst 100): over it a 429 page, and nothing is stored.
+// started are limited per client (ClientRate, default 5 a second, burst
+// 20; a client is an IPv4 address or an IPv6 /64) and, all browsers
+// together (AuthorizeRate, default 50 a second, burst 100): over either,
+// the same 429 page (Retry-After: 1), and nothing is stored. The client's
+// own limit is asked first, so a client over it spends nothing of
+// everybody's budget. The client is the peer (RemoteAddr); only when the
+// peer is one of TrustedProxies (none by default) is it the rightmost
+// X-Forwarded-For address that is not a trusted proxy. The table of
+// per-client limiters is bounded (MaxClients, default 10,000): a limiter
+// idle until its burst is full again is dropped, and a full table drops
+// the one used least recently (see clientLimits for why not "global
+// limit only" when full).
 //
 // Callback accepts the nonce only from the browser that started the login:
 // without that login's cookie, or with another secret in it, it answers

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +62,10 @@ type envOptions struct {
 	wait           time.Duration
 	authorizeRate  float64
 	authorizeBurst int
+	clientRate     float64
+	clientBurst    int
+	maxClients     int
+	trustedProxies []netip.Prefix
 	logs           *wxhubtest.Buffer // the front's log, at Debug; nil: discarded
 	wechatTimeout  time.Duration     // the worker's bound on one WeChat call; 0: the client's default
 }
@@ -150,6 +155,10 @@ func newLoginEnv(t *testing.T, o envOptions) *loginEnv {
 		Wait:           o.wait,
 		AuthorizeRate:  o.authorizeRate,
 		AuthorizeBurst: o.authorizeBurst,
+		ClientRate:     o.clientRate,
+		ClientBurst:    o.clientBurst,
+		MaxClients:     o.maxClients,
+		TrustedProxies: o.trustedProxies,
 		Logger:         log,
 	})
 	if err != nil {

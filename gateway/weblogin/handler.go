@@ -12,8 +12,10 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -93,6 +95,21 @@ type Config struct {
 	// stores nothing.
 	AuthorizeRate  float64
 	AuthorizeBurst int
+	// ClientRate and ClientBurst limit the logins started per second by
+	// one client (an IPv4 address, an IPv6 /64), checked before
+	// AuthorizeRate, whose budget a refused client does not spend; 0
+	// means DefaultClientRate and DefaultClientBurst. Over it the same
+	// 429. MaxClients bounds the clients remembered (0:
+	// DefaultMaxClients): a client idle until its burst is full again is
+	// forgotten, and a full table forgets the one used least recently.
+	ClientRate  float64
+	ClientBurst int
+	MaxClients  int
+	// TrustedProxies are the peers whose X-Forwarded-For names the
+	// client (see clientAddr); none by default: the client is the peer
+	// (RemoteAddr), and X-Forwarded-For is ignored. Behind a proxy that
+	// is not listed, every browser is that proxy's one client.
+	TrustedProxies []netip.Prefix
 	Logger         *slog.Logger
 }
 
@@ -109,6 +126,15 @@ func (c *Config) setDefaults() {
 	if c.AuthorizeBurst == 0 {
 		c.AuthorizeBurst = DefaultAuthorizeBurst
 	}
+	if c.ClientRate == 0 {
+		c.ClientRate = DefaultClientRate
+	}
+	if c.ClientBurst == 0 {
+		c.ClientBurst = DefaultClientBurst
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -124,6 +150,14 @@ func (c Config) Validate() error {
 	}
 	if c.AuthorizeRate < 0 || c.AuthorizeBurst < 0 {
 		return errors.New("weblogin: AuthorizeRate and AuthorizeBurst must not be negative")
+	}
+	if c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxClients < 0 {
+		return errors.New("weblogin: ClientRate, ClientBurst and MaxClients must not be negative")
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("weblogin: trusted proxy %v is not a valid prefix", p)
+		}
 	}
 	return nil
 }
@@ -144,6 +178,9 @@ type Handler struct {
 	jobs          JobRunner
 	wait          time.Duration
 	starts        *rate.Limiter // logins started (AuthorizeRate)
+	clients       *clientLimits // logins started per client (ClientRate)
+	trusted       []netip.Prefix
+	warnedXFF     atomic.Bool // an ignored X-Forwarded-For was logged
 	log           *slog.Logger
 	mux           *http.ServeMux
 }
@@ -157,7 +194,11 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		apps: make(map[string]*app), authorizeBase: strings.TrimSuffix(cfg.AuthorizeBase, "/"),
 		states: cfg.States, jobs: cfg.Jobs, wait: cfg.Wait, log: cfg.Logger,
-		starts: rate.NewLimiter(rate.Limit(cfg.AuthorizeRate), cfg.AuthorizeBurst),
+		starts:  rate.NewLimiter(rate.Limit(cfg.AuthorizeRate), cfg.AuthorizeBurst),
+		clients: newClientLimits(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients),
+	}
+	for _, p := range cfg.TrustedProxies {
+		h.trusted = append(h.trusted, trustedPrefix(p))
 	}
 	for _, a := range cfg.Apps {
 		if err := h.addApp(a); err != nil {
@@ -238,12 +279,18 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, fmt.Sprintf("state is longer than %d bytes", maxBusinessState))
 		return
 	}
+	// Checked last, so that bad links still say what is wrong; what is
+	// limited is what costs: a stored state. The client's own budget
+	// first: a client over it spends nothing of everybody's.
+	client := h.client(r)
+	if !h.clients.allow(client, time.Now()) {
+		h.log.Debug("weblogin: over the rate of logins started by one client", "appid", appid, "client", client)
+		tooManyLogins(w)
+		return
+	}
 	if !h.starts.Allow() {
-		// Checked last, so that bad links still say what is wrong; what
-		// is limited is what costs: a stored state.
 		h.log.Debug("weblogin: over the rate of logins started", "appid", appid)
-		w.Header().Set("Retry-After", "1")
-		plainError(w, http.StatusTooManyRequests, "too many logins are being started right now; try again in a moment")
+		tooManyLogins(w)
 		return
 	}
 	secret, jobID := newBrowserSecret(), newJobID()
@@ -255,6 +302,24 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, h.loginCookie(a, nonce, secret, int(h.states.TTL().Seconds())))
 	http.Redirect(w, r, h.authorizeURL(a, scope, nonce), http.StatusFound)
+}
+
+// tooManyLogins is the answer over either limit of logins started.
+func tooManyLogins(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	plainError(w, http.StatusTooManyRequests, "too many logins are being started right now; try again in a moment")
+}
+
+// client is the budget r's login counts against (clientAddr, clientKey).
+// An X-Forwarded-For from a peer that is not a trusted proxy is ignored,
+// and said once in the log: behind a proxy not listed in TrustedProxies
+// every browser shares the proxy's budget.
+func (h *Handler) client(r *http.Request) netip.Prefix {
+	a, ignored := clientAddr(r, h.trusted)
+	if ignored && h.warnedXFF.CompareAndSwap(false, true) {
+		h.log.Warn("weblogin: X-Forwarded-For from a peer that is not a trusted proxy is ignored: every browser behind it counts as one client against the per-client limit of logins started (set the web login's trusted proxies)", "peer", a)
+	}
+	return clientKey(a)
 }
 
 // authorizeURL builds WeChat's URL with its parameters in WeChat's order
