@@ -185,17 +185,17 @@ func TestConflictNotAnnouncedAgainAfterHandover(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	e.report(app.AppID, 2, 20) // version 2 was fetched for a report a minute ago: a conflict
 	waitEvent(t, e.events, events.SubjectTokenConflict, app.AppID, 10*time.Second, func(events.TokenConflict) bool { return true })
-	eventually(t, 10*time.Second, "h1 judges the reports, h2 keeps them", func() bool {
+	wxhubtest.Eventually(t, 10*time.Second, "h1 judges the reports, h2 keeps them", func() bool {
 		d := decisions(app.AppID)
 		return d[decisionConflict] >= 20 && d[decisionStandby] >= 40
 	})
 
 	h1.stop(t) // within 2 x LeaseTTL of the reports: h2 judges those it carries
 	h2.waitLeads(t)
-	eventually(t, 10*time.Second, "h2 judges the carried reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 40 })
+	wxhubtest.Eventually(t, 10*time.Second, "h2 judges the carried reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 40 })
 	h2.waitEvals(t, 2)
 	e.report(app.AppID, 2, 20)
-	eventually(t, 10*time.Second, "h2 judges new reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 60 })
+	wxhubtest.Eventually(t, 10*time.Second, "h2 judges new reports", func() bool { return decisions(app.AppID)[decisionConflict] >= 60 })
 	h2.waitEvals(t, 2)
 
 	if n := conflictsStored(t, e); n != 1 {

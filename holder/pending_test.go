@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
 )
 
@@ -40,7 +41,7 @@ func TestHeldBackForcedRefreshSurvivesHandover(t *testing.T) {
 			handover := func(from *running, next string) *running {
 				t.Helper()
 				to := e.start(e.config(next, app), nil)
-				eventually(t, 5*time.Second, next+" sees "+from.h.ID()+" lead", func() bool {
+				wxhubtest.Eventually(t, 5*time.Second, next+" sees "+from.h.ID()+" lead", func() bool {
 					return to.h.Status()[0].LeaderID == from.h.ID()
 				})
 				if how == "dies" {
@@ -54,7 +55,7 @@ func TestHeldBackForcedRefreshSurvivesHandover(t *testing.T) {
 			last := handover(h1, "h2")
 			if how == "stops twice" {
 				calls := e.fetches(app.AppID) // h1's calls are over: it stopped
-				eventually(t, 10*time.Second, "h2 trying the refresh while WeChat fails", func() bool {
+				wxhubtest.Eventually(t, 10*time.Second, "h2 trying the refresh while WeChat fails", func() bool {
 					return e.fetches(app.AppID) > calls
 				})
 				last = handover(last, "h3")
@@ -96,7 +97,7 @@ func TestCarriedOutForcedRefreshIsNotHandedOver(t *testing.T) {
 		t.Fatalf("version 2: reason %q, want invalidated", ev.Reason)
 	}
 	h2 := e.start(e.config("h2", app), nil)
-	eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
 	h1.stop(t)
 	h2.waitLeads(t)
 	h2.waitEvals(t, 5)
@@ -124,13 +125,13 @@ func TestFallbackEndsThePendingRefresh(t *testing.T) {
 	e.report(app.AppID, 1, 10)
 	waitEvent(t, e.events, events.SubjectTokenRefreshFailed, app.AppID, 10*time.Second,
 		func(ev events.TokenRefreshFailed) bool { return ev.ErrCode == 45009 })
-	eventually(t, 10*time.Second, "the normal fallback call", func() bool { return e.fetches(app.AppID) == 3 })
+	wxhubtest.Eventually(t, 10*time.Second, "the normal fallback call", func() bool { return e.fetches(app.AppID) == 3 })
 	h1.waitEvals(t, 2)
 	if rec, _ := e.record(app.AppID); rec.Version != 1 || !rec.InvalidatedAt.IsZero() {
 		t.Fatalf("stored: version %d, invalidated_at %v; want version 1, no refresh pending", rec.Version, rec.InvalidatedAt)
 	}
 	h2 := e.start(e.config("h2", app), nil)
-	eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
+	wxhubtest.Eventually(t, 5*time.Second, "h2 sees h1 lead", func() bool { return h2.h.Status()[0].LeaderID == "h1" })
 	h1.stop(t)
 	h2.waitLeads(t)
 	h2.waitEvals(t, 5)
