@@ -49,7 +49,10 @@
 // the outcome. The owner's redelivery finishes from what is stored (or
 // exchanges again if its earlier delivery died before WeChat answered);
 // another job with the same code waits for the owner's outcome and
-// republishes a copy, never exchanging. An exchange answering -1 is not
+// republishes a copy, never exchanging, unless it is another login: when
+// both jobs name an OAuth state and they differ, the other job fails at
+// once with 40163 (code been used), so a used code replayed in someone
+// else's login never yields the owner's profile. An exchange answering -1 is not
 // retried: WeChat counts the code as used, so the job fails (kind wechat,
 // errcode -1) saying the code was spent. The user's access_token and refresh_token are never published or
 // logged; they are stored only for apps with the vault on, encrypted (see

@@ -67,7 +67,7 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 		rec, rev, err := h.cfg.OAuth.Get(ctx, key)
 		switch {
 		case errors.Is(err, ErrOAuthNotFound):
-			claim := OAuthRecord{State: OAuthClaimed, ClaimedBy: h.cfg.Reporter, ClaimedAt: h.cfg.Now().UTC(), JobID: j.jobID}
+			claim := OAuthRecord{State: OAuthClaimed, ClaimedBy: h.cfg.Reporter, ClaimedAt: h.cfg.Now().UTC(), JobID: j.jobID, JobState: oc.State}
 			rev, err := h.cfg.OAuth.Create(ctx, key, claim)
 			if errors.Is(err, ErrOAuthExists) {
 				continue
@@ -80,6 +80,12 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 			return h.settle(ctx, j, &storeError{err: err})
 		}
 		switch {
+		case rec.JobID != j.jobID && otherLogin(rec.JobState, oc.State):
+			// The code is another login's (its state differs): a used
+			// code replayed in a new login must not log in as that user.
+			h.log.Warn("OAuth code belongs to another login (its state differs): refused", append(j.logAttrs(), "exchanged_by_job", rec.JobID)...)
+			return h.publishFailure(j, h.failure(j, events.FailureError{Kind: events.KindWeChat, ErrCode: codeUsedErrCode,
+				ErrMsg: fmt.Sprintf("code been used: the code belongs to job %s, another login (a different state); the user must authorize again", rec.JobID)}))
 		case rec.State == OAuthDone:
 			return h.republish(ctx, j, rec)
 		case rec.JobID == j.jobID && j.d.Delivered > 1:
@@ -225,6 +231,15 @@ func (h *Handlers) finishOAuth(j *job, key string, rec OAuthRecord, rev uint64, 
 	}
 	return h.publishProfileBytes(j, b)
 }
+
+// codeUsedErrCode is WeChat's errcode for a code used already (40163).
+const codeUsedErrCode = 40163
+
+// otherLogin reports whether a job with OAuth state job is another login
+// than the code's owner, whose state was owner: both name a state and
+// they differ. A job without a state (a business system's retry under a
+// new job_id) may get the owner's outcome.
+func otherLogin(owner, job string) bool { return owner != "" && job != "" && owner != job }
 
 // republish publishes a stored outcome for this job: the same bytes for
 // the same job_id (JetStream then drops it as a duplicate if the first

@@ -26,6 +26,10 @@ type OAuthRecord struct {
 	ClaimedBy string    `json:"claimed_by,omitempty"`
 	ClaimedAt time.Time `json:"claimed_at"`
 	JobID     string    `json:"job_id,omitempty"` // the job that exchanged the code
+	// JobState is the owner job's OAuth state parameter (its "state"
+	// field; for web login the login's nonce): another job that names a
+	// different state is another login, which never gets this outcome.
+	JobState string `json:"job_state,omitempty"`
 	// After the exchange: the identity WeChat returned.
 	OpenID         string `json:"openid,omitempty"`
 	Scope          string `json:"scope,omitempty"`

@@ -355,3 +355,59 @@ func TestJobAtMaxPayloadIsRejectedWithTruncatedDeadLetter(t *testing.T) {
 		t.Fatalf("stats %+v: want one delivery, rejected", s)
 	}
 }
+
+// A used code replayed in another login (a job with a different state:
+// for web login, another browser's nonce) never gets the owner's
+// outcome: it fails with 40163 like WeChat would answer, and WeChat sees
+// one exchange. A job with the owner's state, or with none, still gets
+// the stored outcome under its own job_id.
+func TestOAuthCodeOfAnotherLoginIsRefused(t *testing.T) {
+	h := newHarness(t, 1)
+	res := h.follow(events.StreamResults)
+	code, err := h.sim.IssueCode(testApp, openID(0), wechatsim.ScopeBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.startWorker("w", nil)
+	publish := func(id, state string) {
+		job, _ := json.Marshal(events.OAuthCodeReceived{JobID: id, AppID: testApp, Code: code, State: state})
+		h.publishJob(events.SubjectOAuthCodeReceived, job, id, nil)
+	}
+	publish("victim-login", "nonceVictim")
+	res.waitIDs(t, 1, 20*time.Second)
+	publish("attacker-login", "nonceAttacker")
+	publish("victim-retry", "nonceVictim")
+	publish("business-retry", "")
+	res.waitIDs(t, 4, 20*time.Second)
+
+	tests := []struct {
+		id, subject string
+	}{
+		{"victim-login", events.SubjectUserProfile},
+		{"attacker-login", events.SubjectUserProfileFailed},
+		{"victim-retry", events.SubjectUserProfile},
+		{"business-retry", events.SubjectUserProfile},
+	}
+	for _, tt := range tests {
+		got := res.get(tt.id)
+		if len(got) != 1 || got[0].Subject != tt.subject {
+			t.Fatalf("%s: %+v, want one %s", tt.id, got, tt.subject)
+		}
+		if tt.subject == events.SubjectUserProfileFailed {
+			f := failureOf(t, got[0])
+			if f.Error.Kind != events.KindWeChat || f.Error.ErrCode != 40163 || f.Error.Retryable {
+				t.Fatalf("%s: failure %+v, want a permanent 40163", tt.id, f.Error)
+			}
+			if strings.Contains(string(got[0].Data), openID(0)) {
+				t.Fatalf("%s: the owner's openid in the failure: %s", tt.id, got[0].Data)
+			}
+			continue
+		}
+		if p := profileOf(t, got[0]); p.JobID != tt.id || p.OpenID != openID(0) {
+			t.Fatalf("%s: profile %+v", tt.id, p)
+		}
+	}
+	if n := h.sim.Stats().CallCount(wechatsim.PathOAuthToken, testApp); n != 1 {
+		t.Fatalf("%d code exchanges, want 1", n)
+	}
+}
