@@ -88,6 +88,7 @@ func (wl *webLogin) install() error {
 	h, err := weblogin.New(weblogin.Config{
 		Apps: apps, AuthorizeBase: c.AuthorizeBase, Wait: c.Wait,
 		AuthorizeRate: c.AuthorizeRate, AuthorizeBurst: c.AuthorizeBurst,
+		ClientRate: c.ClientRate, ClientBurst: c.ClientBurst, MaxClients: c.MaxClients, TrustedProxies: c.TrustedProxyPrefixes(),
 		States: wl.states, Jobs: wl.jobs, Logger: wl.p.roleLogger("weblogin"),
 	})
 	if err != nil {

@@ -92,7 +92,9 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 
 // TestGatewayServesWebLogin: `wxhub gateway --web-login ...` against a
 // running NATS serves /oauth/authorize on its front, redirecting to the
-// configured authorize host with WeChat's parameters.
+// configured authorize host with WeChat's parameters, and limits the
+// logins each browser starts by --oauth-client-* behind the
+// --oauth-trusted-proxies.
 func TestGatewayServesWebLogin(t *testing.T) {
 	t.Parallel()
 	run := wxhubtest.StartRun(t) // NATS (provisioned) and the simulator
@@ -107,6 +109,7 @@ func TestGatewayServesWebLogin(t *testing.T) {
 	cmd := exec.Command(wxhubtest.Binary(t), "gateway", "--nats-url", run.NATSURL, "--http-listen", "",
 		"--gateway-listen", addr, "--app", "appid="+run.AppID, "--oauth-authorize-base", simURL,
 		"--client", "name=shop,appids="+run.AppID,
+		"--oauth-client-rate", "0.001", "--oauth-client-burst", "2", "--oauth-trusted-proxies", "127.0.0.1",
 		"--web-login", "appid="+run.AppID+",callback_base="+base+",return_to="+base+"/shop/")
 	cmd.Env = append(os.Environ(), "WXHUB_CLIENT_KEY_SHOP=shop-key-0123456789abcdef")
 	var out wxhubtest.Buffer // both output streams
@@ -143,6 +146,27 @@ func TestGatewayServesWebLogin(t *testing.T) {
 			t.Fatalf("wxhub gateway exited: %v\n%s", err, out.String())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+	// The per-client limit as configured: 127.0.0.1 is a trusted proxy,
+	// so X-Forwarded-For names the browser, and each has a burst of 2.
+	startAs := func(client string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, authorize, nil)
+		req.Header.Set("X-Forwarded-For", client)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i, want := range []int{http.StatusFound, http.StatusFound, http.StatusTooManyRequests} {
+		if got := startAs("198.51.100.1"); got != want {
+			t.Fatalf("login %d of a browser behind the trusted proxy: %d, want %d", i+1, got, want)
+		}
+	}
+	if got := startAs("198.51.100.2"); got != http.StatusFound {
+		t.Fatalf("another browser behind the trusted proxy: %d, want %d", got, http.StatusFound)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

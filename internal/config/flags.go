@@ -87,6 +87,7 @@ type listFlag[T any] struct {
 	name  string
 	items *[]T
 	parse func(string) (T, error)
+	sep   string // between items in one value; "" means ";"
 	set   bool
 	err   error
 }
@@ -97,7 +98,11 @@ func (f *listFlag[T]) Set(v string) error {
 		*f.items = nil
 		f.set = true
 	}
-	for _, one := range strings.Split(v, ";") {
+	sep := f.sep
+	if sep == "" {
+		sep = ";"
+	}
+	for _, one := range strings.Split(v, sep) {
 		if strings.TrimSpace(one) == "" {
 			continue
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -20,8 +21,18 @@ type WebLogin struct {
 	// AuthorizeRate and AuthorizeBurst limit the logins started per
 	// second (/oauth/authorize calls that store a state), all browsers
 	// together.
-	AuthorizeRate  float64       `yaml:"authorize_rate"`
-	AuthorizeBurst int           `yaml:"authorize_burst"`
+	AuthorizeRate  float64 `yaml:"authorize_rate"`
+	AuthorizeBurst int     `yaml:"authorize_burst"`
+	// ClientRate and ClientBurst limit the logins started per second by
+	// one client (an IPv4 address, an IPv6 /64); MaxClients bounds the
+	// clients remembered for it.
+	ClientRate  float64 `yaml:"client_rate"`
+	ClientBurst int     `yaml:"client_burst"`
+	MaxClients  int     `yaml:"max_clients"`
+	// TrustedProxies are the proxies (addresses or CIDR prefixes) in
+	// front of the gateway whose X-Forwarded-For names the browser; none
+	// by default (the client is the peer's address).
+	TrustedProxies []string      `yaml:"trusted_proxies"`
 	Apps           []WebLoginApp `yaml:"apps"`
 }
 
@@ -45,7 +56,36 @@ const MaxWebLoginWait = time.Minute
 
 // DefaultWebLogin are the web-login defaults.
 func DefaultWebLogin() WebLogin {
-	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second, AuthorizeRate: 50, AuthorizeBurst: 100}
+	return WebLogin{AuthorizeBase: "https://open.weixin.qq.com", Wait: 5 * time.Second, AuthorizeRate: 50, AuthorizeBurst: 100,
+		ClientRate: 5, ClientBurst: 20, MaxClients: 10000}
+}
+
+// MaxWebLoginClients is the largest web_login.max_clients accepted.
+const MaxWebLoginClients = 1_000_000
+
+// TrustedProxyPrefixes returns web_login.trusted_proxies as prefixes (an
+// address is its own /32 or /128); call Validate first: entries that do
+// not parse are left out.
+func (w WebLogin) TrustedProxyPrefixes() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range w.TrustedProxies {
+		if p, err := parseProxy(s); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// parseProxy reads a trusted proxy: a CIDR prefix or one address.
+func parseProxy(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q, want an IP address or a CIDR prefix", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // ParseWebLoginApp parses the --web-login flag form
@@ -89,6 +129,13 @@ func (w *WebLogin) addFlags(fs *flag.FlagSet, apps flag.Value) {
 	fs.DurationVar(&w.Wait, "oauth-wait", w.Wait, "how long the OAuth callback waits for the code job's result")
 	fs.Float64Var(&w.AuthorizeRate, "oauth-authorize-rate", w.AuthorizeRate, "logins started per second (/oauth/authorize), all browsers together")
 	fs.IntVar(&w.AuthorizeBurst, "oauth-authorize-burst", w.AuthorizeBurst, "burst of logins started above --oauth-authorize-rate")
+	fs.Float64Var(&w.ClientRate, "oauth-client-rate", w.ClientRate, "logins started per second by one client (an IPv4 address, an IPv6 /64)")
+	fs.IntVar(&w.ClientBurst, "oauth-client-burst", w.ClientBurst, "burst of logins started by one client above --oauth-client-rate")
+	fs.IntVar(&w.MaxClients, "oauth-max-clients", w.MaxClients, "clients remembered for --oauth-client-rate (the least recently used is forgotten beyond)")
+	// Checked by Validate, which names the entry.
+	proxies := &listFlag[string]{name: "oauth-trusted-proxies", items: &w.TrustedProxies, sep: ",",
+		parse: func(s string) (string, error) { return strings.TrimSpace(s), nil }}
+	fs.Var(proxies, "oauth-trusted-proxies", "proxies in front of the gateway whose X-Forwarded-For names the browser: `addresses or CIDRs`, comma-separated (default none)")
 	fs.Var(apps, "web-login", "web login for an app: `appid=ID,callback_base=URL,return_to=URL|URL[,website=true]` (repeatable; ';' separates several)")
 }
 
@@ -102,6 +149,17 @@ func (w WebLogin) Validate() error {
 	}
 	if w.AuthorizeRate <= 0 || w.AuthorizeBurst < 1 {
 		return fmt.Errorf("web_login.authorize_rate: %v, burst %d: want a rate above 0 and a burst of at least 1", w.AuthorizeRate, w.AuthorizeBurst)
+	}
+	if w.ClientRate <= 0 || w.ClientBurst < 1 {
+		return fmt.Errorf("web_login.client_rate: %v, burst %d: want a rate above 0 and a burst of at least 1", w.ClientRate, w.ClientBurst)
+	}
+	if w.MaxClients < 1 || w.MaxClients > MaxWebLoginClients {
+		return fmt.Errorf("web_login.max_clients: %d, want 1 to %d", w.MaxClients, MaxWebLoginClients)
+	}
+	for i, s := range w.TrustedProxies {
+		if _, err := parseProxy(s); err != nil {
+			return fmt.Errorf("web_login.trusted_proxies[%d]: %w", i, err)
+		}
 	}
 	seen := map[string]bool{}
 	for i, a := range w.Apps {
