@@ -167,7 +167,7 @@ func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
 	need := &forcedNeed{reason: events.ReasonInvalidated, version: rec.Version, recorded: true}
 	// A stable_token app out of force_refresh calls makes a normal call
 	// instead, as handleReports decides.
-	need.normal = a.stable() && (now.Before(a.forceBlockedUntil) || a.reserveReached(ctx, now))
+	need.normal = a.forceCallsOut(ctx, now)
 	a.forced, a.acceptedVer = need, rec.Version
 	a.log.Info("a report against the stored token was accepted by an earlier leader and its refresh is still to be made; refreshing",
 		"version", rec.Version, "invalidated_at", rec.InvalidatedAt)
@@ -338,7 +338,7 @@ func (a *app) handleReports(ctx context.Context) {
 		case !a.lastForcedAt.IsZero() && now.Sub(a.lastForcedAt) < a.minForceInterval():
 			count(decisionRateLimited, n)
 			a.log.Info("report rate-limited", "version", v, "last_forced_at", a.lastForcedAt, "reports", n)
-		case a.stable() && (now.Before(a.forceBlockedUntil) || a.reserveReached(ctx, now)):
+		case a.forceCallsOut(ctx, now):
 			count(decisionFallback, 1)
 			if n > 1 {
 				count(decisionDuplicate, n-1)
@@ -382,6 +382,13 @@ func (a *app) announceConflict(ctx context.Context, rec events.TokenRecord, now 
 		r.ConflictAt = now
 		return true
 	})
+}
+
+// forceCallsOut reports whether a stable_token app answers a report with
+// a normal call, its force_refresh calls being out today (WeChat answered
+// 45009 to one, or this holder's count reached the limit).
+func (a *app) forceCallsOut(ctx context.Context, now time.Time) bool {
+	return a.stable() && (now.Before(a.forceBlockedUntil) || a.reserveReached(ctx, now))
 }
 
 // reserveReached reports whether forced refreshes must stop: the daily
