@@ -195,14 +195,10 @@ func publishJob(ctx context.Context, stderr io.Writer, js jetstream.JetStream, m
 		if i == 0 {
 			fmt.Fprintf(stderr, "wxhub: job %s is being stored by another publish of it right now; publishing again, to be acked as a duplicate\n", jobID)
 		}
-		t := time.NewTimer(publishAgainWaits[i])
-		select {
-		case <-t.C:
-			waited += publishAgainWaits[i]
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+		if err := pause(ctx, publishAgainWaits[i], err); err != nil {
+			return nil, err
 		}
+		waited += publishAgainWaits[i]
 	}
 }
 

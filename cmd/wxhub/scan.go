@@ -39,12 +39,22 @@ func scanNext(ctx context.Context, cons jetstream.Consumer, n int) ([]jetstream.
 		case len(msgs) > 0 || !errors.Is(err, nats.ErrNoResponders) || i == len(scanAgainWaits):
 			return msgs, err
 		}
-		t := time.NewTimer(scanAgainWaits[i])
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+		if err := pause(ctx, scanAgainWaits[i], err); err != nil {
+			return nil, err
 		}
+	}
+}
+
+// pause waits d before a command asks again after last, a refusal that
+// asking again may end; when ctx ends first it returns ctx's error
+// wrapping last too.
+func pause(ctx context.Context, d time.Duration, last error) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%w)", ctx.Err(), last)
 	}
 }
