@@ -84,7 +84,7 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 			// The code is another login's (its state differs): a used
 			// code replayed in a new login must not log in as that user.
 			h.log.Warn("OAuth code belongs to another login (its state differs): refused", append(j.logAttrs(), "exchanged_by_job", rec.JobID)...)
-			return h.publishFailure(j, h.failure(j, events.FailureError{Kind: events.KindWeChat, ErrCode: codeUsedErrCode,
+			return h.publishFailure(j, h.failure(j, events.FailureError{Kind: events.KindWeChat, ErrCode: wechat.CodeCodeBeenUsed,
 				ErrMsg: fmt.Sprintf("code been used: the code belongs to job %s, another login (a different state); the user must authorize again", rec.JobID)}))
 		case rec.State == OAuthDone:
 			return h.republish(ctx, j, rec)
@@ -231,9 +231,6 @@ func (h *Handlers) finishOAuth(j *job, key string, rec OAuthRecord, rev uint64, 
 	}
 	return h.publishProfileBytes(j, b)
 }
-
-// codeUsedErrCode is WeChat's errcode for a code used already (40163).
-const codeUsedErrCode = 40163
 
 // otherLogin reports whether a job with OAuth state job is another login
 // than the code's owner, whose state was owner: both name a state and
