@@ -111,7 +111,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for the expiry of tokens (handlers.TokenExpired:
 	// in jobs and in ReadyError) and the timestamps of the results the
-	// handlers publish (handlers.Config.Now); nil means time.Now.
+	// handlers publish (handlers.Config.Now) and of those the reaper
+	// publishes for jobs out of deliveries; nil means time.Now.
 	Now func() time.Time
 }
 

@@ -253,7 +253,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 		AppID:      appID,
 		Error:      events.FailureError{Kind: events.KindTimeout, ErrMsg: reason, Retryable: true},
 		Attempts:   attempts,
-		FailedAt:   time.Now().UTC(),
+		FailedAt:   w.cfg.Now().UTC(),
 	})
 	if err != nil {
 		return fmt.Errorf("encode failure: %w", err)
@@ -279,7 +279,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	if err != nil {
 		return fmt.Errorf("publish failure (the dead letter is stored): %w", err)
 	}
-	rec := events.DoneRecord{JobID: jobID, JobSubject: raw.Subject, ResultSeq: ack.Sequence, DoneAt: time.Now().UTC(), By: w.cfg.ID}
+	rec := events.DoneRecord{JobID: jobID, JobSubject: raw.Subject, ResultSeq: ack.Sequence, DoneAt: w.cfg.Now().UTC(), By: w.cfg.ID}
 	if !ack.Duplicate {
 		rec.ResultSubject = w.subjects.UserProfileFailed
 	}
