@@ -24,7 +24,7 @@
 // The leader renews it every LeaseTTL/3 with a publish to the key's subject
 // that expects the lease's last revision and carries the TTL again:
 // kv.Update can neither check-and-set with a TTL nor keep one (nats.go
-// v1.55.0), and a lease without a TTL would never lapse. A renewal runs on
+// v1.56.0), and a lease without a TTL would never lapse. A renewal runs on
 // its own goroutine with a deadline at the lease's end, so a slow NATS
 // never delays the leader's own checks. A failed renewal (revision moved)
 // or a lease older than 0.9 x LeaseTTL by the holder's own clock ends its

@@ -21,8 +21,10 @@
 // # Concurrency without the prefetch trap
 //
 // Concurrency is per process: one budget of Concurrency slots shared by
-// every job subject. The worker's own Watermill subscriber runs one
-// nats.go Consume per job subject with batched pulls (PullMaxMessages
+// every job subject. The subscriber is the worker's own (consumer.go),
+// not watermill-nats' JetStream one, which ignores its consumer
+// configuration and hands each subscription one message at a time (so
+// that module is not a dependency). It runs one nats.go Consume per job subject with batched pulls (PullMaxMessages
 // Concurrency/2; nats.go pulls again when half of that is left). Its
 // callback takes a slot before it hands the job to the router (through a
 // channel buffered for Concurrency messages, so the hand-off itself never
