@@ -178,9 +178,7 @@ func (h *Handlers) exchange(ctx context.Context, j *job, oc events.OAuthCodeRece
 
 	stored := h.storeInVault(j, app, tok)
 	p := h.identityProfile(j, tok.OpenID, tok.Scope, tok.UnionID, tok.IsSnapshotUser)
-	// snsapi_login (website apps, /connect/qrconnect) entitles
-	// /sns/userinfo as snsapi_userinfo does.
-	if hasScope(tok.Scope, "snsapi_userinfo") || hasScope(tok.Scope, "snsapi_login") {
+	if profileScope(tok.Scope) {
 		var ui wechat.SNSUserInfo
 		err := h.retryTransient(ctx, func(ctx context.Context) error {
 			var err error

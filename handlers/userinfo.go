@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
@@ -16,7 +17,10 @@ import (
 // Vault rules (apps with App.Vault on):
 //
 //   - After a successful code exchange the user's tokens are stored in the
-//     vault (encrypted; see package handlers/vault), whatever the scope.
+//     vault (encrypted; see package handlers/vault), whatever the scope,
+//     except that a snsapi_base grant never replaces a stored
+//     snsapi_userinfo (or snsapi_login) one whose refresh_token is alive:
+//     a silent base login must not cost the user their profile grant.
 //   - oauth.userinfo {job_id, appid, openid, lang} fetches /sns/userinfo
 //     with the stored access_token, refreshing it first (once, however
 //     many jobs ask at the same time) when it has expired, and once more
@@ -25,7 +29,8 @@ import (
 //     when there is no record, the refresh_token has expired, WeChat
 //     refuses the refresh (40030, 42002, 42007: the record is deleted,
 //     with a revision check, so a new login stored meanwhile is kept),
-//     or the grant was snsapi_base (48001).
+//     or the grant was snsapi_base (48001; found before any refresh, so
+//     a base grant is never refreshed only to be refused).
 //   - When /sns/userinfo fails transiently right after an exchange, the
 //     oauth.code.received job is retried later with the stored token
 //     instead of ending with the identity-only profile (which it still
@@ -135,6 +140,11 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 			return tok, err
 		},
 	}
+	// The scope first: a snsapi_base grant is never refreshed only to be
+	// refused.
+	if rec, err := h.cfg.Vault.Get(ctx, app.AppID, openid); err == nil && !profileScope(rec.Tokens.Scope) {
+		return wechat.SNSUserInfo{}, rec, scopeError(rec.Tokens.Scope)
+	}
 	for attempt := 0; ; attempt++ {
 		rec, refreshed, err := h.cfg.Vault.Fresh(ctx, req)
 		if err != nil {
@@ -143,8 +153,8 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 		if refreshed {
 			h.log.Info("user token refreshed", "appid", app.AppID, "openid", openid, "tokens", rec.Tokens)
 		}
-		if !hasScope(rec.Tokens.Scope, "snsapi_userinfo") && !hasScope(rec.Tokens.Scope, "snsapi_login") {
-			return wechat.SNSUserInfo{}, rec, &reauthorizeError{reason: "the user granted " + rec.Tokens.Scope + " only; a login with snsapi_userinfo is needed"}
+		if !profileScope(rec.Tokens.Scope) {
+			return wechat.SNSUserInfo{}, rec, scopeError(rec.Tokens.Scope)
 		}
 		var ui wechat.SNSUserInfo
 		err = h.retryTransient(ctx, func(ctx context.Context) error {
@@ -168,6 +178,10 @@ func (h *Handlers) vaultUserInfo(ctx context.Context, app App, openid, lang stri
 		}
 		return ui, rec, err
 	}
+}
+
+func scopeError(scope string) error {
+	return &reauthorizeError{reason: "the user granted " + scope + " only; a login with snsapi_userinfo is needed"}
 }
 
 // vaultError maps a vault failure to the job's error, deleting a record
@@ -210,11 +224,52 @@ func (h *Handlers) storeInVault(j *job, app App, tok wechat.OAuthToken) bool {
 		return false
 	}
 	t := vault.FromExchange(tok, h.cfg.Vault.Now(), app.refreshTTL(), nil)
-	if _, err := h.cfg.Vault.Store(j.finish, app.AppID, tok.OpenID, t); err != nil {
-		h.log.Warn("cannot store the user's tokens in the vault", append(j.logAttrs(), "err", err)...)
-		return false
+	if profileScope(tok.Scope) {
+		if _, err := h.cfg.Vault.Store(j.finish, app.AppID, tok.OpenID, t); err != nil {
+			h.log.Warn("cannot store the user's tokens in the vault", append(j.logAttrs(), "err", err)...)
+			return false
+		}
+		return true
 	}
-	return true
+	// A narrower grant (snsapi_base: a silent login) never replaces a
+	// user's live snsapi_userinfo one, which oauth.userinfo needs; the
+	// revision check keeps a grant another login stores meanwhile.
+	for range 3 {
+		cur, err := h.cfg.Vault.Get(j.finish, app.AppID, tok.OpenID)
+		var rev uint64
+		switch {
+		case err == nil && profileScope(cur.Tokens.Scope) && cur.Tokens.RefreshValid(h.cfg.Vault.Now()):
+			h.log.Info("kept the user's stored "+cur.Tokens.Scope+" grant: a "+tok.Scope+" login does not replace it", j.logAttrs()...)
+			return false
+		case err == nil:
+			rev = cur.Revision
+		case !errors.Is(err, vault.ErrNotFound):
+			// Unreadable (a retired key?) or the store failed: replace it.
+			h.log.Warn("cannot read the user's vault record before storing a new login; replacing it", append(j.logAttrs(), "err", err)...)
+			if _, err := h.cfg.Vault.Store(j.finish, app.AppID, tok.OpenID, t); err != nil {
+				h.log.Warn("cannot store the user's tokens in the vault", append(j.logAttrs(), "err", err)...)
+				return false
+			}
+			return true
+		}
+		_, err = h.cfg.Vault.StoreIf(j.finish, app.AppID, tok.OpenID, t, rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // another login stored meanwhile: look again
+		}
+		if err != nil {
+			h.log.Warn("cannot store the user's tokens in the vault", append(j.logAttrs(), "err", err)...)
+			return false
+		}
+		return true
+	}
+	h.log.Warn("cannot store the user's tokens in the vault: the record kept changing", j.logAttrs()...)
+	return false
+}
+
+// profileScope reports whether a grant's scope entitles /sns/userinfo:
+// snsapi_userinfo, or snsapi_login (website apps, /connect/qrconnect).
+func profileScope(scope string) bool {
+	return hasScope(scope, "snsapi_userinfo") || hasScope(scope, "snsapi_login")
 }
 
 // pendingUserInfo finishes an exchanged code whose /sns/userinfo failed:

@@ -418,3 +418,53 @@ func TestVaultUserInfoFailures(t *testing.T) {
 		}
 	}
 }
+
+// A silent snsapi_base login of a user who granted snsapi_userinfo keeps
+// that grant in the vault, so oauth.userinfo still works; a user with a
+// base grant only is told to authorize again without a refresh being
+// spent on the grant first.
+func TestVaultBaseLoginKeepsTheUserInfoGrant(t *testing.T) {
+	vh := newVaultHarness(t)
+	if err := vh.sim.AddSNSUser(testApp, wechatsim.Follower{OpenID: "oErin", Nickname: "Erin"}); err != nil {
+		t.Fatal(err)
+	}
+	vh.login("login-erin", "oErin")
+	code, err := vh.sim.IssueCode(testApp, "oErin", wechatsim.ScopeBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(events.OAuthCodeReceived{JobID: "login-erin-base", AppID: testApp, Code: code})
+	vh.publishJob(events.SubjectOAuthCodeReceived, b, "login-erin-base", nil)
+	if p := vh.profile("login-erin-base"); p.Source != events.SourceSNSOAuth2 || p.Scope != wechatsim.ScopeBase {
+		t.Fatalf("snsapi_base login: %+v", p)
+	}
+	rec, err := vh.vault.Get(context.Background(), testApp, "oErin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Tokens.Scope != wechatsim.ScopeUserInfo {
+		t.Fatalf("vault record scope %q after the base login, want the userinfo grant kept", rec.Tokens.Scope)
+	}
+	vh.userinfo("erin-userinfo", "oErin")
+	if p := vh.profile("erin-userinfo"); p.Source != events.SourceSNSUserInfo || p.Nickname != "Erin" {
+		t.Fatalf("oauth.userinfo after the base login: %+v", p)
+	}
+
+	// A base grant only, expired by now: reauthorize, and no refresh.
+	code, err = vh.sim.IssueCode(testApp, "oFrank", wechatsim.ScopeBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(events.OAuthCodeReceived{JobID: "login-frank", AppID: testApp, Code: code})
+	vh.publishJob(events.SubjectOAuthCodeReceived, b, "login-frank", nil)
+	vh.profile("login-frank")
+	vh.clock.Advance(3 * time.Hour)
+	vh.sim.ResetStats()
+	vh.userinfo("frank-userinfo", "oFrank")
+	if f := vh.failure("frank-userinfo"); f.Error.Kind != events.KindReauthorize || f.Error.Retryable {
+		t.Fatalf("base grant: %+v", f.Error)
+	}
+	if n := vh.sim.Stats().CallCount(wechat.PathOAuthRefresh, testApp); n != 0 {
+		t.Fatalf("%d refresh_token calls for a base grant, want 0", n)
+	}
+}
