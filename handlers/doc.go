@@ -52,7 +52,9 @@
 // republishes a copy, never exchanging, unless it is another login: when
 // both jobs name an OAuth state and they differ, the other job fails at
 // once with 40163 (code been used), so a used code replayed in someone
-// else's login never yields the owner's profile. An exchange answering -1 is not
+// else's login never yields the owner's profile; and a copy is given only
+// within CodeCopyWindow (10 minutes, a code's longest life) of the claim,
+// later any job but the owner fails so too. An exchange answering -1 is not
 // retried: WeChat counts the code as used, so the job fails (kind wechat,
 // errcode -1) saying the code was spent. The user's access_token and refresh_token are never published or
 // logged; they are stored only for apps with the vault on, encrypted (see

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -86,6 +87,12 @@ func (h *Handlers) oauthCode(ctx context.Context, j *job) error {
 			h.log.Warn("OAuth code belongs to another login (its state differs): refused", append(j.logAttrs(), "exchanged_by_job", rec.JobID)...)
 			return h.publishFailure(j, h.failure(j, events.FailureError{Kind: events.KindWeChat, ErrCode: wechat.CodeCodeBeenUsed,
 				ErrMsg: fmt.Sprintf("code been used: the code belongs to job %s, another login (a different state); the user must authorize again", rec.JobID)}))
+		case rec.State == OAuthDone && rec.JobID != j.jobID && h.cfg.Now().Sub(rec.ClaimedAt) > CodeCopyWindow:
+			// Past any code's life WeChat itself would refuse the code: a
+			// job other than the owner gets no copy.
+			h.log.Warn("OAuth code was exchanged too long ago to give another job its outcome: refused", append(j.logAttrs(), "exchanged_by_job", rec.JobID, "claimed_at", rec.ClaimedAt)...)
+			return h.publishFailure(j, h.failure(j, events.FailureError{Kind: events.KindWeChat, ErrCode: wechat.CodeCodeBeenUsed,
+				ErrMsg: fmt.Sprintf("code been used: job %s exchanged the code more than %s ago; the user must authorize again", rec.JobID, CodeCopyWindow)}))
 		case rec.State == OAuthDone:
 			return h.republish(ctx, j, rec)
 		case rec.JobID == j.jobID && j.d.Delivered > 1:
@@ -229,6 +236,14 @@ func (h *Handlers) finishOAuth(j *job, key string, rec OAuthRecord, rev uint64, 
 	}
 	return h.publishProfileBytes(j, b)
 }
+
+// CodeCopyWindow is how long after a code was claimed another job with
+// the same code (a business system's retry under a new job_id) may still
+// get a copy of its outcome: the longest a code lives at WeChat (10
+// minutes for website apps, 5 for the others). Later, a job other than
+// the owner fails with 40163 as WeChat would answer; the owner's own
+// redeliveries always finish from the stored outcome.
+const CodeCopyWindow = 10 * time.Minute
 
 // otherLogin reports whether a job with OAuth state job is another login
 // than the code's owner, whose state was owner: both name a state and

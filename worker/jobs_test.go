@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/internal/metrics"
 	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat/wechatsim"
@@ -360,7 +362,8 @@ func TestJobAtMaxPayloadIsRejectedWithTruncatedDeadLetter(t *testing.T) {
 // for web login, another browser's nonce) never gets the owner's
 // outcome: it fails with 40163 like WeChat would answer, and WeChat sees
 // one exchange. A job with the owner's state, or with none, still gets
-// the stored outcome under its own job_id.
+// the stored outcome under its own job_id, but only within the code's
+// life (handlers.CodeCopyWindow).
 func TestOAuthCodeOfAnotherLoginIsRefused(t *testing.T) {
 	h := newHarness(t, 1)
 	res := h.follow(events.StreamResults)
@@ -368,7 +371,10 @@ func TestOAuthCodeOfAnotherLoginIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.startWorker("w", nil)
+	var ahead atomic.Int64 // the worker's clock runs this far ahead
+	h.startWorker("w", func(c *worker.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
 	publish := func(id, state string) {
 		job, _ := json.Marshal(events.OAuthCodeReceived{JobID: id, AppID: testApp, Code: code, State: state})
 		h.publishJob(events.SubjectOAuthCodeReceived, job, id, nil)
@@ -379,6 +385,12 @@ func TestOAuthCodeOfAnotherLoginIsRefused(t *testing.T) {
 	publish("victim-retry", "nonceVictim")
 	publish("business-retry", "")
 	res.waitIDs(t, 4, 20*time.Second)
+	// Past the code's life: a replay under a new job_id, with the owner's
+	// state or none, is refused.
+	ahead.Store(int64(handlers.CodeCopyWindow + time.Minute))
+	publish("late-business-retry", "")
+	publish("late-victim-retry", "nonceVictim")
+	res.waitIDs(t, 6, 20*time.Second)
 
 	tests := []struct {
 		id, subject string
@@ -387,6 +399,8 @@ func TestOAuthCodeOfAnotherLoginIsRefused(t *testing.T) {
 		{"attacker-login", events.SubjectUserProfileFailed},
 		{"victim-retry", events.SubjectUserProfile},
 		{"business-retry", events.SubjectUserProfile},
+		{"late-business-retry", events.SubjectUserProfileFailed},
+		{"late-victim-retry", events.SubjectUserProfileFailed},
 	}
 	for _, tt := range tests {
 		got := res.get(tt.id)
