@@ -168,6 +168,12 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 	nt := FromExchange(tok, v.opts.Now(), req.RefreshTTL, &cur.Tokens)
 	nt.RefreshedFrom = cur.Revision
 	rec, err := v.StoreIf(ctx, req.AppID, req.OpenID, nt, cur.Revision)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// A login (or Rotate) wrote the record meanwhile: read it again;
+		// a new login's tokens are fresh, a re-encrypted record is
+		// refreshed once more (WeChat answers the same token).
+		return Record{}, false, errRetry
+	}
 	if err != nil {
 		return Record{}, true, err
 	}

@@ -150,3 +150,38 @@ func TestFreshTwentyReportsOfOneRejectedTokenOneRefresh(t *testing.T) {
 		t.Fatalf("rejection of the current record: refreshed=%v calls=%d err=%v", refreshed, calls.Load(), err)
 	}
 }
+
+// A refresh whose write loses to a record written meanwhile (the user
+// logged in again, or Rotate re-encrypted the record) is not an error:
+// the record is read again and used, refreshed once more if it must be.
+func TestFreshWriteLostToANewLoginUsesTheNewRecord(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t)
+	c := &clock{now: time.Now()}
+	ctx := context.Background()
+	v := openVault(t, env.JS, ring(t, keyLine(t, "k1")), c)
+	if _, err := v.Store(ctx, "wxapp", "oAlice", tokens(c, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(3 * time.Hour)
+	var calls atomic.Int32
+	req := vault.FreshRequest{AppID: "wxapp", OpenID: "oAlice", RefreshTTL: time.Hour,
+		Refresh: func(ctx context.Context, rt string) (wechat.OAuthToken, error) {
+			calls.Add(1)
+			// The user logs in again while WeChat answers the refresh.
+			if _, err := v.Store(ctx, "wxapp", "oAlice", tokens(c, 2)); err != nil {
+				return wechat.OAuthToken{}, err
+			}
+			return wechat.OAuthToken{AccessToken: "86_ACCESS_REFRESHED", ExpiresIn: 2 * time.Hour, RefreshToken: rt, OpenID: "oAlice"}, nil
+		}}
+	rec, refreshed, err := v.Fresh(ctx, req)
+	if err != nil {
+		t.Fatalf("Fresh: %v, want the new login's record", err)
+	}
+	if want := tokens(c, 2).AccessToken; rec.Tokens.AccessToken != want || refreshed {
+		t.Fatalf("Fresh gave %s (refreshed %v), want the new login's %s", rec.Tokens.AccessToken, refreshed, want)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d refreshes, want 1", n)
+	}
+}
