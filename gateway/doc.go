@@ -33,13 +33,17 @@
 // policy: 40001/40014/42001 → token.invalidated for the version used
 // (Config.Invalidator), wait up to TokenWait for a newer token, repeat
 // once (the call was not executed; no report when a newer token is held
-// already); -1, HTTP 5xx and network errors →
-// repeated with backoff (Attempts, RetryInitial) for idempotent GETs
-// only; a POST is repeated only when its connection could not even be
-// opened. A call that is not repeated and that net/http's Transport
-// would re-send by itself on a broken keep-alive connection (a GET, or
-// an Idempotency-Key header) goes out on a fresh connection, which is
-// never re-sent. Otherwise the SDK gets WeChat's answer unchanged.
+// already), unless the query carries a token-like parameter of its own
+// besides access_token (a name holding "token": component_access_token,
+// authorizer_access_token, suite_token, ...): the rejection may be about
+// that one, so it is neither reported nor repeated (a client could
+// otherwise make the gateway report the valid token at will); -1, HTTP
+// 5xx and network errors → repeated with backoff (Attempts,
+// RetryInitial) for idempotent GETs only; a POST is repeated only when
+// its connection could not even be opened. A call that is not repeated
+// and that net/http's Transport would re-send by itself on a broken
+// keep-alive connection (a GET, or an Idempotency-Key header) goes out
+// on a fresh connection, which is never re-sent. Otherwise the SDK gets WeChat's answer unchanged.
 //
 // The code exchanges, /sns/oauth2/access_token?appid=A&secret=K&code=C
 // and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by

@@ -30,6 +30,9 @@ import (
 //   - 40001, 40014, 42001 (the token was rejected, so the call was not
 //     executed): report token.invalidated for the version used, wait up
 //     to TokenWait for a newer token, repeat once, whatever the method;
+//     unless the query carries another token (otherToken): then the
+//     rejection may be about that one, and WeChat's answer goes back
+//     unreported and unrepeated;
 //   - -1, HTTP 5xx or a network error: repeat with backoff only an
 //     idempotent GET (not /sns/oauth2/access_token: a code is used up
 //     even by a -1); a POST is repeated only when the connection could
@@ -43,6 +46,7 @@ type call struct {
 	useToken   bool   // the query's access_token is replaced by the real one
 	idempotent bool   // may be repeated after -1 or a network error
 	rawQuery   string // the outbound query, token excluded when useToken
+	otherToken bool   // the query carries a token besides access_token (otherToken)
 	body       []byte // nil: no body
 
 	mu        sync.Mutex
@@ -66,6 +70,27 @@ func (c *call) outQuery() string {
 		return c.rawQuery
 	}
 	return setParam(c.rawQuery, "access_token", c.token.AccessToken)
+}
+
+// otherToken reports whether a raw query carries a token-like parameter
+// besides access_token: one whose name, in any case, holds "token"
+// (component_access_token, authorizer_access_token, suite_token,
+// refresh_token, token, ...), the names the log scrub treats as tokens.
+// WeChat answers 40001, 40014 or 42001 for a bad one of those too (an
+// expired component_access_token of the open platform), so such a
+// rejection says nothing sure about the global token, and a client could
+// draw it at will: it is never reported, nor repeated. Credentials in a
+// body are not looked at: WeChat's APIs take their tokens in the query.
+func otherToken(raw string) bool {
+	for raw != "" {
+		var p string
+		p, raw, _ = strings.Cut(raw, "&")
+		k, _, _ := strings.Cut(p, "=")
+		if k != "access_token" && strings.Contains(strings.ToLower(k), "token") {
+			return true
+		}
+	}
+	return false
 }
 
 // setParam replaces (or appends) one parameter of a raw query and keeps
@@ -262,6 +287,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		retriedToken := c.tokenWait
 		c.mu.Unlock()
 		switch {
+		case isTokenError(code) && c.useToken && c.otherToken:
+			g.log.Info("gateway: token rejected; not reported: the call carries another token, which the rejection may be about",
+				"client", c.client, "appid", c.appid, "errcode", code)
 		case isTokenError(code) && c.useToken && !retriedToken:
 			c.mu.Lock()
 			c.tokenWait = true

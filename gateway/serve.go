@@ -92,7 +92,8 @@ func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cl := &call{client: c.Name, appid: b.appid, useToken: true, token: rec,
-		idempotent: r.Method == http.MethodGet || r.Method == http.MethodHead, rawQuery: r.URL.RawQuery}
+		idempotent: r.Method == http.MethodGet || r.Method == http.MethodHead, rawQuery: r.URL.RawQuery,
+		otherToken: otherToken(r.URL.RawQuery)}
 	g.forward(w, r, cl, start)
 }
 
