@@ -22,7 +22,8 @@
 // Every other path is forwarded to Config.BaseURL by an
 // httputil.ReverseProxy (relay.go) with the handle replaced by the
 // current real token; headers and bodies (JSON, multipart uploads, binary
-// downloads) pass unchanged, within MaxRequestBody and MaxResponseBody
+// downloads) pass unchanged but for the credentials the gateway put in
+// (below), within MaxRequestBody and MaxResponseBody
 // (64 KiB for a call without a client: the /sns calls below). A request's
 // body must arrive within 2 × CallTimeout (a read deadline set by the
 // front and lifted once the body is read), else -1 and the connection is
@@ -40,10 +41,19 @@
 // otherwise make the gateway report the valid token at will); -1, HTTP
 // 5xx and network errors → repeated with backoff (Attempts,
 // RetryInitial) for idempotent GETs only; a POST is repeated only when
-// its connection could not even be opened. A call that is not repeated
-// and that net/http's Transport would re-send by itself on a broken
-// keep-alive connection (a GET, or an Idempotency-Key header) goes out
-// on a fresh connection, which is never re-sent. Otherwise the SDK gets WeChat's answer unchanged.
+// its connection could not even be opened. A call that is not repeated and that
+// net/http's Transport would re-send by itself on a broken keep-alive
+// connection (a GET, or an Idempotency-Key header) goes out on a fresh
+// connection, which is never re-sent. Otherwise the SDK gets WeChat's answer unchanged, with
+// two exceptions, so that the real token and the AppSecret the gateway
+// sent never come back (an egress proxy's redirect or error page may
+// show the URL): an answer with an HTTP status other than 2xx (WeChat's
+// own errors are HTTP 200) is answered -1, with nothing of its headers,
+// Location or body (counted under errcode http_3xx or http_4xx, or
+// transport for 5xx); and in a 2xx answer every occurrence of those
+// credentials, raw or URL-escaped, is replaced by [redacted] in the
+// headers, the trailers and a JSON or text body of at most 256 KiB
+// (larger and binary bodies stream through unread).
 //
 // The code exchanges, /sns/oauth2/access_token?appid=A&secret=K&code=C
 // and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by

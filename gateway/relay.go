@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +25,8 @@ import (
 // httputil.ReverseProxy: Rewrite points the request at the base URL,
 // the Transport (retryTransport) puts the real token in and applies the
 // retry policy, ErrorHandler answers WeChat-shaped when WeChat cannot be
-// reached. Bodies pass through unchanged.
+// reached or answers an HTTP status other than 2xx. Bodies of 2xx
+// answers pass through unchanged (see scrub for what is taken out).
 //
 // Retry policy, per call:
 //   - 40001, 40014, 42001 (the token was rejected, so the call was not
@@ -37,6 +39,8 @@ import (
 //     idempotent GET (not /sns/oauth2/access_token: a code is used up
 //     even by a -1); a POST is repeated only when the connection could
 //     not even be opened (it never reached WeChat);
+//   - any other status than 2xx (after the repeats allowed): -1, the
+//     upstream's headers and body dropped;
 //   - anything else: WeChat's answer, unchanged.
 
 // call is one relayed request, carried in its context.
@@ -46,11 +50,13 @@ type call struct {
 	useToken   bool   // the query's access_token is replaced by the real one
 	idempotent bool   // may be repeated after -1 or a network error
 	rawQuery   string // the outbound query, token excluded when useToken
+	secret     string // the AppSecret in rawQuery (code exchanges), else ""
 	otherToken bool   // the query carries a token besides access_token (otherToken)
 	body       []byte // nil: no body
 
 	mu        sync.Mutex
 	token     events.TokenRecord
+	replaced  []string // real tokens sent before token, rejected by WeChat
 	errcode   string
 	attempts  int
 	tokenWait bool
@@ -70,6 +76,21 @@ func (c *call) outQuery() string {
 		return c.rawQuery
 	}
 	return setParam(c.rawQuery, "access_token", c.token.AccessToken)
+}
+
+// sent returns the credentials the gateway put in the call (the real
+// tokens, the AppSecret): none of them may reach the client (scrub).
+func (c *call) sent() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	if c.useToken {
+		out = append(append(out, c.replaced...), c.token.AccessToken)
+	}
+	if c.secret != "" {
+		out = append(out, c.secret)
+	}
+	return out
 }
 
 // otherToken reports whether a raw query carries a token-like parameter
@@ -172,17 +193,29 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 var errTooLarge = errors.New("response body over the gateway's limit")
 
 // relayError answers when WeChat could not be reached (after the retries
-// allowed) or its answer was too large.
+// allowed), answered an HTTP status other than 2xx, or its answer was too
+// large: -1, as the gateway's own errors (HTTP 200), nothing of the
+// upstream's answer.
 func (g *Gateway) relayError(w http.ResponseWriter, r *http.Request, err error) {
 	c := callOf(r.Context())
+	label := "transport"
+	var se *statusError
+	if errors.As(err, &se) && se.code < 500 {
+		// A redirect or a refusal by something in between, not WeChat
+		// unreachable (an unknown path draws a 404, say).
+		label = fmt.Sprintf("http_%dxx", se.code/100)
+	}
 	c.mu.Lock()
-	c.errcode = "transport"
+	c.errcode = label
 	c.mu.Unlock()
 	g.log.Warn("gateway: WeChat call failed", "client", c.client, "method", r.Method, "path", r.URL.Path,
 		"query", scrubQuery(r.URL.RawQuery), "err", describe(err))
 	why := "WeChat unreachable"
-	if errors.Is(err, errTooLarge) {
+	switch {
+	case errors.Is(err, errTooLarge):
 		why = "WeChat's answer is over the size limit"
+	case errors.As(err, &se):
+		why = se.Error()
 	}
 	g.writeError(w, errSystem, why)
 }
@@ -274,11 +307,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			backoff *= 2
 			continue
 		}
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			// WeChat answers 200, errors included: another status comes
+			// from something in between (an egress proxy's redirect or
+			// error page), whose Location or body may hold the URL, so
+			// the real token or the AppSecret. None of it goes back.
+			drain(resp)
+			return nil, &statusError{code: resp.StatusCode}
+		}
 		if resp.ContentLength > g.cfg.MaxResponseBody {
 			drain(resp)
 			return nil, errTooLarge
 		}
-		code, err := peekErrcode(resp)
+		code, buf, err := peekErrcode(resp)
 		if err != nil {
 			return nil, err
 		}
@@ -299,10 +340,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				g.log.Warn("gateway: no newer token in time; answering WeChat's error", "client", c.client, "appid", c.appid,
 					"version", used.Version, "errcode", code, "err", err)
-				return limitBody(resp, g.cfg.MaxResponseBody), nil
+				return g.answer(c, resp, buf), nil
 			}
 			drain(resp)
 			c.mu.Lock()
+			c.replaced = append(c.replaced, used.AccessToken)
 			c.token = newer
 			c.mu.Unlock()
 			g.retried(c, "token", fmt.Sprint(code))
@@ -317,8 +359,99 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			backoff *= 2
 			continue
 		}
-		return limitBody(resp, g.cfg.MaxResponseBody), nil
+		return g.answer(c, resp, buf), nil
 	}
+}
+
+// statusError is an upstream answer with an HTTP status other than 2xx,
+// after the repeats allowed: answered -1 (relayError).
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return fmt.Sprintf("WeChat answered HTTP %d", e.code) }
+
+// answer is the upstream's 2xx answer as the client gets it: bounded to
+// MaxResponseBody, and scrubbed of the credentials the gateway sent.
+func (g *Gateway) answer(c *call, resp *http.Response, buf []byte) *http.Response {
+	scrub(resp, buf, c.sent())
+	return limitBody(resp, g.cfg.MaxResponseBody)
+}
+
+// scrub replaces, in resp's headers (and trailers) and in its body when
+// the peek read it whole (buf, at most peekLimit: JSON and text), every
+// occurrence of a credential the gateway sent (the real token, the
+// AppSecret), raw or escaped, with [redacted]: an upstream echoing its
+// URL (a Location, an error page served with 200) must not hand them to
+// the client. Larger and binary bodies (media downloads up to
+// MaxResponseBody) stream through unread.
+func scrub(resp *http.Response, buf []byte, sent []string) {
+	var forms []string
+	for _, s := range sent {
+		if s == "" {
+			continue
+		}
+		forms = append(forms, s)
+		for _, e := range []string{url.QueryEscape(s), url.PathEscape(s)} {
+			if e != s {
+				forms = append(forms, e)
+			}
+		}
+	}
+	if len(forms) == 0 {
+		return
+	}
+	scrubHeader(resp.Header, forms)
+	if buf == nil {
+		if len(resp.Trailer) > 0 {
+			resp.Body = &trailerScrub{ReadCloser: resp.Body, trailer: resp.Trailer, forms: forms}
+		}
+		return
+	}
+	scrubHeader(resp.Trailer, forms) // the peek read the body to its end: they are in
+	out, changed := buf, false
+	for _, f := range forms {
+		if bytes.Contains(out, []byte(f)) {
+			out, changed = bytes.ReplaceAll(out, []byte(f), []byte(redacted)), true
+		}
+	}
+	if !changed {
+		return
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	if resp.Header.Get("Content-Length") != "" {
+		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	}
+}
+
+const redacted = "[redacted]"
+
+func scrubHeader(h http.Header, forms []string) {
+	for k, vs := range h {
+		for i, v := range vs {
+			for _, f := range forms {
+				if strings.Contains(v, f) {
+					v = strings.ReplaceAll(v, f, redacted)
+					h[k][i] = v
+				}
+			}
+		}
+	}
+}
+
+// trailerScrub scrubs the trailers, which the Transport fills in when the
+// body reaches its end, before the proxy copies them.
+type trailerScrub struct {
+	io.ReadCloser
+	trailer http.Header
+	forms   []string
+}
+
+func (t *trailerScrub) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		scrubHeader(t.trailer, t.forms)
+	}
+	return n, err
 }
 
 // newerToken returns a token newer than used, the rejected one. When the
@@ -377,33 +510,35 @@ func drain(resp *http.Response) {
 const peekLimit = 256 << 10
 
 // peekErrcode reads a JSON (or text) answer to find its errcode (0 when
-// none) and puts the bytes back; other answers (media) are not read.
-func peekErrcode(resp *http.Response) (int, error) {
+// none) and puts the bytes back; other answers (media) are not read. It
+// returns the whole body when it read it all (at most peekLimit), else
+// nil.
+func peekErrcode(resp *http.Response) (int, []byte, error) {
 	if !jsonish(resp.Header.Get("Content-Type")) || resp.ContentLength > peekLimit {
-		return 0, nil
+		return 0, nil, nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit+1))
 	if err != nil {
 		resp.Body.Close()
-		return 0, err
+		return 0, nil, err
 	}
 	if len(buf) > peekLimit {
 		resp.Body = struct {
 			io.Reader
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
-		return 0, nil
+		return 0, nil, nil
 	}
 	resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(buf))
 	if !bytes.Contains(buf, []byte(`"errcode"`)) { // most successes: no decoding
-		return 0, nil
+		return 0, buf, nil
 	}
 	var e struct {
 		ErrCode int `json:"errcode"`
 	}
 	_ = json.Unmarshal(buf, &e)
-	return e.ErrCode, nil
+	return e.ErrCode, buf, nil
 }
 
 func jsonish(ct string) bool {

@@ -119,7 +119,8 @@ func (g *Gateway) serveOAuthExchange(w http.ResponseWriter, r *http.Request) {
 		g.record(clientName(c), r, code, start, 1)
 		return
 	}
-	cl := &call{client: c.Name, appid: appid, rawQuery: setParam(r.URL.RawQuery, "secret", g.apps[appid].Secret)}
+	secret := g.apps[appid].Secret
+	cl := &call{client: c.Name, appid: appid, secret: secret, rawQuery: setParam(r.URL.RawQuery, "secret", secret)}
 	g.forward(w, r, cl, start)
 }
 

@@ -1,0 +1,145 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxhub/wxhub/gateway"
+)
+
+// echoUpstream stands for what may sit between the gateway and WeChat (an
+// egress proxy) misbehaving: it answers with the URL it was sent, which
+// holds the real token or, on a code exchange, the AppSecret. It records
+// the queries it got, to prove the credentials were in them.
+type echoUpstream struct {
+	mu      sync.Mutex
+	queries []string
+}
+
+func (u *echoUpstream) got() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return strings.Join(u.queries, "\n")
+}
+
+func (u *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.queries = append(u.queries, r.URL.RawQuery)
+	u.mu.Unlock()
+	echo := "http://wechat.example" + r.URL.RequestURI()
+	switch r.URL.Path {
+	case "/cgi-bin/user/info", "/sns/oauth2/access_token":
+		w.Header().Set("Location", "http://egress.example/blocked?url="+echo)
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusFound)
+		fmt.Fprintf(w, `<a href="%s">moved</a>`, echo)
+	case "/cgi-bin/getcallbackip", "/cgi-bin/message/custom/send":
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("X-Upstream-Url", echo)
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprintf(w, "<html>bad gateway fetching %s</html>", echo)
+	case "/cgi-bin/get_api_domain_ip", "/sns/jscode2session":
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Upstream-Url", echo)
+		json.NewEncoder(w).Encode(map[string]any{"ip_list": []string{"1.2.3.4"}, "url": echo})
+		w.Header().Set("X-Echo-Trailer", echo)
+	case "/cgi-bin/media/get": // binary: streamed, never read by the gateway
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+		w.Header().Set("Content-Type", "image/jpeg")
+		w.Header().Set("X-Upstream-Url", echo)
+		w.Write(mediaBytes[:1<<20])
+		w.Header().Set("X-Echo-Trailer", echo)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func withUpstream(h http.Handler, t *testing.T) envOption {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return func(c *gateway.Config) { c.BaseURL = srv.URL; c.RetryInitial = 5 * time.Millisecond }
+}
+
+// TestUpstreamNeverEchoesCredentials: WeChat answers HTTP 200; a
+// redirect or an error page comes from something in between, and may
+// show the URL the gateway sent, with the real token in it or, on a code
+// exchange, the AppSecret. Such an answer is replaced by -1 (HTTP 200,
+// no Location, nothing of the upstream's body), after the repeats a GET
+// is allowed; a 2xx answer passes with the credentials taken out of its
+// headers, trailers and (JSON, small) body. No byte of any answer holds
+// a real token or an AppSecret.
+func TestUpstreamNeverEchoesCredentials(t *testing.T) {
+	t.Parallel()
+	up := &echoUpstream{}
+	e := startEnv(t, withUpstream(up, t))
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	exchange := "/sns/oauth2/access_token?appid=" + appA + "&secret=" + keyShop + "&code=c1&grant_type=authorization_code"
+	tests := []struct {
+		name, method, target string
+		calls                int // upstream calls made
+		wantMinusOne         bool
+	}{
+		{"a 302 to a GET", "GET", "/cgi-bin/user/info?access_token=" + h + "&openid=" + openID, 1, true},
+		{"a 302 to a code exchange", "GET", exchange, 1, true},
+		{"a 502 to a GET, after the repeats", "GET", "/cgi-bin/getcallbackip?access_token=" + h, 3, true},
+		{"a 502 to a POST", "POST", "/cgi-bin/message/custom/send?access_token=" + h, 1, true},
+		{"a 200 echoing the URL", "GET", "/cgi-bin/get_api_domain_ip?access_token=" + h, 1, false},
+		{"a 200 to a code exchange echoing the URL", "GET", "/sns/jscode2session?appid=" + appA + "&secret=" + keyShop + "&js_code=j1&grant_type=authorization_code", 1, false},
+		{"a 200 download echoing the URL", "GET", "/cgi-bin/media/get?access_token=" + h + "&media_id=m1", 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up.mu.Lock()
+			up.queries = nil
+			up.mu.Unlock()
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"touser":"o1"}`)
+			}
+			req, _ := http.NewRequest(tt.method, e.url+tt.target, body)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dump, err := httputil.DumpResponse(resp, true)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := up.got()
+			if !strings.Contains(got, e.sim.ValidToken(appA)) && !strings.Contains(got, secretA) {
+				t.Fatalf("the upstream got neither the real token nor the AppSecret: %q", got)
+			}
+			if n := strings.Count(got, "\n") + 1; n != tt.calls {
+				t.Errorf("the upstream got %d calls, want %d", n, tt.calls)
+			}
+			e.assertNoLeak("the answer", string(dump))
+			var a wxAnswer
+			answer := dump[strings.Index(string(dump), "\r\n\r\n")+4:]
+			if tt.wantMinusOne {
+				if resp.StatusCode != 200 || resp.Header.Get("Location") != "" || strings.Contains(string(dump), "wechat.example") {
+					t.Fatalf("answer %q, want the gateway's own -1", dump)
+				}
+				if err := json.Unmarshal(answer, &a); err != nil || a.ErrCode != -1 || !strings.HasPrefix(a.ErrMsg, "system error (wxhub gateway: WeChat answered HTTP ") {
+					t.Fatalf("body %q, want -1 system error", answer)
+				}
+				return
+			}
+			if resp.StatusCode != 200 || !strings.Contains(string(dump), "=[redacted]") ||
+				resp.Header.Get("X-Upstream-Url") == "" || resp.Trailer.Get("X-Echo-Trailer") == "" {
+				t.Fatalf("answer %q, want it passed with the token taken out", dump)
+			}
+		})
+	}
+	e.assertNoLeak("the logs", e.logs.String())
+}
