@@ -39,9 +39,10 @@
 // authorizer_access_token, suite_token, ...): the rejection may be about
 // that one, so it is neither reported nor repeated (a client could
 // otherwise make the gateway report the valid token at will); -1, HTTP
-// 5xx and network errors → repeated with backoff (Attempts,
-// RetryInitial) for idempotent GETs only; a POST is repeated only when
-// its connection could not even be opened. A call that is not repeated and that
+// 5xx, network errors and an answer cut while the gateway reads it for
+// its errcode → repeated with backoff (Attempts, RetryInitial) for
+// idempotent GETs only; a POST is repeated only when its connection
+// could not even be opened. A call that is not repeated and that
 // net/http's Transport would re-send by itself on a broken keep-alive
 // connection (a GET, or an Idempotency-Key header) goes out on a fresh
 // connection, which is never re-sent. Otherwise the SDK gets WeChat's answer unchanged, with

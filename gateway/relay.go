@@ -35,10 +35,11 @@ import (
 //     unless the query carries another token (otherToken): then the
 //     rejection may be about that one, and WeChat's answer goes back
 //     unreported and unrepeated;
-//   - -1, HTTP 5xx or a network error: repeat with backoff only an
-//     idempotent GET (not /sns/oauth2/access_token: a code is used up
-//     even by a -1); a POST is repeated only when the connection could
-//     not even be opened (it never reached WeChat);
+//   - -1, HTTP 5xx, a network error or an answer cut while the gateway
+//     reads its errcode: repeat with backoff only an idempotent GET (not
+//     /sns/oauth2/access_token: a code is used up even by a -1); a POST
+//     is repeated only when the connection could not even be opened (it
+//     never reached WeChat);
 //   - any other status than 2xx (after the repeats allowed): -1, the
 //     upstream's headers and body dropped;
 //   - anything else: WeChat's answer, unchanged.
@@ -321,6 +322,17 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		code, buf, err := peekErrcode(resp)
 		if err != nil {
+			// The answer was cut before its errcode was read: nothing has
+			// gone to the client yet, so a GET can be repeated.
+			if c.idempotent && transient+1 < g.cfg.Attempts && ctx.Err() == nil {
+				transient++
+				g.retried(c, "transient", "answer cut: "+describe(err))
+				if !sleep(ctx, backoff) {
+					return nil, ctx.Err()
+				}
+				backoff *= 2
+				continue
+			}
 			return nil, err
 		}
 		c.mu.Lock()

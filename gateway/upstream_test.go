@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 type echoUpstream struct {
 	mu      sync.Mutex
 	queries []string
+	cuts    atomic.Int32 // calls to /cut so far
 }
 
 func (u *echoUpstream) got() string {
@@ -58,9 +61,28 @@ func (u *echoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Upstream-Url", echo)
 		w.Write(mediaBytes[:1<<20])
 		w.Header().Set("X-Echo-Trailer", echo)
+	case "/cut":
+		if u.cuts.Add(1) == 1 {
+			// The first attempt: headers, half of the body, then the
+			// connection goes away.
+			conn, buf, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			writeCut(buf)
+			conn.Close()
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ip_list":["1.2.3.4","5.6.7.8"]}`)
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+func writeCut(buf *bufio.ReadWriter) {
+	fmt.Fprint(buf, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"ip_list\":[\"1.2.")
+	buf.Flush()
 }
 
 func withUpstream(h http.Handler, t *testing.T) envOption {
@@ -142,4 +164,35 @@ func TestUpstreamNeverEchoesCredentials(t *testing.T) {
 		})
 	}
 	e.assertNoLeak("the logs", e.logs.String())
+}
+
+// TestGetCutWhilePeekedIsRepeated: a GET whose answer breaks off while
+// the gateway reads it for its errcode has sent nothing to the client
+// yet: it is a transient failure, repeated with backoff like a -1. A
+// POST cut the same way is not repeated (it may have been executed).
+func TestGetCutWhilePeekedIsRepeated(t *testing.T) {
+	t.Parallel()
+	up := &echoUpstream{}
+	e := startEnv(t, withUpstream(up, t))
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+
+	a := get(t, hc, e.url+"/cut?access_token="+h)
+	if a.ErrCode != 0 || !strings.Contains(a.raw, "5.6.7.8") {
+		t.Fatalf("GET cut on its first attempt: %s, want the second attempt's answer", a.raw)
+	}
+	if n := up.cuts.Load(); n != 2 {
+		t.Fatalf("the upstream got the GET %d times, want 2", n)
+	}
+
+	up.cuts.Store(0)
+	resp, err := hc.Post(e.url+"/cut?access_token="+h, "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := up.cuts.Load(); n != 1 || !strings.Contains(string(b), `"errcode":-1`) {
+		t.Fatalf("POST cut: %d calls, answer %q; want 1 call and -1", n, b)
+	}
 }
