@@ -111,12 +111,20 @@ const (
 	// DrainMargin is added to the longest a request may take to make the
 	// default DrainTimeout: the answer still has to be written.
 	DrainMargin = 5 * time.Second
+	// HeaderTimeout bounds the time to receive a request's headers (the
+	// server's ReadHeaderTimeout); a request whose headers are on their
+	// way when the drain begins is in flight too.
+	HeaderTimeout = 10 * time.Second
 )
 
 // DrainFor is the drain that lets every request in flight finish within
-// its own bounds: the longer of a relayed call (a wait for a token, then
-// the call: tokenWait + callTimeout) and a mounted handler (mountWait),
-// plus DrainMargin. A zero tokenWait or callTimeout means its default.
+// its own bounds, plus DrainMargin. Any request may take HeaderTimeout
+// for its headers first. Then a relayed call or a token request may wait
+// tokenWait for a token, take up to 2 × callTimeout for its body (the
+// front's read deadline) and callTimeout for WeChat's answer (repeats
+// and the wait for a newer token included): tokenWait + 3 × callTimeout. A
+// mounted handler may take mountWait. A zero tokenWait or callTimeout
+// means its default (the default drain: 10 s + 10 s + 90 s + 5 s).
 func DrainFor(tokenWait, callTimeout, mountWait time.Duration) time.Duration {
 	if tokenWait <= 0 {
 		tokenWait = DefaultTokenWait
@@ -124,7 +132,7 @@ func DrainFor(tokenWait, callTimeout, mountWait time.Duration) time.Duration {
 	if callTimeout <= 0 {
 		callTimeout = DefaultCallTimeout
 	}
-	return max(tokenWait+callTimeout, mountWait) + DrainMargin
+	return HeaderTimeout + max(tokenWait+3*callTimeout, mountWait) + DrainMargin
 }
 
 var clientNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -238,7 +246,7 @@ func (c Config) validateDrain() error {
 		return nil
 	}
 	if need := DrainFor(c.TokenWait, c.CallTimeout, c.MountWait); c.DrainTimeout < need {
-		return fmt.Errorf("gateway: drain timeout %v is shorter than a request in flight may take (%v: token wait + call timeout, or the mounted handlers' wait, plus %v)", c.DrainTimeout, need, DrainMargin)
+		return fmt.Errorf("gateway: drain timeout %v is shorter than a request in flight may take (%v: %v for the headers, then token wait + 3 × call timeout or the mounted handlers' wait, plus %v)", c.DrainTimeout, need, HeaderTimeout, DrainMargin)
 	}
 	return nil
 }

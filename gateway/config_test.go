@@ -33,8 +33,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"two real-token clients of an app", func(c *gateway.Config) { c.Clients[0].RealToken = true }, "at most one client per app"},
 		{"tls half", func(c *gateway.Config) { c.TLSCert = "x.pem" }, "tls_cert and tls_key"},
 		{"drain shorter than a relayed call", func(c *gateway.Config) { c.DrainTimeout = 30 * time.Second }, "drain timeout"},
-		{"drain shorter than a mounted wait", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = time.Minute, 50*time.Second }, "drain timeout"},
-		{"drain covering both", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = time.Minute, 65*time.Second }, ""},
+		// The old default (a token wait and a call: 45 s) cut an upload
+		// still within its bounds: its headers, its body (2 ×
+		// CallTimeout), then the call.
+		{"drain of a token wait and a call", func(c *gateway.Config) { c.DrainTimeout = 45 * time.Second }, "drain timeout"},
+		{"drain just short of a relayed call with its body", func(c *gateway.Config) { c.DrainTimeout = 115*time.Second - 1 }, "drain timeout"},
+		{"drain covering a relayed call with its body", func(c *gateway.Config) { c.DrainTimeout = 115 * time.Second }, ""},
+		{"drain shorter than a mounted wait", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = 2*time.Minute, 130*time.Second }, "drain timeout"},
+		{"drain covering both", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = 2*time.Minute, 135*time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,19 +64,21 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 }
 
-// The default drain covers what a request may take: a token wait and a
-// call, or a mounted handler's wait, whichever is longer, plus the margin.
+// The default drain covers what a request may take: its headers, then
+// a token wait, its body (2 × CallTimeout) and the call (CallTimeout),
+// or a mounted handler's wait, whichever is longer, plus the margin.
 func TestDrainForCoversTheLongestRequest(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		tokenWait, callTimeout, mountWait time.Duration
 		want                              time.Duration
 	}{
-		{0, 0, 0, 45 * time.Second}, // defaults: 10 s + 30 s + 5 s
-		{0, 0, 5 * time.Second, 45 * time.Second},
-		{0, 0, time.Minute, 65 * time.Second},
-		{time.Second, 2 * time.Second, 0, 8 * time.Second},
-		{time.Second, 2 * time.Second, 4 * time.Second, 9 * time.Second},
+		{0, 0, 0, 115 * time.Second}, // defaults: 10 s + 10 s + 60 s + 30 s + 5 s
+		{0, 0, 5 * time.Second, 115 * time.Second},
+		{0, 0, time.Minute, 115 * time.Second},
+		{0, 0, 2 * time.Minute, 135 * time.Second},
+		{time.Second, 2 * time.Second, 0, 22 * time.Second},
+		{time.Second, 2 * time.Second, 10 * time.Second, 25 * time.Second},
 	}
 	for _, tt := range tests {
 		if got := gateway.DrainFor(tt.tokenWait, tt.callTimeout, tt.mountWait); got != tt.want {

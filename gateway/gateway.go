@@ -213,7 +213,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	g.srv = &http.Server{
 		Handler:           g.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}

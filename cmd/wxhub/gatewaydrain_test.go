@@ -11,10 +11,11 @@ import (
 )
 
 // The gateway role drains on SIGTERM for as long as its flags make the
-// longest request: a relayed call's token wait and call timeout (their
-// defaults: 40 s), or the web login's --oauth-wait when it is mounted and
-// longer, plus 5 s. That is config.GatewayDrain, the figure the deploy
-// files' stop timeouts are checked against.
+// longest request: its headers (10 s), then a relayed call's token wait,
+// its body (twice the call timeout) and the call (their defaults: 100 s),
+// or the web login's --oauth-wait when it is mounted and longer (never:
+// at most 1m), plus 5 s. That is config.GatewayDrain, the figure the
+// deploy files' stop timeouts are checked against.
 func TestGatewayRoleDrainsForItsLongestRequest(t *testing.T) {
 	t.Parallel()
 	nats := brokertest.Start(t)
@@ -24,9 +25,9 @@ func TestGatewayRoleDrainsForItsLongestRequest(t *testing.T) {
 		args []string
 		want time.Duration
 	}{
-		{"no web login", nil, 45 * time.Second},
-		{"web login waiting less than a relayed call", []string{"--web-login", login, "--oauth-wait", "3s"}, 45 * time.Second},
-		{"web login waiting longer than a relayed call", []string{"--web-login", login, "--oauth-wait", "50s"}, 55 * time.Second},
+		{"no web login", nil, 115 * time.Second},
+		{"web login waiting a little", []string{"--web-login", login, "--oauth-wait", "3s"}, 115 * time.Second},
+		{"web login waiting the longest accepted", []string{"--web-login", login, "--oauth-wait", "1m"}, 115 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs wxhubtest.Buffer

@@ -7,8 +7,10 @@ import (
 )
 
 // GatewayDrain is how long `wxhub gateway` lets the requests in flight
-// finish on SIGTERM: a relayed call's bounds or the web login's wait
-// (web_login.wait), whichever is longer, plus gateway.DrainMargin. A
+// finish on SIGTERM (gateway.DrainFor): a request's headers, then a
+// relayed call's bounds (its token wait, its body, the call) or the web
+// login's wait (web_login.wait), whichever is longer, plus
+// gateway.DrainMargin. A
 // stop timeout (Kubernetes terminationGracePeriodSeconds, systemd
 // TimeoutStopSec) must cover it; MaxGatewayDrain covers every wait
 // accepted.
