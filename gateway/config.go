@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -199,6 +200,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	names := map[string]bool{}
+	keys := map[[sha256.Size]byte]string{} // a client's key sum: its name
 	realFor := map[string]string{}
 	for i, cl := range c.Clients {
 		switch {
@@ -214,6 +216,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("gateway.clients[%d].rate: must not be negative", i)
 		}
 		names[cl.Name] = true
+		sum := sha256.Sum256([]byte(cl.Key))
+		if other, ok := keys[sum]; ok {
+			return fmt.Errorf("gateway.clients[%d].key: clients %s and %s have the same key; give each client its own", i, other, cl.Name)
+		}
+		keys[sum] = cl.Name
 		for _, id := range cl.AppIDs {
 			if id != "*" && !apps[id] {
 				return fmt.Errorf("gateway.clients[%d].appids: %s is not a configured app", i, id)

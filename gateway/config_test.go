@@ -32,6 +32,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"path", func(c *gateway.Config) { c.Clients[0].Paths = []string{"cgi-bin"} }, "must start with /"},
 		{"two real-token clients of an app", func(c *gateway.Config) { c.Clients[0].RealToken = true }, "at most one client per app"},
 		{"tls half", func(c *gateway.Config) { c.TLSCert = "x.pem" }, "tls_cert and tls_key"},
+		// The same key under another name (a copy-paste in the file)
+		// would make the two clients one: the error names both, never
+		// the key.
+		{"same key twice", func(c *gateway.Config) { c.Clients[2].Key = keyShop }, "clients shop and tool have the same key"},
+		{"same key, not adjacent", func(c *gateway.Config) {
+			c.Clients = append(c.Clients, gateway.Client{Name: "late", Key: keyOther, AppIDs: []string{appA}})
+		}, "gateway.clients[3].key: clients other and late have the same key"},
+		{"keys that differ in case only", func(c *gateway.Config) { c.Clients[2].Key = strings.ToUpper(keyShop) }, ""},
 		{"drain shorter than a relayed call", func(c *gateway.Config) { c.DrainTimeout = 30 * time.Second }, "drain timeout"},
 		// The old default (a token wait and a call: 45 s) cut an upload
 		// still within its bounds: its headers, its body (2 ×
