@@ -92,6 +92,12 @@ type Config struct {
 	// MountWait is the longest a Mount handler may take to answer (the
 	// web login's wait for its job's result, 0: none longer than a call).
 	MountWait time.Duration
+	// MaxBufferedBytes bounds the request bodies held in memory at once,
+	// all calls together (default 128 MiB, at least MaxRequestBody): a
+	// call takes its Content-Length (MaxRequestBody when not announced)
+	// before its body is read and gives it back once answered. A call
+	// that cannot have it within BodyBudgetWait is answered -1 (busy).
+	MaxBufferedBytes int64
 	// DrainTimeout bounds the wait for the requests in flight on shutdown.
 	// The default is DrainFor(TokenWait, CallTimeout, MountWait): what a
 	// request may take, plus DrainMargin. A shorter one is refused: it
@@ -116,14 +122,21 @@ const (
 	// server's ReadHeaderTimeout); a request whose headers are on their
 	// way when the drain begins is in flight too.
 	HeaderTimeout = 10 * time.Second
+	// DefaultMaxBufferedBytes is MaxBufferedBytes' default (raised to
+	// MaxRequestBody when that is larger).
+	DefaultMaxBufferedBytes = 128 << 20
+	// BodyBudgetWait is the longest a call waits for its share of
+	// MaxBufferedBytes (at most CallTimeout) before it is answered -1.
+	BodyBudgetWait = time.Second
 )
 
 // DrainFor is the drain that lets every request in flight finish within
 // its own bounds, plus DrainMargin. Any request may take HeaderTimeout
 // for its headers first. Then a relayed call or a token request may wait
 // tokenWait for a token, take up to 2 × callTimeout for its body (the
-// front's read deadline) and callTimeout for WeChat's answer (repeats
-// and the wait for a newer token included): tokenWait + 3 × callTimeout. A
+// front's read deadline; the wait for body budget, at most callTimeout,
+// runs within it) and callTimeout for WeChat's answer (repeats and the
+// wait for a newer token included): tokenWait + 3 × callTimeout. A
 // mounted handler may take mountWait. A zero tokenWait or callTimeout
 // means its default (the default drain: 10 s + 10 s + 90 s + 5 s).
 func DrainFor(tokenWait, callTimeout, mountWait time.Duration) time.Duration {
@@ -159,6 +172,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = max(DefaultMaxBufferedBytes, c.MaxRequestBody)
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DrainFor(c.TokenWait, c.CallTimeout, c.MountWait)
@@ -198,6 +214,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateDrain(); err != nil {
 		return err
+	}
+	if c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < c.MaxRequestBody {
+		return fmt.Errorf("gateway: max buffered bytes %d is less than the largest request body allowed (%d): such a body could never be read", c.MaxBufferedBytes, c.MaxRequestBody)
 	}
 	names := map[string]bool{}
 	keys := map[[sha256.Size]byte]string{} // a client's key sum: its name

@@ -49,6 +49,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"drain covering a relayed call with its body", func(c *gateway.Config) { c.DrainTimeout = 115 * time.Second }, ""},
 		{"drain shorter than a mounted wait", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = 2*time.Minute, 130*time.Second }, "drain timeout"},
 		{"drain covering both", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = 2*time.Minute, 135*time.Second }, ""},
+		{"body budget below the largest body", func(c *gateway.Config) { c.MaxRequestBody, c.MaxBufferedBytes = 1<<20, 1<<20-1 }, "max buffered bytes"},
+		{"body budget of one largest body", func(c *gateway.Config) { c.MaxRequestBody, c.MaxBufferedBytes = 1<<20, 1<<20 }, ""},
+		{"body budget by default under a larger body limit", func(c *gateway.Config) { c.MaxRequestBody = 256 << 20 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 )
 
@@ -30,6 +31,8 @@ type Gateway struct {
 	relay   http.Handler
 	paths   pathLabels
 	anon    *rate.Limiter
+	bodies  *semaphore.Weighted // MaxBufferedBytes: request bodies held
+	held    atomic.Int64        // bytes taken from bodies (tests read it)
 	handler http.Handler
 
 	ln       net.Listener
@@ -48,7 +51,8 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, base: base, log: cfg.Logger,
 		apps: map[string]App{}, handles: newHandleTable(),
-		anon: rate.NewLimiter(rate.Limit(cfg.AnonymousRate), int(2*cfg.AnonymousRate)+1),
+		anon:   rate.NewLimiter(rate.Limit(cfg.AnonymousRate), int(2*cfg.AnonymousRate)+1),
+		bodies: semaphore.NewWeighted(cfg.MaxBufferedBytes),
 	}
 	for _, a := range cfg.Apps {
 		g.apps[a.AppID] = a

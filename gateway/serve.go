@@ -168,8 +168,33 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, err
 }
 
-// forward reads the body (bounded in size and time) and hands the call to
-// the proxy.
+// budgetWait is the longest a call waits for its share of
+// MaxBufferedBytes: BodyBudgetWait, at most CallTimeout (DrainFor
+// counts it within the body's 2 × CallTimeout).
+func (g *Gateway) budgetWait() time.Duration { return min(BodyBudgetWait, g.cfg.CallTimeout) }
+
+// takeBudget takes n bytes of MaxBufferedBytes for a body about to be
+// read, waiting at most budgetWait; false when they could not be had.
+func (g *Gateway) takeBudget(ctx context.Context, n int64) bool {
+	if !g.bodies.TryAcquire(n) {
+		ctx, cancel := context.WithTimeout(ctx, g.budgetWait())
+		defer cancel()
+		if g.bodies.Acquire(ctx, n) != nil {
+			return false
+		}
+	}
+	g.held.Add(n)
+	return true
+}
+
+// giveBudget gives back what takeBudget took.
+func (g *Gateway) giveBudget(n int64) {
+	g.held.Add(-n)
+	g.bodies.Release(n)
+}
+
+// forward reads the body (bounded in size and time, and all bodies
+// together by MaxBufferedBytes) and hands the call to the proxy.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, start time.Time) {
 	if r.Body != nil && r.Body != http.NoBody {
 		limit := g.cfg.MaxRequestBody
@@ -181,6 +206,18 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			g.record(cl.client, r, errTooBig, start, 1)
 			return
 		}
+		// The body is held until the call is answered (a repeat sends it
+		// again): its bytes are taken from the budget until then.
+		need := limit
+		if r.ContentLength >= 0 {
+			need = r.ContentLength
+		}
+		if !g.takeBudget(r.Context(), need) {
+			g.writeError(w, errSystem, "busy: too many request bodies in flight; try again")
+			g.record(cl.client, r, errSystem, start, 1)
+			return
+		}
+		defer g.giveBudget(need)
 		body, err := readBody(w, r, limit)
 		var mbe *http.MaxBytesError
 		switch {
