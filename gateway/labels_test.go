@@ -57,3 +57,63 @@ func TestAnonymousCallsDoNotUseUpPathLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedCallsTakeNoPathLabel: a call the gateway refuses itself (a
+// path the client may not call, over its rate, a body over the limit) is
+// counted under "other" unless its path has a label already: refusals
+// cost nothing to make up by the hundred and must not use up the 200
+// path labels that the clients' relayed calls need.
+func TestRefusedCallsTakeNoPathLabel(t *testing.T) {
+	t.Parallel()
+	const slowKey, okKey = "client-key-slow-0123456789", "client-key-refused-ok-0123456789"
+	e := startEnv(t, func(c *gateway.Config) {
+		c.MaxRequestBody = 1 << 10
+		c.Clients = append(c.Clients, gateway.Client{Name: "slow", Key: slowKey, AppIDs: []string{appA}, Rate: 0.001, Burst: 1},
+			gateway.Client{Name: "refused-ok", Key: okKey, AppIDs: []string{appA}}) // its series is this test's alone
+	})
+	hc := &http.Client{}
+	hShop := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	hOther := get(t, hc, tokenURL(e.url, appB, keyOther)).AccessToken
+	hSlow := get(t, hc, tokenURL(e.url, appA, slowKey)).AccessToken // its one call
+	tests := []struct {
+		name, client, prefix string
+		code                 int
+		call                 func(path string) wxAnswer
+	}{
+		{"path not allowed", "other", "/cgi-bin/notallowed", 48001, func(p string) wxAnswer {
+			return get(t, hc, e.url+p+"?access_token="+hOther)
+		}},
+		{"over the client's rate", "slow", "/cgi-bin/overrate", 45011, func(p string) wxAnswer {
+			return get(t, hc, e.url+p+"?access_token="+hSlow)
+		}},
+		{"body over the limit", "shop", "/cgi-bin/toobig", 45001, func(p string) wxAnswer {
+			return post(t, hc, e.url+p+"?access_token="+hShop, "application/octet-stream", strings.Repeat("x", 2<<10))
+		}},
+	}
+	for _, tt := range tests {
+		for i := range 70 { // 210 in all, more than the 200 labels
+			if a := tt.call(fmt.Sprintf("%s%d", tt.prefix, i)); a.ErrCode != tt.code {
+				t.Fatalf("%s: %s, want %d", tt.name, a.raw, tt.code)
+			}
+		}
+	}
+	if len(e.relayed()) != 0 {
+		t.Fatal("a refused call reached WeChat")
+	}
+	hOK := get(t, hc, tokenURL(e.url, appA, okKey)).AccessToken
+	if a := get(t, hc, e.url+wechatsim.PathUserInfo+"?openid="+openID+"&access_token="+hOK); a.ErrCode != 0 {
+		t.Fatalf("user/info: %s", a.raw)
+	}
+	m := scrapeMetrics(t)
+	if s := `wxhub_gateway_calls_total{client="refused-ok",errcode="0",path="/cgi-bin/user/info"}`; !strings.Contains(m, s) {
+		t.Errorf("metrics lack %s: the refusals took the labels", s)
+	}
+	for _, tt := range tests {
+		if s := fmt.Sprintf(`path="%s`, tt.prefix); strings.Contains(m, s) {
+			t.Errorf("%s: a refused call took a path label (%s...)", tt.name, s)
+		}
+		if s := fmt.Sprintf(`wxhub_gateway_calls_total{client="%s",errcode="%d",path="other"}`, tt.client, tt.code); !strings.Contains(m, s) {
+			t.Errorf("%s: metrics lack %s", tt.name, s)
+		}
+	}
+}

@@ -44,7 +44,10 @@ type pathLabels struct {
 	seen map[string]bool
 }
 
-func (p *pathLabels) label(path string) string {
+// label is path when it has a label already, or when claim is set and
+// fewer than maxPathLabels paths have one (it then takes one); else
+// "other".
+func (p *pathLabels) label(path string, claim bool) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.seen == nil {
@@ -53,7 +56,7 @@ func (p *pathLabels) label(path string) string {
 	if p.seen[path] {
 		return path
 	}
-	if len(p.seen) >= maxPathLabels || len(path) > 128 {
+	if !claim || len(p.seen) >= maxPathLabels || len(path) > 128 {
 		return "other"
 	}
 	p.seen[path] = true

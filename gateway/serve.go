@@ -248,10 +248,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 		// client gone): the call is counted all the same, as transport,
 		// and the panic goes on to the server, which cuts the connection.
 		if p := recover(); p != nil {
-			g.recordLabel(cl.client, r, "transport", start, attempts)
+			g.recordCall(cl.client, r, "transport", start, attempts, true)
 			panic(p)
 		}
-		g.recordLabel(cl.client, r, code, start, attempts)
+		g.recordCall(cl.client, r, code, start, attempts, true)
 	}()
 	g.relay.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -272,22 +272,29 @@ func queryParam(raw, name string) string {
 	return ""
 }
 
-// record counts a call answered by the gateway itself.
+// record counts a call the gateway answered itself, a refusal or a
+// token: it takes no new path label (see recordCall).
 func (g *Gateway) record(client string, r *http.Request, code int, start time.Time, attempts int) {
-	g.recordLabel(client, r, errcodeLabel(code), start, attempts)
+	g.recordCall(client, r, errcodeLabel(code), start, attempts, false)
 }
 
-func (g *Gateway) recordLabel(client string, r *http.Request, code string, start time.Time, attempts int) {
+// recordCall counts a call. Its path label: WeChat's fixed paths
+// (knownPath) always by name; for a client's call, a path already
+// labelled by name, and a new one while fewer than maxPathLabels are,
+// but only when the call was relayed (relayed): refusals, which anyone
+// can make up by the hundred, never take one of the labels the clients'
+// real calls need; anything else "other".
+func (g *Gateway) recordCall(client string, r *http.Request, code string, start time.Time, attempts int, relayed bool) {
 	if code == "" {
 		code = "0"
 	}
 	d := time.Since(start)
 	path := "other"
 	switch {
-	case client != clientUnknown && client != clientAnonymous:
-		path = g.paths.label(r.URL.Path)
 	case knownPath(r.URL.Path):
 		path = r.URL.Path
+	case client != clientUnknown && client != clientAnonymous:
+		path = g.paths.label(r.URL.Path, relayed)
 	}
 	callsTotal.WithLabelValues(client, path, code).Inc()
 	callDuration.WithLabelValues(client, path).Observe(d.Seconds())
@@ -297,8 +304,9 @@ func (g *Gateway) recordLabel(client string, r *http.Request, code string, start
 	}
 }
 
-// knownPath: paths worth a label even from an unauthenticated or
-// anonymous caller (neither may use up the clients' path labels).
+// knownPath: paths worth a label from any caller, an unauthenticated or
+// anonymous one too, outside the clients' maxPathLabels (so that the
+// token endpoints' series, which the alerts watch, never turn "other").
 func knownPath(p string) bool {
 	switch p {
 	case "/cgi-bin/token", "/cgi-bin/stable_token", "/sns/oauth2/access_token", "/sns/jscode2session",
