@@ -168,3 +168,35 @@ func TestCodeExchangeWithoutASecretIsNotRepeated(t *testing.T) {
 		t.Fatalf("the exchange reached WeChat %d times, want 1", n)
 	}
 }
+
+// TestSecretIsRefusedOffTheSNSPaths: outside /sns (the token endpoints
+// read their own `secret`) nothing WeChat serves takes `secret` in the
+// query: a call carrying one, with a valid handle or not, empty or not,
+// is refused with 48001 and never forwarded, so a client key (or an
+// AppSecret a misconfigured SDK sends) never reaches WeChat or its logs
+// through the relay. The key is in no log line.
+func TestSecretIsRefusedOffTheSNSPaths(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	hc := &http.Client{}
+	h := get(t, hc, tokenURL(e.url, appA, keyShop)).AccessToken
+	call := wechatsim.PathUserInfo + "?access_token=" + h + "&openid=" + openID
+	refused := []namedTarget{
+		{"the client key with a handle", call + "&secret=" + keyShop},
+		{"the AppSecret with a handle", call + "&secret=" + secretA},
+		{"an empty secret", call + "&secret="},
+		{"a secret without a value", call + "&secret"},
+		{"secret first", wechatsim.PathUserInfo + "?secret=" + keyShop + "&access_token=" + h + "&openid=" + openID},
+		{"no access_token", wechatsim.PathUserInfo + "?appid=" + appA + "&secret=" + keyShop},
+		{"the token endpoint's query under another path", "/cgi-bin/token/x?grant_type=client_credential&appid=" + appA + "&secret=" + keyShop},
+	}
+	e.getRefused(t, hc, refused, "secret on a path that is not a token endpoint", "no secret off the /sns paths")
+	if n := len(e.callLines("unknown", "48001")); n != len(refused) {
+		t.Errorf("%d refusals logged under the unknown client, want %d", n, len(refused))
+	}
+	// A parameter that merely contains the name is no secret.
+	if a := get(t, hc, e.url+call+"&client_secret_hint=1"); a.ErrCode != 0 {
+		t.Fatalf("user/info with another parameter: %s", a.raw)
+	}
+	e.assertNoLeak("the logs", e.logs.String())
+}

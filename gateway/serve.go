@@ -33,7 +33,16 @@ func exchangePath(path string) bool {
 // RealToken client, the real token).
 func (g *Gateway) serveRelay(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if userTokenPath(r.URL.Path) && queryParam(r.URL.RawQuery, "secret") != "" {
+	if !userTokenPath(r.URL.Path) && hasParam(r.URL.RawQuery, "secret") {
+		// secret is a client key only at the token endpoints and the
+		// code exchanges, which are not relayed here; nothing else
+		// WeChat serves takes one, and forwarded it would hand the key
+		// to WeChat (and to whatever logs its URLs).
+		g.writeError(w, errUnauthorized, "secret on a path that is not a token endpoint or a code exchange: the client key goes nowhere else")
+		g.record(clientUnknown, r, errUnauthorized, start, 1)
+		return
+	}
+	if userTokenPath(r.URL.Path) && hasParam(r.URL.RawQuery, "secret") {
 		if !exchangePath(r.URL.Path) {
 			// The AppSecret goes to the code exchanges only; this call is
 			// not one, and is not forwarded with the key either.
@@ -270,6 +279,19 @@ func queryParam(raw, name string) string {
 		}
 	}
 	return ""
+}
+
+// hasParam reports whether a raw query has a parameter named name (as
+// sent), whatever its value, also one that does not decode.
+func hasParam(raw, name string) bool {
+	for raw != "" {
+		var p string
+		p, raw, _ = strings.Cut(raw, "&")
+		if k, _, _ := strings.Cut(p, "="); k == name {
+			return true
+		}
+	}
+	return false
 }
 
 // record counts a call the gateway answered itself, a refusal or a
