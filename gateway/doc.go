@@ -27,7 +27,12 @@
 // (64 KiB for a call without a client: the /sns calls below). A request's
 // body must arrive within 2 × CallTimeout (a read deadline set by the
 // front and lifted once the body is read), else -1 and the connection is
-// closed.
+// closed. The bodies held in memory, all calls together, stay within
+// MaxBufferedBytes (golang.org/x/sync/semaphore): a call takes its
+// Content-Length (MaxRequestBody when it announces none) before its body
+// is read and gives it back once answered; one that cannot have it
+// within BodyBudgetWait is answered -1 ("busy") and not forwarded, so
+// many concurrent uploads neither exhaust memory nor wait without end.
 // A handle of any of the last three token versions stays valid and is
 // relayed with the current token, so a rotation fails no call; an
 // unknown one is answered 40001 (the SDK fetches a new token). Retry
@@ -60,7 +65,10 @@
 // and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by
 // the AppSecret (Config.Apps) and are never repeated (a code is used up
 // even by -1). Any other /sns call carrying `secret` is refused with
-// 48001. Other /sns calls carry the user's own token: they pass through
+// 48001, and so is any call outside /sns carrying one (the token
+// endpoints read theirs; nothing else WeChat serves takes it): a client
+// key, or an AppSecret, never goes through the relay, whatever its
+// value, empty too. Other /sns calls carry the user's own token: they pass through
 // unchanged, without a client, under AnonymousRate. No /sns endpoint
 // takes the global token, so a handle (or a RealToken client's real
 // token, or any access_token starting wxh1_) on a /sns path is refused
@@ -86,14 +94,19 @@
 // # Clients, logs, metrics
 //
 // A client has a name, a key (compared in constant time on SHA-256
-// sums), the appids and path prefixes it may use (48001 for another
+// sums; two clients with the same key are refused by New, the error
+// naming both clients, never the key), the appids and path prefixes it may use (48001 for another
 // path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
 // registry: wxhub_gateway_calls_total{client,path,errcode},
 // wxhub_gateway_call_duration_seconds{client,path} and
 // wxhub_gateway_retries_total{client,reason}; at most 200 path values
-// for the clients' calls, then "other" (unknown and anonymous callers
-// get "other" except on a fixed list of WeChat's paths, so they cannot
-// use the 200 up). Logs (debug per call, info for retries, warn for
+// for the clients' calls, then "other". Only a relayed call of a client
+// takes a new one: a call the gateway refuses itself (bad key or
+// handle, a path not allowed, over the rate, over a body limit, busy)
+// gets its path's label only if it has one already, else "other", and
+// unknown and anonymous callers get "other" except on a fixed list of
+// WeChat's paths (labelled outside the 200), so none can use the 200
+// up. Logs (debug per call, info for retries, warn for
 // failures) carry the query with every token, secret, key, code and
 // ticket value replaced by [redacted]; never a handle, token, key or
 // AppSecret.
@@ -105,8 +118,12 @@
 // binds Listen (HTTPS with TLSCert and TLSKey); Run serves until its
 // context ends, then lets the requests in flight finish: DrainTimeout,
 // by default DrainFor(TokenWait, CallTimeout, MountWait), what the
-// longest request may take (a relayed call or a mounted handler such as
-// the web login's callback) plus DrainMargin.
+// longest request may take plus DrainMargin: HeaderTimeout for its
+// headers, then a relayed call (TokenWait, 2 × CallTimeout for its body,
+// CallTimeout for the call: 10 + 10 + 60 + 30 s by default) or a mounted
+// handler such as the web login's callback (MountWait). A shorter
+// DrainTimeout is refused; the stop timeouts in deploy/ exceed the
+// longest drain (config.MaxGatewayDrain).
 // /healthz and /readyz on the same front (ready once every configured
 // app has an unexpired token). Config.Mount adds handlers on the front,
 // such as the web login under /oauth/ (package weblogin).
