@@ -150,7 +150,9 @@
 //     ErrRateLimited, ErrQuotaReserve or ErrBackingOff; leader only
 //     (ErrNotLeader). A leader that stops makes none and answers
 //     not_leading (a *RefusedError matching ErrNotLeader): the holder that
-//     leads next can. A request over NATS may name the version it wants
+//     leads next can. One that loses its lease during the WeChat call
+//     answers not_leading too (an error matching ErrNotLeader), not the
+//     cut call's "context canceled". A request over NATS may name the version it wants
 //     replaced: a newer stored token answers it with no fetch, so asking
 //     again (`wxhub token invalidate` does, during a takeover) never makes
 //     a second refresh. The answer goes out within the requester's timeout

@@ -364,3 +364,35 @@ func TestStopGivesUpAWriteThatNeverLands(t *testing.T) {
 		return strings.Contains(ev.ErrMsg, "could not be stored")
 	})
 }
+
+// A manual refresh cut because the leader lost its lease during the
+// WeChat call (the lease was removed, as when NATS lost it) is answered
+// not_leading, "ask again", not "refresh failed: context canceled".
+func TestManualRefreshCutByALostLeaseIsAnsweredNotLeading(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	app := e.newApp(events.ModeToken)
+	h1 := e.start(e.config("h1", app), nil)
+	waitRefreshed(t, e, app.AppID, 1)
+	answered, _ := e.holdAnswer(wechatsim.PathToken) // never released: the call waits until cut
+	replies := make(chan events.TokenRefreshReply, 1)
+	go func() { replies <- e.askRefresh(app.AppID, nil) }()
+	waitClosed(t, answered, "WeChat to answer the manual refresh")
+	leases, err := e.nats.JS.KeyValue(context.Background(), events.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leases.Delete(context.Background(), app.AppID); err != nil {
+		t.Fatal(err)
+	}
+	var reply events.TokenRefreshReply
+	select {
+	case reply = <-replies:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer to the manual refresh")
+	}
+	if reply.Refused != LockoutNotLeading || strings.Contains(reply.Error, "context canceled") || !strings.Contains(reply.Error, "ask again") {
+		t.Fatalf("answer %+v, want not_leading, ask again", reply)
+	}
+	h1.stop(t)
+}

@@ -458,7 +458,13 @@ func (a *app) manualRefresh(ctx context.Context, req manualReq) error {
 		return refused(ErrQuotaReserve, LockoutQuotaReserve, midnight, fmt.Sprintf("daily quota down to the reserve of %d; scheduled refreshes go on", cfg.QuotaReserve))
 	}
 	a.lastManualAt = now
-	return a.refresh(ctx, events.ReasonManual, true)
+	err := a.refresh(ctx, events.ReasonManual, true)
+	if err != nil && ctx.Err() != nil && !a.leaseValid() {
+		// The term ended under the call (the lease was lost): the
+		// requester asks again and the next leader answers.
+		return fmt.Errorf("%w: the lease was lost during the refresh: %w", ErrNotLeader, err)
+	}
+	return err
 }
 
 // errLeaseShort: too little of the lease is left for a WeChat call to end
