@@ -22,6 +22,22 @@
 // (180 days for mobile apps, configurable per app). When it lapses the
 // server deletes the record; the tokens are useless by then.
 //
+// # Reading what was written
+//
+// Every read of a record (Get, and so Fresh, Forget and Rotate) goes to
+// the leader of the bucket's stream (a JetStream STREAM.MSG.GET), never
+// to the replica on the connection's server: the bucket is replicated
+// over three servers in production, and a KV Get is a direct get (every
+// bucket nats.go makes has AllowDirect), which a follower answers from
+// its own copy, possibly before it has applied the last writes. A Get
+// right after a Store could then miss the Store (no record, or the one
+// before), and a StoreIf on the revision it returned would lose. The
+// leader has applied every write it acknowledged, so a read through it
+// sees every write acknowledged before the read was sent. The price is
+// that reads are not spread over the replicas, and a read waits for a
+// leader while the stream elects one; the vault's reads are one per
+// job, not a hot path.
+//
 // # Keys
 //
 // A Keyring holds one or more 32-byte keys, each with an id. The newest

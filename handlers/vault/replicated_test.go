@@ -2,6 +2,9 @@ package vault_test
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -85,4 +90,115 @@ func TestFreshTwentyCallersAfterAnEarlierRefreshOneRefresh(t *testing.T) {
 			t.Fatalf("%d refresh calls after the earlier one, %d callers refreshed; want 1 and 1", calls.Load()-1, refreshedCount.Load())
 		}
 	})
+}
+
+// serverConns opens a connection to each server of a replicated env on
+// its own (no fail-over), so that a test reaches the followers as well as
+// the leader: a KV direct get is answered by the replica on the
+// connection's server.
+func serverConns(t *testing.T, env *brokertest.Env) []jetstream.JetStream {
+	t.Helper()
+	var out []jetstream.JetStream
+	for _, u := range strings.Split(env.URL, ",") {
+		nc, err := broker.Connect(broker.ConnConfig{URL: u, Name: t.Name()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, js)
+	}
+	return out
+}
+
+// busy keeps every CPU busy until stop is closed: on a loaded machine a
+// follower's applying of the last write is scheduled late, and a read
+// it answers meanwhile misses the write (on an idle one it rarely does).
+func busy(t *testing.T, stop <-chan struct{}) {
+	t.Helper()
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for x := 0; ; x++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for i := range 1 << 16 {
+					x ^= i
+				}
+			}
+		})
+	}
+}
+
+// "720 Stores, 720 Gets that see them", from every server of a bucket
+// replicated over three, 6 writers on each, on a busy machine: a Get
+// right after a Store in the same process returns that Store's revision
+// (not "no record", not the one before), and a StoreIf on the revision
+// that Get returned wins. A follower answers KV direct gets (the bucket
+// has AllowDirect, as nats.go makes every bucket) from its own copy,
+// which may not have applied the last write yet; the vault reads through
+// the stream's leader.
+func TestStoreThenGetSeesTheWriteOnEveryServer(t *testing.T) {
+	t.Parallel()
+	env := brokertest.StartReplicated(t)
+	c := &clock{now: time.Now()}
+	ctx := context.Background()
+	k := ring(t, keyLine(t, "k1"))
+	s, err := env.JS.Stream(ctx, "KV_"+events.BucketVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Replicas != 3 || !cfg.AllowDirect {
+		t.Fatalf("the bucket's stream has %d replicas, AllowDirect %v; want 3 and true (as provisioned for production)", cfg.Replicas, cfg.AllowDirect)
+	}
+	var vaults []*vault.Vault
+	for _, js := range serverConns(t, env) {
+		vaults = append(vaults, openVault(t, js, k, c))
+	}
+	stop := make(chan struct{})
+	busy(t, stop)
+	var wg sync.WaitGroup
+	for s, v := range vaults {
+		for w := range 6 {
+			wg.Go(func() {
+				for i := range 40 {
+					openid := fmt.Sprintf("oUser%d_%d_%d", s, w, i)
+					at := fmt.Sprintf("server %d, writer %d, user %d", s+1, w, i)
+					stored, err := v.Store(ctx, "wxapp", openid, tokens(c, i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					got, err := v.Get(ctx, "wxapp", openid)
+					if err != nil || got.Revision != stored.Revision {
+						t.Errorf("%s: Get right after the Store = revision %d, %v; want the Store's %d", at, got.Revision, err, stored.Revision)
+						return
+					}
+					again, err := v.Store(ctx, "wxapp", openid, tokens(c, 100+i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					got, err = v.Get(ctx, "wxapp", openid)
+					if err != nil || got.Revision != again.Revision {
+						t.Errorf("%s: Get right after the second Store = revision %d, %v; want %d", at, got.Revision, err, again.Revision)
+						return
+					}
+					if _, err := v.StoreIf(ctx, "wxapp", openid, tokens(c, 200+i), got.Revision); err != nil {
+						t.Errorf("%s: StoreIf on the revision Get returned: %v", at, err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(stop)
 }

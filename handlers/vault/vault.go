@@ -42,6 +42,9 @@ type Vault struct {
 	kv   jetstream.KeyValue
 	ring *Keyring
 	opts Options
+	// api is js's API prefix, stream the bucket's stream name: the vault
+	// reads through the stream's leader (read.go).
+	api, stream string
 }
 
 // Open binds a Vault to the bucket (it must exist: provisioning creates
@@ -60,7 +63,8 @@ func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("vault: bucket %s: %w", opts.Bucket, err)
 	}
-	v := &Vault{js: js, kv: kv, ring: ring, opts: opts}
+	stream := "KV_" + opts.Bucket
+	v := &Vault{js: js, kv: kv, ring: ring, opts: opts, api: apiPrefix(js), stream: stream}
 	if err := v.checkKeys(ctx); err != nil {
 		return nil, err
 	}
@@ -176,18 +180,18 @@ func (v *Vault) Get(ctx context.Context, appid, openid string) (Record, error) {
 	if err := checkUser(appid, openid); err != nil {
 		return Record{}, err
 	}
-	e, err := v.kv.Get(ctx, userKey(appid, openid))
+	e, err := v.read(ctx, userKey(appid, openid))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Record{}, ErrNotFound
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("vault: get: %w", err)
 	}
-	t, kid, err := v.ring.openTokens(appid, openid, e.Value())
+	t, kid, err := v.ring.openTokens(appid, openid, e.value)
 	if err != nil {
 		return Record{}, err
 	}
-	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: e.Revision()}, nil
+	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: e.revision}, nil
 }
 
 // Store writes a user's tokens (replacing any record), encrypted under the
@@ -222,7 +226,7 @@ func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *
 	if rev != nil {
 		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(*rev))
 	}
-	msg := &nats.Msg{Subject: "$KV." + v.opts.Bucket + "." + userKey(appid, openid), Data: b}
+	msg := &nats.Msg{Subject: v.subject(userKey(appid, openid)), Data: b}
 	ack, err := v.js.PublishMsg(ctx, msg, popts...)
 	if err != nil {
 		if cas.Lost(err) {
@@ -241,7 +245,7 @@ func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool,
 	if err := checkUser(appid, openid); err != nil {
 		return false, err
 	}
-	_, err = v.kv.Get(ctx, userKey(appid, openid))
+	_, err = v.read(ctx, userKey(appid, openid))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:

@@ -1,0 +1,111 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The vault reads through the bucket stream's leader, never from a
+// follower: a KV Get is a direct get (nats.go gives every bucket
+// AllowDirect), which on a replicated bucket the replica on the
+// connection's server answers from its own copy, and a follower may not
+// have applied the last writes yet. The leader has applied every write it
+// acknowledged (a newly elected one answers as leader only once it has
+// applied its predecessor's), so a read through it sees every write that
+// was acknowledged before the read was sent: a Store followed by a Get in
+// one process, and a compare-and-set based on the revision a read
+// returned.
+
+// entry is a key's last message in the bucket, as the stream's leader has
+// it.
+type entry struct {
+	value    []byte
+	revision uint64
+	// deleted: the last message is a delete, purge or TTL marker.
+	deleted bool
+}
+
+// last returns key's last message as the stream's leader has it;
+// jetstream.ErrKeyNotFound when the key has none.
+func (v *Vault) last(ctx context.Context, key string) (entry, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		timeout := v.js.Options().DefaultTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{v.subject(key)})
+	if err != nil {
+		return entry{}, err
+	}
+	msg, err := v.js.Conn().RequestWithContext(ctx, v.api+"STREAM.MSG.GET."+v.stream, req)
+	if err != nil {
+		return entry{}, fmt.Errorf("asking the stream leader for %s: %w", key, err)
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return entry{}, fmt.Errorf("the stream leader's answer for %s: %w", key, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return entry{}, jetstream.ErrKeyNotFound
+		}
+		return entry{}, fmt.Errorf("the stream leader's answer for %s: %w", key, resp.Error)
+	}
+	if resp.Message == nil {
+		return entry{}, fmt.Errorf("the stream leader's answer for %s: %w", key, jetstream.ErrInvalidJetStreamResponse)
+	}
+	e := entry{value: resp.Message.Data, revision: resp.Message.Sequence}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err != nil {
+			return entry{}, fmt.Errorf("the headers of %s: %w", key, err)
+		}
+		op := h.Get("KV-Operation")
+		e.deleted = op == "DEL" || op == "PURGE" || h.Get(jetstream.MarkerReasonHeader) != ""
+	}
+	return e, nil
+}
+
+// read returns key's value as the stream's leader has it;
+// jetstream.ErrKeyNotFound when the key has none or was deleted.
+func (v *Vault) read(ctx context.Context, key string) (entry, error) {
+	e, err := v.last(ctx, key)
+	if err == nil && e.deleted {
+		return entry{}, jetstream.ErrKeyNotFound
+	}
+	return e, err
+}
+
+// subject is the stream subject of a key.
+func (v *Vault) subject(key string) string { return "$KV." + v.opts.Bucket + "." + key }
+
+// apiPrefix is the JetStream API prefix js sends its requests with.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
+}
