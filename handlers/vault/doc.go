@@ -56,7 +56,12 @@
 // check record (a wrong key file), and when the bucket has a check record
 // for a key id that is not configured (records written under a key this
 // process does not have). Open writes the check record of the newest key
-// the first time it is used.
+// the first time it is used. Processes that start at once race to write
+// it: one wins, and the others check the winner's record with their key
+// (waiting for it when they are told of it before it is stored) rather
+// than fail or write their own over it. The check record's GCM
+// additional data is "wx_vault/v1/keycheck/<key id>", binding it to its
+// key id as a record is bound to its user.
 //
 // # Refreshing, once
 //

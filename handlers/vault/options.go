@@ -48,6 +48,22 @@ type Options struct {
 	Owner string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+
+	hooks hooks // for the package's tests only
+}
+
+// hooks let the package's tests hold a vault at a point where it races
+// others; nil ones do nothing.
+type hooks struct {
+	// beforeCheckCreate: Open found no check record of the newest key
+	// and is about to create it.
+	beforeCheckCreate func()
+}
+
+func (h hooks) call(f func()) {
+	if f != nil {
+		f()
+	}
 }
 
 // MinLockTTL is the shortest lock TTL whose refresh deadline (three

@@ -3,12 +3,15 @@ package vault
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxhub/wxhub/internal/cas"
 )
 
 // The vault reads through the bucket stream's leader, never from a
@@ -34,15 +37,8 @@ type entry struct {
 // last returns key's last message as the stream's leader has it;
 // jetstream.ErrKeyNotFound when the key has none.
 func (v *Vault) last(ctx context.Context, key string) (entry, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		timeout := v.js.Options().DefaultTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
 	req, err := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{v.subject(key)})
@@ -93,6 +89,67 @@ func (v *Vault) read(ctx context.Context, key string) (entry, error) {
 		return entry{}, jetstream.ErrKeyNotFound
 	}
 	return e, err
+}
+
+// create writes key only if it has no value (none ever, or a delete,
+// purge or TTL marker last), as KV Create does but reading the marker's
+// revision through the leader. A lost race is an error that cas.Lost
+// knows.
+func (v *Vault) create(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev := uint64(0)
+	for {
+		ack, err := v.js.Publish(ctx, v.subject(key), value, jetstream.WithExpectLastSequencePerSubject(rev))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if !cas.Lost(err) || rev != 0 {
+			return 0, err
+		}
+		e, rerr := v.last(ctx, key)
+		if rerr != nil || !e.deleted {
+			return 0, err // a value is there (or being written): lost
+		}
+		rev = e.revision // over the marker, once
+	}
+}
+
+// await returns key's value once it has one: the write that won a race
+// we lost may still be being stored. It watches the key, so it takes the
+// value whenever the watch's server has it.
+func (v *Vault) await(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+	w, err := v.kv.Watch(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("the watch ended")
+			}
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				return e.Value(), nil
+			}
+		}
+	}
+}
+
+// withTimeout gives ctx js's default timeout (5 s if it has none) unless
+// it has a deadline already.
+func (v *Vault) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	timeout := v.js.Options().DefaultTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return context.WithTimeout(ctx, timeout)
 }
 
 // subject is the stream subject of a key.

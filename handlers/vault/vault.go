@@ -119,7 +119,17 @@ func (v *Vault) checkKeys(ctx context.Context) error {
 	if haveCurrent {
 		return nil
 	}
-	env, err := v.ring.seal([]byte(checkText), checkAD(current))
+	return v.createCheck(ctx, current)
+}
+
+// createCheck writes the check record of key id, the ring's newest. Opens
+// that start at once each find no check record and create one; all but
+// one lose, and a loser checks the winner's record instead (it is under
+// the same id, so the same key must decrypt it). A loser may be told while
+// the winner's write is still being stored (a replicated bucket answers
+// 10164 then), when not even the stream's leader has it: it waits for it.
+func (v *Vault) createCheck(ctx context.Context, id string) error {
+	env, err := v.ring.seal([]byte(checkText), checkAD(id))
 	if err != nil {
 		return err
 	}
@@ -127,22 +137,35 @@ func (v *Vault) checkKeys(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := v.kv.Create(ctx, checkPrefix+current, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) { // another process wrote it meanwhile
-			return v.verifyCheck(ctx, current)
-		}
-		return fmt.Errorf("vault: writing the key check record for %q: %w", current, err)
+	v.opts.hooks.call(v.opts.hooks.beforeCheckCreate)
+	_, err = v.create(ctx, checkPrefix+id, b)
+	if err == nil {
+		v.opts.Logger.Info("vault key check record written", "bucket", v.opts.Bucket, "kid", id)
+		return nil
 	}
-	v.opts.Logger.Info("vault key check record written", "bucket", v.opts.Bucket, "kid", current)
-	return nil
+	if !cas.Lost(err) {
+		return fmt.Errorf("vault: writing the key check record for %q: %w", id, err)
+	}
+	value, err := v.await(ctx, checkPrefix+id)
+	if err != nil {
+		return fmt.Errorf("vault: reading the key check record for %q that another process wrote: %w", id, err)
+	}
+	return v.checkValue(id, value)
 }
 
+// verifyCheck reads key id's check record and checks it.
 func (v *Vault) verifyCheck(ctx context.Context, id string) error {
-	e, err := v.kv.Get(ctx, checkPrefix+id)
+	e, err := v.read(ctx, checkPrefix+id)
 	if err != nil {
 		return fmt.Errorf("vault: reading the key check record for %q: %w", id, err)
 	}
-	env, err := unmarshalEnvelope(e.Value())
+	return v.checkValue(id, e.value)
+}
+
+// checkValue checks that value is key id's check record: ErrWrongKey if
+// the key does not decrypt it.
+func (v *Vault) checkValue(id string, value []byte) error {
+	env, err := unmarshalEnvelope(value)
 	if err == nil {
 		if env.KeyID != id {
 			err = fmt.Errorf("%w: check record names key %q", ErrCorrupt, env.KeyID)
