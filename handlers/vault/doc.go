@@ -45,7 +45,10 @@
 // key at the end of the ring on every process, restart them, then run
 // Rotate (wxhub vault rotate), which re-encrypts every record under the
 // newest key and retires the older keys' check records; the old keys can
-// then be removed from the ring. Rotate retires only keys its ring holds
+// then be removed from the ring. A record written under an older key while
+// Rotate runs (by a process not yet restarted) is re-encrypted too: after
+// retiring, Rotate lists the records again, through the stream's leader.
+// Rotate retires only keys its ring holds
 // and has superseded: when the bucket has a check record of a key the
 // ring lacks (a newer ring is in use elsewhere), it refuses with
 // ErrMissingKey naming that key, changing nothing.

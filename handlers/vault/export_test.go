@@ -11,10 +11,12 @@ type Hooks struct {
 	// BeforeCheckCreate: Open found no check record of the newest key
 	// and is about to create it.
 	BeforeCheckCreate func()
+	// RotateListed: Rotate listed the records it re-encrypts first.
+	RotateListed func()
 }
 
 // OpenHooked is Open with hooks.
 func OpenHooked(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Options, h Hooks) (*Vault, error) {
-	opts.hooks = hooks{beforeCheckCreate: h.BeforeCheckCreate}
+	opts.hooks = hooks{beforeCheckCreate: h.BeforeCheckCreate, rotateListed: h.RotateListed}
 	return Open(ctx, js, ring, opts)
 }

@@ -58,6 +58,8 @@ type hooks struct {
 	// beforeCheckCreate: Open found no check record of the newest key
 	// and is about to create it.
 	beforeCheckCreate func()
+	// rotateListed: Rotate listed the records it re-encrypts first.
+	rotateListed func()
 }
 
 func (h hooks) call(f func()) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -111,6 +112,29 @@ func (v *Vault) create(ctx context.Context, key string, value []byte) (uint64, e
 		}
 		rev = e.revision // over the marker, once
 	}
+}
+
+// list returns the bucket's keys matching filter (a KV key pattern), as
+// the stream's leader has them, sorted. A key whose last message is a
+// marker is listed too: read it to know.
+func (v *Vault) list(ctx context.Context, filter string) ([]string, error) {
+	st, err := v.js.Stream(ctx, v.stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(v.subject(filter)))
+	if err != nil {
+		return nil, err
+	}
+	pre := v.subject("")
+	out := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		if k, ok := strings.CutPrefix(subj, pre); ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // await returns key's value once it has one: the write that won a race

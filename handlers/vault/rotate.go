@@ -12,11 +12,16 @@ import (
 
 // RotateStats says what Rotate did.
 type RotateStats struct {
-	Records      int      // user records seen
-	Reencrypted  int      // re-encrypted under the newest key
-	Current      int      // already under the newest key
-	Gone         int      // deleted or expired while rotating
-	Failed       int      // could not be read (their key is missing or wrong)
+	Records     int // user records seen
+	Reencrypted int // re-encrypted under the newest key
+	Current     int // already under the newest key
+	Gone        int // deleted or expired while rotating
+	Failed      int // could not be read (their key is missing or wrong)
+	// Late: written under a key that Rotate retired, while it ran (by a
+	// process not yet restarted with the new keyring), found when it
+	// listed the records again after retiring, and re-encrypted (they
+	// count in Reencrypted too).
+	Late         int
 	RetiredKeys  []string // check records removed: these keys may leave the ring
 	CurrentKeyID string
 }
@@ -26,6 +31,12 @@ type RotateStats struct {
 // read again. When every record is under the newest key, the check
 // records of the other keys are removed, so those keys may then be taken
 // out of the keyring. Run it after every process has the new keyring.
+//
+// A record written under an older key while Rotate re-encrypts (by a
+// process still running with the old keyring) would be left under a
+// retired key, which the next Open no longer knows it needs: so after
+// retiring, Rotate lists the records again, from the stream's leader,
+// and re-encrypts any still under a key other than the newest (Late).
 //
 // Only keys this ring holds and has superseded are retired. A check record
 // of a key this ring does not know (a newer keyring in use elsewhere)
@@ -41,20 +52,9 @@ func (v *Vault) Rotate(ctx context.Context) (RotateStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("vault: listing records: %w", err)
 	}
-	var failures []error
-	for _, k := range keys {
-		appid, openid, ok := strings.Cut(strings.TrimPrefix(k, userPrefix), ".")
-		if !ok {
-			continue
-		}
-		st.Records++
-		if err := v.rotateOne(ctx, appid, openid, &st); err != nil {
-			st.Failed++
-			failures = append(failures, fmt.Errorf("%s: %w", k, err))
-		}
-	}
-	if len(failures) > 0 {
-		return st, fmt.Errorf("vault: rotate: %d of %d records not re-encrypted: %w", len(failures), st.Records, errors.Join(failures...))
+	v.opts.hooks.call(v.opts.hooks.rotateListed)
+	if err := v.rotateKeys(ctx, keys, &st); err != nil {
+		return st, err
 	}
 	old, err := v.retirable(ctx)
 	if err != nil {
@@ -66,7 +66,51 @@ func (v *Vault) Rotate(ctx context.Context) (RotateStats, error) {
 		}
 		st.RetiredKeys = append(st.RetiredKeys, id)
 	}
+	if len(old) == 0 {
+		return st, nil
+	}
+	// Records written under a retired key meanwhile: list again, through
+	// the leader (a listing a follower answers may miss the last writes).
+	keys, err = v.list(ctx, userPrefix+">")
+	if err != nil {
+		return st, fmt.Errorf("vault: listing records again after retiring keys: %w", err)
+	}
+	var late RotateStats
+	late.CurrentKeyID = st.CurrentKeyID
+	err = v.rotateKeys(ctx, keys, &late)
+	st.Late, st.Reencrypted, st.Failed = late.Reencrypted, st.Reencrypted+late.Reencrypted, st.Failed+late.Failed
+	st.Records += late.Reencrypted + late.Failed
+	if err != nil {
+		return st, fmt.Errorf("%w (records written under a retired key while rotating: is a process still running with the old keyring?)", err)
+	}
+	if st.Late > 0 {
+		v.opts.Logger.Warn("vault rotate: records were written under a retired key while rotating (a process still running with the old keyring?); re-encrypted them",
+			"bucket", v.opts.Bucket, "records", st.Late)
+	}
 	return st, nil
+}
+
+// rotateKeys re-encrypts the records of keys (user record keys) under the
+// newest key, counting in st.
+func (v *Vault) rotateKeys(ctx context.Context, keys []string, st *RotateStats) error {
+	var failures []error
+	n := 0
+	for _, k := range keys {
+		appid, openid, ok := strings.Cut(strings.TrimPrefix(k, userPrefix), ".")
+		if !ok {
+			continue
+		}
+		st.Records++
+		n++
+		if err := v.rotateOne(ctx, appid, openid, st); err != nil {
+			st.Failed++
+			failures = append(failures, fmt.Errorf("%s: %w", k, err))
+		}
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("vault: rotate: %d of %d records not re-encrypted: %w", len(failures), n, errors.Join(failures...))
+	}
+	return nil
 }
 
 // retirable lists the key ids whose check records Rotate may remove: the

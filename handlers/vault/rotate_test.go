@@ -195,3 +195,41 @@ func TestFreshRotateMeanwhileIsNoRefresh(t *testing.T) {
 		})
 	}
 }
+
+// "A record written under the old key while Rotate runs ends under the
+// new key." A worker not yet restarted with the new keyring (k1 only)
+// stores a login's record under k1 after Rotate (k1,k2) listed the
+// records: Rotate retires k1 and then finds the record, listing again,
+// and re-encrypts it, so a process with k2 alone reads it.
+func TestRotateReencryptsARecordWrittenUnderTheOldKeyMeanwhile(t *testing.T) {
+	t.Parallel()
+	brokertest.OneAndThree(t, func(t *testing.T, env *brokertest.Env) {
+		t.Parallel()
+		c := &clock{now: time.Now()}
+		ctx := context.Background()
+		k1, k2 := keyLine(t, "k1"), keyLine(t, "k2")
+		v1 := openVault(t, env.JS, ring(t, k1), c) // not restarted with k2
+		if _, err := v1.Store(ctx, "wxapp", "oEarly", tokens(c, 1)); err != nil {
+			t.Fatal(err)
+		}
+		var lateErr error
+		writeLate := func() { _, lateErr = v1.Store(ctx, "wxapp", "oLate", tokens(c, 2)) }
+		v12, err := vault.OpenHooked(ctx, env.JS, ring(t, k1, k2), vault.Options{Now: c.Now}, vault.Hooks{RotateListed: writeLate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := v12.Rotate(ctx)
+		if lateErr != nil {
+			t.Fatalf("the late Store: %v", lateErr)
+		}
+		if err != nil || strings.Join(st.RetiredKeys, ",") != "k1" || st.Reencrypted != 2 || st.Late != 1 || st.Records != 2 {
+			t.Fatalf("Rotate = %+v, %v; want k1 retired, 2 records re-encrypted of which 1 late", st, err)
+		}
+		v2 := openVault(t, env.JS, ring(t, k2), c)
+		for _, openid := range []string{"oEarly", "oLate"} {
+			if rec, err := v2.Get(ctx, "wxapp", openid); err != nil || rec.KeyID != "k2" {
+				t.Errorf("%s with k2 alone after the rotate: key %q, %v; want it under k2", openid, rec.KeyID, err)
+			}
+		}
+	})
+}
