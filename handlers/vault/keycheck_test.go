@@ -2,9 +2,11 @@ package vault_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker/brokertest"
+	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
 )
 
@@ -104,4 +107,41 @@ func TestOpenAtOnceOneCheckRecordAllOpen(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A check record is bound to its key id (the GCM additional data names
+// it), as a record is bound to its user: k1's check record copied under
+// k.k2, its envelope relabelled "k2", does not pass for k2's, even when
+// k2 is the same key material (a keyring line copied and renamed).
+func TestCheckRecordCopiedUnderAnotherKeyIDIsRefused(t *testing.T) {
+	t.Parallel()
+	env := brokertest.Start(t)
+	ctx := context.Background()
+	line := keyLine(t, "k1")
+	_, material, _ := strings.Cut(line, ":")
+	openVault(t, env.JS, ring(t, line), &clock{now: time.Now()}) // writes k.k1
+	kv, err := env.JS.KeyValue(ctx, events.BucketVault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "k.k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env1 vault.Envelope
+	if err := json.Unmarshal(e.Value(), &env1); err != nil {
+		t.Fatal(err)
+	}
+	env1.KeyID = "k2"
+	b, err := json.Marshal(env1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "k.k2", b); err != nil {
+		t.Fatal(err)
+	}
+	_, err = vault.Open(ctx, env.JS, ring(t, line, "k2:"+material), vault.Options{})
+	if !errors.Is(err, vault.ErrWrongKey) || !strings.Contains(err.Error(), `key "k2"`) {
+		t.Fatalf("Open with k1's check record under k.k2 = %v, want ErrWrongKey naming k2", err)
+	}
 }
