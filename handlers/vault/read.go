@@ -19,12 +19,13 @@ import (
 // follower: a KV Get is a direct get (nats.go gives every bucket
 // AllowDirect), which on a replicated bucket the replica on the
 // connection's server answers from its own copy, and a follower may not
-// have applied the last writes yet. The leader has applied every write it
-// acknowledged (a newly elected one answers as leader only once it has
-// applied its predecessor's), so a read through it sees every write that
-// was acknowledged before the read was sent: a Store followed by a Get in
-// one process, and a compare-and-set based on the revision a read
-// returned.
+// have applied the last writes yet. The leader acknowledges a write only
+// once it has applied it, so a read through it sees every write that was
+// acknowledged before the read was sent: a Store followed by a Get in one
+// process, and a compare-and-set based on the revision a read returned.
+// (Across a change of leader we rely on nats-server's new leader having
+// applied what its predecessor acknowledged before it answers; the tests
+// do not elect one.)
 
 // entry is a key's last message in the bucket, as the stream's leader has
 // it.
