@@ -22,7 +22,7 @@
 // X-Forwarded-For address that is not a trusted proxy. The table of
 // per-client limiters is bounded (MaxClients, default 10,000): a limiter
 // idle until its burst is full again is dropped, and a full table drops
-// the one used least recently (see clientLimits for why not "global
+// the one used least recently (see clientlimit.Table for why not "global
 // limit only" when full).
 //
 // Callback accepts the nonce only from the browser that started the login:

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/gateway/internal/clientlimit"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -79,6 +80,17 @@ type App struct {
 	ReturnTo []string
 }
 
+// DefaultClientRate and DefaultClientBurst bound the logins started by
+// one client (one IPv4 address, one IPv6 /64), besides the limit of all
+// browsers together: one client alone cannot take the whole
+// AuthorizeRate from everybody else (at the defaults it takes a tenth).
+// DefaultMaxClients bounds the clients remembered.
+const (
+	DefaultClientRate  = 5.0
+	DefaultClientBurst = 20
+	DefaultMaxClients  = clientlimit.DefaultMaxClients
+)
+
 // Config configures a Handler. Apps, States and Jobs are required.
 type Config struct {
 	Apps []App
@@ -106,7 +118,7 @@ type Config struct {
 	ClientBurst int
 	MaxClients  int
 	// TrustedProxies are the peers whose X-Forwarded-For names the
-	// client (see clientAddr); none by default: the client is the peer
+	// client (see clientlimit.Proxies.Addr); none by default: the client is the peer
 	// (RemoteAddr), and X-Forwarded-For is ignored. Behind a proxy that
 	// is not listed, every browser is that proxy's one client.
 	TrustedProxies []netip.Prefix
@@ -177,9 +189,9 @@ type Handler struct {
 	states        *StateStore
 	jobs          JobRunner
 	wait          time.Duration
-	starts        *rate.Limiter // logins started (AuthorizeRate)
-	clients       *clientLimits // logins started per client (ClientRate)
-	trusted       []netip.Prefix
+	starts        *rate.Limiter      // logins started (AuthorizeRate)
+	clients       *clientlimit.Table // logins started per client (ClientRate)
+	trusted       clientlimit.Proxies
 	warnedXFF     atomic.Bool // an ignored X-Forwarded-For was logged
 	log           *slog.Logger
 	mux           *http.ServeMux
@@ -195,10 +207,8 @@ func New(cfg Config) (*Handler, error) {
 		apps: make(map[string]*app), authorizeBase: strings.TrimSuffix(cfg.AuthorizeBase, "/"),
 		states: cfg.States, jobs: cfg.Jobs, wait: cfg.Wait, log: cfg.Logger,
 		starts:  rate.NewLimiter(rate.Limit(cfg.AuthorizeRate), cfg.AuthorizeBurst),
-		clients: newClientLimits(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients),
-	}
-	for _, p := range cfg.TrustedProxies {
-		h.trusted = append(h.trusted, trustedPrefix(p))
+		clients: clientlimit.New(cfg.ClientRate, cfg.ClientBurst, cfg.MaxClients),
+		trusted: clientlimit.Trust(cfg.TrustedProxies),
 	}
 	for _, a := range cfg.Apps {
 		if err := h.addApp(a); err != nil {
@@ -283,7 +293,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	// limited is what costs: a stored state. The client's own budget
 	// first: a client over it spends nothing of everybody's.
 	client := h.client(r)
-	if !h.clients.allow(client, time.Now()) {
+	if !h.clients.Allow(client, time.Now()) {
 		h.log.Debug("weblogin: over the rate of logins started by one client", "appid", appid, "client", client)
 		tooManyLogins(w)
 		return
@@ -310,16 +320,17 @@ func tooManyLogins(w http.ResponseWriter) {
 	plainError(w, http.StatusTooManyRequests, "too many logins are being started right now; try again in a moment")
 }
 
-// client is the budget r's login counts against (clientAddr, clientKey).
+// client is the budget r's login counts against (clientlimit's Addr and
+// Key).
 // An X-Forwarded-For from a peer that is not a trusted proxy is ignored,
 // and said once in the log: behind a proxy not listed in TrustedProxies
 // every browser shares the proxy's budget.
 func (h *Handler) client(r *http.Request) netip.Prefix {
-	a, ignored := clientAddr(r, h.trusted)
+	a, ignored := h.trusted.Addr(r)
 	if ignored && h.warnedXFF.CompareAndSwap(false, true) {
 		h.log.Warn("weblogin: X-Forwarded-For from a peer that is not a trusted proxy is ignored: every browser behind it counts as one client against the per-client limit of logins started (set the web login's trusted proxies)", "peer", a)
 	}
-	return clientKey(a)
+	return clientlimit.Key(a)
 }
 
 // authorizeURL builds WeChat's URL with its parameters in WeChat's order

@@ -1,4 +1,4 @@
-package weblogin
+package clientlimit
 
 import (
 	"net/http/httptest"
@@ -12,32 +12,32 @@ import (
 // and a client idle until its burst is full again is forgotten.
 func TestClientTableIsBoundedAndForgetsIdleClients(t *testing.T) {
 	t.Parallel()
-	c := newClientLimits(1, 2, 100) // a full burst again after 2 s idle
+	c := New(1, 2, 100) // a full burst again after 2 s idle
 	now := time.Unix(1_700_000_000, 0)
 	key := func(i int) netip.Prefix {
-		return clientKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		return Key(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 	}
 	for i := range 10000 {
-		if !c.allow(key(i), now) {
-			t.Fatalf("client %d refused its first login", i)
+		if !c.Allow(key(i), now) {
+			t.Fatalf("client %d refused its first request", i)
 		}
-		if n := c.len(); n > 100 {
+		if n := c.Len(); n > 100 {
 			t.Fatalf("after client %d the table holds %d clients, want at most 100", i, n)
 		}
 	}
-	if _, kept := c.byKey[key(9999)]; !kept || c.len() != 100 {
-		t.Fatalf("table of %d, the last client kept %v; want 100 and true", c.len(), kept)
+	if _, kept := c.byKey[key(9999)]; !kept || c.Len() != 100 {
+		t.Fatalf("table of %d, the last client kept %v; want 100 and true", c.Len(), kept)
 	}
 	if _, kept := c.byKey[key(0)]; kept {
 		t.Fatal("the first client is still in a full table")
 	}
-	if !c.allow(key(9999), now) || c.allow(key(9999), now) {
+	if !c.Allow(key(9999), now) || c.Allow(key(9999), now) {
 		t.Fatal("the last client's budget (burst 2) was not kept")
 	}
 
 	now = now.Add(2 * time.Second)
-	c.allow(key(10000), now)
-	if n := c.len(); n != 1 {
+	c.Allow(key(10000), now)
+	if n := c.Len(); n != 1 {
 		t.Fatalf("after 2 s idle the table holds %d clients, want only the new one", n)
 	}
 }
@@ -45,28 +45,28 @@ func TestClientTableIsBoundedAndForgetsIdleClients(t *testing.T) {
 // An IPv6 client is its /64: addresses from one /64 share one budget.
 func TestIPv6ClientIsItsSlash64(t *testing.T) {
 	t.Parallel()
-	c := newClientLimits(0.001, 2, 100)
+	c := New(0.001, 2, 100)
 	now := time.Now()
 	for i, a := range []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff::7", "2001:db8:1:2::1%eth0"} {
-		if got, want := c.allow(clientKey(netip.MustParseAddr(a)), now), i < 2; got != want {
+		if got, want := c.Allow(Key(netip.MustParseAddr(a)), now), i < 2; got != want {
 			t.Fatalf("%s: allowed %v, want %v", a, got, want)
 		}
 	}
-	if !c.allow(clientKey(netip.MustParseAddr("2001:db8:1:3::1")), now) {
+	if !c.Allow(Key(netip.MustParseAddr("2001:db8:1:3::1")), now) {
 		t.Fatal("another /64 shares the budget")
 	}
-	if c.len() != 2 {
-		t.Fatalf("%d clients, want 2", c.len())
+	if c.Len() != 2 {
+		t.Fatalf("%d clients, want 2", c.Len())
 	}
 }
 
 func TestClientAddr(t *testing.T) {
 	t.Parallel()
-	trusted := []netip.Prefix{
-		trustedPrefix(netip.MustParsePrefix("127.0.0.1/32")),
-		trustedPrefix(netip.MustParsePrefix("10.0.0.0/8")),
-		trustedPrefix(netip.MustParsePrefix("::ffff:192.168.0.0/112")), // as 192.168.0.0/16
-	}
+	trusted := Trust([]netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("::ffff:192.168.0.0/112"), // as 192.168.0.0/16
+	})
 	cases := []struct {
 		name    string
 		remote  string
@@ -91,12 +91,12 @@ func TestClientAddr(t *testing.T) {
 		{"unreadable peer", "@", []string{"198.51.100.7"}, "invalid IP", false},
 	}
 	for _, c := range cases {
-		r := httptest.NewRequest("GET", "/oauth/authorize", nil)
+		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = c.remote
 		for _, v := range c.xff {
 			r.Header.Add("X-Forwarded-For", v)
 		}
-		got, ignored := clientAddr(r, trusted)
+		got, ignored := trusted.Addr(r)
 		if got.String() != c.want || ignored != c.ignored {
 			t.Errorf("%s: %v (ignored %v), want %s (ignored %v)", c.name, got, ignored, c.want, c.ignored)
 		}
