@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/gateway/internal/clientlimit"
 )
 
 // Tokens is where the gateway reads each app's current global token: an
@@ -103,9 +105,22 @@ type Config struct {
 	// request may take, plus DrainMargin. A shorter one is refused: it
 	// would cut requests still within their own bounds.
 	DrainTimeout time.Duration
-	// AnonymousRate limits calls that carry no wxhub credential (user-token
-	// /sns calls) per second, all together (default 100, burst 200).
-	AnonymousRate float64
+	// AnonymousRate and AnonymousBurst limit the calls that carry no
+	// wxhub credential (user-token /sns calls) per second per client: an
+	// IPv4 address or an IPv6 /64 (default 100, burst 2 × the rate: 200),
+	// so that no caller can use up everybody's budget. MaxAnonymousClients
+	// bounds the clients remembered (default 10,000): one idle until its
+	// burst is full again is forgotten, and a full table forgets the one
+	// used least recently (package clientlimit).
+	AnonymousRate       float64
+	AnonymousBurst      int
+	MaxAnonymousClients int
+	// TrustedProxies are the peers whose X-Forwarded-For names the
+	// client for AnonymousRate (the rightmost address that is not a
+	// trusted proxy); none by default: the client is the peer
+	// (RemoteAddr), and behind a proxy not listed every caller is that
+	// proxy's one client.
+	TrustedProxies []netip.Prefix
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -125,6 +140,8 @@ const (
 	// DefaultMaxBufferedBytes is MaxBufferedBytes' default (raised to
 	// MaxRequestBody when that is larger).
 	DefaultMaxBufferedBytes = 128 << 20
+	// DefaultAnonymousRate is AnonymousRate's default, per client.
+	DefaultAnonymousRate = 100
 	// BodyBudgetWait is the longest a call waits for its share of
 	// MaxBufferedBytes (at most CallTimeout) before it is answered -1.
 	BodyBudgetWait = time.Second
@@ -179,8 +196,14 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DrainFor(c.TokenWait, c.CallTimeout, c.MountWait)
 	}
-	if c.AnonymousRate <= 0 {
-		c.AnonymousRate = 100
+	if c.AnonymousRate == 0 {
+		c.AnonymousRate = DefaultAnonymousRate
+	}
+	if c.AnonymousBurst == 0 {
+		c.AnonymousBurst = max(1, int(2*c.AnonymousRate))
+	}
+	if c.MaxAnonymousClients == 0 {
+		c.MaxAnonymousClients = clientlimit.DefaultMaxClients
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -217,6 +240,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < c.MaxRequestBody {
 		return fmt.Errorf("gateway: max buffered bytes %d is less than the largest request body allowed (%d): such a body could never be read", c.MaxBufferedBytes, c.MaxRequestBody)
+	}
+	if c.AnonymousRate < 0 || c.AnonymousBurst < 0 || c.MaxAnonymousClients < 0 {
+		return errors.New("gateway: anonymous rate, burst and max clients must not be negative")
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("gateway.trusted_proxies[%d]: %v is not a valid prefix", i, p)
+		}
 	}
 	names := map[string]bool{}
 	keys := map[[sha256.Size]byte]string{} // a client's key sum: its name

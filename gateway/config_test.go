@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,12 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"drain covering both", func(c *gateway.Config) { c.MountWait, c.DrainTimeout = 2*time.Minute, 135*time.Second }, ""},
 		{"body budget below the largest body", func(c *gateway.Config) { c.MaxRequestBody, c.MaxBufferedBytes = 1<<20, 1<<20-1 }, "max buffered bytes"},
 		{"body budget of one largest body", func(c *gateway.Config) { c.MaxRequestBody, c.MaxBufferedBytes = 1<<20, 1<<20 }, ""},
+		{"negative anonymous rate", func(c *gateway.Config) { c.AnonymousRate = -1 }, "anonymous rate"},
+		{"negative anonymous burst", func(c *gateway.Config) { c.AnonymousBurst = -1 }, "anonymous rate"},
+		{"negative anonymous clients", func(c *gateway.Config) { c.MaxAnonymousClients = -1 }, "anonymous rate"},
+		{"invalid trusted proxy", func(c *gateway.Config) {
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}
+		}, "trusted_proxies[1]"},
 		{"body budget by default under a larger body limit", func(c *gateway.Config) { c.MaxRequestBody = 256 << 20 }, ""},
 	}
 	for _, tt := range tests {

@@ -68,8 +68,15 @@
 // 48001, and so is any call outside /sns carrying one (the token
 // endpoints read theirs; nothing else WeChat serves takes it): a client
 // key, or an AppSecret, never goes through the relay, whatever its
-// value, empty too. Other /sns calls carry the user's own token: they pass through
-// unchanged, without a client, under AnonymousRate. No /sns endpoint
+// value, empty too. Other /sns calls carry the user's own token: they
+// pass through unchanged, without a client, under AnonymousRate per
+// client address (an IPv4 address or an IPv6 /64; 45011 over it), so
+// that no caller can use up everybody's budget. The address is the
+// peer's, or, when the peer is one of TrustedProxies, the rightmost
+// X-Forwarded-For address that is not a trusted proxy. The table of
+// per-address limiters is bounded (MaxAnonymousClients): an idle one is
+// forgotten, a full table forgets the one used least recently (package
+// gateway/internal/clientlimit, shared with the web login). No /sns endpoint
 // takes the global token, so a handle (or a RealToken client's real
 // token, or any access_token starting wxh1_) on a /sns path is refused
 // with 48001: relayed with the real token it would draw a 40001, and a

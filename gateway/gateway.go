@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/semaphore"
-	"golang.org/x/time/rate"
+
+	"github.com/wxhub/wxhub/gateway/internal/clientlimit"
 )
 
 // Gateway is the WeChat-compatible front. Make one with New, then either
@@ -30,10 +31,13 @@ type Gateway struct {
 	handles *handleTable
 	relay   http.Handler
 	paths   pathLabels
-	anon    *rate.Limiter
-	bodies  *semaphore.Weighted // MaxBufferedBytes: request bodies held
-	held    atomic.Int64        // bytes taken from bodies (tests read it)
-	handler http.Handler
+	anon    *clientlimit.Table  // calls without a client, per address (AnonymousRate)
+	trusted clientlimit.Proxies // whose X-Forwarded-For names the address
+	// warnedXFF: an ignored X-Forwarded-For was logged.
+	warnedXFF atomic.Bool
+	bodies    *semaphore.Weighted // MaxBufferedBytes: request bodies held
+	held      atomic.Int64        // bytes taken from bodies (tests read it)
+	handler   http.Handler
 
 	ln       net.Listener
 	srv      *http.Server
@@ -51,8 +55,9 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, base: base, log: cfg.Logger,
 		apps: map[string]App{}, handles: newHandleTable(),
-		anon:   rate.NewLimiter(rate.Limit(cfg.AnonymousRate), int(2*cfg.AnonymousRate)+1),
-		bodies: semaphore.NewWeighted(cfg.MaxBufferedBytes),
+		anon:    clientlimit.New(cfg.AnonymousRate, cfg.AnonymousBurst, cfg.MaxAnonymousClients),
+		trusted: clientlimit.Trust(cfg.TrustedProxies),
+		bodies:  semaphore.NewWeighted(cfg.MaxBufferedBytes),
 	}
 	for _, a := range cfg.Apps {
 		g.apps[a.AppID] = a

@@ -5,15 +5,18 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/wxhub/wxhub/gateway/internal/clientlimit"
 )
 
 // snsUserPaths carry the user's own OAuth token (or refresh token), not a
 // wxhub credential: they are relayed as they are, under the anonymous
-// rate limit. (/sns/oauth2/access_token is the exception: see
-// serveOAuthExchange.)
+// rate limit, per client address. (/sns/oauth2/access_token is the
+// exception: see serveOAuthExchange.)
 func userTokenPath(path string) bool {
 	return strings.HasPrefix(path, "/sns/")
 }
@@ -135,14 +138,27 @@ func (g *Gateway) serveOAuthExchange(w http.ResponseWriter, r *http.Request) {
 
 // passThrough relays a call carrying the user's own token.
 func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, start time.Time) {
-	if !g.anon.Allow() {
-		g.writeError(w, errMinuteQuota, "rate limit of calls without a client")
+	if !g.anon.Allow(g.anonClient(r), time.Now()) {
+		g.writeError(w, errMinuteQuota, "rate limit of calls without a client, per address")
 		g.record(clientAnonymous, r, errMinuteQuota, start, 1)
 		return
 	}
 	cl := &call{client: clientAnonymous, rawQuery: r.URL.RawQuery,
 		idempotent: r.Method == http.MethodGet && !exchangePath(r.URL.Path)}
 	g.forward(w, r, cl, start)
+}
+
+// anonClient is the budget r counts against under AnonymousRate: its
+// client's IPv4 address or IPv6 /64 (clientlimit). An X-Forwarded-For
+// from a peer that is not a trusted proxy is ignored, and said once in
+// the log: behind a proxy not listed in TrustedProxies every caller
+// shares the proxy's budget.
+func (g *Gateway) anonClient(r *http.Request) netip.Prefix {
+	a, ignored := g.trusted.Addr(r)
+	if ignored && g.warnedXFF.CompareAndSwap(false, true) {
+		g.log.Warn("gateway: X-Forwarded-For from a peer that is not a trusted proxy is ignored: every caller behind it counts as one client against the anonymous rate limit (set the gateway's trusted proxies)", "peer", a)
+	}
+	return clientlimit.Key(a)
 }
 
 // maxAnonymousBody bounds the body of a call without a wxhub credential
