@@ -140,8 +140,10 @@ const (
 	// DefaultMaxBufferedBytes is MaxBufferedBytes' default (raised to
 	// MaxRequestBody when that is larger).
 	DefaultMaxBufferedBytes = 128 << 20
-	// DefaultAnonymousRate is AnonymousRate's default, per client.
-	DefaultAnonymousRate = 100
+	// DefaultAnonymousRate is AnonymousRate's default, per client;
+	// DefaultMaxAnonymousClients is MaxAnonymousClients'.
+	DefaultAnonymousRate       = 100
+	DefaultMaxAnonymousClients = clientlimit.DefaultMaxClients
 	// BodyBudgetWait is the longest a call waits for its share of
 	// MaxBufferedBytes (at most CallTimeout) before it is answered -1.
 	BodyBudgetWait = time.Second
@@ -203,7 +205,7 @@ func (c *Config) setDefaults() {
 		c.AnonymousBurst = max(1, int(2*c.AnonymousRate))
 	}
 	if c.MaxAnonymousClients == 0 {
-		c.MaxAnonymousClients = clientlimit.DefaultMaxClients
+		c.MaxAnonymousClients = DefaultMaxAnonymousClients
 	}
 	if c.Now == nil {
 		c.Now = time.Now

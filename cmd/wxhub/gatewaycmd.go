@@ -89,6 +89,8 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			Apps:        cfg.GatewayApps(), Clients: cfg.GatewayClients(),
 			Listen: cfg.Gateway.Listen, TLSCert: cfg.Gateway.TLSCert, TLSKey: cfg.Gateway.TLSKey,
 			Mount: mounted, MountWait: mountWait,
+			AnonymousRate: cfg.Gateway.AnonymousRate, AnonymousBurst: cfg.Gateway.AnonymousBurst,
+			MaxAnonymousClients: cfg.Gateway.AnonymousMaxClients, TrustedProxies: cfg.Gateway.TrustedProxyPrefixes(),
 			Logger: log,
 		})
 		if err != nil {

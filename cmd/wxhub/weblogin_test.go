@@ -94,7 +94,9 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 // running NATS serves /oauth/authorize on its front, redirecting to the
 // configured authorize host with WeChat's parameters, and limits the
 // logins each browser starts by --oauth-client-* behind the
-// --oauth-trusted-proxies.
+// --oauth-trusted-proxies, and the calls without a client key each
+// caller makes by --gateway-anonymous-* behind the
+// --gateway-trusted-proxies.
 func TestGatewayServesWebLogin(t *testing.T) {
 	t.Parallel()
 	run := wxhubtest.StartRun(t) // NATS (provisioned) and the simulator
@@ -110,6 +112,7 @@ func TestGatewayServesWebLogin(t *testing.T) {
 		"--gateway-listen", addr, "--app", "appid="+run.AppID, "--oauth-authorize-base", simURL,
 		"--client", "name=shop,appids="+run.AppID,
 		"--oauth-client-rate", "0.001", "--oauth-client-burst", "2", "--oauth-trusted-proxies", "127.0.0.1",
+		"--gateway-anonymous-rate", "0.001", "--gateway-anonymous-burst", "1", "--gateway-trusted-proxies", "127.0.0.1",
 		"--web-login", "appid="+run.AppID+",callback_base="+base+",return_to="+base+"/shop/")
 	cmd.Env = append(os.Environ(), "WXHUB_CLIENT_KEY_SHOP=shop-key-0123456789abcdef")
 	var out wxhubtest.Buffer // both output streams
@@ -167,6 +170,27 @@ func TestGatewayServesWebLogin(t *testing.T) {
 	}
 	if got := startAs("198.51.100.2"); got != http.StatusFound {
 		t.Fatalf("another browser behind the trusted proxy: %d, want %d", got, http.StatusFound)
+	}
+	// The anonymous limit as configured: a burst of 1 per caller.
+	snsAs := func(client string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+"/sns/auth?access_token=user-token&openid=o1", nil)
+		req.Header.Set("X-Forwarded-For", client)
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i, limited := range []bool{false, true} {
+		if got := snsAs("198.51.100.1"); strings.Contains(got, `"errcode":45011`) != limited {
+			t.Fatalf("/sns call %d of a caller behind the trusted proxy: %s, want limited %v", i+1, got, limited)
+		}
+	}
+	if got := snsAs("198.51.100.2"); strings.Contains(got, `"errcode":45011`) {
+		t.Fatalf("/sns call of another caller behind the trusted proxy: %s", got)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
+	"github.com/wxhub/wxhub/gateway"
 )
 
 // DefaultNATSURL is where `wxhub run` listens, and so where the client
@@ -123,6 +125,43 @@ type Gateway struct {
 	TLSCert string   `yaml:"tls_cert"` // certificate file: HTTPS when set with tls_key
 	TLSKey  string   `yaml:"tls_key"`
 	Clients []Client `yaml:"clients"`
+	// AnonymousRate and AnonymousBurst limit the calls without a client
+	// key or handle (the /sns calls with the user's own token) per
+	// second per client address (an IPv4 address, an IPv6 /64);
+	// AnonymousMaxClients bounds the addresses remembered for it.
+	AnonymousRate       float64 `yaml:"anonymous_rate"`
+	AnonymousBurst      int     `yaml:"anonymous_burst"`
+	AnonymousMaxClients int     `yaml:"anonymous_max_clients"`
+	// TrustedProxies are the proxies (addresses or CIDR prefixes) in
+	// front of the gateway whose X-Forwarded-For names the caller for
+	// the anonymous limit; none by default (the caller is the peer's
+	// address). The web login has its own (web_login.trusted_proxies).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// MaxGatewayAnonymousClients is the largest
+// gateway.anonymous_max_clients accepted.
+const MaxGatewayAnonymousClients = 1_000_000
+
+// TrustedProxyPrefixes returns gateway.trusted_proxies as prefixes (an
+// address is its own /32 or /128); call Validate first: entries that do
+// not parse are left out.
+func (g Gateway) TrustedProxyPrefixes() []netip.Prefix { return proxyPrefixes(g.TrustedProxies) }
+
+// validate checks the anonymous limit and the trusted proxies.
+func (g Gateway) validate() error {
+	if g.AnonymousRate <= 0 || g.AnonymousBurst < 1 {
+		return fmt.Errorf("gateway.anonymous_rate: %v, burst %d: want a rate above 0 and a burst of at least 1", g.AnonymousRate, g.AnonymousBurst)
+	}
+	if g.AnonymousMaxClients < 1 || g.AnonymousMaxClients > MaxGatewayAnonymousClients {
+		return fmt.Errorf("gateway.anonymous_max_clients: %d, want 1 to %d", g.AnonymousMaxClients, MaxGatewayAnonymousClients)
+	}
+	for i, s := range g.TrustedProxies {
+		if _, err := parseProxy(s); err != nil {
+			return fmt.Errorf("gateway.trusted_proxies[%d]: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // Client is a business system allowed to use the gateway. Its key comes,
@@ -282,7 +321,8 @@ func Default() Config {
 		Worker:          Worker{Concurrency: 64, MaxDeliver: 5, AckWait: 60 * time.Second},
 		Run:             Run{NATSListen: "127.0.0.1:4222", DataDir: ".wxhub", SimListen: "127.0.0.1:8091"},
 		WebLogin:        DefaultWebLogin(),
-		Gateway:         Gateway{Listen: "127.0.0.1:8092"},
+		Gateway: Gateway{Listen: "127.0.0.1:8092",
+			AnonymousRate: gateway.DefaultAnonymousRate, AnonymousBurst: 2 * gateway.DefaultAnonymousRate, AnonymousMaxClients: gateway.DefaultMaxAnonymousClients},
 	}
 }
 
@@ -445,6 +485,9 @@ func (c Config) Validate(needSecrets bool) error {
 		return fmt.Errorf("prefix: %q must not contain spaces or wildcards", c.Prefix)
 	}
 	if err := c.WebLogin.Validate(); err != nil {
+		return err
+	}
+	if err := c.Gateway.validate(); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

@@ -209,6 +209,13 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.StringVar(&c.Gateway.Listen, "gateway-listen", c.Gateway.Listen, "`address` of the WeChat-compatible gateway")
 		fs.StringVar(&c.Gateway.TLSCert, "gateway-tls-cert", c.Gateway.TLSCert, "certificate `file`: the gateway serves HTTPS")
 		fs.StringVar(&c.Gateway.TLSKey, "gateway-tls-key", c.Gateway.TLSKey, "private key `file` of --gateway-tls-cert")
+		fs.Float64Var(&c.Gateway.AnonymousRate, "gateway-anonymous-rate", c.Gateway.AnonymousRate, "calls per second without a client key or handle (/sns calls with the user's own token) per client address (an IPv4 address, an IPv6 /64)")
+		fs.IntVar(&c.Gateway.AnonymousBurst, "gateway-anonymous-burst", c.Gateway.AnonymousBurst, "burst of calls by one client address above --gateway-anonymous-rate")
+		fs.IntVar(&c.Gateway.AnonymousMaxClients, "gateway-anonymous-max-clients", c.Gateway.AnonymousMaxClients, "client addresses remembered for --gateway-anonymous-rate (the least recently used is forgotten beyond)")
+		// Checked by Validate, which names the entry.
+		gwProxies := &listFlag[string]{name: "gateway-trusted-proxies", items: &c.Gateway.TrustedProxies, sep: ",",
+			parse: func(s string) (string, error) { return strings.TrimSpace(s), nil }}
+		fs.Var(gwProxies, "gateway-trusted-proxies", "proxies in front of the gateway whose X-Forwarded-For names the caller for --gateway-anonymous-rate: `addresses or CIDRs`, comma-separated (default none)")
 		fs.Var(clients, "client", "a gateway client as `name=N,key_file=F,appids=A|B,paths=/cgi-bin/|/sns/,rate=R,burst=B,real_token=false` (repeatable; ';' separates several; key from WXHUB_CLIENT_KEY_<NAME>)")
 	}
 	var envErr error

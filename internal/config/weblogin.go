@@ -66,9 +66,12 @@ const MaxWebLoginClients = 1_000_000
 // TrustedProxyPrefixes returns web_login.trusted_proxies as prefixes (an
 // address is its own /32 or /128); call Validate first: entries that do
 // not parse are left out.
-func (w WebLogin) TrustedProxyPrefixes() []netip.Prefix {
+func (w WebLogin) TrustedProxyPrefixes() []netip.Prefix { return proxyPrefixes(w.TrustedProxies) }
+
+// proxyPrefixes are the trusted proxies that parse, as prefixes.
+func proxyPrefixes(proxies []string) []netip.Prefix {
 	var ps []netip.Prefix
-	for _, s := range w.TrustedProxies {
+	for _, s := range proxies {
 		if p, err := parseProxy(s); err == nil {
 			ps = append(ps, p)
 		}
