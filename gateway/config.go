@@ -70,7 +70,8 @@ type Config struct {
 	Apps    []App
 	Clients []Client
 	// Listen is the address of the HTTP front (default 127.0.0.1:8092);
-	// TLSCert and TLSKey (files) turn on HTTPS.
+	// TLSCert and TLSKey (files) turn on HTTPS, read again once they
+	// change (a renewed certificate needs no restart).
 	Listen          string
 	TLSCert, TLSKey string
 	// Mount adds handlers on the same front (ServeMux patterns such as

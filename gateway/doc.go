@@ -131,6 +131,11 @@
 // handler such as the web login's callback (MountWait). A shorter
 // DrainTimeout is refused; the stop timeouts in deploy/ exceed the
 // longest drain (config.MaxGatewayDrain).
+// The TLS certificate is read again, with no restart, once TLSCert or
+// TLSKey changes (each handshake compares their modification times and
+// sizes); a pair that does not load (one file of two renewed, a file
+// missing) keeps the last good certificate, logged without the files'
+// contents, and is tried again when the files change again.
 // /healthz and /readyz on the same front (ready once every configured
 // app has an unexpired token). Config.Mount adds handlers on the front,
 // such as the web login under /oauth/ (package weblogin).

@@ -167,7 +167,8 @@ func (g *Gateway) URL() string {
 func (g *Gateway) DrainTimeout() time.Duration { return g.cfg.DrainTimeout }
 
 // Start binds the listener (and loads the TLS certificate), so that a bad
-// address fails before anything runs.
+// address or certificate fails before anything runs. The certificate is
+// read again once its files change (certFiles).
 func (g *Gateway) Start(context.Context) error {
 	if g.ln != nil {
 		return errors.New("gateway: Start called twice")
@@ -177,12 +178,12 @@ func (g *Gateway) Start(context.Context) error {
 		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
 	}
 	if g.cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(g.cfg.TLSCert, g.cfg.TLSKey)
+		certs, err := loadCertFiles(g.cfg.TLSCert, g.cfg.TLSKey, g.log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("gateway: TLS certificate: %w", err)
+			return err
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12})
 	}
 	g.ln = ln
 	return nil
