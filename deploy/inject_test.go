@@ -41,7 +41,15 @@ import (
 //	D   a publish to a bucket the role writes with Reply = target: the
 //	    PubAck ({"stream":..,"seq":..}, a JSON object) goes there.
 //	E   A on a stream of the role's own account (STREAM.UPDATE with a
-//	    RePublish to target), then a publish that stream stores.
+//	    RePublish to target), then a publish that stream stores. The
+//	    server refuses the reflected update (below), so the admin makes
+//	    the update the account could make by right, and the publish must
+//	    still reach no one outside the account.
+//
+// Since nats-server 2.15.3 the server refuses every reply subject and
+// deliver subject under "$JS." (serverRefuses): a shot aimed there must
+// be refused (a permissions violation, or error 10112 for a consumer),
+// not merely change nothing. Targets outside "$JS." still get the answer.
 //
 // Targets are every JetStream API call on every stream outside the
 // attacker's account (update, purge, delete, message delete, consumer
@@ -657,6 +665,9 @@ func (w *injectWorld) fire(v volley, shots []shot) []string {
 	}
 	w.settle()
 	_ = w.heard() // the test's own messages so far
+	for len(w.atk.errs) > 0 {
+		w.t.Errorf("%s: an error no shot expected: %v", w.attacker, <-w.atk.errs)
+	}
 	base := w.snapshot()
 	var probed func()
 	if w.probe != nil {
@@ -764,6 +775,36 @@ func (w *injectWorld) restore() {
 func (w *injectWorld) nextKey() string {
 	w.keys++
 	return fmt.Sprintf("inj%d", w.keys)
+}
+
+// serverRefuses reports whether the server refuses subject as the reply
+// subject of a client's publish and as a consumer's deliver subject:
+// since nats-server 2.15.3 every "$JS." subject is reserved, so that no
+// answer or delivery issues a JetStream request for the requester. The
+// publish is dropped (the client gets a permissions violation, see
+// refused); a consumer create is answered with error 10112.
+func serverRefuses(subject string) bool { return strings.HasPrefix(subject, "$JS.") }
+
+// refused waits until the server has told the attacker that it dropped
+// its publish with reply (serverRefuses): nothing was stored, nothing
+// answered. Violations arrive in the order of the publishes, and each
+// shot's settle runs in that order; any other error is reported.
+func (w *injectWorld) refused(reply string) {
+	w.t.Helper()
+	want := fmt.Sprintf("Permissions Violation for Publish with Reply of %q", reply)
+	wxhubtest.Eventually(w.t, 10*time.Second, "the server's refusal of reply "+reply, func() bool {
+		for {
+			select {
+			case err := <-w.atk.errs:
+				if strings.Contains(err.Error(), want) {
+					return true
+				}
+				w.t.Errorf("%s: waiting for the refusal of %s: %v", w.attacker, reply, err)
+			default:
+				return false
+			}
+		}
+	})
 }
 
 // subjectMatches reports whether NATS subject pattern matches subject.
@@ -1042,6 +1083,9 @@ func (w *injectWorld) directGet(b, key, reply string, found bool) (func(), error
 		return nil, err
 	}
 	return func() {
+		if serverRefuses(reply) {
+			w.refused(reply)
+		}
 		m, err := w.atk.nc.Request(subj, nil, 10*time.Second)
 		if err != nil {
 			w.t.Fatalf("sentinel %s: %v", subj, err)
@@ -1110,6 +1154,9 @@ func (w *injectWorld) answer(req apiRequest, subject string) shot {
 			return nil, err
 		}
 		return func() {
+			if serverRefuses(subject) {
+				w.refused(subject)
+			}
 			w.waitAPIIdle()
 			if _, err := w.atk.nc.Request(req.subject, req.body, 10*time.Second); err != nil {
 				w.t.Fatalf("sentinel %s: %v", req.subject, err)
@@ -1148,6 +1195,12 @@ func (w *injectWorld) watch(b string, plant bool, tg target) shot {
 		r, err := w.atk.nc.Request(p+".CONSUMER.CREATE."+st+"."+name+".$KV."+b+".>", mustJSON(req), 10*time.Second)
 		if err != nil {
 			return nil, err
+		}
+		if serverRefuses(tg.subject) {
+			if e := apiError(r); !strings.Contains(e, "invalid push consumer deliver subject") {
+				w.t.Errorf("watch %s delivering to %s: answered %q, want the server's refusal (10112)", name, tg.subject, e)
+			}
+			return nil, nil
 		}
 		if e := apiError(r); e != "" {
 			return nil, errors.New(e)
@@ -1202,7 +1255,10 @@ func (w *injectWorld) pulls(c grants.Consumer, tgs []target) volley {
 	}
 	for _, tg := range tgs {
 		v.shots = append(v.shots, shot{name: fmt.Sprintf("%s: pull of %s with reply %s", w.attacker, c.Durable, tg.subject), fire: func() (func(), error) {
-			return nil, w.atk.nc.PublishRequest(subj, tg.subject, body)
+			if err := w.atk.nc.PublishRequest(subj, tg.subject, body); err != nil || !serverRefuses(tg.subject) {
+				return nil, err
+			}
+			return func() { w.refused(tg.subject) }, nil
 		}})
 	}
 	return v
@@ -1221,6 +1277,9 @@ func (w *injectWorld) pubAck(b, subject string) shot {
 			return nil, err
 		}
 		return func() {
+			if serverRefuses(subject) {
+				w.refused(subject)
+			}
 			if _, err := w.atkJS.Bucket(b).Publish(w.ctx, "$KV."+b+"."+key, []byte(`{}`)); err != nil {
 				w.t.Fatalf("sentinel put %s/%s: %v", b, key, err)
 			}
@@ -1253,9 +1312,11 @@ func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 		// A stored message, whatever its bytes: every kind.
 		{grants.AccountHolder, tokenKey, tokenKey, "stream " + grants.KVStream(events.BucketTokens) + " CHANGED", every},
 		{grants.AccountCore, events.SubjectUserProfile, events.SubjectUserProfile, "subscriber of " + events.SubjectUserProfile + " received", every},
-		// A JetStream API call takes only a request it knows every
-		// field of (the server is strict): the plants of family A.
-		{grants.AccountCore, "$JS.API.STREAM.PURGE." + events.StreamJobs, "$JS.CORE.API.STREAM.PURGE." + events.StreamJobs, "stream " + events.StreamJobs + " CHANGED", []string{"A direct"}},
+		// A JetStream API call: the server refuses a "$JS." reply
+		// subject (serverRefuses), even one a wide import leads to, and
+		// a reply through an import to the JetStream API under another
+		// name: nothing may change ("").
+		{grants.AccountCore, "$JS.API.STREAM.PURGE." + events.StreamJobs, "$JS.CORE.API.STREAM.PURGE." + events.StreamJobs, "", []string{"A direct"}},
 	} {
 		t.Run(tc.to, func(t *testing.T) {
 			t.Parallel()
@@ -1297,7 +1358,9 @@ func TestServerRepliesThroughAWiderImportAreCaught(t *testing.T) {
 				}
 				fired[kind] = true
 				changed := w.fire(v, v.shots)
-				if !slices.ContainsFunc(changed, func(c string) bool { return strings.Contains(c, tc.want) }) {
+				if tc.want == "" && len(changed) > 0 {
+					t.Errorf("%s at %s through the wide import: changes %q, want none", v.name, tc.to, changed)
+				} else if tc.want != "" && !slices.ContainsFunc(changed, func(c string) bool { return strings.Contains(c, tc.want) }) {
 					t.Errorf("%s at %s through the wide import went unseen: changes %q, want %q", v.name, tc.to, changed, tc.want)
 				}
 				w.restore()
@@ -1368,7 +1431,8 @@ func (w *injectWorld) trigger(st string) string {
 
 // republish makes the attacker's own stream st republish what trigger
 // stores to subject (a plant in bucket b reflected as
-// STREAM.UPDATE.<st>), then stores a message through trigger. The
+// STREAM.UPDATE.<st>, which the server refuses; then the same update by
+// the admin), then stores a message through trigger. The
 // attacker may do this to its own stream; the republished copy must not
 // reach anyone outside its account. The update runs once the API is idle
 // (the sentinel direct get follows the plant's answer); the republish
@@ -1396,6 +1460,8 @@ func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 			if _, err := w.atkJS.Bucket(b).PublishMsg(w.ctx, m); err != nil {
 				w.t.Fatalf("plant %s/%s: %v", b, key, err)
 			}
+			// The reflection is refused (serverRefuses): directGet's settle
+			// waits for the refusal, and the configuration stays.
 			settle, err := w.directGet(b, key, grants.DefaultAPIPrefix+".STREAM.UPDATE."+st, true)
 			if err != nil {
 				return nil, err
@@ -1406,8 +1472,12 @@ func (w *injectWorld) republish(b, st, trigger, subject string) shot {
 			if err != nil {
 				w.t.Fatalf("admin: stream %s: %v", st, err)
 			}
-			rp := info.CachedInfo().Config.RePublish
-			took := rp != nil && rp.Destination == subject
+			if rp := info.CachedInfo().Config.RePublish; rp != nil && rp.Destination == subject {
+				w.t.Errorf("STREAM.UPDATE.%s by a reflected direct get took", st)
+			}
+			// What the attacker's own account may hold: the admin puts it.
+			_, err = w.adminJS(st).UpdateStream(w.ctx, c)
+			took := err == nil
 			cycle := slices.ContainsFunc(cfg.Subjects, func(p string) bool { return subjectMatches(p, subject) })
 			switch {
 			case took:
@@ -1453,8 +1523,13 @@ func (w *injectWorld) pubAckOf(st, subject, reply string) shot {
 		if err := w.atk.nc.PublishMsg(m); err != nil {
 			return nil, err
 		}
-		w.legit[st]++
+		if !serverRefuses(reply) {
+			w.legit[st]++ // else the server drops it: nothing stored
+		}
 		return func() {
+			if serverRefuses(reply) {
+				w.refused(reply)
+			}
 			m.Reply = ""
 			if _, err := w.atkJS.For(st).PublishMsg(w.ctx, m); err != nil {
 				w.t.Fatalf("sentinel publish %s: %v", subject, err)

@@ -148,7 +148,7 @@ func TestNATSClusterPermissions(t *testing.T) {
 		// API call reaches the holder under a reply subject the server
 		// made, which leads back into the worker's own account only.
 		h, w := users[grants.Holder], users[grants.Worker]
-		got := make(chan *nats.Msg, 1)
+		got := make(chan *nats.Msg, 16)
 		sub, err := h.nc.Subscribe(events.SubjectTokenInvalidated, func(m *nats.Msg) { got <- m })
 		if err != nil {
 			t.Fatal(err)
@@ -157,26 +157,53 @@ func TestNATSClusterPermissions(t *testing.T) {
 		if err := h.nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		// Send until the holder's interest has crossed the route.
+		// The reply subject of an API call: the server refuses every
+		// "$JS." reply (serverRefuses) and drops the report.
 		del := "$JS.API.STREAM.DELETE." + events.StreamJobs
+		if err := w.nc.PublishRequest(events.SubjectTokenInvalidated, del, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("Permissions Violation for Publish with Reply of %q", del)
+		select {
+		case err := <-w.errs:
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("worker: %v, want %s", err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the server did not refuse the reply subject %s", del)
+		}
+		// A reply subject of the holder's account the worker may not
+		// publish: it reaches the holder under a reply subject the server
+		// made, which leads back into the worker's own account only.
+		tokens := grants.KVStream(events.BucketTokens)
+		before, err := admin.streams.For(tokens).Stream(ctx, tokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forge := "$KV." + events.BucketTokens + "." + testApp
+		// Send until the holder's interest has crossed the route.
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		deadline := time.After(20 * time.Second)
 		for {
-			if err := w.nc.PublishRequest(events.SubjectTokenInvalidated, del, []byte(`{}`)); err != nil {
+			if err := w.nc.PublishRequest(events.SubjectTokenInvalidated, forge, []byte(`{}`)); err != nil {
 				t.Fatal(err)
 			}
 			select {
 			case m := <-got:
-				if m.Reply == del || strings.HasPrefix(m.Reply, "$JS.") {
+				if m.Reply == forge || strings.HasPrefix(m.Reply, "$KV.") {
 					t.Fatalf("the holder sees the reply subject %q", m.Reply)
 				}
-				_ = m.Respond(nil)
+				_ = m.Respond([]byte(`{"appid":"` + testApp + `","access_token":"FORGED","version":999999}`))
 				if err := h.nc.Flush(); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := admin.streams.For(events.StreamJobs).Stream(ctx, events.StreamJobs); err != nil {
-					t.Fatalf("WX_JOBS after the answer: %v", err)
+				after, err := admin.streams.For(tokens).Stream(ctx, tokens)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, a := before.CachedInfo().State, after.CachedInfo().State; a.LastSeq != b.LastSeq {
+					t.Fatalf("%s after the answer: last seq %d, was %d", tokens, a.LastSeq, b.LastSeq)
 				}
 				return
 			case <-tick.C:
