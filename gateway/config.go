@@ -141,6 +141,8 @@ const (
 	// DefaultMaxBufferedBytes is MaxBufferedBytes' default (raised to
 	// MaxRequestBody when that is larger).
 	DefaultMaxBufferedBytes = 128 << 20
+	// DefaultMaxRequestBody is MaxRequestBody's default.
+	DefaultMaxRequestBody = 20 << 20
 	// DefaultAnonymousRate is AnonymousRate's default, per client;
 	// DefaultMaxAnonymousClients is MaxAnonymousClients'.
 	DefaultAnonymousRate       = 100
@@ -176,7 +178,7 @@ func (c *Config) setDefaults() {
 		c.Listen = "127.0.0.1:8092"
 	}
 	if c.MaxRequestBody <= 0 {
-		c.MaxRequestBody = 20 << 20
+		c.MaxRequestBody = DefaultMaxRequestBody
 	}
 	if c.MaxResponseBody <= 0 {
 		c.MaxResponseBody = 64 << 20

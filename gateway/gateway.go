@@ -166,6 +166,10 @@ func (g *Gateway) URL() string {
 // CallTimeout, MountWait)).
 func (g *Gateway) DrainTimeout() time.Duration { return g.cfg.DrainTimeout }
 
+// MaxBufferedBytes returns the budget of request bodies held in memory at
+// once (Config.MaxBufferedBytes, its default applied).
+func (g *Gateway) MaxBufferedBytes() int64 { return g.cfg.MaxBufferedBytes }
+
 // Start binds the listener (and loads the TLS certificate), so that a bad
 // address or certificate fails before anything runs. The certificate is
 // read again once its files change (certFiles).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,68 @@ func TestGatewayRoleDrainsForItsLongestRequest(t *testing.T) {
 			case got := <-drain:
 				if got != tc.want || got != cfg.GatewayDrain() {
 					t.Errorf("the gateway drains for %v, want %v (config.GatewayDrain: %v)", got, tc.want, cfg.GatewayDrain())
+				}
+			case err := <-served:
+				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
+			}
+			stop()
+			if err := <-served; err != nil {
+				t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+			}
+		})
+	}
+}
+
+// --gateway-max-buffered-bytes (WXHUB_GATEWAY_MAX_BUFFERED_BYTES,
+// gateway.max_buffered_bytes) reaches the gateway's body budget; 0 is
+// its default, and a budget that cannot hold the largest request body is
+// refused at start, naming the setting.
+func TestGatewayRoleTakesItsBodyBudget(t *testing.T) {
+	t.Parallel()
+	nats := brokertest.Start(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     string
+		want    int64
+		refused bool
+	}{
+		{"default", nil, "", gateway.DefaultMaxBufferedBytes, false},
+		{"flag", []string{"--gateway-max-buffered-bytes", "67108864"}, "", 64 << 20, false},
+		{"environment", nil, "33554432", 32 << 20, false},
+		{"smaller than the largest body", []string{"--gateway-max-buffered-bytes", "1048576"}, "", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs wxhubtest.Buffer
+			env := &cmdEnv{stdout: &logs, stderr: &logs, getenv: func(k string) string {
+				return map[string]string{"WXHUB_CLIENT_KEY_SHOP": "budget-client-key-0123", "WXHUB_GATEWAY_MAX_BUFFERED_BYTES": tc.env}[k]
+			}}
+			args := append([]string{"--nats-url", nats.URL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
+				"--app", "appid=wxbudget", "--client", "name=shop,appids=wxbudget"}, tc.args...)
+			cfg, err := gatewayConfig(env, args)
+			if tc.refused {
+				if err == nil || !strings.Contains(err.Error(), "gateway.max_buffered_bytes") {
+					t.Fatalf("a budget of 1 MiB: %v, want an error naming gateway.max_buffered_bytes", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			budget := make(chan int64, 1)
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			served := make(chan error, 1)
+			go func() {
+				served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
+					gatewayRole(nil, func(gw *gateway.Gateway) { budget <- gw.MaxBufferedBytes() }))
+			}()
+			select {
+			case got := <-budget:
+				if got != tc.want {
+					t.Errorf("the gateway's body budget is %d, want %d", got, tc.want)
 				}
 			case err := <-served:
 				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())

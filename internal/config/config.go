@@ -137,6 +137,10 @@ type Gateway struct {
 	// the anonymous limit; none by default (the caller is the peer's
 	// address). The web login has its own (web_login.trusted_proxies).
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MaxBufferedBytes bounds the request bodies the gateway holds in
+	// memory at once, all calls together; 0 is gateway's default (128
+	// MiB). It must hold the largest request body (20 MiB).
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 }
 
 // MaxGatewayAnonymousClients is the largest
@@ -155,6 +159,9 @@ func (g Gateway) validate() error {
 	}
 	if g.AnonymousMaxClients < 1 || g.AnonymousMaxClients > MaxGatewayAnonymousClients {
 		return fmt.Errorf("gateway.anonymous_max_clients: %d, want 1 to %d", g.AnonymousMaxClients, MaxGatewayAnonymousClients)
+	}
+	if g.MaxBufferedBytes != 0 && g.MaxBufferedBytes < gateway.DefaultMaxRequestBody {
+		return fmt.Errorf("gateway.max_buffered_bytes: %d, want 0 (the default, %d) or at least %d (the largest request body)", g.MaxBufferedBytes, gateway.DefaultMaxBufferedBytes, gateway.DefaultMaxRequestBody)
 	}
 	for i, s := range g.TrustedProxies {
 		if _, err := parseProxy(s); err != nil {

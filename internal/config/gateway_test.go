@@ -67,6 +67,9 @@ func TestGatewayAnonymousLimitValidateNamesTheField(t *testing.T) {
 		{"too many clients remembered", func(g *Gateway) { g.AnonymousMaxClients = MaxGatewayAnonymousClients + 1 }, "gateway.anonymous_max_clients"},
 		{"bad trusted proxy", func(g *Gateway) { g.TrustedProxies = []string{"10.0.0.0/8", "proxy.example.com"} }, "gateway.trusted_proxies[1]"},
 		{"trusted proxy with a zone", func(g *Gateway) { g.TrustedProxies = []string{"fe80::1%eth0"} }, "gateway.trusted_proxies[0]"},
+		{"body budget below the largest body", func(g *Gateway) { g.MaxBufferedBytes = 1 << 20 }, "gateway.max_buffered_bytes"},
+		{"negative body budget", func(g *Gateway) { g.MaxBufferedBytes = -1 }, "gateway.max_buffered_bytes"},
+		{"body budget of the largest body", func(g *Gateway) { g.MaxBufferedBytes = 20 << 20 }, ""},
 	}
 	for _, c := range cases {
 		cfg := Default()
