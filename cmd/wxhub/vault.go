@@ -141,7 +141,7 @@ func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 	switch sub {
 	case "rotate":
 		st, err := v.Rotate(ctx)
-		print(rotateView{Records: st.Records, Reencrypted: st.Reencrypted, AlreadyCurrent: st.Current, Gone: st.Gone,
+		print(rotateView{Records: st.Records, Reencrypted: st.Reencrypted, Late: st.Late, AlreadyCurrent: st.Current, Gone: st.Gone,
 			Failed: st.Failed, CurrentKey: st.CurrentKeyID, RetiredKeys: st.RetiredKeys})
 		return err
 	case "forget":
@@ -161,8 +161,11 @@ func cmdVault(ctx context.Context, env *cmdEnv, args []string) error {
 }
 
 type rotateView struct {
-	Records        int      `json:"records"`
-	Reencrypted    int      `json:"reencrypted"`
+	Records     int `json:"records"`
+	Reencrypted int `json:"reencrypted"`
+	// Late: of Reencrypted, written under a retired key while rotate
+	// ran (a worker still has the old keyring).
+	Late           int      `json:"late"`
 	AlreadyCurrent int      `json:"already_current"`
 	Gone           int      `json:"gone"`
 	Failed         int      `json:"failed"`

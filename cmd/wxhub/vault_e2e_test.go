@@ -262,7 +262,7 @@ func TestVaultEndToEndWithRealProcesses(t *testing.T) {
 		t.Fatalf("old record under the new ring: exit %d %v", exit, p)
 	}
 	out, exit := r.wxhub("vault", "rotate", "--nats-url", r.natsURL, "--vault-keys-file", r.keys)
-	if exit != 0 || !strings.Contains(out, `"retired_keys": [`) || !strings.Contains(out, `"k1"`) {
+	if exit != 0 || !strings.Contains(out, `"retired_keys": [`) || !strings.Contains(out, `"k1"`) || !strings.Contains(out, `"late": 0`) {
 		t.Fatalf("rotate: exit %d %s", exit, out)
 	}
 	if _, _, kids := r.records("oAlice", "oBob"); kids[0] != "k2" || kids[1] != "k2" {
