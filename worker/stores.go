@@ -20,29 +20,37 @@ import (
 // KVOAuthStore is the handlers.OAuthStore on the wx_oauth bucket (values
 // expire with the bucket's TTL, the jobs' max age). The bucket is
 // looked up on first use.
-type KVOAuthStore struct {
-	js jetstream.JetStream
+type KVOAuthStore struct{ lazyBucket }
+
+var _ handlers.OAuthStore = (*KVOAuthStore)(nil)
+
+// NewKVOAuthStore returns a store on js's wx_oauth bucket.
+func NewKVOAuthStore(js jetstream.JetStream) *KVOAuthStore {
+	return &KVOAuthStore{lazyBucket{js: js, name: events.BucketOAuth}}
+}
+
+// lazyBucket is a KV bucket looked up on first use, so that a store's
+// constructor makes no network call; a failed lookup is tried again on
+// the next use.
+type lazyBucket struct {
+	js   jetstream.JetStream
+	name string
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
 }
 
-var _ handlers.OAuthStore = (*KVOAuthStore)(nil)
-
-// NewKVOAuthStore returns a store on js's wx_oauth bucket.
-func NewKVOAuthStore(js jetstream.JetStream) *KVOAuthStore { return &KVOAuthStore{js: js} }
-
-func (s *KVOAuthStore) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.kv == nil {
-		kv, err := s.js.KeyValue(ctx, events.BucketOAuth)
+func (b *lazyBucket) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.kv == nil {
+		kv, err := b.js.KeyValue(ctx, b.name)
 		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", events.BucketOAuth, err)
+			return nil, fmt.Errorf("bucket %s: %w", b.name, err)
 		}
-		s.kv = kv
+		b.kv = kv
 	}
-	return s.kv, nil
+	return b.kv, nil
 }
 
 // Get implements handlers.OAuthStore.
@@ -149,29 +157,13 @@ func (s *KVOAuthStore) Wait(ctx context.Context, key string, rev uint64) error {
 // KVDoneStore is the handlers.DoneStore on the wx_done bucket (records
 // expire with the bucket's TTL, the jobs' max age). The bucket is looked
 // up on first use.
-type KVDoneStore struct {
-	js jetstream.JetStream
-
-	mu sync.Mutex
-	kv jetstream.KeyValue
-}
+type KVDoneStore struct{ lazyBucket }
 
 var _ handlers.DoneStore = (*KVDoneStore)(nil)
 
 // NewKVDoneStore returns a store on js's wx_done bucket.
-func NewKVDoneStore(js jetstream.JetStream) *KVDoneStore { return &KVDoneStore{js: js} }
-
-func (s *KVDoneStore) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.kv == nil {
-		kv, err := s.js.KeyValue(ctx, events.BucketDone)
-		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", events.BucketDone, err)
-		}
-		s.kv = kv
-	}
-	return s.kv, nil
+func NewKVDoneStore(js jetstream.JetStream) *KVDoneStore {
+	return &KVDoneStore{lazyBucket{js: js, name: events.BucketDone}}
 }
 
 // Done implements handlers.DoneStore.
