@@ -16,7 +16,7 @@ import (
 type RunConfig struct {
 	Addr    string        // listen address; "" means 127.0.0.1:0 (a free port)
 	Latency time.Duration // added to every API request
-	Seed    bool          // call SeedDemo and print the demo app to Out
+	Seed    bool          // call SeedDemo and print the demo app to Out (its AppSecret as a fingerprint)
 	Logger  *slog.Logger  // nil means slog.Default()
 	Out     io.Writer     // where the seed summary goes; nil means io.Discard
 	Ready   func(addr string)
@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.Seed {
 		d := sim.SeedDemo()
 		cfg.Logger.Info("wechatsim: demo app seeded", "appid", d.AppID, "secret_fp", fingerprint(d.Secret), "followers", len(d.OpenIDs))
-		fmt.Fprintf(cfg.Out, "WeChat simulator on http://%s\ndemo appid:  %s\ndemo secret: %s (simulator-only)\n", addr, d.AppID, d.Secret)
+		fmt.Fprintf(cfg.Out, "WeChat simulator on http://%s\ndemo appid:  %s\ndemo secret: fingerprint %s (wechatsim.DemoSecret)\n", addr, d.AppID, fingerprint(d.Secret))
 		for _, o := range d.OpenIDs {
 			fmt.Fprintf(cfg.Out, "follower:    %s\n", o)
 		}

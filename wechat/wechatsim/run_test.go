@@ -28,10 +28,13 @@ func TestRun(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run never became ready")
 	}
-	for _, want := range []string{DemoAppID, DemoSecret, demoFollowers[0].OpenID, addr} {
+	for _, want := range []string{DemoAppID, "demo secret: fingerprint " + fingerprint(DemoSecret) + " (wechatsim.DemoSecret)", demoFollowers[0].OpenID, addr} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("seed summary lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), DemoSecret) {
+		t.Errorf("seed summary prints the demo AppSecret:\n%s", out.String())
 	}
 	base := "http://" + addr
 	resp, err := http.Get(base + PathToken + "?" + url.Values{"grant_type": {"client_credential"}, "appid": {DemoAppID}, "secret": {DemoSecret}}.Encode())
