@@ -185,6 +185,7 @@ func publishJob(ctx context.Context, stderr io.Writer, js jetstream.JetStream, m
 	var waited time.Duration
 	for i := 0; ; i++ {
 		ack, err := js.PublishMsg(ctx, msg)
+		err = broker.TrimDoubledNATSPrefix(err) // "nats: nats: API error: ..."
 		if !cas.DuplicateInProcess(err) {
 			return ack, err
 		}

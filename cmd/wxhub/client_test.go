@@ -197,3 +197,26 @@ func TestClientCommandInterruptedBeforeTheAck(t *testing.T) {
 		t.Errorf("no ack within --timeout: exit %d, want 1 asking whether wxhub runs at %s:\n%s", code, url, out)
 	}
 }
+
+// TestJobRefusedByJetStreamSaysNatsOnce: a job JetStream refuses (here
+// larger than WX_JOBS's max_msg_size) fails with nats.go's API error
+// said once, "nats: API error: ...", not "nats: nats: API error: ...".
+func TestJobRefusedByJetStreamSaysNatsOnce(t *testing.T) {
+	env := brokertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := env.JS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = 16
+	if _, err := env.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := cliAt(env.URL)("lookup", "--appid", "wxapp", "--openid", "o1", "--job-id", "too-big", "--timeout", "3s")
+	want := regexp.MustCompile(`^wxhub lookup: publish user\.lookup: nats: API error: code=\d+ err_code=10054 description=message size exceeds maximum allowed \(is wxhub running at `)
+	if code != exitFailure || stdout != "" || !want.MatchString(stderr) || strings.Contains(stderr, "nats: nats:") {
+		t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr (want %v):\n%s", code, exitFailure, stdout, want, stderr)
+	}
+}
