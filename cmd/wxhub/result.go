@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,16 +19,22 @@ import (
 
 // cmdResult prints the stored result of a past job from WX_RESULTS: exit
 // 0 for user.profile, 1 for user.profile.failed or when there is none
-// (stderr says which), 2 for a --job-id that is no job id.
+// (stderr says which), 2 for a --job-id that is no job id. Its body goes
+// to stdout, and a line on stderr names the job, the result's subject and
+// its correlation id (Wx-Correlation-Id). With --correlation C, a result
+// whose correlation id is not C is not printed: exit 1, stderr says both
+// ids (a business system's check that the result is the one of its job,
+// e.g. the SHA-256 of its web login's state, docs/web-login.md).
 //
 // It looks the job up in wx_done first (one KV read and one stream read);
 // a user without access to wx_done, or a job without a done record, makes
 // it scan the results of the last --since instead.
 func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
-	var jobID string
+	var jobID, corrID string
 	var since time.Duration
 	cfg, _, err := parseConfig(env, "result", config.FlagsNATS, args, func(fs *flag.FlagSet) {
 		fs.StringVar(&jobID, "job-id", "", "the job's `id` (its job_id, else its Nats-Msg-Id, else invalid-<seq>) (required)")
+		fs.StringVar(&corrID, "correlation", "", "print the result only if its correlation `id` (Wx-Correlation-Id) is this one, else exit 1")
 		fs.DurationVar(&since, "since", 24*time.Hour, "how far back to scan WX_RESULTS when the job has no done record")
 	})
 	if err != nil {
@@ -54,7 +61,16 @@ func cmdResult(ctx context.Context, env *cmdEnv, args []string) error {
 	if m == nil {
 		return fmt.Errorf("no result for job %s in %s (results are kept 24 h; scanned the last %v): it may still be waiting or running (wxhub status), or was never published", jobID, events.StreamResults, since)
 	}
-	return printResult(env, subs, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	got := m.Header.Get(events.HeaderCorrelationID)
+	if corrID != "" && got != corrID {
+		if got == "" {
+			got = "none"
+		}
+		return fmt.Errorf("job %s's result has correlation id %s, not %s: it is not the result of the job (or login) you asked about", jobID, got, corrID)
+	}
+	err = printResult(env, subs, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	fmt.Fprintf(env.stderr, "wxhub: job %s: result on %s, correlation id %s\n", jobID, strings.TrimPrefix(m.Subject, subs.Prefix), orDash(got))
+	return err
 }
 
 // findResult returns the stored result of jobID, or nil if there is none.

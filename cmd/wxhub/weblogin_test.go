@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"html"
 	"io"
 	"net"
@@ -27,6 +29,45 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 	run := wxhubtest.StartRun(t)
 	demoURL := run.Wait(t, regexp.MustCompile(`Web login: open (http://\S+/demo/) in a browser`), 30*time.Second)[1]
 
+	c, resp, page, callbacks := walkDemoLogin(t, demoURL)
+	get := func(u string) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if got := findIn(t, page, `id="openid">([^<]*)<`); got != run.OpenID {
+		t.Fatalf("demo page shows openid %q, want %q", got, run.OpenID)
+	}
+	if got := findIn(t, page, `id="nickname">([^<]*)<`); got != "小明" {
+		t.Fatalf("demo page shows nickname %q", got)
+	}
+	if !strings.HasPrefix(resp.Request.URL.String(), demoURL+"?") || !strings.Contains(resp.Request.URL.RawQuery, "wxhub_job=weblogin-") {
+		t.Fatalf("ended at %s", resp.Request.URL)
+	}
+	if len(callbacks) != 1 {
+		t.Fatalf("callbacks %v", callbacks)
+	}
+	// Reloading the callback: 400, the login is not run again.
+	if resp, body := get(callbacks[0]); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
+		t.Fatalf("reloaded callback: %d\n%s", resp.StatusCode, body)
+	}
+	if err := run.Stop(t, 60*time.Second); err != nil {
+		t.Fatalf("wxhub run after SIGTERM: %v", err)
+	}
+}
+
+// walkDemoLogin logs in on the demo page at demoURL as a browser does:
+// the page's login link, the simulator's consent page (allow), the
+// callback, back on the demo page. It returns the browser, the last
+// response (its Request.URL the demo page's, with wxhub_job and state),
+// that page, and the callback URLs the browser went through.
+func walkDemoLogin(t *testing.T, demoURL string) (*http.Client, *http.Response, string, []string) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	var callbacks []string
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
@@ -45,19 +86,10 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	find := func(page, re string) string {
-		t.Helper()
-		m := regexp.MustCompile(re).FindStringSubmatch(page)
-		if m == nil {
-			t.Fatalf("no %s in:\n%s", re, page)
-		}
-		return html.UnescapeString(m[1])
-	}
-
 	_, page := get(demoURL)
-	resp, consent := get(find(page, `id="login" href="([^"]+)"`))
-	ticket := find(consent, `name="ticket" value="([^"]+)"`)
-	action := find(consent, `<form method="post" action="([^"]+)"`)
+	resp, consent := get(findIn(t, page, `id="login" href="([^"]+)"`))
+	ticket := findIn(t, consent, `name="ticket" value="([^"]+)"`)
+	action := findIn(t, consent, `<form method="post" action="([^"]+)"`)
 	reply, err := resp.Request.URL.Parse(action)
 	if err != nil {
 		t.Fatal(err)
@@ -68,26 +100,17 @@ func TestRunPrintsAWebLoginURLThatWorks(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	page = string(b)
-	if got := find(page, `id="openid">([^<]*)<`); got != run.OpenID {
-		t.Fatalf("demo page shows openid %q, want %q", got, run.OpenID)
+	return c, resp, string(b), callbacks
+}
+
+// findIn returns the first submatch of re in page, HTML-unescaped.
+func findIn(t *testing.T, page, re string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no %s in:\n%s", re, page)
 	}
-	if got := find(page, `id="nickname">([^<]*)<`); got != "小明" {
-		t.Fatalf("demo page shows nickname %q", got)
-	}
-	if !strings.HasPrefix(resp.Request.URL.String(), demoURL+"?") || !strings.Contains(resp.Request.URL.RawQuery, "wxhub_job=weblogin-") {
-		t.Fatalf("ended at %s", resp.Request.URL)
-	}
-	if len(callbacks) != 1 {
-		t.Fatalf("callbacks %v", callbacks)
-	}
-	// Reloading the callback: 400, the login is not run again.
-	if resp, body := get(callbacks[0]); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
-		t.Fatalf("reloaded callback: %d\n%s", resp.StatusCode, body)
-	}
-	if err := run.Stop(t, 60*time.Second); err != nil {
-		t.Fatalf("wxhub run after SIGTERM: %v", err)
-	}
+	return html.UnescapeString(m[1])
 }
 
 // TestGatewayServesWebLogin: `wxhub gateway --web-login ...` against a
@@ -203,5 +226,42 @@ func TestGatewayServesWebLogin(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("wxhub gateway did not stop within 60 s of SIGTERM\n%s", out.String())
+	}
+}
+
+// TestResultCorrelationChecksAWebLogin: after a real web login on `wxhub
+// run`, `wxhub result --job-id <wxhub_job>` names the result's
+// correlation id, and `--correlation` makes the business's check 3
+// (docs/web-login.md): with the SHA-256 of the login's state it prints
+// the profile (exit 0); with the hash of another session's state it
+// prints nothing on stdout and exits 1 saying the result is not this
+// login's.
+func TestResultCorrelationChecksAWebLogin(t *testing.T) {
+	t.Parallel()
+	run := wxhubtest.StartRun(t)
+	demoURL := run.Wait(t, regexp.MustCompile(`Web login: open (http://\S+/demo/) in a browser`), 30*time.Second)[1]
+	_, resp, _, _ := walkDemoLogin(t, demoURL)
+	q := resp.Request.URL.Query()
+	jobID, state := q.Get("wxhub_job"), q.Get("state")
+	if !strings.HasPrefix(jobID, "weblogin-") || state == "" {
+		t.Fatalf("login ended at %s", resp.Request.URL)
+	}
+	hash := func(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
+	wx := cliAt(run.NATSURL)
+
+	code, stdout, stderr := wx("result", "--job-id", jobID)
+	if code != exitOK || !strings.Contains(stdout, `"openid": "`+run.OpenID+`"`) ||
+		!strings.Contains(stderr, "wxhub: job "+jobID+": result on user.profile, correlation id "+hash(state)+"\n") {
+		t.Fatalf("result: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = wx("result", "--job-id", jobID, "--correlation", hash(state))
+	if code != exitOK || !strings.Contains(stdout, `"openid": "`+run.OpenID+`"`) {
+		t.Fatalf("result --correlation (this login's): exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	other := hash("another-sessions-state")
+	code, stdout, stderr = wx("result", "--job-id", jobID, "--correlation", other)
+	if code != exitFailure || stdout != "" ||
+		stderr != "wxhub result: job "+jobID+"'s result has correlation id "+hash(state)+", not "+other+": it is not the result of the job (or login) you asked about\n" {
+		t.Fatalf("result --correlation (another login's): exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
