@@ -73,3 +73,33 @@ func TestSimPrintsTheDemoSecretsFingerprintAndWhereItIs(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWithTheDemoAppPrintsNoCredential: plain `wxhub run` (the
+// simulator's demo app, the gateway's demo client), logging at debug,
+// prints neither the demo AppSecret nor the demo client key (that key is
+// named by its file).
+func TestRunWithTheDemoAppPrintsNoCredential(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	run := wxhubtest.StartRun(t, "--data-dir", dataDir, "--log-level", "debug")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, wxhubBinary(t), "lookup", "--nats-url", run.NATSURL, "--appid", run.AppID, "--openid", run.OpenID).CombinedOutput(); err != nil {
+		t.Fatalf("lookup: %v\n%s", err, out)
+	}
+	if err := run.Stop(t, 60*time.Second); err != nil {
+		t.Fatalf("wxhub run: %v", err)
+	}
+	key, err := os.ReadFile(filepath.Join(dataDir, "gateway-demo-client.key"))
+	if err != nil || len(strings.TrimSpace(string(key))) < 16 {
+		t.Fatalf("demo client key: %v %q", err, key)
+	}
+	out := run.Stdout() + run.Stderr()
+	if !strings.Contains(out, "secret_fp="+wechat.Fingerprint(wechatsim.DemoSecret)) {
+		t.Errorf("the debug log does not name the demo secret by its fingerprint: the test may not see it logged\n%s", out)
+	}
+	for what, secret := range map[string]string{"the demo AppSecret": wechatsim.DemoSecret, "the demo client key": strings.TrimSpace(string(key))} {
+		if strings.Contains(out, secret) {
+			t.Errorf("wxhub run printed %s:\n%s", what, out)
+		}
+	}
+}
