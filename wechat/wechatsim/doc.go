@@ -9,9 +9,9 @@
 //	sim.AddApp("wx0123456789abcdef", "secret")
 //	srv := httptest.NewServer(sim)
 //
-// or as a process with Run (wxhub sim --listen 127.0.0.1:PORT), driven over
-// HTTP through the admin API under /_sim/ (apps, followers, codes, faults,
-// latency, stats, clock).
+// or as a process (wxhub sim --listen 127.0.0.1:PORT, or Run in a program
+// of your own), driven over HTTP through the admin API under /_sim/ (apps,
+// followers, codes, faults, latency, stats, clock).
 //
 // # Choices where WeChat's documentation is silent
 //
