@@ -144,7 +144,8 @@ func publishAndWait(ctx context.Context, env *cmdEnv, cfg *config.Config, subjec
 	case parent.Err() != nil: // interrupted (Ctrl-C): NATS is not to blame
 		return fmt.Errorf("publish %s: interrupted before JetStream acknowledged it (%w): job %s may or may not be stored, and may still run; running again with --job-id %s is safe",
 			subject, err, j.jobID, j.jobID)
-	case cas.DuplicateInProcess(err):
+	case cas.DuplicateInProcess(err), errors.As(err, new(*jetstream.APIError)):
+		// JetStream answered: it is running, and refused this job.
 		return fmt.Errorf("publish %s: %w", subject, err)
 	default:
 		return fmt.Errorf("publish %s: %w (is wxhub running at %s?)", subject, err, redact.URL(cfg.NATS.URL))
