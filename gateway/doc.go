@@ -27,7 +27,16 @@
 // (64 KiB for a call without a client: the /sns calls below). A request's
 // body must arrive within 2 × CallTimeout (a read deadline set by the
 // front and lifted once the body is read), else -1 and the connection is
-// closed. The bodies held in memory, all calls together, stay within
+// closed. A relayed answer must be written to the client within
+// AnswerTimeout (60 s by default: 64 MiB at about 1.1 MB/s) from its
+// start, and never later than DrainTimeout − HeaderTimeout − 1 s after
+// its request came in, so that it ends within any drain: a write
+// deadline set on the connection before its headers (answer.go), which
+// the server lifts once the answer is done. The time before the answer
+// (a token wait, the body, the call) is not counted: the server has no
+// WriteTimeout. A client that stops reading a download is cut then: the
+// call is counted under errcode answer_timeout and logged (warn, the
+// query scrubbed). The bodies held in memory, all calls together, stay within
 // MaxBufferedBytes (golang.org/x/sync/semaphore): a call takes its
 // Content-Length (MaxRequestBody when it announces none) before its body
 // is read and gives it back once answered; one that cannot have it
@@ -104,7 +113,9 @@
 // sums; two clients with the same key are refused by New, the error
 // naming both clients, never the key), the appids and path prefixes it may use (48001 for another
 // path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
-// registry: wxhub_gateway_calls_total{client,path,errcode},
+// registry: wxhub_gateway_calls_total{client,path,errcode} (errcode:
+// WeChat's or the gateway's, transport, http_3xx, http_4xx or
+// answer_timeout),
 // wxhub_gateway_call_duration_seconds{client,path} and
 // wxhub_gateway_retries_total{client,reason}; at most 200 path values
 // for the clients' calls, then "other". Only a relayed call of a client
@@ -128,7 +139,8 @@
 // longest request may take plus DrainMargin: HeaderTimeout for its
 // headers, then a relayed call (TokenWait, 2 × CallTimeout for its body,
 // CallTimeout for the call: 10 + 10 + 60 + 30 s by default) or a mounted
-// handler such as the web login's callback (MountWait). A shorter
+// handler such as the web login's callback (MountWait); the answer's
+// writing is bounded to end within it (AnswerTimeout, above). A shorter
 // DrainTimeout is refused; the stop timeouts in deploy/ exceed the
 // longest drain (config.MaxGatewayDrain).
 // The TLS certificate is read again, with no restart, once TLSCert or

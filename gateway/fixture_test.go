@@ -120,6 +120,19 @@ func upstream(sim *wechatsim.Sim, arrived chan<- struct{}, log *requestLog) http
 		w.Header().Set("Content-Disposition", `attachment; filename="m.jpg"`)
 		w.Write(mediaBytes)
 	})
+	// A large download, announced (Content-Length): more than the
+	// sockets between the gateway and a client buffer, so that a client
+	// that does not read holds the gateway's write.
+	mux.HandleFunc("GET /cgi-bin/media/get/jssdk", func(w http.ResponseWriter, r *http.Request) {
+		if !valid(r) {
+			fmt.Fprint(w, `{"errcode":40001,"errmsg":"invalid credential rid: 0-0-0"}`)
+			return
+		}
+		b := bigMedia()
+		w.Header().Set("Content-Type", "audio/speex")
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	})
 	// A mini program's code exchange (not simulated): the AppSecret
 	// gives a session, anything else 40125; js_code minus-one is
 	// answered -1 (a code WeChat used up while it failed).
@@ -158,6 +171,15 @@ var mediaBytes = func() []byte {
 	}
 	return b
 }()
+
+// bigMedia is the large download's body (made on first use).
+var bigMedia = sync.OnceValue(func() []byte {
+	b := make([]byte, 24<<20)
+	for i := range b {
+		b[i] = byte(i*13 + i>>11)
+	}
+	return b
+})
 
 // startEnv starts everything; the gateway stops at the end of the test.
 func startEnv(t testing.TB, opts ...envOption) *env {

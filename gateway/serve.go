@@ -264,6 +264,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 	}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, cl), g.cfg.CallTimeout)
 	defer cancel()
+	aw := &answerWriter{ResponseWriter: w, g: g, start: start}
 	defer func() {
 		cl.mu.Lock()
 		code, attempts := cl.errcode, cl.attempts
@@ -272,13 +273,24 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 		// answer fails part-way (over MaxResponseBody, WeChat or the
 		// client gone): the call is counted all the same, as transport,
 		// and the panic goes on to the server, which cuts the connection.
-		if p := recover(); p != nil {
-			g.recordCall(cl.client, r, "transport", start, attempts, true)
-			panic(p)
+		// An answer the client did not read within its bound
+		// (answerDeadline) is counted as answer_timeout, and logged.
+		p := recover()
+		if p != nil {
+			code = "transport"
+		}
+		if aw.timedOut() {
+			code = answerTimeoutLabel
+			g.log.Warn("gateway: the client did not read the answer in time; connection cut", "client", cl.client,
+				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery),
+				"written", aw.written, "answer_timeout", g.cfg.AnswerTimeout.String())
 		}
 		g.recordCall(cl.client, r, code, start, attempts, true)
+		if p != nil {
+			panic(p)
+		}
 	}()
-	g.relay.ServeHTTP(w, r.WithContext(ctx))
+	g.relay.ServeHTTP(aw, r.WithContext(ctx))
 }
 
 // queryParam returns the first value of name in a raw query.
