@@ -24,7 +24,13 @@
 // current real token; headers and bodies (JSON, multipart uploads, binary
 // downloads) pass unchanged but for the credentials the gateway put in
 // (below), within MaxRequestBody and MaxResponseBody
-// (64 KiB for a call without a client: the /sns calls below). A request's
+// (64 KiB for a call without a client: the /sns calls below). The
+// headers that name the callers and the proxies in between are not
+// relayed (X-Forwarded-For and every X-Forwarded-*, Forwarded, Via,
+// X-Real-IP and its kin: forwardingHeaders), nor does the gateway add
+// its own: WeChat does not use them (its IP allowlist checks the
+// connection's source address), and they would disclose the business
+// systems' internal addresses. A request's
 // body must arrive within 2 × CallTimeout (a read deadline set by the
 // front and lifted once the body is read), else -1 and the connection is
 // closed. A relayed answer must be written to the client within

@@ -77,12 +77,13 @@ type requestLog struct {
 type arrival struct {
 	Method, RawPath, Path string
 	Query                 url.Values
+	Header                http.Header
 }
 
 func (l *requestLog) add(r *http.Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.reqs = append(l.reqs, arrival{Method: r.Method, RawPath: r.URL.EscapedPath(), Path: r.URL.Path, Query: r.URL.Query()})
+	l.reqs = append(l.reqs, arrival{Method: r.Method, RawPath: r.URL.EscapedPath(), Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone()})
 }
 
 func (l *requestLog) all() []arrival {

@@ -22,8 +22,8 @@ import (
 )
 
 // The relay forwards every other path to WeChat with an
-// httputil.ReverseProxy: Rewrite points the request at the base URL,
-// the Transport (retryTransport) puts the real token in and applies the
+// httputil.ReverseProxy: Rewrite points the request at the base URL
+// and drops the forwarding headers (dropForwarding), the Transport (retryTransport) puts the real token in and applies the
 // retry policy, ErrorHandler answers WeChat-shaped when WeChat cannot be
 // reached or answers an HTTP status other than 2xx. Bodies of 2xx
 // answers pass through unchanged (see scrub for what is taken out).
@@ -174,11 +174,40 @@ func (g *Gateway) newRelay() http.Handler {
 			// Let the transport ask for gzip and undo it, so that the
 			// retry policy can read WeChat's errcode.
 			pr.Out.Header.Del("Accept-Encoding")
+			dropForwarding(pr.Out.Header)
 		},
 		Transport:    &retryTransport{g: g, base: base, fresh: fresh},
 		ErrorHandler: g.relayError,
 		BufferPool:   bufferPool{},
 		ErrorLog:     slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// forwardingHeaders name the callers, and the proxies between them and
+// the gateway, by address or host. None goes to WeChat: it does not use
+// them (its IP allowlist checks the connection's source address), and
+// they would disclose the business systems' internal addresses and
+// hosts. The gateway reads X-Forwarded-For itself, from the request it
+// got (the anonymous limit, TrustedProxies). ReverseProxy's Rewrite
+// drops Forwarded and X-Forwarded-For, -Host and -Proto before it runs
+// and adds none; dropForwarding drops the rest of the kin too: these and
+// every X-Forwarded-* header.
+var forwardingHeaders = []string{
+	"Forwarded", "Via", "X-Forwarded", "X-Original-Forwarded-For",
+	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip",
+	"Cf-Connecting-Ip", "Fastly-Client-Ip",
+}
+
+// dropForwarding removes forwardingHeaders and every X-Forwarded-*
+// header from h (the outbound request's, canonical keys).
+func dropForwarding(h http.Header) {
+	for k := range h {
+		if strings.HasPrefix(k, "X-Forwarded-") {
+			delete(h, k)
+		}
+	}
+	for _, k := range forwardingHeaders {
+		delete(h, k)
 	}
 }
 
