@@ -170,6 +170,10 @@ func (g *Gateway) DrainTimeout() time.Duration { return g.cfg.DrainTimeout }
 // once (Config.MaxBufferedBytes, its default applied).
 func (g *Gateway) MaxBufferedBytes() int64 { return g.cfg.MaxBufferedBytes }
 
+// AnswerTimeout returns the bound on writing a relayed answer
+// (Config.AnswerTimeout, its default applied).
+func (g *Gateway) AnswerTimeout() time.Duration { return g.cfg.AnswerTimeout }
+
 // Start binds the listener (and loads the TLS certificate), so that a bad
 // address or certificate fails before anything runs. The certificate is
 // read again once its files change (certFiles).

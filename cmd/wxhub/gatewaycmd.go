@@ -91,8 +91,8 @@ func gatewayRole(mount mounter, started func(*gateway.Gateway)) roleBuilder {
 			Mount: mounted, MountWait: mountWait,
 			AnonymousRate: cfg.Gateway.AnonymousRate, AnonymousBurst: cfg.Gateway.AnonymousBurst,
 			MaxAnonymousClients: cfg.Gateway.AnonymousMaxClients, TrustedProxies: cfg.Gateway.TrustedProxyPrefixes(),
-			MaxBufferedBytes: cfg.Gateway.MaxBufferedBytes,
-			Logger:           log,
+			MaxBufferedBytes: cfg.Gateway.MaxBufferedBytes, AnswerTimeout: cfg.Gateway.AnswerTimeout,
+			Logger: log,
 		})
 		if err != nil {
 			return runner.Role{}, usageError{err}

@@ -128,3 +128,65 @@ func TestGatewayRoleTakesItsBodyBudget(t *testing.T) {
 		})
 	}
 }
+
+// --gateway-answer-timeout (WXHUB_GATEWAY_ANSWER_TIMEOUT,
+// gateway.answer_timeout) reaches the gateway's bound on writing an
+// answer; 0 is its default, and less than a second is refused at start,
+// naming the setting.
+func TestGatewayRoleTakesItsAnswerTimeout(t *testing.T) {
+	t.Parallel()
+	nats := brokertest.Start(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     string
+		want    time.Duration
+		refused bool
+	}{
+		{"default", nil, "", gateway.DefaultAnswerTimeout, false},
+		{"flag", []string{"--gateway-answer-timeout", "2m"}, "", 2 * time.Minute, false},
+		{"environment", nil, "45s", 45 * time.Second, false},
+		{"below a second", []string{"--gateway-answer-timeout", "100ms"}, "", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs wxhubtest.Buffer
+			env := &cmdEnv{stdout: &logs, stderr: &logs, getenv: func(k string) string {
+				return map[string]string{"WXHUB_CLIENT_KEY_SHOP": "answer-client-key-0123", "WXHUB_GATEWAY_ANSWER_TIMEOUT": tc.env}[k]
+			}}
+			args := append([]string{"--nats-url", nats.URL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
+				"--app", "appid=wxanswer", "--client", "name=shop,appids=wxanswer"}, tc.args...)
+			cfg, err := gatewayConfig(env, args)
+			if tc.refused {
+				if err == nil || !strings.Contains(err.Error(), "gateway.answer_timeout") {
+					t.Fatalf("an answer timeout of 100ms: %v, want an error naming gateway.answer_timeout", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			bound := make(chan time.Duration, 1)
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			served := make(chan error, 1)
+			go func() {
+				served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
+					gatewayRole(nil, func(gw *gateway.Gateway) { bound <- gw.AnswerTimeout() }))
+			}()
+			select {
+			case got := <-bound:
+				if got != tc.want {
+					t.Errorf("the gateway's answer timeout is %v, want %v", got, tc.want)
+				}
+			case err := <-served:
+				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
+			}
+			stop()
+			if err := <-served; err != nil {
+				t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+			}
+		})
+	}
+}

@@ -141,7 +141,16 @@ type Gateway struct {
 	// memory at once, all calls together; 0 is gateway's default (128
 	// MiB). It must hold the largest request body (20 MiB).
 	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
+	// AnswerTimeout bounds the writing of a relayed answer to the
+	// client, from its start; 0 is gateway's default (60 s). At least
+	// MinGatewayAnswerTimeout. It is always cut to end within the
+	// drain, so it never lengthens a stop.
+	AnswerTimeout time.Duration `yaml:"answer_timeout"`
 }
+
+// MinGatewayAnswerTimeout is the shortest gateway.answer_timeout
+// accepted (but 0, the default): shorter would cut honest downloads.
+const MinGatewayAnswerTimeout = time.Second
 
 // MaxGatewayAnonymousClients is the largest
 // gateway.anonymous_max_clients accepted.
@@ -162,6 +171,9 @@ func (g Gateway) validate() error {
 	}
 	if g.MaxBufferedBytes != 0 && g.MaxBufferedBytes < gateway.DefaultMaxRequestBody {
 		return fmt.Errorf("gateway.max_buffered_bytes: %d, want 0 (the default, %d) or at least %d (the largest request body)", g.MaxBufferedBytes, gateway.DefaultMaxBufferedBytes, gateway.DefaultMaxRequestBody)
+	}
+	if g.AnswerTimeout != 0 && g.AnswerTimeout < MinGatewayAnswerTimeout {
+		return fmt.Errorf("gateway.answer_timeout: %v, want 0 (the default, %v) or at least %v", g.AnswerTimeout, gateway.DefaultAnswerTimeout, MinGatewayAnswerTimeout)
 	}
 	for i, s := range g.TrustedProxies {
 		if _, err := parseProxy(s); err != nil {

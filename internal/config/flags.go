@@ -213,6 +213,7 @@ func Load(fs *flag.FlagSet, roles Roles, args []string, getenv func(string) stri
 		fs.IntVar(&c.Gateway.AnonymousBurst, "gateway-anonymous-burst", c.Gateway.AnonymousBurst, "burst of calls by one client address above --gateway-anonymous-rate")
 		fs.IntVar(&c.Gateway.AnonymousMaxClients, "gateway-anonymous-max-clients", c.Gateway.AnonymousMaxClients, "client addresses remembered for --gateway-anonymous-rate (the least recently used is forgotten beyond)")
 		fs.Int64Var(&c.Gateway.MaxBufferedBytes, "gateway-max-buffered-bytes", c.Gateway.MaxBufferedBytes, "request body `bytes` the gateway holds in memory at once, all calls together (0: 128 MiB; at least 20 MiB); past it a call is answered -1 busy")
+		fs.DurationVar(&c.Gateway.AnswerTimeout, "gateway-answer-timeout", c.Gateway.AnswerTimeout, "a relayed answer must be written to the client within this long from its start, else the connection is cut (0: 60s; at least 1s; always cut to end within the drain)")
 		// Checked by Validate, which names the entry.
 		gwProxies := &listFlag[string]{name: "gateway-trusted-proxies", items: &c.Gateway.TrustedProxies, sep: ",",
 			parse: func(s string) (string, error) { return strings.TrimSpace(s), nil }}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The gateway's anonymous limit and its trusted proxies: defaults (none
@@ -70,6 +71,10 @@ func TestGatewayAnonymousLimitValidateNamesTheField(t *testing.T) {
 		{"body budget below the largest body", func(g *Gateway) { g.MaxBufferedBytes = 1 << 20 }, "gateway.max_buffered_bytes"},
 		{"negative body budget", func(g *Gateway) { g.MaxBufferedBytes = -1 }, "gateway.max_buffered_bytes"},
 		{"body budget of the largest body", func(g *Gateway) { g.MaxBufferedBytes = 20 << 20 }, ""},
+		{"answer timeout below a second", func(g *Gateway) { g.AnswerTimeout = 500 * time.Millisecond }, "gateway.answer_timeout"},
+		{"negative answer timeout", func(g *Gateway) { g.AnswerTimeout = -time.Second }, "gateway.answer_timeout"},
+		{"answer timeout of a second", func(g *Gateway) { g.AnswerTimeout = time.Second }, ""},
+		{"long answer timeout", func(g *Gateway) { g.AnswerTimeout = 10 * time.Minute }, ""},
 	}
 	for _, c := range cases {
 		cfg := Default()
@@ -80,6 +85,37 @@ func TestGatewayAnonymousLimitValidateNamesTheField(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%s: %v, want an error naming %s", c.name, err, c.want)
+		}
+	}
+}
+
+// gateway.answer_timeout: 0 (the gateway's default) unless the file,
+// WXHUB_GATEWAY_ANSWER_TIMEOUT or --gateway-answer-timeout sets it, in
+// rising precedence.
+func TestGatewayAnswerTimeout(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "wxhub.yaml")
+	os.WriteFile(file, []byte("gateway:\n  answer_timeout: 2m\n"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", nil, nil, 0},
+		{"file", []string{"--config", file}, nil, 2 * time.Minute},
+		{"environment over the file", []string{"--config", file}, map[string]string{"WXHUB_GATEWAY_ANSWER_TIMEOUT": "90s"}, 90 * time.Second},
+		{"flag over both", []string{"--config", file, "--gateway-answer-timeout", "30s"}, map[string]string{"WXHUB_GATEWAY_ANSWER_TIMEOUT": "90s"}, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		c, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), FlagsServer|FlagsGateway, tt.args, env(tt.env))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if err := c.Validate(false); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if c.Gateway.AnswerTimeout != tt.want {
+			t.Errorf("%s: answer timeout %v, want %v", tt.name, c.Gateway.AnswerTimeout, tt.want)
 		}
 	}
 }
