@@ -22,9 +22,10 @@ import (
 )
 
 // The relay forwards every other path to WeChat with an
-// httputil.ReverseProxy: Rewrite points the request at the base URL
-// and drops the forwarding headers (dropForwarding), the Transport (retryTransport) puts the real token in and applies the
-// retry policy, ErrorHandler answers WeChat-shaped when WeChat cannot be
+// httputil.ReverseProxy: Rewrite points the request at the base URL and
+// drops the forwarding headers (dropForwarding), the Transport
+// (retryTransport) puts the real token in and applies the retry policy,
+// ErrorHandler answers WeChat-shaped when WeChat cannot be
 // reached or answers an HTTP status other than 2xx. Bodies of 2xx
 // answers pass through unchanged (see scrub for what is taken out).
 //
