@@ -133,13 +133,15 @@
 //     refresh however many reports arrive. A report accepted while fetching
 //     backs off is carried out when the backoff allows; the leader then
 //     also writes on the stored record that the refresh is pending
-//     (TokenRecord.InvalidatedAt, one compare-and-swap with the same token
-//     and version), so if it stops or dies first the holder that leads
-//     next makes that refresh, once, however old the report (a newer
-//     token is stored without the mark: never for a stale report). A
-//     stable_token app
-//     out of force_refresh calls answers a report with one normal call
-//     instead ("fallback").
+//     (TokenRecord.InvalidatedAt, a compare-and-swap with the same token
+//     and version, NATS errors retried as for token writes while the term
+//     lasts and that token is stored: a lost compare-and-swap re-reads
+//     the record and stops at a newer token, never marking it), so if it
+//     stops or dies first the holder that leads next makes that refresh,
+//     once, however old the report (a newer token is stored without the
+//     mark: never for a stale report). A stable_token app out of
+//     force_refresh calls answers a report with one normal call instead
+//     ("fallback").
 //   - Refresh (manual), reason "manual": an operator's request (also over
 //     NATS: request/reply on wxhub.token.refresh, answered by the leader
 //     only, see events.TokenRefreshRequest), never a report, so never a
@@ -172,8 +174,8 @@
 // token fetched for it is reported too within ConflictWindow of its fetch,
 // another system is fetching for this appid: the holder publishes
 // token.conflict (once per version and window, also across a failover:
-// the stored record then says it was announced, TokenRecord.ConflictAt)
-// and logs an error, and does not refetch for that version until
+// the stored record then says it was announced, TokenRecord.ConflictAt,
+// written like InvalidatedAt) and logs an error, and does not refetch for that version until
 // ConflictWindow has passed since its fetch (a bounded fight of at most one forced fetch per window, while the
 // operator fixes the other system). The token record carries why it was
 // fetched (Reason) and the last forced refresh (LastForcedAt), so a new

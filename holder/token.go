@@ -177,8 +177,9 @@ func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
 // evaluation (accepted for a report, not made: WeChat failing, the
 // backoff, the lease's end near) onto the stored token it is about
 // (InvalidatedAt): the holder that leads next, after a stop or a crash,
-// makes it (takePending). Tried once when the need is new and again
-// after each fetch attempt (tried) until it is stored.
+// makes it (takePending). Written when the need is new (annotate retries
+// NATS errors for as long as the term lasts), and tried again after each
+// fetch attempt (tried) until it is stored.
 func (a *app) recordPending(ctx context.Context, tried bool) {
 	f := a.forced
 	if f == nil || f.recorded || f.recordTried && !tried {
@@ -194,40 +195,80 @@ func (a *app) recordPending(ctx context.Context, tried bool) {
 	})
 }
 
-// annotate stores the cached record again, the same token and version,
-// with change applied: what the holder that leads next must know about
-// this token (InvalidatedAt, ConflictAt). change reports false when the
-// record says so already. One compare-and-swap on the cached revision,
-// within the lease; it reports whether the stored record says so now. A
-// failure is logged, never retried here. Token users see a record with
-// the version they hold and nothing to do.
+// errTokenMoved: a newer token than the one a mark is about is stored
+// (or no token record at all): the mark is not written.
+var errTokenMoved = errors.New("holder: the stored token is no longer the one the mark is about")
+
+// annotate stores the record of version again, the same token and
+// version, with change applied: what the holder that leads next must know
+// about this token (InvalidatedAt, ConflictAt). change reports false when
+// the record says so already. It reports whether the stored record says
+// so now. Token users see a record with the version they hold and nothing
+// to do.
+//
+// The compare-and-swap is retried (retryNATS: backoff, each attempt
+// within the lease) for as long as the term lasts and the stored token is
+// the one the mark is about: a leader that crashes after one refused
+// write would lose the pending refresh. A lost compare-and-swap re-reads
+// the record: the same token (another mark, or an earlier attempt of ours
+// that landed) gets change applied again; a newer token ends the retry
+// without a write, it needs no mark (never write one onto it). The token
+// loop waits meanwhile, as for the other reads and writes of NATS.
 func (a *app) annotate(ctx context.Context, version uint64, what string, change func(*events.TokenRecord) bool) bool {
 	rec, rev := a.record()
 	if rev == 0 || rec.Version != version {
 		return false // the token moved on: nothing to say about this one
 	}
-	if !change(&rec) {
+	token := rec.AccessToken
+	err := a.retryNATS(ctx, "recording "+what+" on the stored token", func(ctx context.Context) error {
+		for {
+			if cur, curRev := a.record(); curRev > rev {
+				rec, rev = cur, curRev // the watch saw a newer revision
+			}
+			if rec.Version != version || rec.AccessToken != token {
+				return stopRetry{errTokenMoved}
+			}
+			next := rec
+			if !change(&next) {
+				return nil
+			}
+			data, err := json.Marshal(next)
+			if err != nil {
+				return stopRetry{fmt.Errorf("holder: encode token record: %w", err)}
+			}
+			newRev, err := a.h.tokens.Update(ctx, a.id, data, rev)
+			if err == nil {
+				a.setRecord(next, newRev)
+				return nil
+			}
+			if !cas.Lost(err) {
+				return err
+			}
+			e, err := a.h.tokens.Get(ctx, a.id)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				return stopRetry{errTokenMoved}
+			case err != nil:
+				return err
+			}
+			var stored events.TokenRecord
+			if json.Unmarshal(e.Value(), &stored) != nil {
+				return stopRetry{errTokenMoved}
+			}
+			a.setRecord(stored, e.Revision())
+			rec, rev = stored, e.Revision()
+		}
+	})
+	switch {
+	case err == nil:
 		return true
-	}
-	data, err := json.Marshal(rec)
-	if err != nil {
-		a.log.Error("encode token record", "error", err)
-		return false
-	}
-	left := a.leaseLeft()
-	if left <= 0 {
-		return false
-	}
-	actx, cancel := context.WithTimeout(ctx, min(left, a.h.cfg.LeaseTTL/3))
-	newRev, err := a.h.tokens.Update(actx, a.id, data, rev)
-	cancel()
-	if err != nil {
+	case errors.Is(err, errTokenMoved):
+		a.log.Info("not recording "+what+": the stored token is no longer that version", "version", version)
+	default:
 		a.log.Warn("recording "+what+" on the stored token failed; the holder that leads next may not know it",
 			"version", version, "error", err)
-		return false
 	}
-	a.setRecord(rec, newRev)
-	return true
+	return false
 }
 
 // notLeading is the answer to a manual request this holder cannot serve:
