@@ -163,8 +163,9 @@
 //     failed (ErrRefreshUnderWay: it goes on, token.refreshed or
 //     token.refresh_failed tells its outcome; also when another refresh of
 //     the app is under way, which replaces the stored token), or, if the
-//     leader's loop could not even take the request up, "refresh not
-//     started" (ErrBusy: no refresh was made).
+//     leader's loop could not even take the request up (it waited for
+//     NATS: a read, or a mark's write above), "refresh not started"
+//     (ErrBusy: no refresh was made).
 //
 // # Conflicts
 //

@@ -46,7 +46,7 @@ var (
 	ErrRefreshUnderWay = errors.New("holder: the refresh is still under way")
 	// ErrBusy: the answer to a manual refresh was due before the leader's
 	// token loop for the app could take it up, and no refresh is under
-	// way (it is reading NATS): the request made no refresh; ask again.
+	// way (it is waiting for NATS): the request made no refresh; ask again.
 	ErrBusy = errors.New("holder: busy; the request made no refresh")
 )
 
@@ -411,7 +411,7 @@ func (h *Holder) refreshUnless(ctx context.Context, appid string, replace *uint6
 			return &answerDue{fmt.Sprintf("refresh under way: holder %s is making a %s refresh of this app, not ended after %v; it replaces the stored token, so this request made none of its own; %s",
 				h.cfg.ID, reason, waited, outcome), []error{ErrRefreshUnderWay, ctx.Err()}}
 		}
-		return &answerDue{fmt.Sprintf("refresh not started: holder %s's token loop for this app stayed busy for %v (reading NATS, see `wxhub status`): this request made no refresh; ask again",
+		return &answerDue{fmt.Sprintf("refresh not started: holder %s's token loop for this app stayed busy for %v (waiting for NATS, see `wxhub status`): this request made no refresh; ask again",
 			h.cfg.ID, waited), []error{ErrBusy, ctx.Err()}}
 	case <-h.stopCtx.Done():
 		return a.stoppingRefusal()
