@@ -111,6 +111,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 		}
 		a.takePending(ctx, rec)
 	}
+	a.recordCarried(ctx)
 	defer a.setLockouts(nil)
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on); the backoff gates survive too.
@@ -178,8 +179,9 @@ func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
 // backoff, the lease's end near) onto the stored token it is about
 // (InvalidatedAt): the holder that leads next, after a stop or a crash,
 // makes it (takePending). Written when the need is new (annotate retries
-// NATS errors for as long as the term lasts), and tried again after each
-// fetch attempt (tried) until it is stored.
+// NATS errors for as long as the term lasts), tried again after each
+// fetch attempt (tried) until it is stored, and at the start of each
+// later term of this holder while it is not (recordCarried).
 func (a *app) recordPending(ctx context.Context, tried bool) {
 	f := a.forced
 	if f == nil || f.recorded || f.recordTried && !tried {
@@ -193,6 +195,26 @@ func (a *app) recordPending(ctx context.Context, tried bool) {
 		r.InvalidatedAt = a.h.cfg.Now()
 		return true
 	})
+}
+
+// recordCarried writes, at the start of a term, a forced refresh that
+// an earlier term of this holder accepted and did not make, if the
+// stored record does not say it is pending: its write was refused until
+// that term ended (the lease lost). It is written at once, not after the
+// next fetch attempt, which the backoff may put minutes away: until then
+// the report's refresh lives only in this holder's memory, and a crash
+// would lose it. A need about an older token is not written (evaluate
+// drops it).
+func (a *app) recordCarried(ctx context.Context) {
+	f := a.forced
+	if f == nil {
+		return
+	}
+	if rec, _ := a.record(); rec.Version == f.version {
+		f.recorded = !rec.InvalidatedAt.IsZero() // the term starts from what KV holds
+	}
+	f.recordTried = false
+	a.recordPending(ctx, false)
 }
 
 // errTokenMoved: a newer token than the one a mark is about is stored
