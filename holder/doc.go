@@ -136,7 +136,9 @@
 //     (TokenRecord.InvalidatedAt, a compare-and-swap with the same token
 //     and version, NATS errors retried as for token writes while the term
 //     lasts and that token is stored: a lost compare-and-swap re-reads
-//     the record and stops at a newer token, never marking it), so if it
+//     the record and stops at a newer token, never marking it; a write
+//     refused until the term ended, the lease lost, is made again at once
+//     when this holder leads again, before its next fetch), so if it
 //     stops or dies first the holder that leads next makes that refresh,
 //     once, however old the report (a newer token is stored without the
 //     mark: never for a stale report). A stable_token app out of
