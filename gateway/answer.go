@@ -18,6 +18,14 @@ import (
 // client did not read within its bound (answerDeadline).
 const answerTimeoutLabel = "answer_timeout"
 
+// clientGoneLabel is the errcode label of a relayed call that failed on
+// the client's side: the client went away (closed or reset its
+// connection, or cancelled its request) before its answer was written.
+// Never "transport", which says WeChat could not be reached and which
+// the WxhubGatewayWeChatUnreachable alert watches: any client could fire
+// it by hanging up.
+const clientGoneLabel = "client_gone"
+
 // answerSlack is left, at the end of the drain, between the cut of an
 // unread answer and the drain's end: for the handler to end and the
 // server to close the connection.
@@ -85,3 +93,12 @@ func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // timedOut reports whether the answer was cut by its deadline.
 func (w *answerWriter) timedOut() bool { return errors.Is(w.err, os.ErrDeadlineExceeded) }
+
+// failedWrite reports whether a write to the client's connection failed
+// for another reason than its deadline: the client closed or reset it.
+// net/http's own refusals (a body where none is allowed, more than the
+// announced length) are the gateway's doing, not the client's.
+func (w *answerWriter) failedWrite() bool {
+	return w.err != nil && !w.timedOut() &&
+		!errors.Is(w.err, http.ErrBodyNotAllowed) && !errors.Is(w.err, http.ErrContentLength)
+}

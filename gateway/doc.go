@@ -42,7 +42,13 @@
 // (a token wait, the body, the call) is not counted: the server has no
 // WriteTimeout. A client that stops reading a download is cut then: the
 // call is counted under errcode answer_timeout and logged (warn, the
-// query scrubbed). The bodies held in memory, all calls together, stay within
+// query scrubbed). A client that goes away before its answer is written
+// (it closes or resets its connection in the middle of a download, or
+// cancels its request before WeChat answered: the server ends the
+// request's context) is counted under errcode client_gone and logged at
+// info, the query scrubbed: never as transport, which the alert on
+// WeChat unreachable watches, so that no client can fire it by hanging
+// up. The bodies held in memory, all calls together, stay within
 // MaxBufferedBytes (golang.org/x/sync/semaphore): a call takes its
 // Content-Length (MaxRequestBody when it announces none) before its body
 // is read and gives it back once answered; one that cannot have it
@@ -120,8 +126,9 @@
 // naming both clients, never the key), the appids and path prefixes it may use (48001 for another
 // path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
 // registry: wxhub_gateway_calls_total{client,path,errcode} (errcode:
-// WeChat's or the gateway's, transport, http_3xx, http_4xx or
-// answer_timeout),
+// WeChat's or the gateway's; transport: WeChat unreachable, its 5xx, or
+// its answer cut; http_3xx, http_4xx; answer_timeout and client_gone:
+// the client's doing),
 // wxhub_gateway_call_duration_seconds{client,path} and
 // wxhub_gateway_retries_total{client,reason}; at most 200 path values
 // for the clients' calls, then "other". Only a relayed call of a client
@@ -130,7 +137,7 @@
 // gets its path's label only if it has one already, else "other", and
 // unknown and anonymous callers get "other" except on a fixed list of
 // WeChat's paths (labelled outside the 200), so none can use the 200
-// up. Logs (debug per call, info for retries, warn for
+// up. Logs (debug per call, info for retries and clients gone, warn for
 // failures) carry the query with every token, secret, key, code and
 // ticket value replaced by [redacted]; never a handle, token, key or
 // AppSecret.

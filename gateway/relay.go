@@ -55,6 +55,10 @@ type call struct {
 	secret     string // the AppSecret in rawQuery (code exchanges), else ""
 	otherToken bool   // the query carries a token besides access_token (otherToken)
 	body       []byte // nil: no body
+	// in is the client's request's own context (not the call's, which
+	// CallTimeout bounds): the server cancels it once the client went
+	// away (its connection closed or reset, an HTTP/2 stream reset).
+	in context.Context
 
 	mu        sync.Mutex
 	token     events.TokenRecord
@@ -65,6 +69,13 @@ type call struct {
 }
 
 type callKey struct{}
+
+// clientGone reports whether the client went away: its request's
+// context ended while the gateway was still answering it. The server
+// ends it for nothing else before the handler returns (the drain does
+// not cancel requests; the gateway's own bounds end the call's context,
+// not this one).
+func (c *call) clientGone() bool { return c.in != nil && c.in.Err() != nil }
 
 func callOf(ctx context.Context) *call {
 	c, _ := ctx.Value(callKey{}).(*call)
@@ -231,10 +242,23 @@ func (g *Gateway) relayError(w http.ResponseWriter, r *http.Request, err error) 
 	c := callOf(r.Context())
 	label := "transport"
 	var se *statusError
-	if errors.As(err, &se) && se.code < 500 {
+	switch {
+	case errors.As(err, &se) && se.code < 500:
 		// A redirect or a refusal by something in between, not WeChat
 		// unreachable (an unknown path draws a 404, say).
 		label = fmt.Sprintf("http_%dxx", se.code/100)
+	case c.clientGone():
+		// The client went away before WeChat answered: its request's
+		// context ended the call. WeChat was not found unreachable.
+		c.mu.Lock()
+		c.errcode = clientGoneLabel
+		c.mu.Unlock()
+		g.log.Info("gateway: the client went away before WeChat answered", "client", c.client, "method", r.Method,
+			"path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery), "err", describe(err))
+		// Most likely nobody reads this; a client that only closed its
+		// sending side still does.
+		g.writeError(w, errSystem, "the request was cancelled before WeChat answered")
+		return
 	}
 	c.mu.Lock()
 	c.errcode = label

@@ -262,6 +262,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			cl.body = body
 		}
 	}
+	cl.in = r.Context()
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), callKey{}, cl), g.cfg.CallTimeout)
 	defer cancel()
 	aw := &answerWriter{ResponseWriter: w, g: g, start: start}
@@ -270,20 +271,27 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 		code, attempts := cl.errcode, cl.attempts
 		cl.mu.Unlock()
 		// The proxy panics with http.ErrAbortHandler when the copy of the
-		// answer fails part-way (over MaxResponseBody, WeChat or the
-		// client gone): the call is counted all the same, as transport,
-		// and the panic goes on to the server, which cuts the connection.
-		// An answer the client did not read within its bound
-		// (answerDeadline) is counted as answer_timeout, and logged.
+		// answer fails part-way: the call is counted all the same, and
+		// the panic goes on to the server, which cuts the connection. An
+		// answer the client did not read within its bound
+		// (answerDeadline) is counted as answer_timeout, and logged
+		// (warn); one the client went away from (a write to it failed,
+		// or its request's context ended: the upstream's body read is
+		// cancelled then) as client_gone (info); any other cut (over
+		// MaxResponseBody, WeChat gone part-way) as transport.
 		p := recover()
-		if p != nil {
-			code = "transport"
-		}
-		if aw.timedOut() {
+		switch {
+		case aw.timedOut():
 			code = answerTimeoutLabel
 			g.log.Warn("gateway: the client did not read the answer in time; connection cut", "client", cl.client,
 				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery),
 				"written", aw.written, "answer_timeout", g.cfg.AnswerTimeout.String())
+		case p != nil && (aw.failedWrite() || cl.clientGone()):
+			code = clientGoneLabel
+			g.log.Info("gateway: the client went away during the answer", "client", cl.client,
+				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery), "written", aw.written)
+		case p != nil:
+			code = "transport"
 		}
 		g.recordCall(cl.client, r, code, start, attempts, true)
 		if p != nil {
