@@ -258,6 +258,10 @@ func TestDashboardCoversTheIssue(t *testing.T) {
 		{"relay latency p99", `histogram_quantile\(0\.99, sum by \(le, client\) \(rate\(wxhub_gateway_call_duration_seconds_bucket`},
 		{"repeats by reason (token: after 40001)", `sum by \(client, reason\) \(rate\(wxhub_gateway_retries_total`},
 		{"WeChat unreachable", `wxhub_gateway_calls_total\{[^}]*errcode="transport"`},
+		// The client's doing, not WeChat's: shown apart from WeChat's and
+		// the gateway's errcodes.
+		{"clients gone or too slow to read", `sum by \(client\) \(rate\(wxhub_gateway_calls_total\{[^}]*errcode=~"client_gone\|answer_timeout"`},
+		{"other errcodes", `sum by \(client\) \(rate\(wxhub_gateway_calls_total\{[^}]*errcode!~"0\|transport\|client_gone\|answer_timeout"`},
 		{"no token to give", `wxhub_gateway_calls_total\{[^}]*path=~"/cgi-bin/\(stable_\)\?token",errcode="-1"`},
 	} {
 		re := regexp.MustCompile(want.re)
