@@ -1,11 +1,13 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,17 +52,73 @@ func TestClientGoneIsNotWeChatUnreachable(t *testing.T) {
 			}
 		}
 	}
+	const upload = "/cgi-bin/media/upload"
+	// abandonUpload announces an 8 MiB body on an upload, sends 64 KiB of
+	// it, waits until the gateway reads the body (it took the announced
+	// length from MaxBufferedBytes), then goes away long before the
+	// gateway's body deadline, closing the connection ("close") or
+	// resetting it ("reset"), or waits for the gateway's answer ("stall").
+	abandonUpload := func(how string) func(t *testing.T, e *env, target string) {
+		return func(t *testing.T, e *env, target string) {
+			const announced = 8 << 20
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			head := "POST " + target + " HTTP/1.1\r\nHost: gw\r\nContent-Type: application/octet-stream\r\n" +
+				"Content-Length: " + strconv.Itoa(announced) + "\r\n\r\n"
+			if _, err := io.WriteString(c, head+strings.Repeat("x", 64<<10)); err != nil {
+				t.Fatal(err)
+			}
+			wxhubtest.Eventually(t, 10*time.Second, "the gateway reading the body", func() bool {
+				return gateway.BufferedBytes(e.gw) == announced
+			})
+			switch how {
+			case "reset":
+				if err := c.(*net.TCPConn).SetLinger(0); err != nil { // Close sends a RST
+					t.Fatal(err)
+				}
+			case "stall": // the client waits: the gateway's body deadline cuts it
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("no answer to a stalled body: %v", err)
+				}
+				if a := decodeAnswer(t, resp); a.ErrCode != -1 || !strings.Contains(a.ErrMsg, "request body not received in time") {
+					t.Fatalf("answer %s, want -1 request body not received in time", a.raw)
+				}
+			}
+			t.Cleanup(func() {
+				for _, a := range e.relayed() {
+					if a.Path == upload {
+						t.Error("the partial upload reached WeChat")
+					}
+				}
+			})
+		}
+	}
 	tests := []struct {
 		name string
 		opt  envOption // on top of the row's client
 		slow bool      // WeChat takes 25 s to answer the call (a delay fault)
 		path string
+		// label is the call's path label, when not path: a call that is
+		// not relayed takes no new one.
+		label string
 		// call makes the call; target is the path with the query.
 		call func(t *testing.T, e *env, target string)
 		want string
 	}{
 		{name: "download, the connection closed after a little", path: download, call: hangUp(false), want: "client_gone"},
 		{name: "download, the connection reset after a little", path: download, call: hangUp(true), want: "client_gone"},
+		{name: "upload, the connection closed part-way through the body", path: upload, label: "other",
+			call: abandonUpload("close"), want: "client_gone"},
+		{name: "upload, the connection reset part-way through the body", path: upload, label: "other",
+			call: abandonUpload("reset"), want: "client_gone"},
+		{name: "upload stalled part-way until the body deadline, the client waiting", path: upload, label: "other",
+			opt:  func(c *gateway.Config) { c.CallTimeout = 300 * time.Millisecond },
+			call: abandonUpload("stall"), want: "-1"},
 		{name: "request cancelled while WeChat is slow", slow: true, path: wechatsim.PathUserInfo, want: "client_gone",
 			call: func(t *testing.T, e *env, target string) {
 				ctx, cancel := context.WithCancel(context.Background())
@@ -113,10 +171,14 @@ func TestClientGoneIsNotWeChatUnreachable(t *testing.T) {
 					tt.opt(c)
 				}
 			})
-			series := func(errcode string) string {
-				return `wxhub_gateway_calls_total{client="` + client + `",errcode="` + errcode + `",path="` + tt.path + `"}`
+			label := tt.path
+			if tt.label != "" {
+				label = tt.label
 			}
-			labels := []string{"client_gone", "transport", "answer_timeout", "0"}
+			series := func(errcode string) string {
+				return `wxhub_gateway_calls_total{client="` + client + `",errcode="` + errcode + `",path="` + label + `"}`
+			}
+			labels := []string{"client_gone", "transport", "answer_timeout", "-1", "0"}
 			before := map[string]float64{} // -count=N runs share the registry
 			m := scrapeMetrics(t)
 			for _, l := range labels {

@@ -44,11 +44,12 @@
 // call is counted under errcode answer_timeout and logged (warn, the
 // query scrubbed). A client that goes away before its answer is written
 // (it closes or resets its connection in the middle of a download, or
+// part-way through sending its request body, an upload it abandons, or
 // cancels its request before WeChat answered: the server ends the
 // request's context) is counted under errcode client_gone and logged at
 // info, the query scrubbed: never as transport, which the alert on
 // WeChat unreachable watches, so that no client can fire it by hanging
-// up. The bodies held in memory, all calls together, stay within
+// up; a body cut by the gateway's own 2 × CallTimeout stays -1. The bodies held in memory, all calls together, stay within
 // MaxBufferedBytes (golang.org/x/sync/semaphore): a call takes its
 // Content-Length (MaxRequestBody when it announces none) before its body
 // is read and gives it back once answered; one that cannot have it

@@ -254,9 +254,22 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			g.writeError(w, errSystem, "request body not received in time")
 			g.record(cl.client, r, errSystem, start, 1)
 			return
+		case err != nil && r.Context().Err() != nil:
+			// The client went away while sending its body (it closed or
+			// reset its connection part-way: the server ends the
+			// request's context on any failed read of the connection).
+			// Its doing, like a download it hangs up on: never the
+			// gateway's -1, and nothing is answered.
+			g.log.Info("gateway: the client went away while sending its request body", "client", cl.client,
+				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery),
+				"received", len(body), "announced", r.ContentLength)
+			g.recordCall(cl.client, r, clientGoneLabel, start, 1, false)
+			return
 		case err != nil:
+			// The connection is still there but the body could not be
+			// read (such as a malformed chunked encoding).
 			g.record(cl.client, r, errSystem, start, 1)
-			return // the client went away
+			return
 		}
 		if len(body) > 0 || r.ContentLength == 0 && r.Method == http.MethodPost {
 			cl.body = body
