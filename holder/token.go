@@ -114,7 +114,8 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	a.recordCarried(ctx)
 	defer a.setLockouts(nil)
 	// A forced need accepted in an earlier term survives (evaluate drops it
-	// once the version moved on); the backoff gates survive too.
+	// once the version moved on; takePending judged its normal flag by
+	// today's force_refresh budget); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
 		a.termReason = "" // the term's fetches are scheduled ones now
 		a.log.Info("adopted stored token", "version", rec.Version, "expires_at", rec.ExpiresAt,
@@ -160,11 +161,23 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 // stands; the reports still to judge against it are duplicates). A
 // report against an older token never gets here: a newer token is
 // stored without the mark.
+//
+// A refresh this holder accepted for rec in an earlier term and carried
+// is judged the same way: whether it is a normal call follows today's
+// force_refresh budget, not the one of the day it was accepted (the
+// China day may have turned since, renewing it, or the budget run out).
+// A normal call returns the reported token unchanged outside its last 5
+// minutes, so a need kept normal after the day turned would lose the
+// report's refresh that a fresh leader makes.
 func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
-	if rec.InvalidatedAt.IsZero() || a.forced != nil && a.forced.version == rec.Version {
+	now := a.h.cfg.Now()
+	if f := a.forced; f != nil && f.version == rec.Version {
+		f.normal = a.forceCallsOut(ctx, now)
 		return
 	}
-	now := a.h.cfg.Now()
+	if rec.InvalidatedAt.IsZero() {
+		return
+	}
 	need := &forcedNeed{reason: events.ReasonInvalidated, version: rec.Version, recorded: true}
 	// A stable_token app out of force_refresh calls makes a normal call
 	// instead, as handleReports decides.
