@@ -143,7 +143,9 @@
 //     once, however old the report (a newer token is stored without the
 //     mark: never for a stale report). A stable_token app out of
 //     force_refresh calls answers a report with one normal call instead
-//     ("fallback").
+//     ("fallback"); a pending refresh is judged so at the start of each
+//     term by that day's budget, so one carried past the China day's
+//     turn is made as a forced call, also by the same holder.
 //   - Refresh (manual), reason "manual": an operator's request (also over
 //     NATS: request/reply on wxhub.token.refresh, answered by the leader
 //     only, see events.TokenRefreshRequest), never a report, so never a
