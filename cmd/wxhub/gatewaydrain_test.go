@@ -8,8 +8,53 @@ import (
 
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/gateway"
+	"github.com/wxhub/wxhub/internal/config"
 	"github.com/wxhub/wxhub/internal/wxhubtest"
 )
+
+// gatewayRoleConfig parses a gateway role's configuration the way
+// `wxhub gateway` does: app appid, a client "shop" keyed by
+// WXHUB_CLIENT_KEY_SHOP, extra environment variables and args.
+func gatewayRoleConfig(natsURL, appid string, extraEnv map[string]string, args []string) (*config.Config, *cmdEnv, *wxhubtest.Buffer, error) {
+	logs := &wxhubtest.Buffer{}
+	vars := map[string]string{"WXHUB_CLIENT_KEY_SHOP": appid + "-client-key-0123"}
+	for k, v := range extraEnv {
+		vars[k] = v
+	}
+	env := &cmdEnv{stdout: logs, stderr: logs, getenv: func(k string) string { return vars[k] }}
+	args = append([]string{"--nats-url", natsURL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
+		"--app", "appid=" + appid, "--client", "name=shop,appids=" + appid}, args...)
+	cfg, err := gatewayConfig(env, args)
+	return cfg, env, logs, err
+}
+
+// runGatewayRole serves the gateway role of cfg (with mount, if any)
+// until its gateway listens, stops it, and returns that gateway; a role
+// that fails to start or to stop fails the test.
+func runGatewayRole(t *testing.T, cfg *config.Config, env *cmdEnv, logs *wxhubtest.Buffer, mount mounter) *gateway.Gateway {
+	t.Helper()
+	started := make(chan *gateway.Gateway, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
+			gatewayRole(mount, func(gw *gateway.Gateway) { started <- gw }))
+	}()
+	var gw *gateway.Gateway
+	select {
+	case gw = <-started:
+	case err := <-served:
+		t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+	}
+	return gw
+}
 
 // The gateway role drains on SIGTERM for as long as its flags make the
 // longest request: its headers (10 s), then a relayed call's token wait,
@@ -31,37 +76,13 @@ func TestGatewayRoleDrainsForItsLongestRequest(t *testing.T) {
 		{"web login waiting the longest accepted", []string{"--web-login", login, "--oauth-wait", "1m"}, 115 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs wxhubtest.Buffer
-			env := &cmdEnv{stdout: &logs, stderr: &logs, getenv: func(k string) string {
-				return map[string]string{"WXHUB_CLIENT_KEY_SHOP": "drain-client-key-0123"}[k]
-			}}
-			args := append([]string{"--nats-url", nats.URL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
-				"--app", "appid=wxdrain", "--client", "name=shop,appids=wxdrain"}, tc.args...)
-			cfg, err := gatewayConfig(env, args)
+			cfg, env, logs, err := gatewayRoleConfig(nats.URL, "wxdrain", nil, tc.args)
 			if err != nil {
 				t.Fatal(err)
 			}
-			drain := make(chan time.Duration, 1)
-			ctx, stop := context.WithCancel(context.Background())
-			defer stop()
-			served := make(chan error, 1)
-			go func() {
-				served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
-					gatewayRole((&webLogin{}).mount, func(gw *gateway.Gateway) { drain <- gw.DrainTimeout() }))
-			}()
-			select {
-			case got := <-drain:
-				if got != tc.want || got != cfg.GatewayDrain() {
-					t.Errorf("the gateway drains for %v, want %v (config.GatewayDrain: %v)", got, tc.want, cfg.GatewayDrain())
-				}
-			case err := <-served:
-				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
-			}
-			stop()
-			if err := <-served; err != nil {
-				t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+			gw := runGatewayRole(t, cfg, env, logs, (&webLogin{}).mount)
+			if got := gw.DrainTimeout(); got != tc.want || got != cfg.GatewayDrain() {
+				t.Errorf("the gateway drains for %v, want %v (config.GatewayDrain: %v)", got, tc.want, cfg.GatewayDrain())
 			}
 		})
 	}
@@ -87,13 +108,7 @@ func TestGatewayRoleTakesItsBodyBudget(t *testing.T) {
 		{"smaller than the largest body", []string{"--gateway-max-buffered-bytes", "1048576"}, "", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs wxhubtest.Buffer
-			env := &cmdEnv{stdout: &logs, stderr: &logs, getenv: func(k string) string {
-				return map[string]string{"WXHUB_CLIENT_KEY_SHOP": "budget-client-key-0123", "WXHUB_GATEWAY_MAX_BUFFERED_BYTES": tc.env}[k]
-			}}
-			args := append([]string{"--nats-url", nats.URL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
-				"--app", "appid=wxbudget", "--client", "name=shop,appids=wxbudget"}, tc.args...)
-			cfg, err := gatewayConfig(env, args)
+			cfg, env, logs, err := gatewayRoleConfig(nats.URL, "wxbudget", map[string]string{"WXHUB_GATEWAY_MAX_BUFFERED_BYTES": tc.env}, tc.args)
 			if tc.refused {
 				if err == nil || !strings.Contains(err.Error(), "gateway.max_buffered_bytes") {
 					t.Fatalf("a budget of 1 MiB: %v, want an error naming gateway.max_buffered_bytes", err)
@@ -103,27 +118,8 @@ func TestGatewayRoleTakesItsBodyBudget(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			budget := make(chan int64, 1)
-			ctx, stop := context.WithCancel(context.Background())
-			defer stop()
-			served := make(chan error, 1)
-			go func() {
-				served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
-					gatewayRole(nil, func(gw *gateway.Gateway) { budget <- gw.MaxBufferedBytes() }))
-			}()
-			select {
-			case got := <-budget:
-				if got != tc.want {
-					t.Errorf("the gateway's body budget is %d, want %d", got, tc.want)
-				}
-			case err := <-served:
-				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
-			}
-			stop()
-			if err := <-served; err != nil {
-				t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+			if got := runGatewayRole(t, cfg, env, logs, nil).MaxBufferedBytes(); got != tc.want {
+				t.Errorf("the gateway's body budget is %d, want %d", got, tc.want)
 			}
 		})
 	}
@@ -149,13 +145,7 @@ func TestGatewayRoleTakesItsAnswerTimeout(t *testing.T) {
 		{"below a second", []string{"--gateway-answer-timeout", "100ms"}, "", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs wxhubtest.Buffer
-			env := &cmdEnv{stdout: &logs, stderr: &logs, getenv: func(k string) string {
-				return map[string]string{"WXHUB_CLIENT_KEY_SHOP": "answer-client-key-0123", "WXHUB_GATEWAY_ANSWER_TIMEOUT": tc.env}[k]
-			}}
-			args := append([]string{"--nats-url", nats.URL, "--http-listen", "", "--gateway-listen", "127.0.0.1:0",
-				"--app", "appid=wxanswer", "--client", "name=shop,appids=wxanswer"}, tc.args...)
-			cfg, err := gatewayConfig(env, args)
+			cfg, env, logs, err := gatewayRoleConfig(nats.URL, "wxanswer", map[string]string{"WXHUB_GATEWAY_ANSWER_TIMEOUT": tc.env}, tc.args)
 			if tc.refused {
 				if err == nil || !strings.Contains(err.Error(), "gateway.answer_timeout") {
 					t.Fatalf("an answer timeout of 100ms: %v, want an error naming gateway.answer_timeout", err)
@@ -165,27 +155,8 @@ func TestGatewayRoleTakesItsAnswerTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			bound := make(chan time.Duration, 1)
-			ctx, stop := context.WithCancel(context.Background())
-			defer stop()
-			served := make(chan error, 1)
-			go func() {
-				served <- serve(ctx, cfg, "wxhub-gateway", newLogger(env, cfg.Log), nil,
-					gatewayRole(nil, func(gw *gateway.Gateway) { bound <- gw.AnswerTimeout() }))
-			}()
-			select {
-			case got := <-bound:
-				if got != tc.want {
-					t.Errorf("the gateway's answer timeout is %v, want %v", got, tc.want)
-				}
-			case err := <-served:
-				t.Fatalf("the gateway role ended before it listened: %v\n%s", err, logs.String())
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the gateway role did not listen within 30 s\n%s", logs.String())
-			}
-			stop()
-			if err := <-served; err != nil {
-				t.Fatalf("the gateway role stopped with %v\n%s", err, logs.String())
+			if got := runGatewayRole(t, cfg, env, logs, nil).AnswerTimeout(); got != tc.want {
+				t.Errorf("the gateway's answer timeout is %v, want %v", got, tc.want)
 			}
 		})
 	}
