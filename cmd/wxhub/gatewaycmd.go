@@ -174,10 +174,7 @@ func demoClient(dataDir string) (config.Client, string, error) {
 			return config.Client{}, "", err
 		}
 		key = []byte(hex.EncodeToString(b[:]))
-		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-			return config.Client{}, "", fmt.Errorf("demo client key: %w", err)
-		}
-		if err := os.WriteFile(file, append(key, '\n'), 0o600); err != nil {
+		if _, err := writeSecretFile(file, string(key)); err != nil {
 			return config.Client{}, "", fmt.Errorf("demo client key: %w", err)
 		}
 	}
