@@ -210,6 +210,12 @@ var forwardingHeaders = []string{
 	"Cf-Connecting-Ip", "Fastly-Client-Ip",
 }
 
+// callAttrs are the log attributes naming a call: its client, method,
+// path and query (scrubbed).
+func callAttrs(client string, r *http.Request) []any {
+	return []any{"client", client, "method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery)}
+}
+
 // dropForwarding removes forwardingHeaders and every X-Forwarded-*
 // header from h (the outbound request's, canonical keys).
 func dropForwarding(h http.Header) {
@@ -253,8 +259,7 @@ func (g *Gateway) relayError(w http.ResponseWriter, r *http.Request, err error) 
 		c.mu.Lock()
 		c.errcode = clientGoneLabel
 		c.mu.Unlock()
-		g.log.Info("gateway: the client went away before WeChat answered", "client", c.client, "method", r.Method,
-			"path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery), "err", describe(err))
+		g.log.Info("gateway: the client went away before WeChat answered", append(callAttrs(c.client, r), "err", describe(err))...)
 		// Most likely nobody reads this; a client that only closed its
 		// sending side still does.
 		g.writeError(w, errSystem, "the request was cancelled before WeChat answered")
@@ -263,8 +268,7 @@ func (g *Gateway) relayError(w http.ResponseWriter, r *http.Request, err error) 
 	c.mu.Lock()
 	c.errcode = label
 	c.mu.Unlock()
-	g.log.Warn("gateway: WeChat call failed", "client", c.client, "method", r.Method, "path", r.URL.Path,
-		"query", scrubQuery(r.URL.RawQuery), "err", describe(err))
+	g.log.Warn("gateway: WeChat call failed", append(callAttrs(c.client, r), "err", describe(err))...)
 	why := "WeChat unreachable"
 	switch {
 	case errors.Is(err, errTooLarge):

@@ -260,9 +260,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			// request's context on any failed read of the connection).
 			// Its doing, like a download it hangs up on: never the
 			// gateway's -1, and nothing is answered.
-			g.log.Info("gateway: the client went away while sending its request body", "client", cl.client,
-				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery),
-				"received", len(body), "announced", r.ContentLength)
+			g.log.Info("gateway: the client went away while sending its request body",
+				append(callAttrs(cl.client, r), "received", len(body), "announced", r.ContentLength)...)
 			g.recordCall(cl.client, r, clientGoneLabel, start, 1, false)
 			return
 		case err != nil:
@@ -296,13 +295,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 		switch {
 		case aw.timedOut():
 			code = answerTimeoutLabel
-			g.log.Warn("gateway: the client did not read the answer in time; connection cut", "client", cl.client,
-				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery),
-				"written", aw.written, "answer_timeout", g.cfg.AnswerTimeout.String())
+			g.log.Warn("gateway: the client did not read the answer in time; connection cut",
+				append(callAttrs(cl.client, r), "written", aw.written, "answer_timeout", g.cfg.AnswerTimeout.String())...)
 		case p != nil && (aw.failedWrite() || cl.clientGone()):
 			code = clientGoneLabel
-			g.log.Info("gateway: the client went away during the answer", "client", cl.client,
-				"method", r.Method, "path", r.URL.Path, "query", scrubQuery(r.URL.RawQuery), "written", aw.written)
+			g.log.Info("gateway: the client went away during the answer", append(callAttrs(cl.client, r), "written", aw.written)...)
 		case p != nil:
 			code = "transport"
 		}
@@ -370,8 +367,7 @@ func (g *Gateway) recordCall(client string, r *http.Request, code string, start 
 	callsTotal.WithLabelValues(client, path, code).Inc()
 	callDuration.WithLabelValues(client, path).Observe(d.Seconds())
 	if g.log.Enabled(r.Context(), -4) { // debug: build nothing below the level
-		g.log.Debug("gateway call", "client", client, "method", r.Method, "path", r.URL.Path,
-			"query", scrubQuery(r.URL.RawQuery), "errcode", code, "attempts", attempts, "duration", d)
+		g.log.Debug("gateway call", append(callAttrs(client, r), "errcode", code, "attempts", attempts, "duration", d)...)
 	}
 }
 
