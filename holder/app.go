@@ -93,8 +93,11 @@ type forcedNeed struct {
 	version uint64 // the version the need is about
 	// normal: a stable_token app out of force_refresh calls answers the
 	// report with a normal call instead (new token only in the current
-	// one's last 5 minutes).
+	// one's last 5 minutes). It is judged by the force_refresh budget of
+	// one China day, day (judgeNeed); evaluate judges it again once that
+	// day is over.
 	normal bool
+	day    string
 	// recorded: the stored record says the refresh is pending
 	// (TokenRecord.InvalidatedAt), so the holder that leads next makes it;
 	// recordTried: writing that was tried (recordPending).

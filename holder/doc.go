@@ -143,9 +143,10 @@
 //     once, however old the report (a newer token is stored without the
 //     mark: never for a stale report). A stable_token app out of
 //     force_refresh calls answers a report with one normal call instead
-//     ("fallback"); a pending refresh is judged so at the start of each
-//     term by that day's budget, so one carried past the China day's
-//     turn is made as a forced call, also by the same holder.
+//     ("fallback"); a pending refresh is judged so by the China day's
+//     budget at the start of each term and again when the day turns, so
+//     one held back past the turn is made as a forced call, also by the
+//     same holder, in the same term or a later one.
 //   - Refresh (manual), reason "manual": an operator's request (also over
 //     NATS: request/reply on wxhub.token.refresh, answered by the leader
 //     only, see events.TokenRefreshRequest), never a report, so never a

@@ -115,7 +115,8 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 	defer a.setLockouts(nil)
 	// A forced need accepted in an earlier term survives (evaluate drops it
 	// once the version moved on; takePending judged its normal flag by
-	// today's force_refresh budget); the backoff gates survive too.
+	// today's force_refresh budget, evaluate judges it again when the
+	// China day turns); the backoff gates survive too.
 	if rec, _ := a.record(); rec.Fresh(a.h.cfg.Now(), 0) && a.h.cfg.Now().Before(a.refreshAt(rec)) {
 		a.termReason = "" // the term's fetches are scheduled ones now
 		a.log.Info("adopted stored token", "version", rec.Version, "expires_at", rec.ExpiresAt,
@@ -172,7 +173,7 @@ func (a *app) lead(ctx context.Context, req *manualReq) {
 func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
 	now := a.h.cfg.Now()
 	if f := a.forced; f != nil && f.version == rec.Version {
-		f.normal = a.forceCallsOut(ctx, now)
+		a.judgeNeed(ctx, f, now)
 		return
 	}
 	if rec.InvalidatedAt.IsZero() {
@@ -181,7 +182,7 @@ func (a *app) takePending(ctx context.Context, rec events.TokenRecord) {
 	need := &forcedNeed{reason: events.ReasonInvalidated, version: rec.Version, recorded: true}
 	// A stable_token app out of force_refresh calls makes a normal call
 	// instead, as handleReports decides.
-	need.normal = a.forceCallsOut(ctx, now)
+	a.judgeNeed(ctx, need, now)
 	a.forced, a.acceptedVer = need, rec.Version
 	a.log.Info("a report against the stored token was accepted by an earlier leader and its refresh is still to be made; refreshing",
 		"version", rec.Version, "invalidated_at", rec.InvalidatedAt)
@@ -344,6 +345,16 @@ func (a *app) evaluate(ctx context.Context) bool {
 	}
 	var reason string
 	forced := false
+	if f := a.forced; f != nil && f.day != events.ChinaDay(now) {
+		// Held back past the China day's turn (WeChat failing, the
+		// backoff): judged by the new day's budget, not the old one's.
+		was := f.normal
+		a.judgeNeed(ctx, f, now)
+		if was != f.normal {
+			a.log.Info("the China day turned while a report's refresh was pending; it is judged by the new day's force_refresh budget",
+				"version", f.version, "normal", f.normal)
+		}
+	}
 	switch {
 	case a.forced != nil:
 		if a.stable() && !a.forced.normal && now.Before(a.forceBlockedUntil) {
@@ -420,7 +431,7 @@ func (a *app) handleReports(ctx context.Context) {
 				count(decisionDuplicate, n-1)
 			}
 			a.acceptedVer = v
-			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v, normal: true}
+			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v, normal: true, day: events.ChinaDay(now)}
 			a.log.Info("token reported invalid; force_refresh calls exhausted today, trying a normal stable_token call", "version", v, "reports", n)
 		case a.reserveReached(ctx, now):
 			count(decisionQuotaReserve, n)
@@ -430,7 +441,7 @@ func (a *app) handleReports(ctx context.Context) {
 				count(decisionDuplicate, n-1)
 			}
 			a.acceptedVer = v
-			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v}
+			a.forced = &forcedNeed{reason: events.ReasonInvalidated, version: v, day: events.ChinaDay(now)}
 			a.log.Info("token reported invalid; refreshing", "version", v, "reports", n)
 		}
 	}
@@ -460,6 +471,30 @@ func (a *app) announceConflict(ctx context.Context, rec events.TokenRecord, now 
 	})
 }
 
+// judgeNeed decides whether the pending refresh f is made as a normal
+// call, by the force_refresh budget of now's China day (as
+// forceCallsOut), and notes that day: evaluate judges it again once the
+// day turned. A count it could not read makes it a normal call for now
+// (as a report is judged) and notes no day, so it is judged again at the
+// next evaluation instead of staying normal all day.
+func (a *app) judgeNeed(ctx context.Context, f *forcedNeed, now time.Time) {
+	f.normal, f.day = false, events.ChinaDay(now)
+	if !a.stable() {
+		return
+	}
+	if now.Before(a.forceBlockedUntil) {
+		f.normal = true
+		return
+	}
+	reached, err := a.reserveRead(ctx, now)
+	if err != nil {
+		f.normal, f.day = true, ""
+		a.log.Warn("reading wx_quota failed; the pending refresh is a normal call until the force_refresh count is read", "error", err)
+		return
+	}
+	f.normal = reached
+}
+
 // forceCallsOut reports whether a stable_token app answers a report with
 // a normal call, its force_refresh calls being out today (WeChat answered
 // 45009 to one, or this holder's count reached the limit).
@@ -471,10 +506,19 @@ func (a *app) forceCallsOut(ctx context.Context, now time.Time) bool {
 // quota is down to the reserve (token mode) or WeChat's 20 forced
 // stable_token refreshes a day are used up (stable_token mode).
 func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
-	used, err := a.readQuota(ctx, now, a.stable())
+	reached, err := a.reserveRead(ctx, now)
 	if err != nil {
 		a.log.Warn("reading wx_quota failed; assuming the reserve is reached", "error", err)
 		return true
+	}
+	return reached
+}
+
+// reserveRead is reserveReached with the error of reading wx_quota.
+func (a *app) reserveRead(ctx context.Context, now time.Time) (bool, error) {
+	used, err := a.readQuota(ctx, now, a.stable())
+	if err != nil {
+		return false, err
 	}
 	if a.stable() {
 		a.forceUsed.set(now, used)
@@ -485,13 +529,13 @@ func (a *app) reserveReached(ctx context.Context, now time.Time) bool {
 		limit, what = StableForceDailyLimit, "stable_token force_refresh daily limit"
 	}
 	if used < limit {
-		return false
+		return false, nil
 	}
 	if day := events.ChinaDay(now); a.reserveWarn != day {
 		a.reserveWarn = day
 		a.log.Warn("forced refreshes stopped for today: "+what+" reached", "used", used, "limit", limit)
 	}
-	return true
+	return true, nil
 }
 
 // manualRefresh serves Holder.Refresh: a forced refresh now (reason
