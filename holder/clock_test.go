@@ -94,11 +94,15 @@ func TestClockSkewedHoldersRefuseToLead(t *testing.T) {
 	}
 }
 
-// A clock probe's record outlives the probe interval, so it is replaced
-// by the next probe and never expires while the holder runs: with a TTL
-// equal to the interval, the server's delete marker for the expiring
-// probe evicted the next one (history 1) and its read back failed with
-// "key not found" every few probes.
+// A clock probe's record outlives two probe intervals (probes go out
+// every LeaseTTL), so the next probe replaces it before it expires: with
+// a TTL equal to the interval, the server's delete marker for the
+// expiring probe evicted the next one (history 1) and its read back
+// failed with "key not found" every few probes. The test waits for that
+// marker on a watch of the key and compares its server stamp with the
+// probe's. NATS enforces the TTL in real time, so the probe's TTL (3 s,
+// the least there is: 3 x LeaseTTL, LeaseTTL at least 1 s) has to pass
+// once; nothing sleeps or polls.
 func TestClockProbesAreReplacedBeforeTheyExpire(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t)
@@ -109,24 +113,51 @@ func TestClockProbesAreReplacedBeforeTheyExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
 	if h.js, err = jetstream.New(cfg.Conn); err != nil {
 		t.Fatal(err)
 	}
 	if h.leases, err = h.js.KeyValue(ctx, events.BucketLeases); err != nil {
 		t.Fatal(err)
 	}
+	key := clockProbeKey("probe")
+	w, err := h.leases.Watch(ctx, key, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
 	if err := h.probeClock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * cfg.LeaseTTL) // two probe intervals without a probe
-	if _, err := h.leases.Get(ctx, clockProbeKey("probe")); err != nil {
-		t.Fatalf("the probe expired within two probe intervals: %v", err)
-	}
-	for i := range 8 {
-		if err := h.probeClock(ctx); err != nil {
-			t.Fatalf("probe %d: %v", i, err)
+	var probe jetstream.KeyValueEntry
+	for probe == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				probe = e
+			}
+		case <-ctx.Done():
+			t.Fatal("the probe never showed on the watch")
 		}
-		time.Sleep(cfg.LeaseTTL)
+	}
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil || e.Operation() == jetstream.KeyValuePut {
+				continue
+			}
+			if lived := e.Created().Sub(probe.Created()); lived < 2*cfg.LeaseTTL {
+				t.Fatalf("the probe expired %v after it was stored, within two probe intervals (%v): the next probe would find its delete marker",
+					lived, 2*cfg.LeaseTTL)
+			}
+			// A probe after one expired is stored and read back too.
+			if err := h.probeClock(ctx); err != nil {
+				t.Fatalf("probe after the expiry: %v", err)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("no delete marker for the expired probe within 15s")
+		}
 	}
 }
