@@ -115,10 +115,7 @@ func TestClockProbesAreReplacedBeforeTheyExpire(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if h.js, err = jetstream.New(cfg.Conn); err != nil {
-		t.Fatal(err)
-	}
-	if h.leases, err = h.js.KeyValue(ctx, events.BucketLeases); err != nil {
+	if err := h.open(ctx); err != nil {
 		t.Fatal(err)
 	}
 	key := clockProbeKey("probe")

@@ -262,7 +262,10 @@
 // JSON of the events types; they never carry the token. Logs (log/slog)
 // carry appid, version, reason and the token's fingerprint
 // (wechat.Fingerprint), never a token or AppSecret; App formats without its
-// secret. Metrics: wxhub_token_expires_at_seconds, _token_refreshes_total,
+// secret. NATS refusals in its logs and errors say "nats: " once (nats.go
+// says it twice for a JetStream publish or KV write refused: the
+// holder's handles trim it with broker.TrimDoubledNATSPrefix) and still
+// match errors.Is and errors.As. Metrics: wxhub_token_expires_at_seconds, _token_refreshes_total,
 // _token_refresh_failures_total, _token_invalidations_total,
 // _token_quota_used, _token_quota_limit, _token_quota_reserve,
 // _token_lockout, _holder_leader,

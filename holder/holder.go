@@ -161,28 +161,15 @@ func New(cfg Config) (*Holder, error) {
 // ID returns the holder's id as written in wx_leases and token records.
 func (h *Holder) ID() string { return h.cfg.ID }
 
-// Run keeps the tokens until ctx is done. It needs the buckets and streams
-// of package events, made by the admin (`wxhub provision`,
-// broker.Provision): it waits up to 30 s for them (broker.Bind), then
-// fails naming what is missing. When ctx is done it starts no WeChat call
-// and finishes the refresh under way, so a token WeChat issued is stored,
-// not lost (for at most the call's bound plus LeaseTTL). On return it
-// has stopped every loop, answered every manual request it received, and
-// released the leases it held (a lease key is deleted only if its
-// revision is still ours), so a standby takes over at once. Run may be
-// called once.
-func (h *Holder) Run(ctx context.Context) error {
-	if !h.started.CompareAndSwap(false, true) {
-		return errors.New("holder: Run called twice")
-	}
-	defer h.markStop()
-	stopWatch := context.AfterFunc(ctx, h.markStop)
-	defer stopWatch()
+// open makes the holder's JetStream handle and binds its streams and
+// buckets (wx_tokens, wx_leases, wx_quota). Their errors say "nats: "
+// once (natsJS, natsKV).
+func (h *Holder) open(ctx context.Context) error {
 	js, err := jetstream.New(h.cfg.Conn)
 	if err != nil {
 		return fmt.Errorf("holder: jetstream: %w", err)
 	}
-	h.js = js
+	h.js = natsJS{js}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	// Every stream and bucket of the holder lives in its own account in
 	// both layouts (grants.StreamAccount), so the local handle reaches all.
@@ -205,7 +192,30 @@ func (h *Holder) Run(ctx context.Context) error {
 		if h.hooks.wrapKV != nil {
 			kv = h.hooks.wrapKV(b.name, kv)
 		}
-		*b.kv = kv
+		*b.kv = natsKV{kv}
+	}
+	return nil
+}
+
+// Run keeps the tokens until ctx is done. It needs the buckets and streams
+// of package events, made by the admin (`wxhub provision`,
+// broker.Provision): it waits up to 30 s for them (broker.Bind), then
+// fails naming what is missing. When ctx is done it starts no WeChat call
+// and finishes the refresh under way, so a token WeChat issued is stored,
+// not lost (for at most the call's bound plus LeaseTTL). On return it
+// has stopped every loop, answered every manual request it received, and
+// released the leases it held (a lease key is deleted only if its
+// revision is still ours), so a standby takes over at once. Run may be
+// called once.
+func (h *Holder) Run(ctx context.Context) error {
+	if !h.started.CompareAndSwap(false, true) {
+		return errors.New("holder: Run called twice")
+	}
+	defer h.markStop()
+	stopWatch := context.AfterFunc(ctx, h.markStop)
+	defer stopWatch()
+	if err := h.open(ctx); err != nil {
+		return err
 	}
 	sub, err := h.cfg.Conn.Subscribe(h.subj.TokenInvalidated, h.onInvalidated)
 	if err != nil {
