@@ -119,10 +119,22 @@
 //     judges them with its term's, against the stored record, so a report
 //     that arrived during a handover (the leader stopping or dead, or
 //     nobody leading) gets its one refresh, a stale one none. Older ones
-//     reached a leader that judged them and are dropped (no hoarding: a
-//     failover buys no fetch for them). Reports are coalesced per app and
-//     judged by the app's single loop (metric wxhub_token_invalidations_total,
-//     label decision):
+//     are dropped (no hoarding: a failover buys no fetch for them): they
+//     reached a leader that judged them, or one that had not yet when it
+//     died. Holders judge the reports they received (core NATS, at most
+//     once), from memory, so a report that reached a leader which died
+//     before its loop judged it is lost unless a standby kept it: none ran
+//     or received it, or the dead leader's loop had left it unjudged longer
+//     than 2 x LeaseTTL less the takeover (it waited on NATS for most of its
+//     term). Nothing replaced the reported token then: its users report it
+//     again on their next 40001 (a worker or gateway process at most once
+//     per version every 30 s), and that report is judged. Decision: accepted
+//     for now. The reports are in WX_TOKEN_EVENTS (its audit trail), but a
+//     successor replaying them would have to tell those its predecessor
+//     never judged from those it judged and dropped (rate_limited,
+//     quota_reserve), or a failover would buy fetches. Reports are coalesced
+//     per app and judged by the app's single loop (metric
+//     wxhub_token_invalidations_total, label decision):
 //     version != current: "stale"; reports arriving for a version whose
 //     refresh is pending or done: "duplicate"; the current version was itself
 //     fetched because of a report less than ConflictWindow (default 10 min)
