@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/broker/brokertest"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers/vault"
+	"github.com/wxhub/wxhub/internal/wxhubtest"
 	"github.com/wxhub/wxhub/wechat"
 )
 
@@ -137,16 +139,46 @@ func busy(t *testing.T, stop <-chan struct{}) {
 	}
 }
 
-// "720 Stores, 720 Gets that see them", from every server of a bucket
-// replicated over three, 6 writers on each, on a busy machine: a Get
-// right after a Store in the same process returns that Store's revision
-// (not "no record", not the one before), and a StoreIf on the revision
-// that Get returned wins. A follower answers KV direct gets (the bucket
-// has AllowDirect, as nats.go makes every bucket) from its own copy,
-// which may not have applied the last write yet; the vault reads through
-// the stream's leader.
+// spyReads counts the JetStream API requests that read the vault's
+// bucket, from every connection: reads through the stream's leader
+// (STREAM.MSG.GET) and direct gets, which any replica answers.
+func spyReads(t *testing.T, env *brokertest.Env) (leader, direct *atomic.Int64) {
+	t.Helper()
+	nc := env.Conn(t)
+	leader, direct = new(atomic.Int64), new(atomic.Int64)
+	for subj, n := range map[string]*atomic.Int64{
+		jetstream.DefaultAPIPrefix + "STREAM.MSG.GET.KV_" + events.BucketVault:    leader,
+		jetstream.DefaultAPIPrefix + "DIRECT.GET.KV_" + events.BucketVault + ".>": direct,
+		jetstream.DefaultAPIPrefix + "DIRECT.GET.KV_" + events.BucketVault:        direct,
+	} {
+		if _, err := nc.Subscribe(subj, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return leader, direct
+}
+
+// "360 Gets right after a Store see it, 0 asked of a follower", from
+// every server of a bucket replicated over three, 6 writers on each, on
+// a busy machine: a Get right after a Store in the same process returns
+// that Store's revision (not "no record", not the one before), and a
+// StoreIf on the revision that Get returned wins. A follower answers KV
+// direct gets (the bucket has AllowDirect, as nats.go makes every
+// bucket) from its own copy, which may not have applied the last write
+// yet; the vault reads through the stream's leader. A follower lags
+// only now and then, so the Gets alone would catch a vault that reads
+// from followers in some runs only; every one of the Gets is also seen
+// on its way (a STREAM.MSG.GET, which only the leader answers; no
+// direct get), which catches it in every run. The busy CPUs make the
+// lags likelier while the writers run; 10 users per writer keep that to
+// about 4 s of CPU under -race (40 cost 10 s of both CPUs, to catch a
+// vault reading from followers in most runs, not all).
 func TestStoreThenGetSeesTheWriteOnEveryServer(t *testing.T) {
 	t.Parallel()
+	const servers, writers, users = 3, 6, 10
 	env := brokertest.StartReplicated(t)
 	c := &clock{now: time.Now()}
 	ctx := context.Background()
@@ -155,20 +187,21 @@ func TestStoreThenGetSeesTheWriteOnEveryServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := s.CachedInfo().Config; cfg.Replicas != 3 || !cfg.AllowDirect {
-		t.Fatalf("the bucket's stream has %d replicas, AllowDirect %v; want 3 and true (as provisioned for production)", cfg.Replicas, cfg.AllowDirect)
+	if cfg := s.CachedInfo().Config; cfg.Replicas != servers || !cfg.AllowDirect {
+		t.Fatalf("the bucket's stream has %d replicas, AllowDirect %v; want %d and true (as provisioned for production)", cfg.Replicas, cfg.AllowDirect, servers)
 	}
 	var vaults []*vault.Vault
 	for _, js := range serverConns(t, env) {
 		vaults = append(vaults, openVault(t, js, k, c))
 	}
+	leaderReads, directReads := spyReads(t, env)
 	stop := make(chan struct{})
 	busy(t, stop)
 	var wg sync.WaitGroup
 	for s, v := range vaults {
-		for w := range 6 {
+		for w := range writers {
 			wg.Go(func() {
-				for i := range 40 {
+				for i := range users {
 					openid := fmt.Sprintf("oUser%d_%d_%d", s, w, i)
 					at := fmt.Sprintf("server %d, writer %d, user %d", s+1, w, i)
 					stored, err := v.Store(ctx, "wxapp", openid, tokens(c, i))
@@ -201,4 +234,14 @@ func TestStoreThenGetSeesTheWriteOnEveryServer(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
+	if t.Failed() {
+		return
+	}
+	const gets = servers * writers * users * 2
+	wxhubtest.Eventually(t, 10*time.Second, fmt.Sprintf("%d reads through the stream's leader (STREAM.MSG.GET)", gets), func() bool {
+		return leaderReads.Load() >= gets || directReads.Load() > 0
+	})
+	if n, d := leaderReads.Load(), directReads.Load(); n != gets || d != 0 {
+		t.Fatalf("the vault's %d Gets sent %d reads through the stream's leader and %d direct gets (a follower answers those); want %d and 0", gets, n, d, gets)
+	}
 }
