@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 )
@@ -14,8 +15,10 @@ import (
 // Publisher is the handlers.Publisher on JetStream: it publishes to the
 // subject with exactly the headers it is given (Nats-Msg-Id, so the
 // stream deduplicates; Wx-Correlation-Id; a dead letter's reason) and no
-// others, and waits for the stream's acknowledgement under ctx. A dead
-// letter (a DeadLetterReason is set) that would not fit in the server's
+// others, and waits for the stream's acknowledgement under ctx. A
+// refused publish's error says "nats: " once (broker.TrimDoubledNATSPrefix)
+// and unwraps to nats.go's: a *jetstream.APIError when the stream refused
+// it. A dead letter (a DeadLetterReason is set) that would not fit in the server's
 // max_payload is stored with its body cut to fit and
 // HeaderDeadLetterTruncated: a job that fit once its dead-letter headers
 // are added ends as one invalid_job failure instead of failing the
@@ -43,7 +46,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, he
 	}
 	ack, err := p.js.PublishMsg(ctx, nm)
 	if err != nil {
-		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, err)
+		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, broker.TrimDoubledNATSPrefix(err))
 	}
 	return handlers.Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
