@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -86,7 +87,7 @@ func (r *reaper) storeDeadLetter(ctx context.Context, bare string, raw *jetstrea
 	w.fault(FaultExhaustedDeadLetterMarked, msgID)
 	ack, err := w.js.PublishMsg(ctx, msg)
 	if err != nil {
-		return 0, false, fmt.Errorf("publish dead letter: %w", err)
+		return 0, false, fmt.Errorf("publish dead letter: %w", broker.TrimDoubledNATSPrefix(err))
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
