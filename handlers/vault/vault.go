@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/cas"
 )
 
@@ -255,7 +256,7 @@ func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *
 		if cas.Lost(err) {
 			return Record{}, fmt.Errorf("vault: store: %w", jetstream.ErrKeyRevisionMismatch)
 		}
-		return Record{}, fmt.Errorf("vault: store: %w", err)
+		return Record{}, fmt.Errorf("vault: store: %w", broker.TrimDoubledNATSPrefix(err))
 	}
 	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: ack.Sequence}, nil
 }
@@ -277,7 +278,7 @@ func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool,
 		existed = true
 	}
 	if err := v.kv.Purge(ctx, userKey(appid, openid), jetstream.PurgeTTL(time.Minute)); err != nil {
-		return existed, fmt.Errorf("vault: forget: %w", err)
+		return existed, fmt.Errorf("vault: forget: %w", broker.TrimDoubledNATSPrefix(err))
 	}
 	return existed, nil
 }
@@ -323,7 +324,7 @@ func (v *Vault) ForgetIf(ctx context.Context, appid, openid string, rev uint64) 
 	case cas.Lost(err):
 		return ChangedMeanwhile, nil
 	}
-	return 0, fmt.Errorf("vault: forget: %w", err)
+	return 0, fmt.Errorf("vault: forget: %w", broker.TrimDoubledNATSPrefix(err))
 }
 
 func marshalEnvelope(e Envelope) ([]byte, error) {
