@@ -124,5 +124,28 @@
 //
 // The tokens are in clear only in memory. Tokens' LogValue redacts them,
 // errors from this package never contain them, and nothing here publishes
-// an event or a metric with them.
+// an event or a metric with them. A write the bucket refuses fails with
+// nats.go's error under this package's words, its "nats: " said once
+// (broker.TrimDoubledNATSPrefix), still matching errors.Is and errors.As.
+//
+// # Key bytes in memory
+//
+// What is zeroed: the key bytes ParseKeyring decodes from each line, as
+// soon as that key's cipher is built (and when they are not a key, the
+// wrong size or bad base64); the bytes ReadKeyringFile read from the
+// file, once parsed (package config's ResolveSecrets zeroes the bytes it
+// read from vault.keys_file likewise); the bytes NewKeyLine drew.
+//
+// What is not, because Go gives no way to: the AES key schedule that
+// crypto/aes expands from a key and keeps inside the cipher.AEAD, for as
+// long as the Keyring lives: the life of the process, since a Keyring
+// has no Close and Rotate takes no key out of a running process (a key
+// leaves when the processes restart with a ring without it); the keyring
+// text as a Go string, which is immutable (WXHUB_VAULT_KEYS in the
+// process's environment, config's Vault.Keys, the text ParseKeyring is
+// given and ReadKeyringFile's copy of it); and any copy the runtime made
+// (a stack moved as it grew, memory the garbage collector freed but has
+// not reused). Zeroing shortens how long the bytes this package owns
+// lie about; it does not make a core dump, a swapped page or a debugger
+// attached to a worker safe: keep those off the workers' hosts.
 package vault

@@ -59,13 +59,10 @@ func ParseKeyring(text string) (*Keyring, error) {
 		}
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
 		if err != nil {
+			clear(raw) // what was decoded before the bad byte
 			return nil, fmt.Errorf("vault: key %q: not base64", id)
 		}
-		if len(raw) != KeySize {
-			return nil, fmt.Errorf("vault: key %q: %d bytes, want %d (AES-256)", id, len(raw), KeySize)
-		}
 		aead, err := newAEAD(raw)
-		clear(raw)
 		if err != nil {
 			return nil, fmt.Errorf("vault: key %q: %w", id, err)
 		}
@@ -92,7 +89,14 @@ func ReadKeyringFile(path string) (*Keyring, error) {
 	return r, nil
 }
 
+// newAEAD returns the AES-256-GCM cipher of raw and zeroes raw, also when
+// it is not a key (not KeySize bytes): the key bytes live on only in the
+// cipher's own expanded copy (see the package doc).
 func newAEAD(raw []byte) (cipher.AEAD, error) {
+	defer clear(raw)
+	if len(raw) != KeySize {
+		return nil, fmt.Errorf("%d bytes, want %d (AES-256)", len(raw), KeySize)
+	}
 	block, err := aes.NewCipher(raw)
 	if err != nil {
 		return nil, err

@@ -113,3 +113,34 @@ func TestTokensNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// The key bytes a keyring decodes are zeroed once its cipher is built,
+// and also when they are no key (the wrong size): only the cipher's own
+// copy lives on.
+func TestNewAEADZeroesTheKeyBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int
+		ok   bool
+	}{
+		{"AES-256 key", KeySize, true},
+		{"AES-128 key", 16, false},
+		{"too long", 64, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := make([]byte, tc.size)
+			for i := range raw {
+				raw[i] = byte(i) | 0x80
+			}
+			aead, err := newAEAD(raw)
+			if (err == nil) != tc.ok {
+				t.Fatalf("newAEAD(%d bytes) = %v, %v", tc.size, aead, err)
+			}
+			for i, b := range raw {
+				if b != 0 {
+					t.Fatalf("byte %d of the key is %#x after newAEAD, want 0", i, b)
+				}
+			}
+		})
+	}
+}
