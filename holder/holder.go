@@ -163,13 +163,13 @@ func (h *Holder) ID() string { return h.cfg.ID }
 
 // open makes the holder's JetStream handle and binds its streams and
 // buckets (wx_tokens, wx_leases, wx_quota). Their errors say "nats: "
-// once (natsJS, natsKV).
+// once (broker.NATSOnceJetStream, broker.NATSOnceKeyValue).
 func (h *Holder) open(ctx context.Context) error {
 	js, err := jetstream.New(h.cfg.Conn)
 	if err != nil {
 		return fmt.Errorf("holder: jetstream: %w", err)
 	}
-	h.js = natsJS{js}
+	h.js = broker.NATSOnceJetStream(js)
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	// Every stream and bucket of the holder lives in its own account in
 	// both layouts (grants.StreamAccount), so the local handle reaches all.
@@ -192,7 +192,7 @@ func (h *Holder) open(ctx context.Context) error {
 		if h.hooks.wrapKV != nil {
 			kv = h.hooks.wrapKV(b.name, kv)
 		}
-		*b.kv = natsKV{kv}
+		*b.kv = broker.NATSOnceKeyValue(kv)
 	}
 	return nil
 }
