@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/internal/cas"
@@ -48,7 +49,7 @@ func (b *lazyBucket) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bucket %s: %w", b.name, err)
 		}
-		b.kv = kv
+		b.kv = broker.NATSOnceKeyValue(kv)
 	}
 	return b.kv, nil
 }
