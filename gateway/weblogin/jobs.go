@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -211,6 +212,7 @@ func noResponders(err error) bool {
 // message may be buffered or in flight. Unknown errors count as
 // uncertain: the job may run, and the browser keeps its wxhub_job.
 func publishError(err error) error {
+	err = broker.TrimDoubledNATSPrefix(err) // a refusal: "nats: nats: API error: ..."
 	if publishedSurelyNot(err) {
 		return fmt.Errorf("%w: %w", ErrNotPublished, err)
 	}

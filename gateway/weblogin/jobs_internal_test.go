@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,9 @@ func TestPublishErrorTellsDefiniteFromUncertain(t *testing.T) {
 		}
 		if !errors.Is(err, tt.err) {
 			t.Errorf("%s: %v does not wrap the cause", tt.name, err)
+		}
+		if strings.Contains(err.Error(), "nats: nats: ") {
+			t.Errorf("%s: %q says \"nats: \" twice", tt.name, err)
 		}
 	}
 }
