@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -162,4 +163,98 @@ func seriesValue(scrape, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestUnreadableBodyIsAnswered: a request whose body cannot be read while
+// its client is still there (a chunked body that breaks its framing) gets
+// WeChat's shape, HTTP 200 and 47001 with the reason, never an empty
+// answer; the connection is closed after it (what follows on the wire is
+// not a request), nothing reaches WeChat, and the call is counted under
+// errcode bad_body and logged at info, the query scrubbed.
+func TestUnreadableBodyIsAnswered(t *testing.T) {
+	t.Parallel()
+	const client, key = "badbody", "client-key-badbody-0123456789"
+	e := startEnv(t, func(c *gateway.Config) {
+		c.Clients = append(c.Clients, gateway.Client{Name: client, Key: key, AppIDs: []string{appA}})
+	})
+	h := get(t, &http.Client{}, tokenURL(e.url, appA, key)).AccessToken
+	relayed := "POST " + wechatsim.PathUserInfoBatch + "?access_token=" + h
+	stable := "POST " + wechatsim.PathStableToken
+	const (
+		badSize  = "zz\r\n{}\r\n0\r\n\r\n"     // not a hex chunk length
+		noCRLF   = "2\r\n{}XX\r\n0\r\n\r\n"    // chunk data not followed by CRLF
+		tooLarge = "fffffffffffffffffff\r\n{}" // a chunk length over 64 bits
+	)
+	tests := []struct {
+		name, head, body string
+		client, label    string // the call's labels
+	}{
+		{"relayed call, a chunk length that is not hex", relayed, badSize, client, "other"},
+		{"relayed call, chunk data without its CRLF", relayed, noCRLF, client, "other"},
+		{"relayed call, a chunk length over 64 bits", relayed, tooLarge, client, "other"},
+		{"stable_token, a chunk length that is not hex", stable, badSize, "unknown", wechatsim.PathStableToken},
+		{"stable_token, chunk data without its CRLF", stable, noCRLF, "unknown", wechatsim.PathStableToken},
+	}
+	for _, tt := range tests { // one after the other: the stable_token rows share their series
+		t.Run(tt.name, func(t *testing.T) {
+			series := `wxhub_gateway_calls_total{client="` + tt.client + `",errcode="bad_body",path="` + tt.label + `"}`
+			before := seriesValue(scrapeMetrics(t), series) // -count=N runs share the registry
+			logsBefore := len(e.logs.String())
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err = io.WriteString(c, tt.head+" HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"+tt.body); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second)) // the test's own bound
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer to an unreadable body: %v", err)
+			}
+			a := decodeAnswer(t, resp) // HTTP 200 and JSON, or it fails
+			if a.ErrCode != 47001 || !strings.HasPrefix(a.ErrMsg, "data format error (wxhub gateway: request body could not be read: ") ||
+				!strings.Contains(a.ErrMsg, " rid: ") {
+				t.Fatalf("answer %s, want 47001 data format error, the reason and a rid", a.raw)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("after the answer: %v, want the connection closed", err)
+			}
+			if got := seriesValue(scrapeMetrics(t), series) - before; got != 1 {
+				t.Errorf("%s grew by %v, want 1", series, got)
+			}
+			logs := e.logs.String()[logsBefore:]
+			var info []map[string]any
+			for _, line := range strings.Split(logs, "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(line), &m) != nil {
+					continue
+				}
+				if m["level"] == "WARN" || m["level"] == "ERROR" {
+					t.Errorf("logged as a failure: %s", line)
+				}
+				if m["level"] == "INFO" && m["msg"] == "gateway: the request body could not be read" {
+					info = append(info, m)
+				}
+			}
+			if len(info) != 1 || info[0]["client"] != tt.client || info[0]["err"] == "" {
+				t.Fatalf("logged at info as %v, want one line with the client and the error", info)
+			}
+			if q, _ := info[0]["query"].(string); tt.client == client && !strings.Contains(q, "access_token=%5Bredacted%5D") {
+				t.Errorf("query logged as %q, want the handle redacted", q)
+			}
+			if strings.Contains(logs, h) {
+				t.Error("the log holds the handle")
+			}
+		})
+	}
+	for _, r := range e.relayed() {
+		if r.Path == wechatsim.PathUserInfoBatch {
+			t.Error("a call with an unreadable body reached WeChat")
+		}
+	}
+	e.assertNoLeak("the logs", e.logs.String())
+	e.assertNoLeak("the metrics", scrapeMetrics(t))
 }

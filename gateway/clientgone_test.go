@@ -262,3 +262,78 @@ func closedURL(t *testing.T) string {
 	ln.Close()
 	return "http://" + addr
 }
+
+// TestStableTokenClientGoneMidBody: a client that goes away part-way
+// through sending its stable_token body (closing or resetting its
+// connection) is counted like every other hang-up: errcode client_gone,
+// logged at info, under the client unknown (its key is in the body it
+// did not finish), never as 47001 data format error, which says the
+// client sent a bad body.
+func TestStableTokenClientGoneMidBody(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	const series = `wxhub_gateway_calls_total{client="unknown",errcode="client_gone",path="` + wechatsim.PathStableToken + `"}`
+	for _, reset := range []bool{false, true} { // one after the other: the rows share their series
+		name := "closed"
+		if reset {
+			name = "reset"
+		}
+		t.Run("the connection "+name+" part-way through the body", func(t *testing.T) {
+			before := seriesValue(scrapeMetrics(t), series) // -count=N runs share the registry
+			logsBefore := len(e.logs.String())
+			c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// Expect: 100-continue: the server says "100 Continue" when the
+			// handler starts reading the body, so the client goes away
+			// while the gateway reads it, not before the request came in.
+			if _, err := io.WriteString(c, "POST "+wechatsim.PathStableToken+" HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"+
+				"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+				t.Fatalf("status line %q, %v: want 100 Continue", line, err)
+			}
+			if _, err := io.WriteString(c, `{"grant_type":"client_credential","appid":"`+appA+`","secret":"`+keyShop[:8]); err != nil {
+				t.Fatal(err)
+			}
+			if reset {
+				if err := c.(*net.TCPConn).SetLinger(0); err != nil { // Close sends a RST
+					t.Fatal(err)
+				}
+			}
+			c.Close()
+			wxhubtest.Eventually(t, 10*time.Second, "the call counted", func() bool {
+				return strings.Contains(e.logs.String()[logsBefore:], `"msg":"gateway call"`)
+			})
+			if got := seriesValue(scrapeMetrics(t), series) - before; got != 1 {
+				t.Errorf("%s grew by %v, want 1", series, got)
+			}
+			logs := e.logs.String()[logsBefore:]
+			var info int
+			for _, line := range strings.Split(logs, "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(line), &m) != nil {
+					continue
+				}
+				switch {
+				case m["msg"] == "gateway call" && m["errcode"] != "client_gone":
+					t.Errorf("counted as %v", m["errcode"])
+				case m["level"] == "WARN" || m["level"] == "ERROR":
+					t.Errorf("logged as a failure: %s", line)
+				case m["level"] == "INFO" && m["msg"] == "gateway: the client went away while sending its request body" &&
+					m["client"] == "unknown" && m["path"] == wechatsim.PathStableToken:
+					info++
+				}
+			}
+			if info != 1 {
+				t.Errorf("%d info lines for the client gone, want 1", info)
+			}
+			e.assertNoLeak("the logs", logs)
+		})
+	}
+}

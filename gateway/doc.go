@@ -49,7 +49,14 @@
 // request's context) is counted under errcode client_gone and logged at
 // info, the query scrubbed: never as transport, which the alert on
 // WeChat unreachable watches, so that no client can fire it by hanging
-// up; a body cut by the gateway's own 2 × CallTimeout stays -1. The bodies held in memory, all calls together, stay within
+// up; a body cut by the gateway's own 2 × CallTimeout stays -1; the
+// stable_token endpoint counts these the same, under the client unknown
+// (the key is in the body). A body that cannot be read while the client
+// is still there (a chunked body that breaks its framing) is answered
+// 47001 data format error with net/http's reason, HTTP 200 as every
+// WeChat error, the connection closed after it, never forwarded; counted
+// under errcode bad_body and logged at info, the query scrubbed, nothing
+// of the body (bodyFailed). The bodies held in memory, all calls together, stay within
 // MaxBufferedBytes (golang.org/x/sync/semaphore): a call takes its
 // Content-Length (MaxRequestBody when it announces none) before its body
 // is read and gives it back once answered; one that cannot have it
@@ -128,8 +135,8 @@
 // path) and a rate limit (golang.org/x/time/rate). Metrics on wxhub's
 // registry: wxhub_gateway_calls_total{client,path,errcode} (errcode:
 // WeChat's or the gateway's; transport: WeChat unreachable, its 5xx, or
-// its answer cut; http_3xx, http_4xx; answer_timeout and client_gone:
-// the client's doing),
+// its answer cut; http_3xx, http_4xx; answer_timeout, client_gone and
+// bad_body: the client's doing),
 // wxhub_gateway_call_duration_seconds{client,path} and
 // wxhub_gateway_retries_total{client,reason}; at most 200 path values
 // for the clients' calls, then "other". Only a relayed call of a client

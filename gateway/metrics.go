@@ -15,7 +15,7 @@ import (
 var (
 	callsTotal = promauto.With(metrics.Registry).NewCounterVec(prometheus.CounterOpts{
 		Name: "wxhub_gateway_calls_total",
-		Help: "Calls answered by the gateway, by client, path and errcode (0: success; \"transport\": WeChat unreachable; \"answer_timeout\": the client did not read the answer in time; \"client_gone\": the client went away before its answer was written).",
+		Help: "Calls answered by the gateway, by client, path and errcode (0: success; \"transport\": WeChat unreachable; \"answer_timeout\": the client did not read the answer in time; \"client_gone\": the client went away before its answer was written; \"bad_body\": its request body could not be read, answered 47001).",
 	}, []string{"client", "path", "errcode"})
 	callDuration = promauto.With(metrics.Registry).NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "wxhub_gateway_call_duration_seconds",

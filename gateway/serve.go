@@ -193,6 +193,49 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, err
 }
 
+// badBodyLabel is the errcode label of a call whose body could not be
+// read while its client was still there (bodyFailed): the client's
+// doing, answered 47001.
+const badBodyLabel = "bad_body"
+
+// bodyFailed answers, logs and counts a request whose body readBody
+// could not read (err, not a MaxBytesError, which each caller answers
+// itself; received: the bytes read before it failed). Nothing of it is
+// forwarded. Three cases, told apart in this order:
+//   - the body deadline passed (bodyDeadline): -1 "request body not
+//     received in time", the connection closed;
+//   - the client went away while sending it (it closed or reset its
+//     connection part-way: the server ends the request's context on any
+//     failed read of the connection): its doing, like a download it
+//     hangs up on. Counted under client_gone, logged at info, nothing
+//     answered: nobody reads it;
+//   - the connection is still there but the body does not read (a
+//     chunked body that breaks its framing: a chunk length that is not
+//     hex, chunk data without its CRLF): answered 47001 data format
+//     error with net/http's reason, HTTP 200 as every WeChat error, and
+//     counted under bad_body, logged at info. The server closes the
+//     connection after the answer: what follows on the wire cannot be
+//     told from the body. Never an empty answer, never -1: the client
+//     sent a bad request, and sending it again will not mend it.
+//
+// The logs carry the client's name and the query scrubbed; nothing of
+// the body (the stable_token body holds a client key).
+func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, client string, start time.Time, received int, err error) {
+	attrs := append(callAttrs(client, r), "received", received, "announced", r.ContentLength)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		g.writeError(w, errSystem, "request body not received in time")
+		g.record(client, r, errSystem, start, 1)
+	case r.Context().Err() != nil:
+		g.log.Info("gateway: the client went away while sending its request body", attrs...)
+		g.recordCall(client, r, clientGoneLabel, start, 1, false)
+	default:
+		g.log.Info("gateway: the request body could not be read", append(attrs, "err", err.Error())...)
+		g.writeError(w, errBadJSON, "request body could not be read: "+err.Error())
+		g.recordCall(client, r, badBodyLabel, start, 1, false)
+	}
+}
+
 // budgetWait is the longest a call waits for its share of
 // MaxBufferedBytes: BodyBudgetWait, at most CallTimeout (DrainFor
 // counts it within the body's 2 × CallTimeout).
@@ -250,24 +293,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, cl *call, star
 			g.writeError(w, errTooBig, "request body over the gateway's limit")
 			g.record(cl.client, r, errTooBig, start, 1)
 			return
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			g.writeError(w, errSystem, "request body not received in time")
-			g.record(cl.client, r, errSystem, start, 1)
-			return
-		case err != nil && r.Context().Err() != nil:
-			// The client went away while sending its body (it closed or
-			// reset its connection part-way: the server ends the
-			// request's context on any failed read of the connection).
-			// Its doing, like a download it hangs up on: never the
-			// gateway's -1, and nothing is answered.
-			g.log.Info("gateway: the client went away while sending its request body",
-				append(callAttrs(cl.client, r), "received", len(body), "announced", r.ContentLength)...)
-			g.recordCall(cl.client, r, clientGoneLabel, start, 1, false)
-			return
 		case err != nil:
-			// The connection is still there but the body could not be
-			// read (such as a malformed chunked encoding).
-			g.record(cl.client, r, errSystem, start, 1)
+			g.bodyFailed(w, r, cl.client, start, len(body), err)
 			return
 		}
 		if len(body) > 0 || r.ContentLength == 0 && r.Method == http.MethodPost {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/wxhub/wxhub/events"
@@ -42,15 +41,18 @@ func (g *Gateway) serveStableToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var req stableTokenRequest
 	body, err := readBody(w, r, 64<<10)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		g.writeError(w, errSystem, "request body not received in time")
-		g.record(clientUnknown, r, errSystem, start, 1)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		// Not in time, the client gone, or a body that does not read:
+		// as on the relay. The client is not known yet: its key is in
+		// the body.
+		g.bodyFailed(w, r, clientUnknown, start, len(body), err)
 		return
 	}
 	if err == nil {
 		err = json.Unmarshal(body, &req)
 	}
-	if err != nil {
+	if err != nil { // over 64 KiB, or not JSON
 		g.writeError(w, errBadJSON, "")
 		g.record(clientUnknown, r, errBadJSON, start, 1)
 		return
