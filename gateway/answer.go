@@ -72,7 +72,20 @@ func (w *answerWriter) begin() {
 	}
 }
 
+// WriteHeader drops informational answers (1xx: 103 Early Hints, 102).
+// ReverseProxy passes each one on as the upstream sent it, from its
+// httptrace Got1xxResponse hook, while retryTransport's RoundTrip is
+// still running: before and outside the status checks and the scrub of
+// final answers, so a 103 echoing the URL would hand the real token to
+// the client. WeChat's API sends none (it is no browser's page to
+// preload for), so a 1xx comes from something in between, like the
+// non-2xx answers the relay replaces by -1; SDKs make no use of them.
+// The proxy clears the headers it copied for it. Nor does a 1xx start
+// the answer's deadline: the final answer does.
 func (w *answerWriter) WriteHeader(code int) {
+	if code >= 100 && code <= 199 {
+		return
+	}
 	w.begin()
 	w.ResponseWriter.WriteHeader(code)
 }

@@ -88,7 +88,10 @@
 // transport for 5xx); and in a 2xx answer every occurrence of those
 // credentials, raw or URL-escaped, is replaced by [redacted] in the
 // headers, the trailers and a JSON or text body of at most 256 KiB
-// (larger and binary bodies stream through unread).
+// (larger and binary bodies stream through unread). Informational
+// answers (1xx, such as 103 Early Hints) are dropped, never passed on:
+// WeChat sends none, and ReverseProxy would pass them before any of
+// these checks (answerWriter).
 //
 // The code exchanges, /sns/oauth2/access_token?appid=A&secret=K&code=C
 // and /sns/jscode2session?appid=A&secret=K&js_code=J, get K replaced by

@@ -42,7 +42,8 @@ import (
 //     is repeated only when the connection could not even be opened (it
 //     never reached WeChat);
 //   - any other status than 2xx (after the repeats allowed): -1, the
-//     upstream's headers and body dropped;
+//     upstream's headers and body dropped; an informational 1xx before
+//     the final answer (103 Early Hints) is dropped too (answerWriter);
 //   - anything else: WeChat's answer, unchanged.
 
 // call is one relayed request, carried in its context.

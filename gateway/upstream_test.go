@@ -2,12 +2,15 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,5 +197,82 @@ func TestGetCutWhilePeekedIsRepeated(t *testing.T) {
 	resp.Body.Close()
 	if n := up.cuts.Load(); n != 1 || !strings.Contains(string(b), `"errcode":-1`) {
 		t.Fatalf("POST cut: %d calls, answer %q; want 1 call and -1", n, b)
+	}
+}
+
+// hintsUpstream answers every call with a 103 Early Hints whose headers
+// echo the URL it was sent (the real token in it), then finally with
+// status (its body echoing nothing).
+func hintsUpstream(status int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		echo := "http://wechat.example" + r.URL.RequestURI()
+		w.Header().Set("Link", "<"+echo+">; rel=preload")
+		w.Header().Set("X-Upstream-Url", echo)
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Upstream-Url")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprint(w, `{"ip_list":["1.2.3.4"]}`)
+	})
+}
+
+// TestInformationalAnswersAreDropped: WeChat's API sends no 1xx
+// answers; a 103 Early Hints comes from something in between and may
+// echo the URL the gateway sent, with the real token in it. The SDK gets
+// no 1xx at all, whatever the final answer, and no byte of the real
+// token: ReverseProxy would pass the 103 on as it came, before and
+// outside the scrub of final answers.
+func TestInformationalAnswersAreDropped(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int // the final answer's
+		code   int // the errcode the SDK gets
+	}{
+		{"a 103, then a 200", http.StatusOK, 0},
+		{"a 103, then a 502", http.StatusBadGateway, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := startEnv(t, withUpstream(hintsUpstream(tt.status), t), func(c *gateway.Config) { c.Attempts = 1 })
+			h := get(t, http.DefaultClient, tokenURL(e.url, appA, keyShop)).AccessToken
+			var (
+				mu    sync.Mutex
+				hints []string
+				codes []int
+			)
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
+				mu.Lock()
+				defer mu.Unlock()
+				hints = append(hints, fmt.Sprint(hdr)) // not printed: it may hold the real token
+				codes = append(codes, code)
+				return nil
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+				"GET", e.url+"/cgi-bin/get_api_domain_ip?access_token="+h, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dump, err := httputil.DumpResponse(resp, true)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			e.assertNoLeak("the informational answers", hints...)
+			if len(hints) != 0 {
+				t.Errorf("the client got informational answers %v, want none", codes)
+			}
+			e.assertNoLeak("the answer", string(dump))
+			var a wxAnswer
+			if err := json.Unmarshal(dump[strings.Index(string(dump), "\r\n\r\n")+4:], &a); err != nil || a.ErrCode != tt.code ||
+				resp.StatusCode != 200 || resp.Header.Get("Link") != "" || resp.Header.Get("X-Upstream-Url") != "" {
+				t.Fatalf("answer %q, want HTTP 200, errcode %d and none of the 103's headers", dump, tt.code)
+			}
+		})
 	}
 }
