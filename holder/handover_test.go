@@ -367,32 +367,71 @@ func TestStopGivesUpAWriteThatNeverLands(t *testing.T) {
 
 // A manual refresh cut because the leader lost its lease during the
 // WeChat call (the lease was removed, as when NATS lost it) is answered
-// not_leading, "ask again", not "refresh failed: context canceled".
+// not_leading, "ask again", not "refresh failed: context canceled";
+// also when the same holder took the free lease again before the cut
+// call came back (a new term: the cut one still ended).
 func TestManualRefreshCutByALostLeaseIsAnsweredNotLeading(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t)
-	app := e.newApp(events.ModeToken)
-	h1 := e.start(e.config("h1", app), nil)
-	waitRefreshed(t, e, app.AppID, 1)
-	answered, _ := e.holdAnswer(wechatsim.PathToken) // never released: the call waits until cut
-	replies := make(chan events.TokenRefreshReply, 1)
-	go func() { replies <- e.askRefresh(app.AppID, nil) }()
-	waitClosed(t, answered, "WeChat to answer the manual refresh")
-	leases, err := e.nats.JS.KeyValue(context.Background(), events.BucketLeases)
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range []struct {
+		name       string
+		leadsAgain bool
+	}{
+		{"answered after the step-down", false},
+		{"answered after the holder leads again", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t)
+			app := e.newApp(events.ModeToken)
+			var setup func(*Holder)
+			if tt.leadsAgain {
+				setup = func(h *Holder) {
+					again := make(chan struct{}) // closed when a second term begins
+					terms := 0
+					announce := h.hooks.leadership
+					h.hooks.leadership = func(id string, leader bool) {
+						announce(id, leader)
+						if leader {
+							if terms++; terms == 2 {
+								close(again)
+							}
+						}
+					}
+					h.hooks.fetched = func(_ string, forced bool) {
+						if !forced {
+							return // the first term's scheduled fetch
+						}
+						select { // the cut call's answer waits for the next term
+						case <-again:
+						case <-time.After(10 * time.Second):
+							t.Error("the holder did not lead again after its lease was removed")
+						}
+					}
+				}
+			}
+			h1 := e.start(e.config("h1", app), setup)
+			waitRefreshed(t, e, app.AppID, 1)
+			answered, _ := e.holdAnswer(wechatsim.PathToken) // never released: the call waits until cut
+			replies := make(chan events.TokenRefreshReply, 1)
+			go func() { replies <- e.askRefresh(app.AppID, nil) }()
+			waitClosed(t, answered, "WeChat to answer the manual refresh")
+			leases, err := e.nats.JS.KeyValue(context.Background(), events.BucketLeases)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := leases.Delete(context.Background(), app.AppID); err != nil {
+				t.Fatal(err)
+			}
+			var reply events.TokenRefreshReply
+			select {
+			case reply = <-replies:
+			case <-time.After(15 * time.Second):
+				t.Fatal("no answer to the manual refresh")
+			}
+			if reply.Refused != LockoutNotLeading || strings.Contains(reply.Error, "context canceled") || !strings.Contains(reply.Error, "ask again") {
+				t.Fatalf("answer %+v, want not_leading, ask again", reply)
+			}
+			h1.stop(t)
+		})
 	}
-	if err := leases.Delete(context.Background(), app.AppID); err != nil {
-		t.Fatal(err)
-	}
-	var reply events.TokenRefreshReply
-	select {
-	case reply = <-replies:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no answer to the manual refresh")
-	}
-	if reply.Refused != LockoutNotLeading || strings.Contains(reply.Error, "context canceled") || !strings.Contains(reply.Error, "ask again") {
-		t.Fatalf("answer %+v, want not_leading, ask again", reply)
-	}
-	h1.stop(t)
 }

@@ -579,9 +579,10 @@ func (a *app) manualRefresh(ctx context.Context, req manualReq) error {
 	}
 	a.lastManualAt = now
 	err := a.refresh(ctx, events.ReasonManual, true)
-	if err != nil && ctx.Err() != nil && !a.leaseValid() {
-		// The term ended under the call (the lease was lost): the
-		// requester asks again and the next leader answers.
+	if err != nil && ctx.Err() != nil && (!a.leaseValid() || a.currentTerm() != ctx) {
+		// The term ended under the call (the lease was lost; this
+		// holder may lead again already, in a new term): the requester
+		// asks again and the next leader answers.
 		return fmt.Errorf("%w: the lease was lost during the refresh: %w", ErrNotLeader, err)
 	}
 	return err
