@@ -11,11 +11,23 @@ import (
 // once (TrimDoubledNATSPrefix). Trimming has to happen where the error
 // leaves nats.go: once a caller wraps it ("holder: store token: nats:
 // nats: ..."), the doubled prefix is no longer at the start.
-func NATSOnceJetStream(js jetstream.JetStream) jetstream.JetStream { return natsOnceJS{js} }
+// A handle wrapped already is returned as it is.
+func NATSOnceJetStream(js jetstream.JetStream) jetstream.JetStream {
+	if _, ok := js.(natsOnceJS); ok {
+		return js
+	}
+	return natsOnceJS{js}
+}
 
 // NATSOnceKeyValue returns kv with writes whose errors say "nats: " once
 // (TrimDoubledNATSPrefix); errors.Is and errors.As match as before.
-func NATSOnceKeyValue(kv jetstream.KeyValue) jetstream.KeyValue { return natsOnceKV{kv} }
+// A bucket wrapped already is returned as it is.
+func NATSOnceKeyValue(kv jetstream.KeyValue) jetstream.KeyValue {
+	if _, ok := kv.(natsOnceKV); ok {
+		return kv
+	}
+	return natsOnceKV{kv}
+}
 
 type natsOnceJS struct{ jetstream.JetStream }
 

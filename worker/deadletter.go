@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 )
 
@@ -87,7 +86,7 @@ func (r *reaper) storeDeadLetter(ctx context.Context, bare string, raw *jetstrea
 	w.fault(FaultExhaustedDeadLetterMarked, msgID)
 	ack, err := w.js.PublishMsg(ctx, msg)
 	if err != nil {
-		return 0, false, fmt.Errorf("publish dead letter: %w", broker.TrimDoubledNATSPrefix(err))
+		return 0, false, fmt.Errorf("publish dead letter: %w", err)
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }

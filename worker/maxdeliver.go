@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/events"
 	"github.com/wxhub/wxhub/handlers"
 	"github.com/wxhub/wxhub/internal/metrics"
@@ -278,7 +277,7 @@ func (r *reaper) end(ctx context.Context, ref exhaustedRef) error {
 	w.fault(FaultExhaustedDeadLetterStored, jobID)
 	ack, err := w.js.PublishMsg(ctx, newResultMsg(w.subjects.StoredUserProfileFailed, b, msgID, corrID, nil))
 	if err != nil {
-		return fmt.Errorf("publish failure (the dead letter is stored): %w", broker.TrimDoubledNATSPrefix(err))
+		return fmt.Errorf("publish failure (the dead letter is stored): %w", err)
 	}
 	rec := events.DoneRecord{JobID: jobID, JobSubject: raw.Subject, ResultSeq: ack.Sequence, DoneAt: w.cfg.Now().UTC(), By: w.cfg.ID}
 	if !ack.Duplicate {

@@ -16,7 +16,7 @@ import (
 // subject with exactly the headers it is given (Nats-Msg-Id, so the
 // stream deduplicates; Wx-Correlation-Id; a dead letter's reason) and no
 // others, and waits for the stream's acknowledgement under ctx. A
-// refused publish's error says "nats: " once (broker.TrimDoubledNATSPrefix)
+// refused publish's error says "nats: " once (broker.NATSOnceJetStream)
 // and unwraps to nats.go's: a *jetstream.APIError when the stream refused
 // it. A dead letter (a DeadLetterReason is set) that would not fit in the server's
 // max_payload is stored with its body cut to fit and
@@ -36,7 +36,9 @@ type Publisher struct {
 var _ handlers.Publisher = (*Publisher)(nil)
 
 // NewPublisher returns a Publisher on js.
-func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+func NewPublisher(js jetstream.JetStream) *Publisher {
+	return &Publisher{js: broker.NATSOnceJetStream(js)}
+}
 
 // Publish implements handlers.Publisher.
 func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, header handlers.Header) (handlers.Stored, error) {
@@ -46,7 +48,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, he
 	}
 	ack, err := p.js.PublishMsg(ctx, nm)
 	if err != nil {
-		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, broker.TrimDoubledNATSPrefix(err))
+		return handlers.Stored{}, fmt.Errorf("worker: publish to %s: %w", subject, err)
 	}
 	return handlers.Stored{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }

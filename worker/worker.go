@@ -58,7 +58,7 @@ func New(cfg Config) (*Worker, error) {
 	// results, dead letters and token.invalidated are subject publishes,
 	// which cross accounts by their imports. Only WX_JOBS and wx_tokens
 	// are reached through another account's API (streams.For).
-	js := streams.Local()
+	js := broker.NATSOnceJetStream(streams.Local()) // refusals say "nats: " once
 	log := cfg.Logger.With("worker", cfg.ID)
 	if why := cfg.shortWindow(); why != "" {
 		log.Warn("worker: " + why)

@@ -126,7 +126,7 @@
 // errors from this package never contain them, and nothing here publishes
 // an event or a metric with them. A write the bucket refuses fails with
 // nats.go's error under this package's words, its "nats: " said once
-// (broker.TrimDoubledNATSPrefix), still matching errors.Is and errors.As.
+// (its handles are broker.NATSOnceJetStream and NATSOnceKeyValue), still matching errors.Is and errors.As.
 //
 // # Key bytes in memory
 //

@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/cas"
 	"github.com/wxhub/wxhub/wechat"
 )
@@ -131,14 +130,14 @@ func (v *Vault) refreshOnce(ctx context.Context, req FreshRequest, seen Record) 
 		}
 	}
 	if err != nil {
-		return Record{}, false, fmt.Errorf("vault: refresh lock: %w", broker.TrimDoubledNATSPrefix(err))
+		return Record{}, false, fmt.Errorf("vault: refresh lock: %w", err)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := v.kv.Purge(rctx, lk, jetstream.LastRevision(lockRev), jetstream.PurgeTTL(time.Minute)); err != nil &&
 			!cas.Lost(err) {
-			v.opts.Logger.Warn("vault: releasing a refresh lock failed; it lapses by itself", "appid", req.AppID, "openid", req.OpenID, "err", broker.TrimDoubledNATSPrefix(err))
+			v.opts.Logger.Warn("vault: releasing a refresh lock failed; it lapses by itself", "appid", req.AppID, "openid", req.OpenID, "err", err)
 		}
 	}()
 

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxhub/wxhub/broker"
 	"github.com/wxhub/wxhub/internal/cas"
 )
 
@@ -105,7 +104,6 @@ func (v *Vault) create(ctx context.Context, key string, value []byte) (uint64, e
 		if err == nil {
 			return ack.Sequence, nil
 		}
-		err = broker.TrimDoubledNATSPrefix(err)
 		if !cas.Lost(err) || rev != 0 {
 			return 0, err
 		}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/wxhub/wxhub/broker"
 )
 
 // RotateStats says what Rotate did.
@@ -64,7 +62,7 @@ func (v *Vault) Rotate(ctx context.Context) (RotateStats, error) {
 	}
 	for _, id := range old {
 		if err := v.kv.Purge(ctx, checkPrefix+id, jetstream.PurgeTTL(time.Minute)); err != nil {
-			return st, fmt.Errorf("vault: retiring key %q: %w", id, broker.TrimDoubledNATSPrefix(err))
+			return st, fmt.Errorf("vault: retiring key %q: %w", id, err)
 		}
 		st.RetiredKeys = append(st.RetiredKeys, id)
 	}

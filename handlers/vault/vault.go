@@ -65,7 +65,8 @@ func Open(ctx context.Context, js jetstream.JetStream, ring *Keyring, opts Optio
 		return nil, fmt.Errorf("vault: bucket %s: %w", opts.Bucket, err)
 	}
 	stream := "KV_" + opts.Bucket
-	v := &Vault{js: js, kv: kv, ring: ring, opts: opts, api: apiPrefix(js), stream: stream}
+	// The handles say "nats: " once in the errors of refused writes.
+	v := &Vault{js: broker.NATSOnceJetStream(js), kv: broker.NATSOnceKeyValue(kv), ring: ring, opts: opts, api: apiPrefix(js), stream: stream}
 	if err := v.checkKeys(ctx); err != nil {
 		return nil, err
 	}
@@ -256,7 +257,7 @@ func (v *Vault) store(ctx context.Context, appid, openid string, t Tokens, rev *
 		if cas.Lost(err) {
 			return Record{}, fmt.Errorf("vault: store: %w", jetstream.ErrKeyRevisionMismatch)
 		}
-		return Record{}, fmt.Errorf("vault: store: %w", broker.TrimDoubledNATSPrefix(err))
+		return Record{}, fmt.Errorf("vault: store: %w", err)
 	}
 	return Record{AppID: appid, OpenID: openid, Tokens: t, KeyID: kid, Revision: ack.Sequence}, nil
 }
@@ -278,7 +279,7 @@ func (v *Vault) Forget(ctx context.Context, appid, openid string) (existed bool,
 		existed = true
 	}
 	if err := v.kv.Purge(ctx, userKey(appid, openid), jetstream.PurgeTTL(time.Minute)); err != nil {
-		return existed, fmt.Errorf("vault: forget: %w", broker.TrimDoubledNATSPrefix(err))
+		return existed, fmt.Errorf("vault: forget: %w", err)
 	}
 	return existed, nil
 }
@@ -324,7 +325,7 @@ func (v *Vault) ForgetIf(ctx context.Context, appid, openid string, rev uint64) 
 	case cas.Lost(err):
 		return ChangedMeanwhile, nil
 	}
-	return 0, fmt.Errorf("vault: forget: %w", broker.TrimDoubledNATSPrefix(err))
+	return 0, fmt.Errorf("vault: forget: %w", err)
 }
 
 func marshalEnvelope(e Envelope) ([]byte, error) {
