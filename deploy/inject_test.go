@@ -579,6 +579,9 @@ func (w *injectWorld) waitAPIIdle() {
 //     Nats-Expected-Stream) is answered only after everything queued
 //     before it was stored, and the answer leaves by the stream's send
 //     queue after every republish of those;
+//   - the API's answers leave by the server's one internal send queue,
+//     in order, after the call was dispatched: the answer to a call made
+//     once the API is idle comes after every answer queued before it;
 //   - subscribers: heard() flushes each connection.
 func (w *injectWorld) settle() {
 	w.waitAPIIdle()
@@ -589,6 +592,9 @@ func (w *injectWorld) settle() {
 		w.barrierThrough(st)
 	}
 	w.waitAPIIdle()
+	if _, err := w.adminJS(w.streams[0]).AccountInfo(w.ctx); err != nil {
+		w.t.Fatalf("an API call behind the attacks' answers: %v", err)
+	}
 }
 
 // barrierThrough sends a message through stream st's inbound queue that
